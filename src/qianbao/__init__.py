@@ -1,0 +1,3 @@
+"""qianbao: an open-source digital wallet platform."""
+
+__version__ = "0.1.0"

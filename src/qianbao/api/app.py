@@ -1,0 +1,64 @@
+"""The FastAPI application factory (`uvicorn --factory qianbao.api.app:create_app`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel
+
+from qianbao import __version__
+from qianbao.api.problems import install_problem_handlers
+from qianbao.bootstrap import Container, build_container
+from qianbao.config import Settings
+from qianbao.errors import ServiceUnavailable
+from qianbao.store.migrate import current_revision
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    env: str
+    database: str
+    schema_revision: str | None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container = build_container(settings)
+        container.start()
+        app.state.container = container
+        try:
+            yield
+        finally:
+            container.close()
+
+    app = FastAPI(
+        title="qianbao API",
+        version=__version__,
+        description="Digital wallet platform: ledger, wallets, payments. Errors are application/problem+json.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    def healthz(request: Request) -> Health:
+        """Liveness and readiness: answers 200 only when the database answers."""
+        container: Container = request.app.state.container
+        try:
+            revision = current_revision(container.db)
+        except Exception as exc:
+            raise ServiceUnavailable("the database is not reachable") from exc
+        return Health(
+            status="ok",
+            version=__version__,
+            env=settings.env.value,
+            database=container.db.dialect,
+            schema_revision=revision,
+        )
+
+    return app

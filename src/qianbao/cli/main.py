@@ -1,0 +1,119 @@
+"""`qianbao`: serve the platform, migrate the database, check the ledger, run benchmarks."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from qianbao.cli.bench import bench_app
+from qianbao.cli.ledger import ledger_app
+from qianbao.config import Environment, Settings
+from qianbao.errors import QianbaoError
+
+app = typer.Typer(help="qianbao digital wallet platform.", no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema: upgrade and inspect migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(bench_app, name="bench")
+console = Console()
+
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="sqlite:///PATH or postgresql://… (env QIANBAO_DATABASE_URL)")
+]
+
+
+def settings_with(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (env QIANBAO_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env QIANBAO_PORT).")] = None,
+    database_url: DatabaseUrl = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (env QIANBAO_WORKERS).")] = None,
+    env: Annotated[Environment | None, typer.Option(help="sandbox or production (env QIANBAO_ENV).")] = None,
+) -> None:
+    """Migrate the database, seed sandbox demo data on first start, and serve the API."""
+    import uvicorn
+
+    from qianbao.demo import seed_demo_data
+    from qianbao.ledger.engine import LedgerEngine
+    from qianbao.store import migrate
+    from qianbao.store.database import Database
+
+    settings = settings_with(host=host, port=port, database_url=database_url, workers=workers, env=env)
+    db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        migrate.upgrade(db)
+        console.print(f"[green]database[/] {db.dialect} at schema revision {migrate.current_revision(db)}")
+        if settings.is_sandbox and settings.seed_demo_data:
+            wallets = seed_demo_data(LedgerEngine(db))
+            table = Table(title="Sandbox demo wallets (ledger accounts)")
+            table.add_column("account")
+            table.add_column("who")
+            table.add_column("opening balance", justify="right")
+            for w in wallets:
+                table.add_row(w.account_id, w.label, f"¥{w.opening_balance / 100:,.2f}")
+            console.print(table)
+            console.print("Sign-in for demo users arrives with the identity module; see README.md.")
+    finally:
+        db.dispose()
+    # Worker processes build their own settings from the environment: hand the effective ones down.
+    os.environ["QIANBAO_DATABASE_URL"] = settings.database_url
+    os.environ["QIANBAO_ENV"] = settings.env.value
+    console.print(f"serving on http://{settings.host}:{settings.port} ({settings.workers} worker(s), {settings.env})")
+    uvicorn.run(
+        "qianbao.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    database_url: DatabaseUrl = None,
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply schema migrations (safe to run while other processes start: they take turns)."""
+    from qianbao.store import migrate
+    from qianbao.store.database import Database
+
+    db = Database(settings_with(database_url=database_url).database_url)
+    try:
+        migrate.upgrade(db, revision)
+        console.print(f"schema at revision {migrate.current_revision(db)} ({db.dialect})")
+    finally:
+        db.dispose()
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseUrl = None) -> None:
+    """Show the schema revision of the database and the newest one this version knows."""
+    from qianbao.store import migrate
+    from qianbao.store.database import Database
+
+    db = Database(settings_with(database_url=database_url).database_url)
+    try:
+        current = migrate.current_revision(db)
+    finally:
+        db.dispose()
+    head = migrate.head_revision()
+    console.print(f"current: {current or '(empty database)'}   head: {head}")
+    if current != head:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except QianbaoError as exc:
+        console.print(f"[red]error[/] {exc.code}: {exc.detail}")
+        raise SystemExit(2) from exc

@@ -1,0 +1,135 @@
+"""Ledger reads: accounts, transfers with their hold status, history with balance after, past balances."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from qianbao.errors import InvalidInput
+from qianbao.ledger.model import (
+    PENDING_STATUS_BY_RESOLUTION,
+    Account,
+    NormalBalance,
+    PendingStatus,
+    Transfer,
+    TransferKind,
+)
+from qianbao.ledger.repository import _ACCOUNT_COLUMNS, _TRANSFER_COLUMNS, LedgerRepository, transfer_from_row
+from qianbao.store.database import Database
+
+MAX_PAGE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class TransferView:
+    transfer: Transfer
+    pending_status: PendingStatus | None  # for holds: still pending, or how it was resolved
+    resolved_by: str | None  # the id of the post/void/expire transfer
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    transfer: Transfer
+    direction: Literal["debit", "credit"]
+    balance_after: int  # posted balance on the account's normal side, right after this transfer
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    entries: list[HistoryEntry]
+    next_cursor: str | None
+
+
+class LedgerReader:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._repo = LedgerRepository(db.dialect)
+        self._p = "%s" if db.is_postgresql else "?"
+
+    def get_account(self, account_id: str) -> Account | None:
+        return self.lookup_accounts([account_id]).get(account_id)
+
+    def lookup_accounts(self, ids: Iterable[str]) -> dict[str, Account]:
+        from qianbao.ledger.repository import account_from_row
+
+        ids = list(ids)
+        if not ids:
+            return {}
+        with self.db.read() as conn:
+            sql = f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE {self._repo.in_list('id')}"
+            rows = conn.exec_driver_sql(sql, (self._repo.list_param(ids),)).fetchall()
+        return {row[0]: account_from_row(row) for row in rows}
+
+    def get_transfer(self, transfer_id: str) -> TransferView | None:
+        p = self._p
+        with self.db.read() as conn:
+            row = conn.exec_driver_sql(
+                f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE id = {p}", (transfer_id,)
+            ).first()
+            if row is None:
+                return None
+            transfer = transfer_from_row(row)
+            if transfer.kind is not TransferKind.PENDING:
+                return TransferView(transfer, None, None)
+            resolution = conn.exec_driver_sql(
+                f"SELECT id, kind FROM ledger_transfers WHERE pending_id = {p}", (transfer_id,)
+            ).first()
+        if resolution is None:
+            return TransferView(transfer, PendingStatus.PENDING, None)
+        return TransferView(transfer, PENDING_STATUS_BY_RESOLUTION[TransferKind(resolution[1])], resolution[0])
+
+    def account_history(self, account_id: str, limit: int = 20, cursor: str | None = None) -> HistoryPage:
+        """Entries touching the account, newest first; `cursor` continues from a previous page."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        before = _parse_cursor(cursor)
+        account = self.get_account(account_id)
+        if account is None:
+            return HistoryPage([], None)
+        p = self._p
+        cols = _TRANSFER_COLUMNS
+        # Two index range scans (debit side, credit side), merged; each is already in seq order.
+        sql = (
+            f"SELECT * FROM (SELECT {cols} FROM ledger_transfers WHERE debit_account_id = {p} AND seq < {p}"
+            f" ORDER BY seq DESC LIMIT {p}) d UNION ALL SELECT * FROM (SELECT {cols} FROM ledger_transfers"
+            f" WHERE credit_account_id = {p} AND seq < {p} ORDER BY seq DESC LIMIT {p}) c ORDER BY seq DESC LIMIT {p}"
+        )
+        with self.db.read() as conn:
+            rows = conn.exec_driver_sql(
+                sql, (account_id, before, limit + 1, account_id, before, limit + 1, limit + 1)
+            ).fetchall()
+        sign = 1 if account.normal_balance is NormalBalance.CREDIT else -1
+        entries = []
+        for row in rows[:limit]:
+            t = transfer_from_row(row)
+            if t.debit_account_id == account_id:
+                entries.append(HistoryEntry(t, "debit", sign * t.debit_net_after))
+            else:
+                entries.append(HistoryEntry(t, "credit", sign * t.credit_net_after))
+        next_cursor = str(entries[-1].transfer.seq) if len(rows) > limit else None
+        return HistoryPage(entries, next_cursor)
+
+    def balance_at(self, account_id: str, at_us: int) -> int | None:
+        """Posted balance (normal side) as of an instant; None if the account does not exist."""
+        account = self.get_account(account_id)
+        if account is None:
+            return None
+        p = self._p
+        sql = (
+            "SELECT net FROM (SELECT seq, debit_net_after AS net FROM ledger_transfers WHERE debit_account_id = "
+            f"{p} AND created_at <= {p} UNION ALL SELECT seq, credit_net_after FROM ledger_transfers"
+            f" WHERE credit_account_id = {p} AND created_at <= {p}) x ORDER BY seq DESC LIMIT 1"
+        )
+        with self.db.read() as conn:
+            net = conn.exec_driver_sql(sql, (account_id, at_us, account_id, at_us)).scalar()
+        net = 0 if net is None else int(net)
+        return net if account.normal_balance is NormalBalance.CREDIT else -net
+
+
+def _parse_cursor(cursor: str | None) -> int:
+    if cursor is None or cursor == "":
+        return 2**63 - 1
+    if not cursor.isdigit() or len(cursor) > 19:
+        raise InvalidInput("invalid cursor: pass back the next_cursor of a previous page")
+    return int(cursor)
