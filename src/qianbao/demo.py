@@ -40,8 +40,9 @@ def seed_demo_data(ledger: LedgerEngine) -> list[DemoWallet]:
             raise Conflict(f"demo account {result.id} could not be created: {result.code}")
     funding = system_account_id(SANDBOX_FUNDING, CURRENCY)
     transfers = [
-        TransferSpec.posted(f"seed:{w.account_id}", funding, w.account_id, w.opening_balance, CURRENCY,
-                            code="sandbox.funding")  # fmt: skip
+        TransferSpec.posted(
+            f"seed:{w.account_id}", funding, w.account_id, w.opening_balance, CURRENCY, code="sandbox.funding"
+        )  # fmt: skip
         for w in DEMO_WALLETS
         if w.opening_balance > 0
     ]

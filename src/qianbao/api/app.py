@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="qianbao API",
         version=__version__,
-        description="Digital wallet platform: ledger, wallets, payments. Errors are application/problem+json.",
+        description="Digital wallet platform: ledger, wallets, payments. Errors are problem+json.",
         lifespan=lifespan,
     )
     install_problem_handlers(app)

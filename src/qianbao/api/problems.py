@@ -53,9 +53,13 @@ def language(request: Request) -> str:
     return "en"
 
 
-def problem(request: Request, code: str, detail: str, status: int | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    request: Request, code: str, detail: str, status: int | None = None, **extra: Any
+) -> JSONResponse:
     status = status or STATUS_BY_CODE.get(code, 422)
-    messages = USER_MESSAGES.get(code) or USER_MESSAGES["validation_error" if status < 500 else "internal_error"]
+    messages = (
+        USER_MESSAGES.get(code) or USER_MESSAGES["validation_error" if status < 500 else "internal_error"]
+    )
     body = {
         "type": f"https://qianbao.dev/problems/{code}",
         "title": code.replace("_", " ").capitalize(),
@@ -87,5 +91,5 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(request, code, str(exc.detail), status=exc.status_code)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
         return problem(request, "internal_error", "an unexpected error occurred", status=500)

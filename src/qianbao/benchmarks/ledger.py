@@ -78,7 +78,9 @@ class LedgerBenchResult:
             "database": self.database,
             "transfers_per_s": round(self.engine.per_second, 1),
             "baseline_transfers_per_s": round(self.baseline.per_second, 1),
-            "ratio": round(self.engine.per_second / self.baseline.per_second, 2) if self.baseline.per_second else None,
+            "ratio": round(self.engine.per_second / self.baseline.per_second, 2)
+            if self.baseline.per_second
+            else None,
             "p50_ms": round(self.engine.percentile_ms(0.50), 2),
             "p99_ms": round(self.engine.percentile_ms(0.99), 2),
             "baseline_p50_ms": round(self.baseline.percentile_ms(0.50), 2),
@@ -115,7 +117,9 @@ def setup_engine_accounts(engine: LedgerEngine, params: LedgerBenchParams) -> No
         for i in range(params.accounts)
     ]
     engine.create_accounts(specs)
-    funding = [TransferSpec.posted(f"fund:{i}", FUNDING, _wallet(i), 10**9, "CNY") for i in range(params.accounts)]
+    funding = [
+        TransferSpec.posted(f"fund:{i}", FUNDING, _wallet(i), 10**9, "CNY") for i in range(params.accounts)
+    ]
     for start in range(0, len(funding), 5000):
         engine.create_transfers(funding[start : start + 5000], group_ends=range(5000))
 
@@ -193,11 +197,13 @@ def run_plain(db: Database, params: LedgerBenchParams, connections: int, progres
     p = "%s" if db.is_postgresql else "?"
     begin = "BEGIN" if db.is_postgresql else "BEGIN IMMEDIATE"
     debit_sql = (
-        f"UPDATE bench_plain_accounts SET balance = balance - {p} WHERE id = {p} AND balance >= {p} RETURNING balance"
+        f"UPDATE bench_plain_accounts SET balance = balance - {p} WHERE id = {p} AND balance >= {p}"
+        " RETURNING balance"
     )
     credit_sql = f"UPDATE bench_plain_accounts SET balance = balance + {p} WHERE id = {p} RETURNING balance"
     entry_sql = (
-        f"INSERT INTO bench_plain_entries (transfer_id, account_id, amount, balance_after) VALUES ({p}, {p}, {p}, {p})"
+        "INSERT INTO bench_plain_entries (transfer_id, account_id, amount, balance_after)"
+        f" VALUES ({p}, {p}, {p}, {p})"
     )
     latencies: list[float] = []
     failed = 0
@@ -278,7 +284,9 @@ def run_ledger_bench(
         migrate.upgrade(db)
         engine = LedgerEngine(db)
         setup_engine_accounts(engine, params)
-        engine_stats, batches = run_engine(engine, params, progress_factory("group commit engine", params.transfers))
+        engine_stats, batches = run_engine(
+            engine, params, progress_factory("group commit engine", params.transfers)
+        )
         connections = params.baseline_connections or (32 if db.is_postgresql else 1)
         setup_plain(db, params)
         total = max(1, params.baseline_transfers // params.clients) * params.clients

@@ -24,15 +24,22 @@ def bench_ledger(
     ] = None,
     transfers: Annotated[int, typer.Option(min=1, help="Transfers through the engine.")] = 200_000,
     accounts: Annotated[int, typer.Option(min=2, help="Wallet accounts.")] = 10_000,
-    clients: Annotated[int, typer.Option(min=1, help="Concurrent clients, one transfer in flight each.")] = 512,
+    clients: Annotated[
+        int, typer.Option(min=1, help="Concurrent clients, one transfer in flight each.")
+    ] = 512,
     hot_share: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of transfers paying one hot merchant account.")
     ] = 0.0,
     batch_max: Annotated[int, typer.Option(min=1, help="Most transfers per database transaction.")] = 8192,
-    window_ms: Annotated[float, typer.Option(min=0.0, help="How long a batch waits for more transfers.")] = 1.0,
-    baseline_transfers: Annotated[int, typer.Option(min=1, help="Transfers through the plain design.")] = 30_000,
+    window_ms: Annotated[
+        float, typer.Option(min=0.0, help="How long a batch waits for more transfers.")
+    ] = 1.0,
+    baseline_transfers: Annotated[
+        int, typer.Option(min=1, help="Transfers through the plain design.")
+    ] = 30_000,
     baseline_connections: Annotated[
-        int, typer.Option(min=0, help="Connections the plain design may use (0: 32 on PostgreSQL, 1 on SQLite).")
+        int,
+        typer.Option(min=0, help="Connections the plain design may use (0: 32 on PostgreSQL, 1 on SQLite)."),
     ] = 0,
     keep: Annotated[bool, typer.Option(help="Keep the scratch database afterwards.")] = False,
 ) -> None:
@@ -46,7 +53,11 @@ def bench_ledger(
         window_ms=window_ms, baseline_transfers=baseline_transfers, baseline_connections=baseline_connections,
     )  # fmt: skip
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
     ) as progress:
 
         def factory(label: str, total: int) -> Callable[[int], None]:
@@ -60,7 +71,8 @@ def bench_ledger(
     for column in ("design", "transfers/s", "p50 ms", "p99 ms", "transfers", "declined"):
         table.add_column(column, justify="right")
     table.add_row(
-        "group commit", f"{summary['transfers_per_s']:,.0f}", f"{summary['p50_ms']:.2f}", f"{summary['p99_ms']:.2f}",
+        "group commit", f"{summary['transfers_per_s']:,.0f}",
+        f"{summary['p50_ms']:.2f}", f"{summary['p99_ms']:.2f}",
         f"{result.engine.transfers:,}", f"{result.engine.failed:,}",
     )  # fmt: skip
     table.add_row(

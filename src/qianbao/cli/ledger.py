@@ -17,12 +17,13 @@ ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
 console = Console()
 
 DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", help="sqlite:///PATH or postgresql://… (env QIANBAO_DATABASE_URL)")
+    str | None,
+    typer.Option("--database-url", help="sqlite:///PATH or postgresql://… (env QIANBAO_DATABASE_URL)"),
 ]
 
 
 def _database(url: str | None) -> Database:
-    settings = Settings(**({"database_url": url} if url else {}))
+    settings = Settings(database_url=url) if url else Settings()
     return Database(settings.database_url)
 
 
@@ -77,7 +78,8 @@ def show(
     finally:
         db.dispose()
     console.print(
-        f"[bold]{account.id}[/] {account.currency} {account.code} ({account.normal_balance}-normal, {account.status})\n"
+        f"[bold]{account.id}[/] {account.currency} {account.code}"
+        f" ({account.normal_balance}-normal, {account.status})\n"
         f"balance {account.balance}  available {account.available}  "
         f"pending out {account.debits_pending}  pending in {account.credits_pending}"
     )
@@ -86,7 +88,9 @@ def show(
         table.add_column(column)
     for entry in page.entries:
         t = entry.transfer
-        table.add_row(rfc3339(t.created_at), t.id, t.kind, entry.direction, str(t.amount), str(entry.balance_after))
+        table.add_row(
+            rfc3339(t.created_at), t.id, t.kind, entry.direction, str(t.amount), str(entry.balance_after)
+        )
     console.print(table)
 
 

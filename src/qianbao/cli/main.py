@@ -14,7 +14,9 @@ from qianbao.cli.ledger import ledger_app
 from qianbao.config import Environment, Settings
 from qianbao.errors import QianbaoError
 
-app = typer.Typer(help="qianbao digital wallet platform.", no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="qianbao digital wallet platform.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 db_app = typer.Typer(help="Database schema: upgrade and inspect migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
@@ -22,7 +24,8 @@ app.add_typer(bench_app, name="bench")
 console = Console()
 
 DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", help="sqlite:///PATH or postgresql://… (env QIANBAO_DATABASE_URL)")
+    str | None,
+    typer.Option("--database-url", help="sqlite:///PATH or postgresql://… (env QIANBAO_DATABASE_URL)"),
 ]
 
 
@@ -43,6 +46,7 @@ def serve(
 
     from qianbao.demo import seed_demo_data
     from qianbao.ledger.engine import LedgerEngine
+    from qianbao.money import Money, format_money
     from qianbao.store import migrate
     from qianbao.store.database import Database
 
@@ -58,7 +62,7 @@ def serve(
             table.add_column("who")
             table.add_column("opening balance", justify="right")
             for w in wallets:
-                table.add_row(w.account_id, w.label, f"¥{w.opening_balance / 100:,.2f}")
+                table.add_row(w.account_id, w.label, format_money(Money(w.opening_balance, "CNY")))
             console.print(table)
             console.print("Sign-in for demo users arrives with the identity module; see README.md.")
     finally:
@@ -66,7 +70,9 @@ def serve(
     # Worker processes build their own settings from the environment: hand the effective ones down.
     os.environ["QIANBAO_DATABASE_URL"] = settings.database_url
     os.environ["QIANBAO_ENV"] = settings.env.value
-    console.print(f"serving on http://{settings.host}:{settings.port} ({settings.workers} worker(s), {settings.env})")
+    console.print(
+        f"serving on http://{settings.host}:{settings.port} ({settings.workers} worker(s), {settings.env})"
+    )
     uvicorn.run(
         "qianbao.api.app:create_app",
         factory=True,

@@ -5,6 +5,10 @@ plus whatever arrives within a short window, and applies it as one batch through
 load a batch holds thousands of transfers, so the per-transaction cost (locks, fsync) is shared; when idle
 a lone request waits at most the window. Each caller gets exactly its own results, in order.
 
+With `speculative=True` (the default) two threads share the work: one collects and decides batch N+1
+(ledger/speculation.py) while the other confirms and commits batch N, so Python and the database work at
+the same time instead of taking turns.
+
 This is a throughput device only: correctness comes from the database (row locks, UNIQUE keys), so any
 number of processes may each run their own batcher against one database.
 """
@@ -20,8 +24,11 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError, OperationalError
+
 from qianbao.ledger.engine import LedgerEngine
 from qianbao.ledger.model import TransferResult, TransferSpec
+from qianbao.ledger.speculation import Speculation, Speculator
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +48,56 @@ class BatcherClosed(RuntimeError):
     pass
 
 
+class _Stale(Exception):  # noqa: N818 - internal signal: the speculation's assumptions no longer hold
+    pass
+
+
+@dataclass(slots=True)
+class _Batch:
+    requests: list[_Request]
+    specs: list[TransferSpec]
+    group_ends: frozenset[int]
+    speculation: Speculation | None
+
+
 class TransferBatcher:
-    def __init__(self, engine: LedgerEngine, *, window_ms: float = 1.0, max_batch: int = 4096) -> None:
+    def __init__(
+        self, engine: LedgerEngine, *, window_ms: float = 1.0, max_batch: int = 4096, speculative: bool = True
+    ) -> None:
         self.engine = engine
         self.window = window_ms / 1000
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        # One prepared batch waits for the writer: enough to keep it busy, and a deeper pipeline would only
+        # split the same concurrent requests into smaller batches.
+        self._prepared: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+        self._speculator = Speculator(engine.db, engine.repo, engine.clock) if speculative else None
         self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
         self._closed = False
         self.batches = 0
         self.transfers = 0
+        self.speculation_hits = 0
+        self.speculation_misses = 0
 
     def start(self) -> TransferBatcher:
         if self._thread is None:
+            self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
+            self._writer.start()
             self._thread = threading.Thread(target=self._run, name="ledger-batcher", daemon=True)
             self._thread.start()
         return self
 
     def close(self, timeout: float = 10.0) -> None:
-        """Finish what is queued, then stop the writer thread."""
+        """Finish what is queued, then stop the threads."""
         if self._closed:
             return
         self._closed = True
         self._queue.put(_STOP)
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._writer is not None:
+            self._writer.join(timeout)
 
     def __enter__(self) -> TransferBatcher:
         return self.start()
@@ -82,7 +114,9 @@ class TransferBatcher:
         self._queue.put(_Request(specs=specs, future=future))
         return future
 
-    def create_transfers(self, specs: Sequence[TransferSpec], timeout: float | None = None) -> list[TransferResult]:
+    def create_transfers(
+        self, specs: Sequence[TransferSpec], timeout: float | None = None
+    ) -> list[TransferResult]:
         return self.submit(specs).result(timeout)
 
     async def create_transfers_async(self, specs: Sequence[TransferSpec]) -> list[TransferResult]:
@@ -98,53 +132,78 @@ class TransferBatcher:
         if self._thread is None:
             raise BatcherClosed("the ledger batcher was not started")
 
-    # -- the writer thread ----------------------------------------------------------------------------
+    # -- the collecting (and speculating) thread ------------------------------------------------------
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch = [first]
-            size = len(first.specs)
-            deadline = time.monotonic() + self.window
-            while size < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = self._queue.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                if item is _STOP:
-                    stopping = True
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                if first is _STOP:
                     break
-                batch.append(item)
-                size += len(item.specs)
-            self._apply(batch)
+                requests = [first]
+                size = len(first.specs)
+                deadline = time.monotonic() + self.window
+                while size < self.max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        try:
+                            item = self._queue.get(timeout=remaining)
+                        except queue.Empty:
+                            break
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    requests.append(item)
+                    size += len(item.specs)
+                self._prepared.put(self._prepare(requests))
+        finally:
+            self._prepared.put(None)
 
-    def _apply(self, batch: list[_Request]) -> None:
+    def _prepare(self, requests: list[_Request]) -> _Batch:
         specs: list[TransferSpec] = []
         ends: list[int] = []
-        for request in batch:
+        for request in requests:
             specs.extend(request.specs)
             ends.append(len(specs) - 1)
+        group_ends = frozenset(ends)
+        speculation = None
+        if self._speculator is not None and specs:
+            try:
+                speculation = self._speculator.prepare(specs, group_ends)
+            except Exception:  # noqa: BLE001 - a failed guess only means the batch is decided the slow way
+                log.warning("speculative preparation failed; deciding the batch under lock", exc_info=True)
+                self._speculator.generation += 1
+        return _Batch(requests, specs, group_ends, speculation)
+
+    # -- the writer thread ----------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._prepared.get()
+            if batch is None:
+                return
+            self._apply(batch)
+
+    def _apply(self, batch: _Batch) -> None:
         try:
-            results = self.engine.create_transfers(specs, group_ends=ends) if specs else []
+            results = self._commit(batch) if batch.specs else []
         except Exception as exc:  # noqa: BLE001 - every waiting caller must hear about the failure
-            log.exception("ledger batch of %d transfers failed", len(specs))
-            for request in batch:
+            log.exception("ledger batch of %d transfers failed", len(batch.specs))
+            for request in batch.requests:
                 _fail(request, exc)
             return
         self.batches += 1
-        self.transfers += len(specs)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[TransferResult]], list[TransferResult]]]] = {}
+        self.transfers += len(batch.specs)
+        by_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[TransferResult]], list[TransferResult]]]
+        ] = {}
         start = 0
-        for request in batch:
+        for request in batch.requests:
             mine = results[start : start + len(request.specs)]
             start += len(request.specs)
             if request.future is not None:
@@ -154,6 +213,31 @@ class TransferBatcher:
         # One wake-up per event loop per batch, not one per caller.
         for loop, pairs in by_loop.items():
             loop.call_soon_threadsafe(_resolve_all, pairs)
+
+    def _commit(self, batch: _Batch) -> list[TransferResult]:
+        spec = batch.speculation
+        speculator = self._speculator
+        if spec is not None and speculator is not None and spec.generation == speculator.generation:
+            repo = self.engine.repo
+            try:
+                with self.engine.db.write() as conn:
+                    if repo.stale_accounts(conn, spec.expected):
+                        raise _Stale
+                    if spec.seq_range is not None and not repo.claim_seqs(conn, *spec.seq_range):
+                        raise _Stale
+                    if spec.inserts is not None:
+                        repo.insert_encoded(conn, spec.inserts)
+                    if spec.updates is not None:
+                        repo.update_encoded(conn, spec.updates)
+                self.speculation_hits += 1
+                return spec.results
+            except (_Stale, IntegrityError, OperationalError):
+                # Someone else wrote to these accounts, took an id or resolved a hold: decide again below.
+                log.debug("speculation for a batch of %d failed; deciding under lock", len(batch.specs))
+            speculator.generation += 1
+        if speculator is not None:
+            self.speculation_misses += 1
+        return self.engine.create_transfers(batch.specs, group_ends=batch.group_ends)
 
 
 def _resolve_all(pairs: list[tuple[asyncio.Future[list[TransferResult]], list[TransferResult]]]) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from qianbao.clock import Clock, SystemClock
+from qianbao.errors import Conflict, InvalidInput, NotFound
 from qianbao.ledger.model import (
     MAX_ID_LENGTH,
     Account,
@@ -38,7 +39,6 @@ from qianbao.ledger.model import (
 )
 from qianbao.ledger.repository import LedgerRepository
 from qianbao.ledger.rules import BatchState, apply_batch
-from qianbao.errors import Conflict, InvalidInput, NotFound
 from qianbao.money import UnknownCurrencyError, currency
 from qianbao.store.database import Database
 
@@ -93,7 +93,11 @@ class LedgerEngine:
         resolutions = repo.resolutions(conn, pending_ids)
         seqs = repo.reserve_seqs(conn, len(specs))
         state = BatchState(
-            accounts=accounts, existing=existing, pendings=pendings, resolutions=resolutions, now=self.clock.now_us()
+            accounts=accounts,
+            existing=existing,
+            pendings=pendings,
+            resolutions=resolutions,
+            now=self.clock.now_us(),
         )
         outcome = apply_batch(specs, group_ends, state, iter(seqs))
         repo.insert_transfers(conn, outcome.created)
@@ -162,6 +166,7 @@ class LedgerEngine:
 
     def set_account_status(self, account_id: str, status: AccountStatus) -> Account:
         """Freeze, unfreeze or close an account. Closing needs a zero balance and no holds."""
+
         def change(conn: Connection) -> Account:
             account = self.repo.lock_accounts(conn, [account_id]).get(account_id)
             if account is None:

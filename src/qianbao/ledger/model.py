@@ -129,6 +129,7 @@ class Account:
     credits_pending: int
     metadata: Mapping[str, Any] | None
     created_at: int
+    last_seq: int = 0  # seq of the newest transfer that touched this account (its version)
 
     @property
     def net_posted(self) -> int:

@@ -77,7 +77,9 @@ class LedgerReader:
             ).first()
         if resolution is None:
             return TransferView(transfer, PendingStatus.PENDING, None)
-        return TransferView(transfer, PENDING_STATUS_BY_RESOLUTION[TransferKind(resolution[1])], resolution[0])
+        return TransferView(
+            transfer, PENDING_STATUS_BY_RESOLUTION[TransferKind(resolution[1])], resolution[0]
+        )
 
     def account_history(self, account_id: str, limit: int = 20, cursor: str | None = None) -> HistoryPage:
         """Entries touching the account, newest first; `cursor` continues from a previous page."""
@@ -93,7 +95,8 @@ class LedgerReader:
         sql = (
             f"SELECT * FROM (SELECT {cols} FROM ledger_transfers WHERE debit_account_id = {p} AND seq < {p}"
             f" ORDER BY seq DESC LIMIT {p}) d UNION ALL SELECT * FROM (SELECT {cols} FROM ledger_transfers"
-            f" WHERE credit_account_id = {p} AND seq < {p} ORDER BY seq DESC LIMIT {p}) c ORDER BY seq DESC LIMIT {p}"
+            f" WHERE credit_account_id = {p} AND seq < {p} ORDER BY seq DESC LIMIT {p}) c"
+            f" ORDER BY seq DESC LIMIT {p}"
         )
         with self.db.read() as conn:
             rows = conn.exec_driver_sql(
@@ -116,10 +119,13 @@ class LedgerReader:
         if account is None:
             return None
         p = self._p
+        # Newest qualifying row on each side (each an index scan backwards), then the newer of the two.
         sql = (
-            "SELECT net FROM (SELECT seq, debit_net_after AS net FROM ledger_transfers WHERE debit_account_id = "
-            f"{p} AND created_at <= {p} UNION ALL SELECT seq, credit_net_after FROM ledger_transfers"
-            f" WHERE credit_account_id = {p} AND created_at <= {p}) x ORDER BY seq DESC LIMIT 1"
+            "SELECT net FROM (SELECT * FROM (SELECT seq, debit_net_after AS net FROM ledger_transfers"
+            f" WHERE debit_account_id = {p} AND created_at <= {p} ORDER BY seq DESC LIMIT 1) d"
+            " UNION ALL SELECT * FROM (SELECT seq, credit_net_after FROM ledger_transfers"
+            f" WHERE credit_account_id = {p} AND created_at <= {p} ORDER BY seq DESC LIMIT 1) c) x"
+            " ORDER BY seq DESC LIMIT 1"
         )
         with self.db.read() as conn:
             net = conn.exec_driver_sql(sql, (account_id, at_us, account_id, at_us)).scalar()

@@ -17,7 +17,7 @@ from qianbao.ledger.model import Account, AccountStatus, NormalBalance, Transfer
 _ACCOUNT_COLUMNS = (
     "id, currency, code, owner_ref, normal_balance, debits_must_not_exceed_credits,"
     " credits_must_not_exceed_debits, balance_ceiling, status, debits_posted, credits_posted,"
-    " debits_pending, credits_pending, metadata, created_at"
+    " debits_pending, credits_pending, metadata, created_at, last_seq"
 )
 _TRANSFER_COLUMNS = (
     "seq, id, kind, debit_account_id, credit_account_id, amount, currency, code, pending_id,"
@@ -43,9 +43,13 @@ def pg_text_array(values: Iterable[str | None]) -> str:
         # Common case: nothing to escape, so one C-level join does it.
         if "\\" not in joined and joined.count('"') == 3 * (len(values) - 1):
             return '{"' + joined + '"}' if values else "{}"
-    return "{" + ",".join(
-        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values
-    ) + "}"
+    return (
+        "{"
+        + ",".join(
+            "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values
+        )
+        + "}"
+    )
 
 
 def _json_load(value: Any) -> Any:
@@ -74,19 +78,20 @@ def account_from_row(row: Sequence[Any]) -> Account:
         credits_pending=row[12],
         metadata=_json_load(row[13]),
         created_at=row[14],
+        last_seq=row[15],
     )
 
 
 _BALANCE_COLUMNS = (
     "id, currency, normal_balance, debits_must_not_exceed_credits, credits_must_not_exceed_debits,"
-    " balance_ceiling, status, debits_posted, credits_posted, debits_pending, credits_pending"
+    " balance_ceiling, status, debits_posted, credits_posted, debits_pending, credits_pending, last_seq"
 )
 
 
 def balance_state_from_row(row: Sequence[Any]) -> Account:
     """The part of an account the transfer rules need (code, owner and metadata left out: hot path)."""
     return Account(row[0], row[1], "", None, _NORMAL[row[2]], bool(row[3]), bool(row[4]), row[5],
-                   _STATUS[row[6]], row[7], row[8], row[9], row[10], None, 0)  # fmt: skip
+                   _STATUS[row[6]], row[7], row[8], row[9], row[10], None, 0, row[11])  # fmt: skip
 
 
 def transfer_from_row(row: Sequence[Any]) -> Transfer:
@@ -113,7 +118,7 @@ def _fetch(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        return list(cursor.fetchall())
     finally:
         cursor.close()
 
@@ -174,13 +179,15 @@ class LedgerRepository:
         rows = _fetch(conn, sql, (self.list_param(ids),))
         return {row[0]: account_from_row(row) for row in rows}
 
-    def lock_balances(self, conn: Connection, ids: Iterable[str]) -> dict[str, Account]:
-        """Like `lock_accounts`, but only what deciding transfers needs."""
+    def lock_balances(self, conn: Connection, ids: Iterable[str], *, lock: bool = True) -> dict[str, Account]:
+        """Like `lock_accounts`, but only what deciding transfers needs; `lock=False` just reads."""
         ids = sorted(set(ids))
         if not ids:
             return {}
         if self.pg:
-            sql = f"SELECT {_BALANCE_COLUMNS} FROM ledger_accounts WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
+            sql = f"SELECT {_BALANCE_COLUMNS} FROM ledger_accounts WHERE id = ANY(%s::text[]) ORDER BY id" + (
+                " FOR UPDATE" if lock else ""
+            )
             rows = _fetch(conn, sql, (pg_text_array(ids),))
         else:
             rows = _sqlite_rows(conn, _BALANCE_COLUMNS, "ledger_accounts", "id", ids)
@@ -214,37 +221,31 @@ class LedgerRepository:
             return [row[0] for row in rows]
         # SQLite: BEGIN IMMEDIATE holds the only write lock, so the counter row is ours alone.
         top: int = _fetch(
-            conn, "UPDATE ledger_sequences SET value = value + ? WHERE name = 'transfer' RETURNING value", (count,)
+            conn,
+            "UPDATE ledger_sequences SET value = value + ? WHERE name = 'transfer' RETURNING value",
+            (count,),
         )[0][0]
         return list(range(top - count + 1, top + 1))
 
-    def insert_transfers(self, conn: Connection, transfers: Sequence[Transfer]) -> int:
-        """Insert new transfers; an id that already exists is skipped. Returns how many were inserted."""
-        if not transfers:
-            return 0
+    # -- writes: encode (pure Python, may run off the critical path) then execute ----------------------
+
+    def encode_transfers(self, transfers: Sequence[Transfer]) -> Any:
         if self.pg:
-            return _execute(
-                conn,
-                f"INSERT INTO ledger_transfers ({_TRANSFER_COLUMNS}) SELECT * FROM unnest("
-                "%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[],"
-                " %s::text[], %s::text[], %s::bigint[], %s::json[], %s::bigint[], %s::bigint[], %s::bigint[])"
-                " ON CONFLICT (id) DO NOTHING",
-                (
-                    pg_array([t.seq for t in transfers]),
-                    pg_text_array([t.id for t in transfers]),
-                    pg_text_array([t.kind.value for t in transfers]),
-                    pg_text_array([t.debit_account_id for t in transfers]),
-                    pg_text_array([t.credit_account_id for t in transfers]),
-                    pg_array([t.amount for t in transfers]),
-                    pg_text_array([t.currency for t in transfers]),
-                    pg_text_array([t.code for t in transfers]),
-                    pg_text_array([t.pending_id for t in transfers]),
-                    pg_array([t.timeout_at for t in transfers]),
-                    pg_text_array([_json_dump(t.metadata) for t in transfers]),
-                    pg_array([t.created_at for t in transfers]),
-                    pg_array([t.debit_net_after for t in transfers]),
-                    pg_array([t.credit_net_after for t in transfers]),
-                ),
+            return (
+                pg_array([t.seq for t in transfers]),
+                pg_text_array([t.id for t in transfers]),
+                pg_text_array([t.kind.value for t in transfers]),
+                pg_text_array([t.debit_account_id for t in transfers]),
+                pg_text_array([t.credit_account_id for t in transfers]),
+                pg_array([t.amount for t in transfers]),
+                pg_text_array([t.currency for t in transfers]),
+                pg_text_array([t.code for t in transfers]),
+                pg_text_array([t.pending_id for t in transfers]),
+                pg_array([t.timeout_at for t in transfers]),
+                pg_text_array([_json_dump(t.metadata) for t in transfers]),
+                pg_array([t.created_at for t in transfers]),
+                pg_array([t.debit_net_after for t in transfers]),
+                pg_array([t.credit_net_after for t in transfers]),
             )
         rows = [
             (t.seq, t.id, t.kind.value, t.debit_account_id, t.credit_account_id, t.amount, t.currency, t.code,
@@ -252,42 +253,148 @@ class LedgerRepository:
              t.credit_net_after)
             for t in transfers
         ]  # fmt: skip
-        return _execute(
-            conn,
-            f"INSERT INTO ledger_transfers ({_TRANSFER_COLUMNS}) SELECT "
-            + ", ".join(f"value->>{i}" for i in range(14))
-            + " FROM json_each(?)",
-            (json.dumps(rows, separators=(",", ":")),),
-        )
+        return (json.dumps(rows, separators=(",", ":")),)
 
-    def update_balances(self, conn: Connection, accounts: Iterable[Account]) -> None:
-        accounts = list(accounts)
-        if not accounts:
-            return
+    def insert_encoded(self, conn: Connection, encoded: Any) -> None:
+        if self.pg:
+            _execute(
+                conn,
+                f"INSERT INTO ledger_transfers ({_TRANSFER_COLUMNS}) SELECT * FROM unnest("
+                "%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[],"
+                " %s::text[], %s::text[], %s::bigint[], %s::json[], %s::bigint[], %s::bigint[],"
+                " %s::bigint[])",
+                encoded,
+            )
+        else:
+            _execute(
+                conn,
+                f"INSERT INTO ledger_transfers ({_TRANSFER_COLUMNS}) SELECT "
+                + ", ".join(f"value->>{i}" for i in range(14))
+                + " FROM json_each(?)",
+                encoded,
+            )
+
+    def insert_transfers(self, conn: Connection, transfers: Sequence[Transfer]) -> None:
+        if transfers:
+            self.insert_encoded(conn, self.encode_transfers(transfers))
+
+    def encode_balances(self, accounts: Sequence[Account]) -> Any:
+        if self.pg:
+            return (
+                pg_text_array([a.id for a in accounts]),
+                pg_array([a.debits_posted for a in accounts]),
+                pg_array([a.credits_posted for a in accounts]),
+                pg_array([a.debits_pending for a in accounts]),
+                pg_array([a.credits_pending for a in accounts]),
+                pg_array([a.last_seq for a in accounts]),
+            )
+        rows = [
+            (a.id, a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending, a.last_seq)
+            for a in accounts
+        ]
+        return (json.dumps(rows, separators=(",", ":")),)
+
+    def update_encoded(self, conn: Connection, encoded: Any) -> None:
         if self.pg:
             _execute(
                 conn,
                 "UPDATE ledger_accounts AS a SET debits_posted = v.dp, credits_posted = v.cp,"
-                " debits_pending = v.dq, credits_pending = v.cq"
-                " FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])"
-                " AS v(id, dp, cp, dq, cq) WHERE a.id = v.id",
-                (
-                    pg_text_array([a.id for a in accounts]),
-                    pg_array([a.debits_posted for a in accounts]),
-                    pg_array([a.credits_posted for a in accounts]),
-                    pg_array([a.debits_pending for a in accounts]),
-                    pg_array([a.credits_pending for a in accounts]),
-                ),
+                " debits_pending = v.dq, credits_pending = v.cq, last_seq = v.ls"
+                " FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
+                " %s::bigint[])"
+                " AS v(id, dp, cp, dq, cq, ls) WHERE a.id = v.id",
+                encoded,
             )
-            return
-        rows = [(a.id, a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending) for a in accounts]
-        _execute(
+        else:
+            _execute(
+                conn,
+                "UPDATE ledger_accounts SET debits_posted = v.value->>1, credits_posted = v.value->>2,"
+                " debits_pending = v.value->>3, credits_pending = v.value->>4, last_seq = v.value->>5"
+                " FROM json_each(?) AS v WHERE ledger_accounts.id = v.value->>0",
+                encoded,
+            )
+
+    def update_balances(self, conn: Connection, accounts: Iterable[Account]) -> None:
+        accounts = list(accounts)
+        if accounts:
+            self.update_encoded(conn, self.encode_balances(accounts))
+
+    def encode_expected(self, accounts: Sequence[Account]) -> Any:
+        """What a speculative batch assumed about its accounts, for `stale_accounts`."""
+        if self.pg:
+            return (
+                pg_text_array([a.id for a in accounts]),
+                pg_text_array([a.id for a in accounts]),
+                pg_text_array([a.status.value for a in accounts]),
+                pg_array([a.balance_ceiling for a in accounts]),
+                pg_array(["t" if a.debits_must_not_exceed_credits else "f" for a in accounts]),
+                pg_array(["t" if a.credits_must_not_exceed_debits else "f" for a in accounts]),
+                pg_array([a.debits_posted for a in accounts]),
+                pg_array([a.credits_posted for a in accounts]),
+                pg_array([a.debits_pending for a in accounts]),
+                pg_array([a.credits_pending for a in accounts]),
+                pg_array([a.last_seq for a in accounts]),
+            )
+        rows = [
+            (a.id, a.status.value, a.balance_ceiling, int(a.debits_must_not_exceed_credits),
+             int(a.credits_must_not_exceed_debits), a.debits_posted, a.credits_posted, a.debits_pending,
+             a.credits_pending, a.last_seq)
+            for a in accounts
+        ]  # fmt: skip
+        return (json.dumps(rows, separators=(",", ":")),)
+
+    def stale_accounts(self, conn: Connection, expected: Any) -> list[str]:
+        """Lock the expected accounts (in id order) and return those whose stored state differs.
+
+        Runs inside the write transaction; an empty answer means every assumption still holds and stays
+        true until COMMIT, because the rows are now locked (on SQLite: the database is)."""
+        if self.pg:
+            row = _fetch(
+                conn,
+                "WITH locked AS MATERIALIZED (SELECT id, status, balance_ceiling,"
+                " debits_must_not_exceed_credits AS f1, credits_must_not_exceed_debits AS f2, debits_posted,"
+                " credits_posted, debits_pending, credits_pending, last_seq FROM ledger_accounts"
+                " WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE)"
+                " SELECT (SELECT count(*) FROM locked), ARRAY(SELECT e.id FROM unnest(%s::text[], %s::text[],"
+                " %s::bigint[], %s::bool[], %s::bool[], %s::bigint[], %s::bigint[], %s::bigint[],"
+                " %s::bigint[], %s::bigint[]) AS e(id, status, ceiling, f1, f2, dp, cp, dq, cq, ls)"
+                " LEFT JOIN locked l ON l.id = e.id WHERE l.id IS NULL OR (l.status, l.balance_ceiling, l.f1,"
+                " l.f2, l.debits_posted, l.credits_posted, l.debits_pending, l.credits_pending, l.last_seq)"
+                " IS DISTINCT FROM (e.status, e.ceiling, e.f1, e.f2, e.dp, e.cp, e.dq, e.cq, e.ls))",
+                expected,
+            )[0]
+            # row[0], the count, is there to make PostgreSQL lock every row, not only those it compares.
+            stale: list[str] = list(row[1])
+            return stale
+        packed = _fetch(
             conn,
-            "UPDATE ledger_accounts SET debits_posted = v.value->>1, credits_posted = v.value->>2,"
-            " debits_pending = v.value->>3, credits_pending = v.value->>4"
-            " FROM json_each(?) AS v WHERE ledger_accounts.id = v.value->>0",
-            (json.dumps(rows, separators=(",", ":")),),
+            "SELECT json_group_array(e.value->>0) FROM json_each(?) AS e"
+            " LEFT JOIN ledger_accounts a ON a.id = e.value->>0"
+            " WHERE a.id IS NULL OR a.status IS NOT e.value->>1 OR a.balance_ceiling IS NOT e.value->>2"
+            " OR a.debits_must_not_exceed_credits IS NOT e.value->>3"
+            " OR a.credits_must_not_exceed_debits IS NOT e.value->>4 OR a.debits_posted IS NOT e.value->>5"
+            " OR a.credits_posted IS NOT e.value->>6 OR a.debits_pending IS NOT e.value->>7"
+            " OR a.credits_pending IS NOT e.value->>8 OR a.last_seq IS NOT e.value->>9",
+            expected,
+        )[0][0]
+        found: list[str] = json.loads(packed)
+        return found
+
+    def claim_seqs(self, conn: Connection, first: int, last: int) -> bool:
+        """SQLite only: take [first, last] if no other writer has handed out numbers past `first`."""
+        return (
+            _execute(
+                conn,
+                "UPDATE ledger_sequences SET value = ? WHERE name = 'transfer' AND value < ?",
+                (last, first),
+            )
+            == 1
         )
+
+    def peek_seq(self, conn: Connection) -> int:
+        """SQLite only: the highest transfer number handed out so far."""
+        value: int = _fetch(conn, "SELECT value FROM ledger_sequences WHERE name = 'transfer'", ())[0][0]
+        return value
 
     def insert_accounts(self, conn: Connection, accounts: Sequence[Account]) -> None:
         if not accounts:
@@ -295,12 +402,26 @@ class LedgerRepository:
         p = self._p
         _execute_many(
             conn,
-            f"INSERT INTO ledger_accounts ({_ACCOUNT_COLUMNS}) VALUES ({', '.join([p] * 15)})",
+            f"INSERT INTO ledger_accounts ({_ACCOUNT_COLUMNS}) VALUES ({', '.join([p] * 16)})",
             [
-                (a.id, a.currency, a.code, a.owner_ref, a.normal_balance.value,
-                 a.debits_must_not_exceed_credits, a.credits_must_not_exceed_debits, a.balance_ceiling,
-                 a.status.value, a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending,
-                 _json_dump(a.metadata), a.created_at)
+                (
+                    a.id,
+                    a.currency,
+                    a.code,
+                    a.owner_ref,
+                    a.normal_balance.value,
+                    a.debits_must_not_exceed_credits,
+                    a.credits_must_not_exceed_debits,
+                    a.balance_ceiling,
+                    a.status.value,
+                    a.debits_posted,
+                    a.credits_posted,
+                    a.debits_pending,
+                    a.credits_pending,
+                    _json_dump(a.metadata),
+                    a.created_at,
+                    a.last_seq,
+                )
                 for a in accounts
             ],  # fmt: skip
         )
@@ -311,7 +432,9 @@ class LedgerRepository:
 
     def set_ceiling(self, conn: Connection, account_id: str, ceiling: int | None) -> None:
         p = self._p
-        _execute(conn, f"UPDATE ledger_accounts SET balance_ceiling = {p} WHERE id = {p}", (ceiling, account_id))
+        _execute(
+            conn, f"UPDATE ledger_accounts SET balance_ceiling = {p} WHERE id = {p}", (ceiling, account_id)
+        )
 
     def expired_pending_ids(self, conn: Connection, now: int, limit: int) -> list[str]:
         p = self._p

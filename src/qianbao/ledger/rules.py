@@ -218,8 +218,10 @@ class _Batch:
         self.touched[debit.id] = debit
         self.touched[credit.id] = credit
         now = self.state.now
+        seq = next(self.seqs)
+        debit.last_seq = credit.last_seq = seq
         return Transfer(
-            seq=next(self.seqs),
+            seq=seq,
             id=spec.id,
             kind=spec.kind,
             debit_account_id=debit.id,
@@ -246,7 +248,9 @@ class _Batch:
         if pending is None:
             raise _Rejected(R.PENDING_NOT_FOUND, f"no transfer {spec.pending_id!r}")
         if pending.kind is not TransferKind.PENDING:
-            raise _Rejected(R.PENDING_TRANSFER_NOT_PENDING, f"{spec.pending_id!r} is a {pending.kind} transfer")
+            raise _Rejected(
+                R.PENDING_TRANSFER_NOT_PENDING, f"{spec.pending_id!r} is a {pending.kind} transfer"
+            )
         if (spec.debit_account_id and spec.debit_account_id != pending.debit_account_id) or (
             spec.credit_account_id and spec.credit_account_id != pending.credit_account_id
         ):
@@ -283,8 +287,10 @@ class _Batch:
         self.touched[debit.id] = debit
         self.touched[credit.id] = credit
         self.resolved[pending.id] = spec.kind
+        seq = next(self.seqs)
+        debit.last_seq = credit.last_seq = seq
         return Transfer(
-            seq=next(self.seqs),
+            seq=seq,
             id=spec.id,
             kind=spec.kind,
             debit_account_id=debit.id,

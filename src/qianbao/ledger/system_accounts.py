@@ -30,7 +30,10 @@ def system_account_specs(currency: str, *, sandbox: bool) -> list[AccountSpec]:
     purposes = [p for p in _NORMAL if sandbox or p != SANDBOX_FUNDING]
     return [
         AccountSpec(
-            id=system_account_id(p, currency), currency=currency, code=f"system.{p}", normal_balance=_NORMAL[p]
+            id=system_account_id(p, currency),
+            currency=currency,
+            code=f"system.{p}",
+            normal_balance=_NORMAL[p],
         )
         for p in purposes
     ]

@@ -1,4 +1,6 @@
-"""Ledger tables (the schema itself lives in the migrations; these describe it for queries). Amounts are BIGINT minor units; times are BIGINT microseconds since the epoch (UTC).
+"""Ledger tables, as the migrations create them (described here for queries and the drift test).
+
+Amounts are BIGINT minor units; times are BIGINT microseconds since the epoch (UTC).
 
 `transfers` is append-only (triggers refuse UPDATE/DELETE/TRUNCATE). Each row also records the posted
 net balance (credits - debits) of both of its accounts right after it applied, which gives account history
@@ -41,6 +43,7 @@ accounts = Table(
     Column("credits_posted", BigInteger, nullable=False),
     Column("debits_pending", BigInteger, nullable=False),
     Column("credits_pending", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
     Column("metadata", JSON, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("id", "currency"),
@@ -64,7 +67,9 @@ accounts = Table(
         " ELSE debits_posted + debits_pending - credits_posted END <= balance_ceiling)",
         name="within_ceiling",
     ),
-    CheckConstraint("NOT (debits_must_not_exceed_credits AND credits_must_not_exceed_debits)", name="one_flag"),
+    CheckConstraint(
+        "NOT (debits_must_not_exceed_credits AND credits_must_not_exceed_debits)", name="one_flag"
+    ),
     CheckConstraint("length(currency) = 3", name="currency_code"),
 )
 

@@ -90,7 +90,8 @@ def verify_ledger(db: Database, progress: Callable[[int, int], None] | None = No
         p = "%s" if db.is_postgresql else "?"
         while True:
             rows = conn.exec_driver_sql(
-                "SELECT id, debits_posted, credits_posted, debits_pending, credits_pending FROM ledger_accounts"
+                "SELECT id, debits_posted, credits_posted, debits_pending, credits_pending"
+                " FROM ledger_accounts"
                 f" WHERE id > {p} ORDER BY id LIMIT {CHUNK}",
                 (after,),
             ).fetchall()
@@ -98,7 +99,10 @@ def verify_ledger(db: Database, progress: Callable[[int, int], None] | None = No
                 break
             ids = [r[0] for r in rows]
             param = repo.list_param(ids)
-            where = {"debit_in": repo.in_list("debit_account_id"), "credit_in": repo.in_list("credit_account_id")}
+            where = {
+                "debit_in": repo.in_list("debit_account_id"),
+                "credit_in": repo.in_list("credit_account_id"),
+            }
             expected = {
                 r[0]: tuple(int(v) for v in r[1:])
                 for r in conn.exec_driver_sql(_EXPECTED_TOTALS.format(**where), (param, param))
@@ -119,8 +123,11 @@ def verify_ledger(db: Database, progress: Callable[[int, int], None] | None = No
                 _BROKEN_CHAIN.format(**where), (param, param)
             ):
                 report.findings.append(
-                    Finding("history_mismatch", account_id, f"transfer seq {seq} says net {net_after}, "
-                            f"history sums to {running}")  # fmt: skip
+                    Finding(
+                        "history_mismatch",
+                        account_id,
+                        f"transfer seq {seq} says net {net_after}, history sums to {running}",
+                    )  # fmt: skip
                 )
             done += len(rows)
             after = ids[-1]
@@ -130,8 +137,11 @@ def verify_ledger(db: Database, progress: Callable[[int, int], None] | None = No
             report.currencies += 1
             if int(dp) != int(cp) or int(dq) != int(cq):
                 report.findings.append(
-                    Finding("currency_unbalanced", currency,
-                            f"posted debits {dp} vs credits {cp}; pending debits {dq} vs credits {cq}")  # fmt: skip
+                    Finding(
+                        "currency_unbalanced",
+                        currency,
+                        f"posted debits {dp} vs credits {cp}; pending debits {dq} vs credits {cq}",
+                    )  # fmt: skip
                 )
         for (transfer_id,) in conn.exec_driver_sql(_ORPHAN_RESOLUTIONS):
             report.findings.append(

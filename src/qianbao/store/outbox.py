@@ -10,7 +10,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Connection, Index, Integer, String, Table, insert, select, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    String,
+    Table,
+    insert,
+    select,
+    text,
+)
 
 from qianbao.ids import new_id
 from qianbao.store.metadata import metadata

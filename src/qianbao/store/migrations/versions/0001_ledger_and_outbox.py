@@ -36,6 +36,9 @@ def upgrade() -> None:
         sa.Column("credits_posted", sa.BigInteger(), nullable=False),
         sa.Column("debits_pending", sa.BigInteger(), nullable=False),
         sa.Column("credits_pending", sa.BigInteger(), nullable=False),
+        # Seq of the newest transfer touching the account: its version, compared under lock by the
+        # pipelined writer, and the guarantee that an account's history is in seq order.
+        sa.Column("last_seq", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("metadata", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_accounts")),
@@ -118,10 +121,13 @@ def upgrade() -> None:
             name=op.f("ck_ledger_transfers_pending_id_iff_resolution"),
         ),
         sa.CheckConstraint(
-            "timeout_at IS NULL OR kind = 'pending'", name=op.f("ck_ledger_transfers_timeout_only_for_pending")
+            "timeout_at IS NULL OR kind = 'pending'",
+            name=op.f("ck_ledger_transfers_timeout_only_for_pending"),
         ),
     )
-    op.create_index("ix_ledger_transfers_debit_account_id_seq", "ledger_transfers", ["debit_account_id", "seq"])
+    op.create_index(
+        "ix_ledger_transfers_debit_account_id_seq", "ledger_transfers", ["debit_account_id", "seq"]
+    )
     op.create_index(
         "ix_ledger_transfers_credit_account_id_seq", "ledger_transfers", ["credit_account_id", "seq"]
     )
@@ -142,7 +148,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "outbox",
-        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
         sa.Column("id", sa.String(64), nullable=False),
         sa.Column("type", sa.String(128), nullable=False),
         sa.Column("aggregate_type", sa.String(64), nullable=False),
@@ -173,7 +181,8 @@ def _postgresql_guards() -> None:
         f"""
         CREATE FUNCTION ledger_refuse_transfer_change() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            RAISE EXCEPTION '{_IMMUTABLE} (% refused)', TG_OP USING ERRCODE = 'integrity_constraint_violation';
+            RAISE EXCEPTION '{_IMMUTABLE} (% refused)', TG_OP
+                USING ERRCODE = 'integrity_constraint_violation';
         END $$
         """
     )

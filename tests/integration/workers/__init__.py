@@ -1,0 +1,1 @@
+"""Entry points run in separate OS processes by the multi-process ledger tests, and what they share."""
