@@ -404,17 +404,19 @@ def test_two_processes_racing_on_one_sqlite_file(sqlite_files, tmp_path):
 
 # -- known bug: a racing insert of the same id on PostgreSQL ------------------------------------------
 
-ON_CONFLICT_BUG = (
-    "LedgerRepository.insert_transfers (PostgreSQL) uses INSERT … ON CONFLICT (id) DO NOTHING and the "
-    "engine ignores the inserted count: when another transaction commits the same transfer id between "
-    "this batch's idempotency read and its INSERT, and the two batches lock no account in common, the row "
-    "is silently skipped while the balances are still updated and the caller gets `ok` — money moves "
-    "with no transfer row (verify_ledger: balance_mismatch) instead of a retry ending in "
-    "exists_with_different_fields"
+RACING_ID_BUG = (
+    "PostgreSQL: a batch racing another transaction that commits the same transfer id on accounts the "
+    "batch does not lock (after the batch's idempotency read, before its INSERT) does not end in "
+    "exists_with_different_fields: the INSERT's unique violation is raised on the raw DBAPI cursor "
+    "(LedgerRepository._execute), so it is a psycopg.errors.UniqueViolation, not the "
+    "sqlalchemy.exc.IntegrityError that LedgerEngine._with_retries and TransferBatcher._commit catch; "
+    "nothing retries and the whole batch fails (every caller in it gets the exception). "
+    "(With the earlier INSERT … ON CONFLICT (id) DO NOTHING the row was skipped, balances still moved "
+    "and the caller got `ok`.)"
 )
 
 
-@pytest.mark.xfail(strict=True, reason=ON_CONFLICT_BUG)
+@pytest.mark.xfail(strict=True, reason=RACING_ID_BUG)
 def test_racing_writer_of_same_id_on_other_accounts_postgresql(postgres_server):
     """Deterministic: a second transaction inserts id X (on other accounts) and commits only after our
     batch has read that X does not exist yet and is waiting on X's index entry."""
@@ -474,7 +476,7 @@ def _wait_until_blocked(db: Database, deadline: float) -> None:
     raise AssertionError("the batch never blocked on the racing insert")
 
 
-@pytest.mark.xfail(strict=True, reason=ON_CONFLICT_BUG)
+@pytest.mark.xfail(strict=True, reason=RACING_ID_BUG)
 def test_two_processes_same_ids_on_disjoint_accounts_postgresql(postgres_server, tmp_path):
     """The same race between two real processes: in rounds timed to start together, process 0 pays
     funding -> wallet A and process 1 pays reserve -> wallet B under the same id."""

@@ -1329,21 +1329,20 @@ def _busy_ledger(engine: LedgerEngine, clock: FixedClock) -> tuple[str, list[str
     return funding, wallets
 
 
-def test_a_clean_ledger_verifies(fresh_engine: LedgerEngine, clock: FixedClock) -> None:
-    _busy_ledger(fresh_engine, clock)
-    progress: list[tuple[int, int]] = []
-
-    report = verify_ledger(fresh_engine.db, progress=lambda done, total: progress.append((done, total)))
-
-    assert report.findings == []
-    assert report.ok
-    assert (report.accounts, report.transfers, report.currencies) == (4, 3 + 7 + 1, 1)
-    assert progress == [(4, 4)]
-
-
-def test_verify_reports_a_tampered_balance(fresh_engine: LedgerEngine, clock: FixedClock) -> None:
+def test_verify_passes_on_a_clean_ledger_and_reports_tampering(
+    fresh_engine: LedgerEngine, clock: FixedClock
+) -> None:
     _, (a, _b, _c) = _busy_ledger(fresh_engine, clock)
     db = fresh_engine.db
+    progress: list[tuple[int, int]] = []
+
+    clean = verify_ledger(db, progress=lambda done, total: progress.append((done, total)))
+
+    assert clean.findings == []
+    assert clean.ok
+    assert (clean.accounts, clean.transfers, clean.currencies) == (4, 3 + 7 + 1, 1)
+    assert progress == [(4, 4)]
+
     p = "%s" if db.is_postgresql else "?"
     with db.write() as conn:
         conn.exec_driver_sql(

@@ -8,6 +8,7 @@ when it keeps the invariant (inside a transaction that is rolled back).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ _ACCOUNT_ROW = (
     "SELECT id, currency, normal_balance, status, debits_posted, credits_posted, debits_pending,"
     " credits_pending, balance_ceiling FROM ledger_accounts WHERE id = ?"
 )
+_RAW_SEQS = itertools.count(10**15)  # far above the numbers the engine hands out
 _TRANSFER_ROW = "SELECT * FROM ledger_transfers WHERE id = ?"
 _TRANSFER_COLUMNS = (
     "seq, id, kind, debit_account_id, credit_account_id, amount, currency, code, pending_id, timeout_at,"
@@ -78,7 +80,7 @@ def count_transfers(db: Database) -> int:
 
 def _insert(**overrides: Any) -> tuple[str, tuple[Any, ...]]:
     values: dict[str, Any] = {
-        "seq": 10**15 + int.from_bytes(unique().encode()[-3:], "big"),  # far above the engine's numbers
+        "seq": next(_RAW_SEQS),
         "id": unique("raw"),
         "kind": "posted",
         "debit_account_id": None,

@@ -80,14 +80,14 @@ EXPECTED_DIFF: dict[str, list[tuple[str, ...]]] = {
 }
 
 
-def test_schema_matches_the_metadata(fresh_db: Database) -> None:
-    assert describe(schema_diff(fresh_db)) == EXPECTED_DIFF[fresh_db.dialect]
+def test_schema_matches_the_metadata(db: Database) -> None:
+    assert describe(schema_diff(db)) == EXPECTED_DIFF[db.dialect]
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
-def test_postgresql_guards_exist_outside_the_metadata(fresh_db: Database) -> None:
+def test_postgresql_guards_exist_outside_the_metadata(db: Database) -> None:
     # The sequence and guards exist even though the metadata does not describe them.
-    with fresh_db.read() as conn:
+    with db.read() as conn:
         sequences = (
             conn.exec_driver_sql("SELECT sequence_name FROM information_schema.sequences").scalars().all()
         )
@@ -117,17 +117,17 @@ def test_the_drift_check_notices_a_difference(fresh_db: Database) -> None:
     )
 
 
-def test_upgrade_is_idempotent(fresh_db: Database) -> None:
+def test_upgrade_is_idempotent(db: Database) -> None:
     head = migrate.head_revision()
-    assert migrate.current_revision(fresh_db) == head
-    before = _schema_snapshot(fresh_db)
+    assert migrate.current_revision(db) == head
+    before = _schema_snapshot(db)
 
-    migrate.upgrade(fresh_db)
-    migrate.upgrade(fresh_db)
+    migrate.upgrade(db)
+    migrate.upgrade(db)
 
-    assert migrate.current_revision(fresh_db) == head
-    assert _schema_snapshot(fresh_db) == before
-    with fresh_db.read() as conn:
+    assert migrate.current_revision(db) == head
+    assert _schema_snapshot(db) == before
+    with db.read() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [head]
 
 

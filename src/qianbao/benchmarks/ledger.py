@@ -19,12 +19,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from qianbao.ledger.batcher import TransferBatcher
 from qianbao.ledger.engine import LedgerEngine
 from qianbao.ledger.model import AccountSpec, NormalBalance, TransferSpec
 from qianbao.ledger.verify import verify_ledger
 from qianbao.store import migrate
-from qianbao.store.database import Database
+from qianbao.store.database import Database, normalise_url
 
 HOT_ACCOUNT = "bench:hot"
 FUNDING = "bench:funding"
@@ -276,7 +278,9 @@ def run_ledger_bench(
     url: str, params: LedgerBenchParams, progress_factory: Callable[[str, int], Progress]
 ) -> LedgerBenchResult:
     """Run both sides on the database at `url` (which should be empty and disposable)."""
-    db = Database(url, pool_size=max(8, params.baseline_connections))
+    postgresql = make_url(normalise_url(url)).get_backend_name() == "postgresql"
+    connections = params.baseline_connections or (32 if postgresql else 1)
+    db = Database(url, pool_size=connections + 4)
     try:
         if db.is_postgresql:
             with db.write() as conn:
@@ -287,7 +291,6 @@ def run_ledger_bench(
         engine_stats, batches = run_engine(
             engine, params, progress_factory("group commit engine", params.transfers)
         )
-        connections = params.baseline_connections or (32 if db.is_postgresql else 1)
         setup_plain(db, params)
         total = max(1, params.baseline_transfers // params.clients) * params.clients
         baseline = run_plain(db, params, connections, progress_factory("plain design (baseline)", total))

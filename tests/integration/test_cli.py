@@ -1,0 +1,158 @@
+"""The `qianbao` command: migrations, ledger checks, the benchmark, and `serve` as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from typer.testing import CliRunner
+
+from qianbao.cli.main import app
+from qianbao.ledger.engine import LedgerEngine
+from qianbao.ledger.model import AccountSpec, NormalBalance, TransferSpec
+from qianbao.store import migrate
+from qianbao.store.database import Database
+from tests.conftest import unique
+
+runner = CliRunner()
+
+
+def test_db_upgrade_then_current(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    result = runner.invoke(app, ["db", "current", "--database-url", url])
+    assert result.exit_code == 1  # an empty database is behind the code
+    assert "(empty database)" in result.output
+    result = runner.invoke(app, ["db", "upgrade", "--database-url", url])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["db", "current", "--database-url", url])
+    assert result.exit_code == 0
+    assert f"current: {migrate.head_revision()}" in result.output
+
+
+def _ledger_with_history(url: str) -> tuple[str, str]:
+    db = Database(url)
+    engine = LedgerEngine(db)
+    funding, wallet = unique("funding"), unique("wallet")
+    engine.create_accounts(
+        [
+            AccountSpec(funding, "CNY", "test.funding", normal_balance=NormalBalance.DEBIT),
+            AccountSpec(wallet, "CNY", "test.wallet", debits_must_not_exceed_credits=True),
+        ]
+    )
+    engine.create_transfers([TransferSpec.posted(unique(), funding, wallet, 12_345, "CNY")])
+    db.dispose()
+    return funding, wallet
+
+
+def test_ledger_verify_passes_then_names_a_tampered_account(fresh_database_url: str) -> None:
+    _, wallet = _ledger_with_history(fresh_database_url)
+    result = runner.invoke(app, ["ledger", "verify", "--database-url", fresh_database_url])
+    assert result.exit_code == 0, result.output
+    assert "ledger OK" in result.output
+
+    db = Database(fresh_database_url)
+    with db.write() as conn:
+        conn.exec_driver_sql(
+            f"UPDATE ledger_accounts SET credits_posted = credits_posted + 7 WHERE id = '{wallet}'"
+        )
+    db.dispose()
+    result = runner.invoke(app, ["ledger", "verify", "--database-url", fresh_database_url])
+    assert result.exit_code == 1
+    assert "balance_mismatch" in result.output
+    assert wallet[:20] in result.output  # rich may wrap long ids; the start is always shown
+
+
+def test_ledger_show_prints_balance_and_history(database_url: str) -> None:
+    _, wallet = _ledger_with_history(database_url)
+    result = runner.invoke(app, ["ledger", "show", wallet, "--database-url", database_url])
+    assert result.exit_code == 0, result.output
+    assert "balance 12345" in result.output
+    assert "credit" in result.output
+    result = runner.invoke(app, ["ledger", "show", "no-such-account", "--database-url", database_url])
+    assert result.exit_code == 1
+
+
+def test_ledger_sweep_runs(database_url: str) -> None:
+    result = runner.invoke(app, ["ledger", "sweep", "--database-url", database_url])
+    assert result.exit_code == 0, result.output
+    assert "expired" in result.output
+
+
+def test_bench_ledger_prints_json_last_line(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    if backend == "postgresql":
+        url = request.getfixturevalue("postgres_server").database_url("test")
+    else:
+        url = f"sqlite:///{tmp_path / 'bench-target.db'}"
+    result = runner.invoke(
+        app,
+        ["bench", "ledger", "--database-url", url, "--transfers", "2000", "--accounts", "50",
+         "--clients", "16", "--baseline-transfers", "320", "--hot-share", "0.5"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["benchmark"] == "ledger"
+    assert summary["database"] == backend
+    assert summary["transfers"] == 2000
+    assert summary["hot_share"] == 0.5
+    assert summary["verified"] is True
+    assert summary["transfers_per_s"] > 0 and summary["baseline_transfers_per_s"] > 0
+    assert summary["ratio"] == pytest.approx(summary["transfers_per_s"] / summary["baseline_transfers_per_s"], 0.01)
+    for key in ("p50_ms", "p99_ms", "clients", "accounts"):
+        assert key in summary
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_migrates_seeds_and_answers_with_two_workers(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "QIANBAO_LOG_LEVEL": "warning"}
+    env.pop("QIANBAO_DATABASE_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qianbao.cli", "serve", "--port", str(port), "--workers", "2"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        body = None
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                body = response.json()
+                break
+            except httpx.HTTPError:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.3)
+        assert body is not None, "server did not come up"
+        assert body["database"] == "sqlite"
+        assert (tmp_path / "var" / "qianbao.db").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert "demo:alice:main" in output
+    assert "¥5,000.00" in output
+    db = Database(f"sqlite:///{tmp_path / 'var' / 'qianbao.db'}")
+    try:
+        with db.read() as conn:
+            alice = conn.exec_driver_sql(
+                "SELECT credits_posted - debits_posted FROM ledger_accounts WHERE id = 'demo:alice:main'"
+            ).scalar_one()
+    finally:
+        db.dispose()
+    assert alice == 500_000
