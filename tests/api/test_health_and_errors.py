@@ -34,7 +34,8 @@ def test_openapi_describes_the_api(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("language", "message"), [("zh-CN", "找不到该内容。"), ("en", "We couldn't find that."), (None, "We couldn't find that.")]
+    ("language", "message"),
+    [("zh-CN", "找不到该内容。"), ("en", "We couldn't find that."), (None, "We couldn't find that.")],
 )
 def test_unknown_route_is_a_localized_problem(client: TestClient, language: str | None, message: str) -> None:
     headers = {"Accept-Language": language} if language else {}

@@ -86,7 +86,9 @@ def test_ledger_sweep_runs(database_url: str) -> None:
     assert "expired" in result.output
 
 
-def test_bench_ledger_prints_json_last_line(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_bench_ledger_prints_json_last_line(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     if backend == "postgresql":
         url = request.getfixturevalue("postgres_server").database_url("test")
     else:
@@ -104,7 +106,9 @@ def test_bench_ledger_prints_json_last_line(backend: str, request: pytest.Fixtur
     assert summary["hot_share"] == 0.5
     assert summary["verified"] is True
     assert summary["transfers_per_s"] > 0 and summary["baseline_transfers_per_s"] > 0
-    assert summary["ratio"] == pytest.approx(summary["transfers_per_s"] / summary["baseline_transfers_per_s"], 0.01)
+    assert summary["ratio"] == pytest.approx(
+        summary["transfers_per_s"] / summary["baseline_transfers_per_s"], 0.01
+    )
     for key in ("p50_ms", "p99_ms", "clients", "accounts"):
         assert key in summary
 

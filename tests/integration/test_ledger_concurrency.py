@@ -402,21 +402,13 @@ def test_two_processes_racing_on_one_sqlite_file(sqlite_files, tmp_path):
     assert any(group.kind == "disjoint" for group in plan.dups)
 
 
-# -- known bug: a racing insert of the same id on PostgreSQL ------------------------------------------
-
-RACING_ID_BUG = (
-    "PostgreSQL: a batch racing another transaction that commits the same transfer id on accounts the "
-    "batch does not lock (after the batch's idempotency read, before its INSERT) does not end in "
-    "exists_with_different_fields: the INSERT's unique violation is raised on the raw DBAPI cursor "
-    "(LedgerRepository._execute), so it is a psycopg.errors.UniqueViolation, not the "
-    "sqlalchemy.exc.IntegrityError that LedgerEngine._with_retries and TransferBatcher._commit catch; "
-    "nothing retries and the whole batch fails (every caller in it gets the exception). "
-    "(With the earlier INSERT … ON CONFLICT (id) DO NOTHING the row was skipped, balances still moved "
-    "and the caller got `ok`.)"
-)
+# -- a racing insert of the same id on PostgreSQL -------------------------------------------------------
+# Account locks do not serialise two batches that share only a transfer id: the loser's INSERT hits the
+# primary key. That must end in a retry which answers `exists_with_different_fields`. (Two bugs were seen
+# here while these tests were written: INSERT … ON CONFLICT (id) DO NOTHING answered `ok` and moved money
+# with no row; then the driver's raw UniqueViolation escaped the retry and failed the whole batch.)
 
 
-@pytest.mark.xfail(strict=True, reason=RACING_ID_BUG)
 def test_racing_writer_of_same_id_on_other_accounts_postgresql(postgres_server):
     """Deterministic: a second transaction inserts id X (on other accounts) and commits only after our
     batch has read that X does not exist yet and is waiting on X's index entry."""
@@ -476,7 +468,6 @@ def _wait_until_blocked(db: Database, deadline: float) -> None:
     raise AssertionError("the batch never blocked on the racing insert")
 
 
-@pytest.mark.xfail(strict=True, reason=RACING_ID_BUG)
 def test_two_processes_same_ids_on_disjoint_accounts_postgresql(postgres_server, tmp_path):
     """The same race between two real processes: in rounds timed to start together, process 0 pays
     funding -> wallet A and process 1 pays reserve -> wallet B under the same id."""

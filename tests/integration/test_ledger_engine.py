@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 import pytest
 
 from qianbao.clock import FixedClock
@@ -34,6 +33,7 @@ from qianbao.ledger.model import (
     canonical_metadata,
 )
 from qianbao.ledger.queries import LedgerReader
+from qianbao.ledger.rules import expiry_id
 from qianbao.ledger.verify import verify_ledger
 from tests.conftest import unique
 from tests.support.ledger import open_accounts
@@ -453,14 +453,26 @@ def _(lg: Ledger) -> TransferSpec:
 def _(lg: Ledger) -> TransferSpec:
     pending_id = lg.hold(timeout_seconds=60)
     lg.clock.advance(59)
-    return TransferSpec(id=unique("expire"), kind=TransferKind.EXPIRE_PENDING, pending_id=pending_id)
+    return TransferSpec(id=expiry_id(pending_id), kind=TransferKind.EXPIRE_PENDING, pending_id=pending_id)
 
 
 @rejection("expire_hold_without_timeout", R.PENDING_NOT_EXPIRED)
 def _(lg: Ledger) -> TransferSpec:
     pending_id = lg.hold()
     lg.clock.advance(TEN_YEARS)
+    return TransferSpec(id=expiry_id(pending_id), kind=TransferKind.EXPIRE_PENDING, pending_id=pending_id)
+
+
+@rejection("expire_under_a_chosen_id", R.INVALID_ID)
+def _(lg: Ledger) -> TransferSpec:
+    pending_id = lg.hold(timeout_seconds=60)
+    lg.clock.advance(61)
     return TransferSpec(id=unique("expire"), kind=TransferKind.EXPIRE_PENDING, pending_id=pending_id)
+
+
+@rejection("client_id_in_the_ledger_namespace", R.INVALID_ID)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.posted("ledger:expire:" + unique(), lg.a, lg.b, 1, "CNY")
 
 
 @rejection("post_more_than_held", R.AMOUNT_EXCEEDS_PENDING)
@@ -506,7 +518,7 @@ _COVERED_ELSEWHERE = {
     R.LINKED_EVENT_FAILED,
     R.LINKED_EVENT_CHAIN_OPEN,
 }
-_ACCOUNT_ONLY = {R.UNKNOWN_CURRENCY, R.FLAGS_ARE_MUTUALLY_EXCLUSIVE, R.INVALID_CEILING}
+_ACCOUNT_ONLY = {R.UNKNOWN_CURRENCY, R.FLAGS_ARE_MUTUALLY_EXCLUSIVE, R.INVALID_CEILING, R.INVALID_OWNER_REF}
 
 
 def test_every_transfer_result_code_has_a_rejection_case() -> None:
@@ -675,13 +687,6 @@ def test_replayed_resolution(ledger: Ledger) -> None:
     assert balance(ledger.reader, ledger.a) == (880, 880)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="rules._same_request treats a replayed post with amount=None ('post the whole hold', here 300) "
-    "as the same request as the stored partial post of 120, so it answers `exists` instead of "
-    "`exists_with_different_fields`",
-)
 def test_replayed_post_asking_for_the_whole_hold_differs_from_a_stored_partial_post(ledger: Ledger) -> None:
     pending_id = ledger.hold(300)
     post = ledger.resolve(TransferSpec.post(unique("post"), pending_id, 120))
@@ -890,13 +895,6 @@ def test_expiry_sweeps_in_bounded_batches(fresh_engine: LedgerEngine, clock: Fix
     assert totals(reader, b) == (0, 1_000, 0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine._expiry_id truncates 'expire:' + pending_id to 128 characters, so two holds whose "
-    "ids share their first 121 characters get the same expiry id: the second is answered "
-    "`exists_with_different_fields` and its hold is never released",
-)
 def test_expiry_of_holds_with_long_ids_sharing_a_prefix(
     fresh_engine: LedgerEngine, clock: FixedClock
 ) -> None:
@@ -916,13 +914,6 @@ def test_expiry_of_holds_with_long_ids_sharing_a_prefix(
     assert balance(reader, a) == (1_000, 1_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the sweeper's expiry ids ('expire:' + pending id) share the client id space: a client "
-    "transfer that took the id 'expire:<hold>' makes the sweeper get `exists_with_different_fields` "
-    "forever, so the hold is never released",
-)
 def test_a_client_transfer_id_cannot_block_expiry(fresh_engine: LedgerEngine, clock: FixedClock) -> None:
     engine = fresh_engine
     reader = LedgerReader(engine.db)
@@ -941,15 +932,6 @@ def test_a_client_transfer_id_cannot_block_expiry(fresh_engine: LedgerEngine, cl
     assert balance(reader, a) == (1_000, 1_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, psycopg.errors.NumericValueOutOfRange),
-    reason="rules._move checks a new hold only against the pending totals (debits_pending/credits_pending "
-    "+ amount), not posted + pending + amount, and _resolve_pending has no overflow check at all: "
-    "posting the hold pushes credits_posted past 2**63-1 (PostgreSQL raises NumericValueOutOfRange "
-    "from the raw cursor; SQLite answers `ok` and stores a REAL, after which verify_ledger dies with "
-    "'integer overflow') instead of answering `overflow`",
-)
 def test_a_hold_that_would_overflow_the_posted_total_is_refused(own_ledger: Ledger) -> None:
     ledger = own_ledger
     big = ledger.account()
@@ -1093,6 +1075,15 @@ def test_create_accounts_result_codes(engine: LedgerEngine, reader: LedgerReader
         "id_65_chars": (dataclasses.replace(base, id=unique("acct").ljust(65, "x")), R.INVALID_ID),
         "empty_code": (dataclasses.replace(base, id=unique("acct"), code=""), R.INVALID_CODE),
         "code_65_chars": (dataclasses.replace(base, id=unique("acct"), code="c" * 65), R.INVALID_CODE),
+        "empty_owner": (dataclasses.replace(base, id=unique("acct"), owner_ref=""), R.INVALID_OWNER_REF),
+        "owner_129_chars": (
+            dataclasses.replace(base, id=unique("acct"), owner_ref="o" * 129),
+            R.INVALID_OWNER_REF,
+        ),
+        "metadata_9_kib": (
+            dataclasses.replace(base, id=unique("acct"), metadata={"x": "y" * 9000}),
+            R.METADATA_TOO_LARGE,
+        ),
     }
     longest = dataclasses.replace(base, id=unique("acct").ljust(64, "x"), code="c" * 64, balance_ceiling=0)
     specs = [base, *(spec for spec, _ in rejected.values()), base, longest]
@@ -1251,12 +1242,6 @@ def test_account_history_rejects_bad_paging(limit: int, cursor: str | None, ledg
         ledger.reader.account_history(ledger.a, limit=limit, cursor=cursor)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="queries._parse_cursor accepts any str.isdigit() text, which includes digits int() cannot "
-    "parse (e.g. superscript '²'), so a bad cursor raises ValueError instead of InvalidInput",
-)
 def test_account_history_rejects_a_superscript_cursor(ledger: Ledger) -> None:
     with pytest.raises(InvalidInput):
         ledger.reader.account_history(ledger.a, cursor="²")
@@ -1266,15 +1251,7 @@ def test_account_history_rejects_a_superscript_cursor(ledger: Ledger) -> None:
     "backend",
     [
         "postgresql",
-        pytest.param(
-            "sqlite",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=OverflowError,
-                reason="queries._parse_cursor accepts 19-digit cursors above 2**63-1; the sqlite3 driver "
-                "then raises OverflowError binding it, instead of InvalidInput",
-            ),
-        ),
+        "sqlite",
     ],
 )
 def test_account_history_cursor_beyond_64_bits(ledger: Ledger) -> None:
@@ -1368,16 +1345,7 @@ def test_verify_passes_on_a_clean_ledger_and_reports_tampering(
     "backend",
     [
         "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=psycopg.errors.InvalidTextRepresentation,
-                reason="repository.pg_text_array's fast path checks `joined.count('\"') == 3 * (len - 1)`, "
-                "but the '\",\"' separator holds 2 quotes, so a 2-value list with one '\"' inside a "
-                "value skips escaping and builds a malformed array literal: the whole batch fails",
-            ),
-        ),
+        "postgresql",
     ],
 )
 def test_ids_and_codes_with_a_double_quote(ledger: Ledger) -> None:
@@ -1393,15 +1361,6 @@ def test_ids_and_codes_with_a_double_quote(ledger: Ledger) -> None:
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="two batches racing on one transfer id (with other accounts, so the account locks don't "
-    "serialise them): the loser's INSERT raises psycopg.errors.UniqueViolation from the raw DBAPI cursor "
-    "(repository._execute), which LedgerEngine._with_retries never sees because it only catches "
-    "sqlalchemy.exc.IntegrityError/OperationalError - the documented retry (answering `exists...`) "
-    "never happens and the caller gets the raw driver error",
-)
 def test_racing_batches_with_the_same_id_apply_it_once(fresh_engine: LedgerEngine) -> None:
     engine = fresh_engine
     db = engine.db

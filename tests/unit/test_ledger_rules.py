@@ -127,8 +127,11 @@ def account_sets(draw: st.DrawFn) -> dict[str, Account]:
             dmnec=flag == "dmnec",
             cmned=flag == "cmned",
             ceiling=draw(st.sampled_from([None] * 6 + [0, 40, 120])),
-            status=draw(st.sampled_from([AccountStatus.OPEN] * 25 + [AccountStatus.DEBIT_FROZEN,
-                                                                      AccountStatus.FROZEN])),  # fmt: skip
+            status=draw(
+                st.sampled_from(
+                    [AccountStatus.OPEN] * 25 + [AccountStatus.DEBIT_FROZEN, AccountStatus.FROZEN]
+                )
+            ),  # fmt: skip
         )
     return accounts
 
@@ -341,7 +344,9 @@ def test_apply_batch_is_deterministic(
         first = apply_batch(specs, ends, ledger.state_for(specs, now), itertools.count(100))
         again = apply_batch(specs, ends, ledger.state_for(specs, now), itertools.count(100))
         assert first.results == again.results
-        assert {k: totals(a) for k, a in first.touched.items()} == {k: totals(a) for k, a in again.touched.items()}
+        assert {k: totals(a) for k, a in first.touched.items()} == {
+            k: totals(a) for k, a in again.touched.items()
+        }
         ledger.write_back(first)
 
 
@@ -369,7 +374,9 @@ def test_a_chain_decides_like_its_requests_alone_when_it_succeeds(
         itertools.count(1),
     )
     assert [r.code for r in alone.results] == [linked.results[i].code for i in kept]
-    assert {k: totals(a) for k, a in alone.touched.items()} == {k: totals(a) for k, a in linked.touched.items()}
+    assert {k: totals(a) for k, a in alone.touched.items()} == {
+        k: totals(a) for k, a in linked.touched.items()
+    }
 
 
 # -- examples ---------------------------------------------------------------------------------------
@@ -424,7 +431,13 @@ def test_failed_chain_restores_accounts_touched_before_it() -> None:
         state,
         ends=[0, 3, 4],
     )
-    assert codes(outcome.results) == [R.OK, R.LINKED_EVENT_FAILED, R.LINKED_EVENT_FAILED, R.EXCEEDS_CREDITS, R.OK]
+    assert codes(outcome.results) == [
+        R.OK,
+        R.LINKED_EVENT_FAILED,
+        R.LINKED_EVENT_FAILED,
+        R.EXCEEDS_CREDITS,
+        R.OK,
+    ]
     assert [t.id for t in outcome.created] == ["f", "g"]
     assert totals(outcome.touched["alice"]) == (5, 80, 0, 0)
     assert totals(outcome.touched["bob"]) == (0, 5, 0, 0)
@@ -529,6 +542,8 @@ def test_a_replay_adding_a_field_is_not_the_same_request(replay: TransferSpec) -
     ]
     ledger.write_back(run(first, ledger.state_for(first, NOW), ends=range(3)))
     # Sent fresh, this request is refused; sent as a replay it must not be reported as already done.
-    assert run([replace(replay, id="new")], ledger.state_for([replay], NOW)).results[0].code not in SUCCESS_CODES
+    assert (
+        run([replace(replay, id="new")], ledger.state_for([replay], NOW)).results[0].code not in SUCCESS_CODES
+    )
     [result] = run([replay], ledger.state_for([replay], NOW)).results
     assert result.code is R.EXISTS_WITH_DIFFERENT_FIELDS

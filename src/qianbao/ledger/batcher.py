@@ -24,11 +24,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError, OperationalError
-
 from qianbao.ledger.engine import LedgerEngine
 from qianbao.ledger.model import TransferResult, TransferSpec
 from qianbao.ledger.speculation import Speculation, Speculator
+from qianbao.store.errors import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +49,9 @@ class BatcherClosed(RuntimeError):
 
 class _Stale(Exception):  # noqa: N818 - internal signal: the speculation's assumptions no longer hold
     pass
+
+
+_RETRY_UNDER_LOCK: tuple[type[BaseException], ...] = (_Stale, *DATABASE_ERRORS)
 
 
 @dataclass(slots=True)
@@ -231,7 +233,7 @@ class TransferBatcher:
                         repo.update_encoded(conn, spec.updates)
                 self.speculation_hits += 1
                 return spec.results
-            except (_Stale, IntegrityError, OperationalError):
+            except _RETRY_UNDER_LOCK:
                 # Someone else wrote to these accounts, took an id or resolved a hold: decide again below.
                 log.debug("speculation for a batch of %d failed; deciding under lock", len(batch.specs))
             speculator.generation += 1

@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from qianbao.clock import Clock, SystemClock
 from qianbao.errors import Conflict, InvalidInput, NotFound
 from qianbao.ledger.model import (
-    MAX_ID_LENGTH,
+    MAX_ACCOUNT_ID_LENGTH,
+    MAX_CODE_LENGTH,
+    MAX_METADATA_BYTES,
+    MAX_OWNER_REF_LENGTH,
     Account,
     AccountResult,
     AccountSpec,
@@ -36,19 +38,19 @@ from qianbao.ledger.model import (
     TransferResult,
     TransferSpec,
     canonical_metadata,
+    metadata_size,
 )
 from qianbao.ledger.repository import LedgerRepository
-from qianbao.ledger.rules import BatchState, apply_batch
+from qianbao.ledger.rules import BatchState, apply_batch, expiry_id
 from qianbao.money import UnknownCurrencyError, currency
 from qianbao.store.database import Database
+from qianbao.store.errors import DATABASE_ERRORS, driver_error, is_retryable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _RETRIES = 8
-# PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock, unique violation (a racing batch).
-_RETRY_SQLSTATES = {"40001", "40P01", "23505"}
 
 
 class LedgerEngine:
@@ -112,7 +114,7 @@ class LedgerEngine:
             return 0
         # Deterministic ids make concurrent sweepers in several processes harmless.
         specs = [
-            TransferSpec(id=_expiry_id(pid), kind=TransferKind.EXPIRE_PENDING, pending_id=pid) for pid in ids
+            TransferSpec(id=expiry_id(pid), kind=TransferKind.EXPIRE_PENDING, pending_id=pid) for pid in ids
         ]
         results = self.create_transfers(specs, group_ends=range(len(specs)))
         return sum(1 for r in results if r.code is ResultCode.OK)
@@ -210,30 +212,24 @@ class LedgerEngine:
             try:
                 with self.db.write() as conn:
                     return work(conn)
-            except (IntegrityError, OperationalError) as exc:
+            except DATABASE_ERRORS as exc:
                 attempt += 1
-                if attempt >= _RETRIES or not _retryable(exc):
+                if attempt >= _RETRIES or not is_retryable(exc):
                     raise
-                log.info("ledger batch retried after %s (attempt %d)", type(exc.orig).__name__, attempt)
-
-
-def _retryable(exc: DBAPIError) -> bool:
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    if sqlstate is not None:
-        return sqlstate in _RETRY_SQLSTATES
-    # SQLite: a racing writer's UNIQUE hit cannot happen under BEGIN IMMEDIATE, but "locked" can.
-    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
-
-
-def _expiry_id(pending_id: str) -> str:
-    return ("expire:" + pending_id)[:MAX_ID_LENGTH]
+                log.info(
+                    "ledger batch retried after %s (attempt %d)", type(driver_error(exc)).__name__, attempt
+                )
 
 
 def _account_problem(spec: AccountSpec) -> ResultCode | None:
-    if not spec.id or len(spec.id) > 64:
+    if not spec.id or len(spec.id) > MAX_ACCOUNT_ID_LENGTH:
         return ResultCode.INVALID_ID
-    if not spec.code or len(spec.code) > 64:
+    if not spec.code or len(spec.code) > MAX_CODE_LENGTH:
         return ResultCode.INVALID_CODE
+    if spec.owner_ref is not None and (not spec.owner_ref or len(spec.owner_ref) > MAX_OWNER_REF_LENGTH):
+        return ResultCode.INVALID_OWNER_REF
+    if metadata_size(spec.metadata) > MAX_METADATA_BYTES:
+        return ResultCode.METADATA_TOO_LARGE
     try:
         currency(spec.currency)
     except (UnknownCurrencyError, TypeError):

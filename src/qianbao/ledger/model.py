@@ -12,6 +12,8 @@ MAX_AMOUNT = 2**63 - 1  # BIGINT: every balance column must stay representable
 MAX_ID_LENGTH = 128
 MAX_CODE_LENGTH = 64
 MAX_METADATA_BYTES = 8 * 1024
+MAX_ACCOUNT_ID_LENGTH = 64
+MAX_OWNER_REF_LENGTH = 128
 
 
 class AccountStatus(StrEnum):
@@ -92,6 +94,7 @@ class ResultCode(StrEnum):
     UNKNOWN_CURRENCY = "unknown_currency"
     FLAGS_ARE_MUTUALLY_EXCLUSIVE = "flags_are_mutually_exclusive"
     INVALID_CEILING = "invalid_ceiling"
+    INVALID_OWNER_REF = "invalid_owner_ref"
 
 
 SUCCESS_CODES = frozenset({ResultCode.OK, ResultCode.EXISTS})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -19,6 +20,7 @@ from qianbao.ledger.repository import _ACCOUNT_COLUMNS, _TRANSFER_COLUMNS, Ledge
 from qianbao.store.database import Database
 
 MAX_PAGE = 100
+_CURSOR = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also accepts "²"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,6 @@ class LedgerReader:
 def _parse_cursor(cursor: str | None) -> int:
     if cursor is None or cursor == "":
         return 2**63 - 1
-    if not cursor.isdigit() or len(cursor) > 19:
+    if not _CURSOR.fullmatch(cursor) or int(cursor) > 2**63 - 1:
         raise InvalidInput("invalid cursor: pass back the next_cursor of a previous page")
     return int(cursor)

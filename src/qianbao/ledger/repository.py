@@ -40,8 +40,8 @@ def pg_text_array(values: Iterable[str | None]) -> str:
     values = list(values)
     if None not in values:
         joined = '","'.join(values)  # type: ignore[arg-type]
-        # Common case: nothing to escape, so one C-level join does it.
-        if "\\" not in joined and joined.count('"') == 3 * (len(values) - 1):
+        # Common case: nothing to escape (the only quotes are the 2 per separator), so one join does it.
+        if "\\" not in joined and joined.count('"') == 2 * (len(values) - 1):
             return '{"' + joined + '"}' if values else "{}"
     return (
         "{"

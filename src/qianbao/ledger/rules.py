@@ -8,6 +8,7 @@ so a later request sees the balances left by the earlier ones of the same batch.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ from qianbao.ledger.model import (
 )
 
 R = ResultCode
+RESERVED_ID_PREFIX = "ledger:"  # ids the ledger writes itself (expiries); refused from callers
 _ALREADY_RESOLVED = {
     TransferKind.POST_PENDING: R.PENDING_ALREADY_POSTED,
     TransferKind.VOID_PENDING: R.PENDING_ALREADY_VOIDED,
@@ -142,9 +144,16 @@ class _Batch:
     def decide(self, spec: TransferSpec) -> TransferResult:
         if not spec.id or len(spec.id) > MAX_ID_LENGTH:
             return TransferResult(spec.id, R.INVALID_ID, detail=f"ids are 1 to {MAX_ID_LENGTH} characters")
+        if spec.kind is TransferKind.EXPIRE_PENDING:
+            if spec.pending_id is None or spec.id != expiry_id(spec.pending_id):
+                return TransferResult(spec.id, R.INVALID_ID, detail="an expiry's id is expiry_id(pending_id)")
+        elif spec.id.startswith(RESERVED_ID_PREFIX):
+            return TransferResult(
+                spec.id, R.INVALID_ID, detail=f"ids starting {RESERVED_ID_PREFIX!r} are reserved"
+            )
         stored = self.created_by_id.get(spec.id) or self.state.existing.get(spec.id)
         if stored is not None:
-            if _same_request(spec, stored):
+            if _same_request(spec, stored, self._pending_amount(spec)):
                 return TransferResult(spec.id, R.EXISTS, stored)
             return TransferResult(spec.id, R.EXISTS_WITH_DIFFERENT_FIELDS, stored)
         try:
@@ -157,6 +166,12 @@ class _Batch:
         self.created.append(transfer)
         self.created_by_id[transfer.id] = transfer
         return TransferResult(spec.id, R.OK, transfer)
+
+    def _pending_amount(self, spec: TransferSpec) -> int | None:
+        if spec.pending_id is None:
+            return None
+        pending = self.created_by_id.get(spec.pending_id) or self.state.pendings.get(spec.pending_id)
+        return None if pending is None else pending.amount
 
     def _common_checks(self, spec: TransferSpec) -> None:
         if len(spec.code) > MAX_CODE_LENGTH:
@@ -205,14 +220,16 @@ class _Batch:
         ):
             raise _Rejected(R.EXCEEDS_DEBITS)
         _check_ceiling(debit, credit, amount)
+        # Posted plus pending must fit, so that posting a hold later can never overflow either.
+        if (
+            debit.debits_posted + debit.debits_pending + amount > MAX_AMOUNT
+            or credit.credits_posted + credit.credits_pending + amount > MAX_AMOUNT
+        ):
+            raise _Rejected(R.OVERFLOW, "an account total would not fit in 64 bits")
         if pending:
-            if debit.debits_pending + amount > MAX_AMOUNT or credit.credits_pending + amount > MAX_AMOUNT:
-                raise _Rejected(R.OVERFLOW, "an account total would not fit in 64 bits")
             debit.debits_pending += amount
             credit.credits_pending += amount
         else:
-            if debit.debits_posted + amount > MAX_AMOUNT or credit.credits_posted + amount > MAX_AMOUNT:
-                raise _Rejected(R.OVERFLOW, "an account total would not fit in 64 bits")
             debit.debits_posted += amount
             credit.credits_posted += amount
         self.touched[debit.id] = debit
@@ -335,16 +352,26 @@ def _check_ceiling(debit: Account, credit: Account, amount: int) -> None:
             raise _Rejected(R.EXCEEDS_CEILING, f"account {debit.id!r} may hold at most {ceiling}")
 
 
-def _same_request(spec: TransferSpec, stored: Transfer) -> bool:
+def expiry_id(pending_id: str) -> str:
+    """The id of the transfer that expires a hold: deterministic, so concurrent sweepers collide
+    harmlessly, and in a reserved namespace, so no client id can take it."""
+    if len(RESERVED_ID_PREFIX) + len("expire:") + len(pending_id) <= MAX_ID_LENGTH:
+        return f"{RESERVED_ID_PREFIX}expire:{pending_id}"
+    return f"{RESERVED_ID_PREFIX}expire#{hashlib.sha256(pending_id.encode()).hexdigest()}"
+
+
+def _same_request(spec: TransferSpec, stored: Transfer, pending_amount: int | None) -> bool:
     """Does a replayed request ask for exactly what was stored under its id?"""
     if spec.kind is not stored.kind:
         return False
     if canonical_metadata(spec.metadata) != stored.metadata:
         return False
     if spec.kind in RESOLUTION_KINDS:
+        # No amount means "the whole hold": it matches a stored full post, not a partial one.
+        wanted = spec.amount if spec.amount is not None else pending_amount
         return (
             spec.pending_id == stored.pending_id
-            and (spec.amount is None or spec.amount == stored.amount)
+            and wanted == stored.amount
             and (not spec.debit_account_id or spec.debit_account_id == stored.debit_account_id)
             and (not spec.credit_account_id or spec.credit_account_id == stored.credit_account_id)
             and (not spec.currency or spec.currency == stored.currency)
