@@ -51,6 +51,7 @@ class _Stale(Exception):  # noqa: N818 - internal signal: the speculation's assu
     pass
 
 
+_MAX_SKIP_SPAN = 64
 _RETRY_UNDER_LOCK: tuple[type[BaseException], ...] = (_Stale, *DATABASE_ERRORS)
 
 
@@ -81,6 +82,10 @@ class TransferBatcher:
         self.transfers = 0
         self.speculation_hits = 0
         self.speculation_misses = 0
+        # When another process keeps writing the same accounts, guesses keep failing and only cost work:
+        # after a miss, decide the next batches directly, for a span that doubles while misses continue.
+        self._skip_speculation = 0
+        self._skip_span = 0
 
     def start(self) -> TransferBatcher:
         if self._thread is None:
@@ -174,7 +179,9 @@ class TransferBatcher:
             ends.append(len(specs) - 1)
         group_ends = frozenset(ends)
         speculation = None
-        if self._speculator is not None and specs:
+        if self._skip_speculation > 0:
+            self._skip_speculation -= 1
+        elif self._speculator is not None and specs:
             try:
                 speculation = self._speculator.prepare(specs, group_ends)
             except Exception:  # noqa: BLE001 - a failed guess only means the batch is decided the slow way
@@ -232,13 +239,15 @@ class TransferBatcher:
                     if spec.updates is not None:
                         repo.update_encoded(conn, spec.updates)
                 self.speculation_hits += 1
+                self._skip_span = 0
                 return spec.results
             except _RETRY_UNDER_LOCK:
                 # Someone else wrote to these accounts, took an id or resolved a hold: decide again below.
                 log.debug("speculation for a batch of %d failed; deciding under lock", len(batch.specs))
             speculator.generation += 1
-        if speculator is not None:
             self.speculation_misses += 1
+            self._skip_span = min(_MAX_SKIP_SPAN, self._skip_span * 2 or 1)
+            self._skip_speculation = self._skip_span
         return self.engine.create_transfers(batch.specs, group_ends=batch.group_ends)
 
 
