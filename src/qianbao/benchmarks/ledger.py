@@ -54,7 +54,6 @@ class RunStats:
     seconds: float
     latencies: list[float]
     failed: int
-    speculation: tuple[int, int] = (0, 0)  # batches confirmed under lock, batches decided again
 
     @property
     def per_second(self) -> float:
@@ -91,13 +90,11 @@ class LedgerBenchResult:
             "baseline_p50_ms": round(self.baseline.percentile_ms(0.50), 2),
             "baseline_p99_ms": round(self.baseline.percentile_ms(0.99), 2),
             "avg_batch": round(self.engine.transfers / self.batches, 1) if self.batches else 0,
-            "speculation_hits": self.engine.speculation[0],
-            "speculation_misses": self.engine.speculation[1],
             "engine_failed": self.engine.failed,
             "baseline_failed": self.baseline.failed,
-            "baseline_connections": self.baseline_connections,
             "verified": self.verified,
             **asdict(self.params),
+            "baseline_connections": self.baseline_connections,
         }
 
 
@@ -189,9 +186,7 @@ def run_engine(engine: LedgerEngine, params: LedgerBenchParams, progress: Progre
     finally:
         batcher.close()
         sys.setswitchinterval(previous_interval)
-    stats = RunStats(per_client * params.clients, seconds, latencies, failed)
-    stats.speculation = (batcher.speculation_hits, batcher.speculation_misses)
-    return stats, batcher.batches
+    return RunStats(per_client * params.clients, seconds, latencies, failed), batcher.batches
 
 
 # -- baseline: the plain design ---------------------------------------------------------------------------
@@ -215,10 +210,7 @@ def setup_plain(db: Database, params: LedgerBenchParams) -> None:
 
 
 def run_plain(db: Database, params: LedgerBenchParams, connections: int, progress: Progress) -> RunStats:
-    pool: queue.Queue[Any] = queue.Queue()
     raw = [db.engine.raw_connection() for _ in range(connections)]
-    for conn in raw:
-        pool.put(conn)
     p = "%s" if db.is_postgresql else "?"
     begin = "BEGIN" if db.is_postgresql else "BEGIN IMMEDIATE"
     debit_sql = (
@@ -230,11 +222,6 @@ def run_plain(db: Database, params: LedgerBenchParams, connections: int, progres
         "INSERT INTO bench_plain_entries (transfer_id, account_id, amount, balance_after)"
         f" VALUES ({p}, {p}, {p}, {p})"
     )
-    latencies: list[float] = []
-    failed = 0
-    done = 0
-    lock = threading.Lock()
-    per_client = max(1, params.baseline_transfers // params.clients)
 
     def transfer(conn: Any, tid: str, debit: int, credit: int, amount: int) -> bool:
         cur = conn.cursor()
@@ -261,36 +248,50 @@ def run_plain(db: Database, params: LedgerBenchParams, connections: int, progres
         finally:
             cur.close()
 
+    latencies: list[float] = []
+    failed = 0
+    done = 0
+    lock = threading.Lock()
+    per_client = max(1, params.baseline_transfers // params.clients)
     plan = []
     for number in range(params.clients):
         rng = random.Random(params.seed * 7_919 + number)
-        plan.append(
-            [
-                (*_pair(rng, params.accounts, params.hot_share), 1 + rng.randrange(1000))
-                for _ in range(per_client)
-            ]
-        )
+        triples = [
+            (*_pair(rng, params.accounts, params.hot_share), 1 + rng.randrange(1000))
+            for _ in range(per_client)
+        ]
+        plan.append(triples)
+    # N closed-loop clients (one request in flight each) served by K connections, with K threads: a
+    # client's next request joins the queue when its previous one completes, and its latency counts the
+    # time it waited for a connection. One thread per client would measure Python's thread switching.
+    ready: queue.SimpleQueue[tuple[int, int, float] | None] = queue.SimpleQueue()
+    for number in range(params.clients):
+        ready.put((number, 0, 0.0))
 
-    def client(number: int) -> None:
+    def server(conn: Any) -> None:
         nonlocal failed, done
         mine: list[float] = []
         bad = 0
-        for k, (debit, credit, amount) in enumerate(plan[number]):
-            started = time.perf_counter()
-            conn = pool.get()
-            try:
-                ok = transfer(conn, f"p:{number}:{k}", debit, credit, amount)
-            finally:
-                pool.put(conn)
-            mine.append(time.perf_counter() - started)
+        while (item := ready.get()) is not None:
+            number, k, queued_at = item
+            started = queued_at or time.perf_counter()
+            debit, credit, amount = plan[number][k]
+            ok = transfer(conn, f"p:{number}:{k}", debit, credit, amount)
+            finished = time.perf_counter()
+            mine.append(finished - started)
             bad += not ok
             with lock:
                 done += 1
+                if done == per_client * params.clients:
+                    for _ in raw:
+                        ready.put(None)
+            if k + 1 < per_client:
+                ready.put((number, k + 1, finished))
         with lock:
             latencies.extend(mine)
             failed += bad
 
-    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(params.clients)]
+    threads = [threading.Thread(target=server, args=(conn,), daemon=True) for conn in raw]
     started = time.perf_counter()
     for thread in threads:
         thread.start()

@@ -5,9 +5,7 @@ plus whatever arrives within a short window, and applies it as one batch through
 load a batch holds thousands of transfers, so the per-transaction cost (locks, fsync) is shared; when idle
 a lone request waits at most the window. Each caller gets exactly its own results, in order.
 
-With `speculative=True` (the default) two threads share the work: one collects and decides batch N+1
-(ledger/speculation.py) while the other confirms and commits batch N, so Python and the database work at
-the same time instead of taking turns.
+Two threads share the work: one collects the next batch while the other commits the current one.
 
 This is a throughput device only: correctness comes from the database (row locks, UNIQUE keys), so any
 number of processes may each run their own batcher against one database.
@@ -26,8 +24,6 @@ from dataclasses import dataclass
 
 from qianbao.ledger.engine import LedgerEngine
 from qianbao.ledger.model import TransferResult, TransferSpec
-from qianbao.ledger.speculation import Speculation, Speculator
-from qianbao.store.errors import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -47,45 +43,27 @@ class BatcherClosed(RuntimeError):
     pass
 
 
-class _Stale(Exception):  # noqa: N818 - internal signal: the speculation's assumptions no longer hold
-    pass
-
-
-_MAX_SKIP_SPAN = 64
-_RETRY_UNDER_LOCK: tuple[type[BaseException], ...] = (_Stale, *DATABASE_ERRORS)
-
-
 @dataclass(slots=True)
 class _Batch:
     requests: list[_Request]
     specs: list[TransferSpec]
     group_ends: frozenset[int]
-    speculation: Speculation | None
 
 
 class TransferBatcher:
-    def __init__(
-        self, engine: LedgerEngine, *, window_ms: float = 1.0, max_batch: int = 4096, speculative: bool = True
-    ) -> None:
+    def __init__(self, engine: LedgerEngine, *, window_ms: float = 1.0, max_batch: int = 4096) -> None:
         self.engine = engine
         self.window = window_ms / 1000
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
-        # One prepared batch waits for the writer: enough to keep it busy, and a deeper pipeline would only
+        # One collected batch waits for the writer: it keeps the writer busy, and a deeper queue would only
         # split the same concurrent requests into smaller batches.
         self._prepared: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
-        self._speculator = Speculator(engine.db, engine.repo, engine.clock) if speculative else None
         self._thread: threading.Thread | None = None
         self._writer: threading.Thread | None = None
         self._closed = False
         self.batches = 0
         self.transfers = 0
-        self.speculation_hits = 0
-        self.speculation_misses = 0
-        # When another process keeps writing the same accounts, guesses keep failing and only cost work:
-        # after a miss, decide the next batches directly, for a span that doubles while misses continue.
-        self._skip_speculation = 0
-        self._skip_span = 0
 
     def start(self) -> TransferBatcher:
         if self._thread is None:
@@ -139,7 +117,7 @@ class TransferBatcher:
         if self._thread is None:
             raise BatcherClosed("the ledger batcher was not started")
 
-    # -- the collecting (and speculating) thread ------------------------------------------------------
+    # -- the collecting thread --------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
@@ -177,17 +155,7 @@ class TransferBatcher:
         for request in requests:
             specs.extend(request.specs)
             ends.append(len(specs) - 1)
-        group_ends = frozenset(ends)
-        speculation = None
-        if self._skip_speculation > 0:
-            self._skip_speculation -= 1
-        elif self._speculator is not None and specs:
-            try:
-                speculation = self._speculator.prepare(specs, group_ends)
-            except Exception:  # noqa: BLE001 - a failed guess only means the batch is decided the slow way
-                log.warning("speculative preparation failed; deciding the batch under lock", exc_info=True)
-                self._speculator.generation += 1
-        return _Batch(requests, specs, group_ends, speculation)
+        return _Batch(requests, specs, frozenset(ends))
 
     # -- the writer thread ----------------------------------------------------------------------------
 
@@ -224,30 +192,6 @@ class TransferBatcher:
             loop.call_soon_threadsafe(_resolve_all, pairs)
 
     def _commit(self, batch: _Batch) -> list[TransferResult]:
-        spec = batch.speculation
-        speculator = self._speculator
-        if spec is not None and speculator is not None and spec.generation == speculator.generation:
-            repo = self.engine.repo
-            try:
-                with self.engine.db.write() as conn:
-                    if repo.stale_accounts(conn, spec.expected):
-                        raise _Stale
-                    if spec.seq_range is not None and not repo.claim_seqs(conn, *spec.seq_range):
-                        raise _Stale
-                    if spec.inserts is not None:
-                        repo.insert_encoded(conn, spec.inserts)
-                    if spec.updates is not None:
-                        repo.update_encoded(conn, spec.updates)
-                self.speculation_hits += 1
-                self._skip_span = 0
-                return spec.results
-            except _RETRY_UNDER_LOCK:
-                # Someone else wrote to these accounts, took an id or resolved a hold: decide again below.
-                log.debug("speculation for a batch of %d failed; deciding under lock", len(batch.specs))
-            speculator.generation += 1
-            self.speculation_misses += 1
-            self._skip_span = min(_MAX_SKIP_SPAN, self._skip_span * 2 or 1)
-            self._skip_speculation = self._skip_span
         return self.engine.create_transfers(batch.specs, group_ends=batch.group_ends)
 
 

@@ -179,14 +179,15 @@ class LedgerRepository:
         rows = _fetch(conn, sql, (self.list_param(ids),))
         return {row[0]: account_from_row(row) for row in rows}
 
-    def lock_balances(self, conn: Connection, ids: Iterable[str], *, lock: bool = True) -> dict[str, Account]:
-        """Like `lock_accounts`, but only what deciding transfers needs; `lock=False` just reads."""
+    def lock_balances(self, conn: Connection, ids: Iterable[str]) -> dict[str, Account]:
+        """Like `lock_accounts`, but only what deciding transfers needs."""
         ids = sorted(set(ids))
         if not ids:
             return {}
         if self.pg:
-            sql = f"SELECT {_BALANCE_COLUMNS} FROM ledger_accounts WHERE id = ANY(%s::text[]) ORDER BY id" + (
-                " FOR UPDATE" if lock else ""
+            sql = (
+                f"SELECT {_BALANCE_COLUMNS} FROM ledger_accounts"
+                " WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
             )
             rows = _fetch(conn, sql, (pg_text_array(ids),))
         else:
@@ -227,7 +228,7 @@ class LedgerRepository:
         )[0][0]
         return list(range(top - count + 1, top + 1))
 
-    # -- writes: encode (pure Python, may run off the critical path) then execute ----------------------
+    # -- writes: set-based, one statement per batch ---------------------------------------------------
 
     def encode_transfers(self, transfers: Sequence[Transfer]) -> Any:
         if self.pg:
@@ -318,83 +319,6 @@ class LedgerRepository:
         accounts = list(accounts)
         if accounts:
             self.update_encoded(conn, self.encode_balances(accounts))
-
-    def encode_expected(self, accounts: Sequence[Account]) -> Any:
-        """What a speculative batch assumed about its accounts, for `stale_accounts`."""
-        if self.pg:
-            return (
-                pg_text_array([a.id for a in accounts]),
-                pg_text_array([a.id for a in accounts]),
-                pg_text_array([a.status.value for a in accounts]),
-                pg_array([a.balance_ceiling for a in accounts]),
-                pg_array(["t" if a.debits_must_not_exceed_credits else "f" for a in accounts]),
-                pg_array(["t" if a.credits_must_not_exceed_debits else "f" for a in accounts]),
-                pg_array([a.debits_posted for a in accounts]),
-                pg_array([a.credits_posted for a in accounts]),
-                pg_array([a.debits_pending for a in accounts]),
-                pg_array([a.credits_pending for a in accounts]),
-                pg_array([a.last_seq for a in accounts]),
-            )
-        rows = [
-            (a.id, a.status.value, a.balance_ceiling, int(a.debits_must_not_exceed_credits),
-             int(a.credits_must_not_exceed_debits), a.debits_posted, a.credits_posted, a.debits_pending,
-             a.credits_pending, a.last_seq)
-            for a in accounts
-        ]  # fmt: skip
-        return (json.dumps(rows, separators=(",", ":")),)
-
-    def stale_accounts(self, conn: Connection, expected: Any) -> list[str]:
-        """Lock the expected accounts (in id order) and return those whose stored state differs.
-
-        Runs inside the write transaction; an empty answer means every assumption still holds and stays
-        true until COMMIT, because the rows are now locked (on SQLite: the database is)."""
-        if self.pg:
-            row = _fetch(
-                conn,
-                "WITH locked AS MATERIALIZED (SELECT id, status, balance_ceiling,"
-                " debits_must_not_exceed_credits AS f1, credits_must_not_exceed_debits AS f2, debits_posted,"
-                " credits_posted, debits_pending, credits_pending, last_seq FROM ledger_accounts"
-                " WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE)"
-                " SELECT (SELECT count(*) FROM locked), ARRAY(SELECT e.id FROM unnest(%s::text[], %s::text[],"
-                " %s::bigint[], %s::bool[], %s::bool[], %s::bigint[], %s::bigint[], %s::bigint[],"
-                " %s::bigint[], %s::bigint[]) AS e(id, status, ceiling, f1, f2, dp, cp, dq, cq, ls)"
-                " LEFT JOIN locked l ON l.id = e.id WHERE l.id IS NULL OR (l.status, l.balance_ceiling, l.f1,"
-                " l.f2, l.debits_posted, l.credits_posted, l.debits_pending, l.credits_pending, l.last_seq)"
-                " IS DISTINCT FROM (e.status, e.ceiling, e.f1, e.f2, e.dp, e.cp, e.dq, e.cq, e.ls))",
-                expected,
-            )[0]
-            # row[0], the count, is there to make PostgreSQL lock every row, not only those it compares.
-            stale: list[str] = list(row[1])
-            return stale
-        packed = _fetch(
-            conn,
-            "SELECT json_group_array(e.value->>0) FROM json_each(?) AS e"
-            " LEFT JOIN ledger_accounts a ON a.id = e.value->>0"
-            " WHERE a.id IS NULL OR a.status IS NOT e.value->>1 OR a.balance_ceiling IS NOT e.value->>2"
-            " OR a.debits_must_not_exceed_credits IS NOT e.value->>3"
-            " OR a.credits_must_not_exceed_debits IS NOT e.value->>4 OR a.debits_posted IS NOT e.value->>5"
-            " OR a.credits_posted IS NOT e.value->>6 OR a.debits_pending IS NOT e.value->>7"
-            " OR a.credits_pending IS NOT e.value->>8 OR a.last_seq IS NOT e.value->>9",
-            expected,
-        )[0][0]
-        found: list[str] = json.loads(packed)
-        return found
-
-    def claim_seqs(self, conn: Connection, first: int, last: int) -> bool:
-        """SQLite only: take [first, last] if no other writer has handed out numbers past `first`."""
-        return (
-            _execute(
-                conn,
-                "UPDATE ledger_sequences SET value = ? WHERE name = 'transfer' AND value < ?",
-                (last, first),
-            )
-            == 1
-        )
-
-    def peek_seq(self, conn: Connection) -> int:
-        """SQLite only: the highest transfer number handed out so far."""
-        value: int = _fetch(conn, "SELECT value FROM ledger_sequences WHERE name = 'transfer'", ())[0][0]
-        return value
 
     def insert_accounts(self, conn: Connection, accounts: Sequence[Account]) -> None:
         if not accounts:

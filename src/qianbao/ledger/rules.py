@@ -371,6 +371,7 @@ def _same_request(spec: TransferSpec, stored: Transfer, pending_amount: int | No
         wanted = spec.amount if spec.amount is not None else pending_amount
         return (
             spec.pending_id == stored.pending_id
+            and spec.timeout_seconds is None
             and wanted == stored.amount
             and (not spec.debit_account_id or spec.debit_account_id == stored.debit_account_id)
             and (not spec.credit_account_id or spec.credit_account_id == stored.credit_account_id)
@@ -379,7 +380,8 @@ def _same_request(spec: TransferSpec, stored: Transfer, pending_amount: int | No
         )
     timeout = None if stored.timeout_at is None else (stored.timeout_at - stored.created_at) // 1_000_000
     return (
-        spec.debit_account_id == stored.debit_account_id
+        spec.pending_id is None
+        and spec.debit_account_id == stored.debit_account_id
         and spec.credit_account_id == stored.credit_account_id
         and spec.amount == stored.amount
         and spec.currency == stored.currency

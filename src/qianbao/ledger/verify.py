@@ -1,8 +1,9 @@
 """`qianbao ledger verify`: recompute every balance from the transfer history and compare.
 
-Checks, per account: the four stored totals equal the sums over its transfers; the "net after" recorded
-on each of its transfers equals the running sum of its history. Per currency: total debits equal total
-credits (posted and pending). Any difference is a finding naming the account.
+Checks, per account: the four stored totals equal the sums over its transfers; its `last_seq` is its
+newest transfer's; the "net after" recorded on each of its transfers equals the running sum of its
+history. Per currency: total debits equal total credits (posted and pending). Any difference is a
+finding naming the account.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from qianbao.store.database import Database
 CHUNK = 500
 
 _EXPECTED_TOTALS = """
-SELECT account_id, SUM(dp), SUM(cp), SUM(dq), SUM(cq) FROM (
-  SELECT t.debit_account_id AS account_id,
+SELECT account_id, SUM(dp), SUM(cp), SUM(dq), SUM(cq), MAX(seq) FROM (
+  SELECT t.debit_account_id AS account_id, t.seq,
          CASE WHEN t.kind IN ('posted', 'post_pending') THEN t.amount ELSE 0 END AS dp, 0 AS cp,
          CASE WHEN t.kind = 'pending' AND NOT EXISTS
               (SELECT 1 FROM ledger_transfers r WHERE r.pending_id = t.id) THEN t.amount ELSE 0 END AS dq,
          0 AS cq
   FROM ledger_transfers t WHERE {debit_in}
   UNION ALL
-  SELECT t.credit_account_id, 0, CASE WHEN t.kind IN ('posted', 'post_pending') THEN t.amount ELSE 0 END,
+  SELECT t.credit_account_id, t.seq, 0,
+         CASE WHEN t.kind IN ('posted', 'post_pending') THEN t.amount ELSE 0 END,
          0, CASE WHEN t.kind = 'pending' AND NOT EXISTS
               (SELECT 1 FROM ledger_transfers r WHERE r.pending_id = t.id) THEN t.amount ELSE 0 END
   FROM ledger_transfers t WHERE {credit_in}
@@ -90,7 +92,7 @@ def verify_ledger(db: Database, progress: Callable[[int, int], None] | None = No
         p = "%s" if db.is_postgresql else "?"
         while True:
             rows = conn.exec_driver_sql(
-                "SELECT id, debits_posted, credits_posted, debits_pending, credits_pending"
+                "SELECT id, debits_posted, credits_posted, debits_pending, credits_pending, last_seq"
                 " FROM ledger_accounts"
                 f" WHERE id > {p} ORDER BY id LIMIT {CHUNK}",
                 (after,),
@@ -108,8 +110,15 @@ def verify_ledger(db: Database, progress: Callable[[int, int], None] | None = No
                 for r in conn.exec_driver_sql(_EXPECTED_TOTALS.format(**where), (param, param))
             }
             for row in rows:
-                stored = tuple(int(v) for v in row[1:])
-                want = expected.get(row[0], (0, 0, 0, 0))
+                stored = tuple(int(v) for v in row[1:5])
+                want = expected.get(row[0], (0, 0, 0, 0, 0))
+                if int(row[5]) != want[4]:
+                    report.findings.append(
+                        Finding(
+                            "version_mismatch", row[0], f"last_seq is {row[5]}, newest transfer is {want[4]}"
+                        )
+                    )
+                want = want[:4]
                 if stored != want:
                     report.findings.append(
                         Finding(
