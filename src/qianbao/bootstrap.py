@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -15,8 +14,6 @@ from qianbao.ledger.queries import LedgerReader
 from qianbao.store.database import Database
 
 log = logging.getLogger(__name__)
-
-GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass
@@ -31,9 +28,6 @@ class Container:
     _sweeper: threading.Thread | None = None
 
     def start(self) -> None:
-        # The ledger writer thread waits on the database with the GIL released; with the default 5 ms
-        # switch interval it then waits that long to get the GIL back from busy request handlers.
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.batcher.start()
         self._sweeper = threading.Thread(target=self._sweep_forever, name="ledger-sweeper", daemon=True)
         self._sweeper.start()

@@ -31,13 +31,18 @@ _KIND = {k.value: k for k in TransferKind}
 
 
 def pg_array(values: Iterable[Any]) -> str:
-    """A PostgreSQL array literal. psycopg's list adapter runs in Python and dominated batch time;
-    joining strings runs at C speed (measured ~4x faster for a 2,000-row batch)."""
-    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    """A PostgreSQL array literal of numbers (or NULLs). psycopg's list adapter runs in Python and showed
+    up as a fifth of batch time; a C-level join of `map(str, …)` is several times cheaper."""
+    values = list(values)
+    if None in values:
+        return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def pg_text_array(values: Iterable[str | None]) -> str:
     values = list(values)
+    if values and values.count(None) == len(values):  # e.g. pending_id and metadata of plain transfers
+        return "{" + ",".join(["NULL"] * len(values)) + "}"
     if None not in values:
         joined = '","'.join(values)  # type: ignore[arg-type]
         # Common case: nothing to escape (the only quotes are the 2 per separator), so one join does it.
@@ -235,7 +240,7 @@ class LedgerRepository:
             return (
                 pg_array([t.seq for t in transfers]),
                 pg_text_array([t.id for t in transfers]),
-                pg_text_array([t.kind.value for t in transfers]),
+                pg_text_array([t.kind for t in transfers]),  # a StrEnum is a str
                 pg_text_array([t.debit_account_id for t in transfers]),
                 pg_text_array([t.credit_account_id for t in transfers]),
                 pg_array([t.amount for t in transfers]),
