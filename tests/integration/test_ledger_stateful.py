@@ -77,8 +77,11 @@ class ModelTransfer:
     resolved_as: TransferKind | None = None  # for holds
 
 
-ALREADY = {K.POST_PENDING: R.PENDING_ALREADY_POSTED, K.VOID_PENDING: R.PENDING_ALREADY_VOIDED,
-           K.EXPIRE_PENDING: R.PENDING_EXPIRED}  # fmt: skip
+ALREADY = {
+    K.POST_PENDING: R.PENDING_ALREADY_POSTED,
+    K.VOID_PENDING: R.PENDING_ALREADY_VOIDED,
+    K.EXPIRE_PENDING: R.PENDING_EXPIRED,
+}
 Outcome = tuple[ResultCode, ModelTransfer | None]
 
 
@@ -180,9 +183,13 @@ class Model:
 
     def expire(self, now: int) -> int:
         due = [
-            t for t in self.transfers.values()
-            if t.kind is K.PENDING and t.resolved_as is None and t.timeout_at is not None and t.timeout_at <= now
-        ]  # fmt: skip
+            t
+            for t in self.transfers.values()
+            if t.kind is K.PENDING
+            and t.resolved_as is None
+            and t.timeout_at is not None
+            and t.timeout_at <= now
+        ]
         for hold in due:
             self.release(hold, K.EXPIRE_PENDING)
         return len(due)
@@ -227,7 +234,9 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         [result] = self.engine.create_accounts([spec])
         assert result.code is R.OK, result
-        self.model.accounts[account_id] = ModelAccount(spec.debits_must_not_exceed_credits, spec.balance_ceiling)
+        self.model.accounts[account_id] = ModelAccount(
+            spec.debits_must_not_exceed_credits, spec.balance_ceiling
+        )
         return account_id
 
     @initialize()
@@ -236,7 +245,9 @@ class LedgerMachine(RuleBasedStateMachine):
         wallets = [self.open_account("wallet"), self.open_account("wallet"), self.open_account("capped", 800)]
         self.submit([[TransferSpec.posted(self.new_id("t"), self.bank, w, 500, "CNY")] for w in wallets])
 
-    @rule(kind=st.sampled_from(["wallet", "wallet", "overdraft", "capped", "bank"]), ceiling=st.integers(0, 500))
+    @rule(
+        kind=st.sampled_from(["wallet", "wallet", "overdraft", "capped", "bank"]), ceiling=st.integers(0, 500)
+    )
     def create_account(self, kind: str, ceiling: int) -> None:
         self.open_account(kind, ceiling)
 
@@ -254,7 +265,7 @@ class LedgerMachine(RuleBasedStateMachine):
         accounts = list(self.model.accounts)
         debit = data.draw(st.sampled_from([self.bank] * len(accounts) + accounts), label="debit")
         credit = data.draw(st.sampled_from([a for a in accounts if a != debit]), label="credit")
-        amount = data.draw(st.integers(1, 400), label="amount")
+        amount = data.draw(st.sampled_from([1, 50, 150, 250, 400]) | st.integers(1, 600), label="amount")
         mistake = data.draw(st.sampled_from(["none"] * 20 + ["same account", "no account", "zero"]))
         if mistake == "same account":
             credit = debit
@@ -264,7 +275,9 @@ class LedgerMachine(RuleBasedStateMachine):
             amount = 0
         if kind is K.POSTED:
             return self.draft(TransferSpec.posted(self.new_id("t"), debit, credit, amount, "CNY"))
-        timeout = data.draw(st.sampled_from([None, 10]) | st.integers(1, MAX_TIMEOUT), label="timeout")
+        timeout = data.draw(
+            st.sampled_from([None, None, 5, 10, 30]) | st.integers(1, MAX_TIMEOUT), label="timeout"
+        )
         spec = TransferSpec.pending(self.new_id("t"), debit, credit, amount, "CNY", timeout_seconds=timeout)
         return self.draft(spec)
 
@@ -279,7 +292,9 @@ class LedgerMachine(RuleBasedStateMachine):
         pending_id = data.draw(st.sampled_from(choices), label="pending_id")
         if kind is K.VOID_PENDING:
             return self.draft(TransferSpec.void(self.new_id("t"), pending_id))
-        amount = data.draw(st.sampled_from([None, None, None, 0, 1, 100]) | st.integers(1, 450), label="amount")
+        amount = data.draw(
+            st.sampled_from([None, None, None, 0, 1, 100]) | st.integers(1, 450), label="amount"
+        )
         return self.draft(TransferSpec.post(self.new_id("t"), pending_id, amount))
 
     def draw_request(self, data: st.DataObject) -> TransferSpec:
@@ -322,8 +337,11 @@ class LedgerMachine(RuleBasedStateMachine):
             assert result.transfer is not None
             got = result.transfer
             assert (got.kind, got.debit_account_id, got.credit_account_id, got.amount) == (
-                transfer.kind, transfer.debit, transfer.credit, transfer.amount,
-            )  # fmt: skip
+                transfer.kind,
+                transfer.debit,
+                transfer.credit,
+                transfer.amount,
+            )
         self.requests += specs
         self.drafts = []
         return results
@@ -346,11 +364,33 @@ class LedgerMachine(RuleBasedStateMachine):
     def void(self, data: st.DataObject) -> None:
         self.submit([[self.draw_resolution(data, K.VOID_PENDING)]])
 
-    @rule(seconds=st.sampled_from([0, 1, 9, 10, 11, 60, 300]) | st.integers(0, MAX_TIMEOUT + 100))
+    @rule(seconds=st.sampled_from([0, 1, 5, 9, 10, 11, 30, 60]) | st.integers(0, MAX_TIMEOUT + 100))
     def advance_and_expire(self, seconds: int) -> None:
         self.clock.advance(seconds)
         expired = self.engine.expire_pending()
         assert expired == self.model.expire(self.clock.now_us())
+
+    def holds_running(self) -> list[tuple[str, int]]:
+        now = self.clock.now_us()
+        return [
+            (k, t.timeout_at)
+            for k, t in self.model.transfers.items()
+            if t.kind is K.PENDING and not t.resolved_as and t.timeout_at is not None and t.timeout_at > now
+        ]
+
+    @precondition(lambda self: self.holds_running())
+    @rule(data=st.data(), offset=st.sampled_from([-1, 0]))
+    def to_the_edge_of_a_timeout(self, data: st.DataObject, offset: int) -> None:
+        """Move the clock to one microsecond before a hold's timeout, or exactly onto it, then touch it."""
+        hold_id, timeout_at = data.draw(st.sampled_from(self.holds_running()), label="hold")
+        self.clock.advance(microseconds=timeout_at + offset - self.clock.now_us())
+        action = data.draw(st.sampled_from(["post", "void", "sweep"]), label="action")
+        if action == "sweep":
+            assert self.engine.expire_pending() == self.model.expire(self.clock.now_us())
+        elif action == "post":
+            self.submit([[self.draft(TransferSpec.post(self.new_id("t"), hold_id))]])
+        else:
+            self.submit([[self.draft(TransferSpec.void(self.new_id("t"), hold_id))]])
 
     @rule(data=st.data(), size=st.integers(2, 4))
     def linked_chain(self, data: st.DataObject, size: int) -> None:
@@ -380,8 +420,10 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def balances_match_the_model(self) -> None:
         stored = self.reader.lookup_accounts(self.model.accounts)
-        assert {k: (a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending)
-                for k, a in stored.items()} == {k: a.totals() for k, a in self.model.accounts.items()}  # fmt: skip
+        assert {
+            k: (a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending)
+            for k, a in stored.items()
+        } == {k: a.totals() for k, a in self.model.accounts.items()}
 
     @invariant()
     def ledger_verifies(self) -> None:
@@ -398,8 +440,12 @@ class LedgerMachine(RuleBasedStateMachine):
                 continue
             assert view is not None and view.transfer.amount == transfer.amount
             if transfer.kind is K.PENDING:
-                status = {None: PendingStatus.PENDING, K.POST_PENDING: PendingStatus.POSTED,
-                          K.VOID_PENDING: PendingStatus.VOIDED, K.EXPIRE_PENDING: PendingStatus.EXPIRED}  # fmt: skip
+                status = {
+                    None: PendingStatus.PENDING,
+                    K.POST_PENDING: PendingStatus.POSTED,
+                    K.VOID_PENDING: PendingStatus.VOIDED,
+                    K.EXPIRE_PENDING: PendingStatus.EXPIRED,
+                }
                 assert view.pending_status is status[transfer.resolved_as], spec
 
 

@@ -28,7 +28,7 @@ from qianbao.ledger.model import (
     TransferResult,
     TransferSpec,
 )
-from qianbao.ledger.rules import BatchOutcome, BatchState, apply_batch
+from qianbao.ledger.rules import BatchOutcome, BatchState, apply_batch, expiry_id
 
 R = ResultCode
 K = TransferKind
@@ -131,7 +131,7 @@ def account_sets(draw: st.DrawFn) -> dict[str, Account]:
                 st.sampled_from(
                     [AccountStatus.OPEN] * 25 + [AccountStatus.DEBIT_FROZEN, AccountStatus.FROZEN]
                 )
-            ),  # fmt: skip
+            ),
         )
     return accounts
 
@@ -167,7 +167,7 @@ def transfer_specs(
         others = [a for a in account_ids if a != debit]
         timeout = draw(st.sampled_from([None, 10, 100])) if kind is K.PENDING else None
         return TransferSpec(
-            id=maybe(spec_id, ""),  # type: ignore[arg-type]
+            id=maybe(spec_id, draw(st.sampled_from(["", "ledger:x", expiry_id("t0")]))),  # type: ignore[arg-type]
             kind=kind,
             debit_account_id=maybe(debit, "missing"),  # type: ignore[arg-type]
             credit_account_id=maybe(draw(st.sampled_from(others)), debit),  # type: ignore[arg-type]
@@ -179,11 +179,15 @@ def transfer_specs(
             metadata=metadata,
             linked=linked,
         )
-    pending_id = draw(st.sampled_from(holds)) if holds else "t0"
+    pending_id = maybe(
+        draw(st.sampled_from(holds)) if holds else "t0", draw(st.sampled_from([None, "nowhere", "t0"]))
+    )
+    if kind is K.EXPIRE_PENDING and pending_id is not None and how == "fresh":
+        spec_id = expiry_id(pending_id)  # type: ignore[arg-type]  # the only id an expiry may have
     return TransferSpec(
-        id=maybe(spec_id, ""),  # type: ignore[arg-type]
+        id=maybe(spec_id, draw(st.sampled_from(["", "ledger:x"]))),  # type: ignore[arg-type]
         kind=kind,
-        pending_id=maybe(pending_id, draw(st.sampled_from([None, "nowhere", "t0"]))),  # type: ignore[arg-type]
+        pending_id=pending_id,  # type: ignore[arg-type]
         amount=draw(st.sampled_from([None] * 4 + [0, 5, 20, 40, 70])),
         metadata=metadata,
         linked=linked,
@@ -207,13 +211,23 @@ Scenario = tuple[dict[str, Account], list[tuple[list[TransferSpec], frozenset[in
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
+    """Three batches: money in from A (so bounded accounts have something to spend), then two random ones,
+    the second possibly after some holds timed out."""
     accounts = draw(account_sets())
     ids = list(accounts)
+    funding = [
+        TransferSpec.posted(f"f{i}", "A", account_id, draw(st.integers(1, 100)), "CNY")
+        for i, account_id in enumerate(ids[1:])
+    ]
     sloppy = draw(st.booleans())
     first = draw(batches(ids, sloppy=sloppy))
     second = draw(batches(ids, first[0], sloppy))
     later = draw(st.sampled_from([0, 5, 10, 50, 100, 500]))
-    return accounts, [(*first, NOW), (*second, NOW + later * SECOND)]
+    return accounts, [
+        (funding, frozenset(range(len(funding))), NOW),
+        (*first, NOW),
+        (*second, NOW + later * SECOND),
+    ]
 
 
 # -- the properties ---------------------------------------------------------------------------------
@@ -242,6 +256,10 @@ def check_outcome(
             assert t is not None and t.id == spec.id and t.kind is spec.kind
             assert t.amount > 0 and t.debit_account_id != t.credit_account_id
             assert (t.pending_id is None) == (t.kind in MOVES)
+            # Only an expiry lives in the reserved namespace, and only under its one deterministic id.
+            assert t.id.startswith("ledger:") == (t.kind is K.EXPIRE_PENDING)
+            if t.kind is K.EXPIRE_PENDING:
+                assert t.id == expiry_id(t.pending_id or "")
             if spec.amount is not None:
                 assert t.amount == spec.amount
         elif result.code in (R.EXISTS, R.EXISTS_WITH_DIFFERENT_FIELDS):
@@ -473,6 +491,43 @@ def test_a_hold_created_in_the_batch_can_be_posted_partially_in_it() -> None:
     assert totals(state.accounts["bob"]) == (0, 25, 0, 0)
 
 
+def test_incoming_holds_count_against_the_ceiling_and_outgoing_ones_do_not() -> None:
+    state = fresh()  # bob may hold at most 100
+    outcome = run(
+        [
+            TransferSpec.pending("in", "bank", "bob", 70, "CNY"),
+            TransferSpec.posted("p1", "bank", "bob", 31, "CNY"),
+            TransferSpec.posted("p2", "bank", "bob", 30, "CNY"),
+            TransferSpec.pending("out", "bob", "alice", 30, "CNY"),
+            TransferSpec.posted("p3", "bank", "bob", 1, "CNY"),
+            TransferSpec.void("v", "in"),
+            TransferSpec.posted("p4", "bank", "bob", 70, "CNY"),
+        ],
+        state,
+        ends=range(7),
+    )
+    assert codes(outcome.results) == [R.OK, R.EXCEEDS_CEILING, R.OK, R.OK, R.EXCEEDS_CEILING, R.OK, R.OK]
+    assert totals(state.accounts["bob"]) == (0, 100, 30, 0)
+
+
+def test_a_failed_chain_gives_back_the_hold_it_resolved() -> None:
+    ledger = Ledger(dict(fresh().accounts))
+    setup = [
+        TransferSpec.posted("f", "bank", "alice", 100, "CNY"),
+        TransferSpec.pending("h", "alice", "bob", 60, "CNY"),
+    ]
+    ledger.write_back(run(setup, ledger.state_for(setup, NOW), ends=range(2)))
+    specs = [
+        TransferSpec.post("p1", "h", linked=True),
+        TransferSpec.posted("x", "alice", "bob", 41, "CNY"),  # only 40 left: the chain fails
+        TransferSpec.void("v", "h"),
+    ]
+    state = ledger.state_for(specs, NOW)
+    outcome = run(specs, state, ends=[1, 2])
+    assert codes(outcome.results) == [R.LINKED_EVENT_FAILED, R.EXCEEDS_CREDITS, R.OK]
+    assert totals(state.accounts["alice"]) == (0, 100, 0, 0)
+
+
 def test_an_expired_hold_cannot_be_posted_or_voided_but_can_be_expired() -> None:
     ledger = Ledger(dict(fresh().accounts))
     setup = [
@@ -480,17 +535,24 @@ def test_an_expired_hold_cannot_be_posted_or_voided_but_can_be_expired() -> None
         TransferSpec.pending("h", "alice", "bob", 60, "CNY", timeout_seconds=10),
     ]
     ledger.write_back(run(setup, ledger.state_for(setup, NOW), ends=range(2)))
-    early = [TransferSpec(id="e0", kind=K.EXPIRE_PENDING, pending_id="h")]
+    early = [TransferSpec(id=expiry_id("h"), kind=K.EXPIRE_PENDING, pending_id="h")]
     assert codes(run(early, ledger.state_for(early, NOW + 9 * SECOND)).results) == [R.PENDING_NOT_EXPIRED]
     late = [
         TransferSpec.post("p", "h"),
         TransferSpec.void("v", "h"),
-        TransferSpec(id="e", kind=K.EXPIRE_PENDING, pending_id="h"),
+        TransferSpec(id="e", kind=K.EXPIRE_PENDING, pending_id="h"),  # only the reserved id will do
+        TransferSpec(id=expiry_id("h"), kind=K.EXPIRE_PENDING, pending_id="h"),
         TransferSpec.void("v2", "h"),
     ]
     state = ledger.state_for(late, NOW + 10 * SECOND)
-    outcome = run(late, state, ends=range(4))
-    assert codes(outcome.results) == [R.PENDING_EXPIRED, R.PENDING_EXPIRED, R.OK, R.PENDING_EXPIRED]
+    outcome = run(late, state, ends=range(len(late)))
+    assert codes(outcome.results) == [
+        R.PENDING_EXPIRED,
+        R.PENDING_EXPIRED,
+        R.INVALID_ID,
+        R.OK,
+        R.PENDING_EXPIRED,
+    ]
     assert totals(state.accounts["alice"]) == (0, 100, 0, 0)
 
 
@@ -514,17 +576,19 @@ def test_replays_return_the_stored_transfer() -> None:
     ]
     state = ledger.state_for(replays, NOW + 5 * SECOND)
     outcome = run(replays, state, ends=range(len(replays)))
-    assert codes(outcome.results) == [R.EXISTS, R.EXISTS_WITH_DIFFERENT_FIELDS, R.EXISTS_WITH_DIFFERENT_FIELDS,
-                                      R.EXISTS, R.EXISTS_WITH_DIFFERENT_FIELDS, R.EXISTS,
-                                      R.EXISTS_WITH_DIFFERENT_FIELDS, R.EXISTS_WITH_DIFFERENT_FIELDS]  # fmt: skip
+    assert codes(outcome.results) == [
+        R.EXISTS,
+        R.EXISTS_WITH_DIFFERENT_FIELDS,
+        R.EXISTS_WITH_DIFFERENT_FIELDS,
+        R.EXISTS,
+        R.EXISTS_WITH_DIFFERENT_FIELDS,
+        R.EXISTS,
+        R.EXISTS_WITH_DIFFERENT_FIELDS,
+        R.EXISTS_WITH_DIFFERENT_FIELDS,
+    ]
     assert outcome.created == [] and outcome.touched == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rules._same_request ignores pending_id on posted/pending replays and timeout_seconds on "
-    "post/void replays, so a replay that adds a field the original could never carry answers `exists`",
-)
 @pytest.mark.parametrize(
     "replay",
     [

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -62,6 +62,7 @@ class TransferBatcher:
         self._thread: threading.Thread | None = None
         self._writer: threading.Thread | None = None
         self._closed = False
+        self._gate = threading.Lock()  # makes "check open, then enqueue" atomic with close()
         self.batches = 0
         self.transfers = 0
 
@@ -75,10 +76,11 @@ class TransferBatcher:
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop the threads."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
+        with self._gate:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
         if self._thread is not None:
             self._thread.join(timeout)
         if self._writer is not None:
@@ -94,9 +96,10 @@ class TransferBatcher:
 
     def submit(self, specs: Sequence[TransferSpec]) -> Future[list[TransferResult]]:
         """Queue one caller's request group (a linked chain never extends past its end)."""
-        self._check_open()
         future: Future[list[TransferResult]] = Future()
-        self._queue.put(_Request(specs=specs, future=future))
+        with self._gate:  # nothing may be queued behind the stop marker
+            self._check_open()
+            self._queue.put(_Request(specs=specs, future=future))
         return future
 
     def create_transfers(
@@ -105,10 +108,11 @@ class TransferBatcher:
         return self.submit(specs).result(timeout)
 
     async def create_transfers_async(self, specs: Sequence[TransferSpec]) -> list[TransferResult]:
-        self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[TransferResult]] = loop.create_future()
-        self._queue.put(_Request(specs=specs, loop=loop, async_future=future))
+        with self._gate:
+            self._check_open()
+            self._queue.put(_Request(specs=specs, loop=loop, async_future=future))
         return await future
 
     def _check_open(self) -> None:
@@ -152,10 +156,16 @@ class TransferBatcher:
     def _prepare(self, requests: list[_Request]) -> _Batch:
         specs: list[TransferSpec] = []
         ends: list[int] = []
+        taken = []
         for request in requests:
+            # A caller that cancelled before its batch formed is dropped; from here on it cannot cancel,
+            # since its transfers may be committed.
+            if request.future is not None and not request.future.set_running_or_notify_cancel():
+                continue
+            taken.append(request)
             specs.extend(request.specs)
             ends.append(len(specs) - 1)
-        return _Batch(requests, specs, frozenset(ends))
+        return _Batch(taken, specs, frozenset(ends))
 
     # -- the writer thread ----------------------------------------------------------------------------
 
@@ -176,6 +186,12 @@ class TransferBatcher:
             return
         self.batches += 1
         self.transfers += len(batch.specs)
+        try:
+            self._deliver(batch, results)
+        except Exception:  # noqa: BLE001 - delivering to one caller must never stop the writer
+            log.exception("delivering ledger results failed")
+
+    def _deliver(self, batch: _Batch, results: list[TransferResult]) -> None:
         by_loop: dict[
             asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[TransferResult]], list[TransferResult]]]
         ] = {}
@@ -189,7 +205,7 @@ class TransferBatcher:
                 by_loop.setdefault(request.loop, []).append((request.async_future, mine))
         # One wake-up per event loop per batch, not one per caller.
         for loop, pairs in by_loop.items():
-            loop.call_soon_threadsafe(_resolve_all, pairs)
+            _call_in(loop, _resolve_all, pairs)
 
     def _commit(self, batch: _Batch) -> list[TransferResult]:
         return self.engine.create_transfers(batch.specs, group_ends=batch.group_ends)
@@ -203,7 +219,16 @@ def _resolve_all(pairs: list[tuple[asyncio.Future[list[TransferResult]], list[Tr
 
 def _fail(request: _Request, exc: Exception) -> None:
     if request.future is not None:
-        request.future.set_exception(exc)
+        if not request.future.done():
+            request.future.set_exception(exc)
     elif request.loop is not None and request.async_future is not None:
         fut = request.async_future
-        request.loop.call_soon_threadsafe(lambda: None if fut.done() else fut.set_exception(exc))
+        _call_in(request.loop, lambda: None if fut.done() else fut.set_exception(exc))
+
+
+def _call_in(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: object) -> None:
+    """Run `callback` on `loop`; a loop that has closed belongs to a caller that left, so skip it."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        log.debug("a caller's event loop closed before its ledger results arrived")
