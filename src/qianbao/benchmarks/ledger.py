@@ -37,7 +37,7 @@ Progress = Callable[[int], None]
 class LedgerBenchParams:
     transfers: int = 200_000
     accounts: int = 10_000
-    clients: int = 512
+    clients: int = 1024
     hot_share: float = 0.0
     batch_max: int = 8192
     window_ms: float = 1.0

@@ -26,7 +26,7 @@ def bench_ledger(
     accounts: Annotated[int, typer.Option(min=2, help="Wallet accounts.")] = 10_000,
     clients: Annotated[
         int, typer.Option(min=1, help="Concurrent clients, one transfer in flight each.")
-    ] = 512,
+    ] = 1024,
     hot_share: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of transfers paying one hot merchant account.")
     ] = 0.0,
