@@ -75,8 +75,9 @@ class LedgerEngine:
     ) -> list[TransferResult]:
         """Apply `specs` inside the caller's open transaction (a service's unit of work).
 
-        A racing process may make this raise IntegrityError (same id or same hold resolved at once);
-        the caller retries its whole unit of work, as `create_transfers` does."""
+        A racing process (same id, or the same hold resolved at once) makes this raise a database error
+        for which `qianbao.store.errors.is_retryable` is true; the caller then retries its whole unit of
+        work, as `create_transfers` does."""
         if group_ends is None:
             group_ends = frozenset({len(specs) - 1})
         repo = self.repo
