@@ -492,3 +492,40 @@ def test_requests_queued_while_the_writer_is_busy_see_the_ones_queued_before(
     assert codes(captured.result(WAIT)) == [R.OK]
     assert batcher.batches >= 2
     assert totals(LedgerReader(engine.db), alice) == (4, 100, 0, 0)
+
+
+def test_a_generator_of_transfers_is_accepted(
+    make_batcher: Callable[..., TransferBatcher], engine: LedgerEngine
+) -> None:
+    funding, (alice,) = open_accounts(engine, 1)
+    batcher = make_batcher()
+    specs = (TransferSpec.posted(unique("g"), funding, alice, n, "CNY") for n in (1, 2))
+    assert codes(batcher.submit(specs).result(HANG)) == [R.OK, R.OK]
+
+
+@SQLITE_ONLY
+def test_a_collector_that_dies_fails_its_callers_and_refuses_new_ones(
+    make_batcher: Callable[..., TransferBatcher], engine: LedgerEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    funding, (alice,) = open_accounts(engine, 1)
+    batcher = make_batcher()
+
+    def broken(_requests: object) -> object:
+        raise RuntimeError("collector bug")
+
+    monkeypatch.setattr(batcher, "_prepare", broken)
+    future = batcher.submit([TransferSpec.posted(unique("d"), funding, alice, 1, "CNY")])
+    with pytest.raises(RuntimeError, match="collector bug"):
+        future.result(HANG)
+    deadline = time.monotonic() + HANG
+    while time.monotonic() < deadline:
+        try:
+            late = batcher.submit([TransferSpec.posted(unique("d"), funding, alice, 1, "CNY")])
+        except BatcherClosed:
+            break
+        # Queued just before the collector stopped: it must be failed, never left waiting.
+        with pytest.raises((RuntimeError, BatcherClosed)):
+            late.result(HANG)
+        time.sleep(0.01)
+    else:
+        pytest.fail("the batcher kept accepting work after its collector died")

@@ -8,6 +8,7 @@ accounts; whole-ledger checks (verify, the expiry sweeper) get a database of the
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import threading
 import time
 from collections.abc import Callable
@@ -473,6 +474,62 @@ def _(lg: Ledger) -> TransferSpec:
 @rejection("client_id_in_the_ledger_namespace", R.INVALID_ID)
 def _(lg: Ledger) -> TransferSpec:
     return TransferSpec.posted("ledger:expire:" + unique(), lg.a, lg.b, 1, "CNY")
+
+
+# Input that once crashed a whole batch (or was stored on SQLite but refused by PostgreSQL).
+@rejection("metadata_not_encodable", R.INVALID_METADATA)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.posted(unique(), lg.a, lg.b, 1, "CNY", metadata={"when": datetime.date(2026, 1, 1)})
+
+
+@rejection("metadata_mixed_key_types", R.INVALID_METADATA)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.posted(unique(), lg.a, lg.b, 1, "CNY", metadata={1: "a", "b": 2})
+
+
+@rejection("metadata_nan", R.INVALID_METADATA)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.posted(unique(), lg.a, lg.b, 1, "CNY", metadata={"fx": float("nan")})
+
+
+@rejection("metadata_nul", R.INVALID_METADATA)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.posted(unique(), lg.a, lg.b, 1, "CNY", metadata={"note": "a\x00b"})
+
+
+@rejection("fractional_amount", R.INVALID_AMOUNT)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.posted(unique(), lg.a, lg.b, 1.5, "CNY")  # type: ignore[arg-type]
+
+
+@rejection("boolean_amount", R.INVALID_AMOUNT)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.posted(unique(), lg.a, lg.b, True, "CNY")
+
+
+@rejection("fractional_partial_post", R.INVALID_AMOUNT)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.post(unique("post"), lg.hold(300), 100.5)  # type: ignore[arg-type]
+
+
+@rejection("id_with_nul", R.INVALID_ID)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.posted(unique() + "\x00", lg.a, lg.b, 1, "CNY")
+
+
+@rejection("code_with_nul", R.INVALID_CODE)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.posted(unique(), lg.a, lg.b, 1, "CNY", code="pay\x00ment")
+
+
+@rejection("pending_id_with_nul", R.PENDING_NOT_FOUND)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.post(unique("post"), "hold\x00x")
+
+
+@rejection("account_with_nul", R.ACCOUNT_NOT_FOUND)
+def _(lg: Ledger) -> TransferSpec:
+    return TransferSpec.posted(unique(), lg.a + "\x00", lg.b, 1, "CNY")
 
 
 @rejection("post_more_than_held", R.AMOUNT_EXCEEDS_PENDING)
@@ -1075,6 +1132,15 @@ def test_create_accounts_result_codes(engine: LedgerEngine, reader: LedgerReader
         "id_65_chars": (dataclasses.replace(base, id=unique("acct").ljust(65, "x")), R.INVALID_ID),
         "empty_code": (dataclasses.replace(base, id=unique("acct"), code=""), R.INVALID_CODE),
         "code_65_chars": (dataclasses.replace(base, id=unique("acct"), code="c" * 65), R.INVALID_CODE),
+        "ceiling_past_64_bits": (
+            dataclasses.replace(base, id=unique("acct"), balance_ceiling=2**63),
+            R.INVALID_CEILING,
+        ),
+        "metadata_not_encodable": (
+            dataclasses.replace(base, id=unique("acct"), metadata={"x": float("inf")}),
+            R.INVALID_METADATA,
+        ),
+        "id_with_nul": (dataclasses.replace(base, id=unique("acct") + "\x00"), R.INVALID_ID),
         "empty_owner": (dataclasses.replace(base, id=unique("acct"), owner_ref=""), R.INVALID_OWNER_REF),
         "owner_129_chars": (
             dataclasses.replace(base, id=unique("acct"), owner_ref="o" * 129),
@@ -1405,3 +1471,51 @@ def _someone_waits_on_a_lock(db: Any) -> bool:
             " WHERE datname = current_database() AND wait_event_type = 'Lock'"
         ).scalar_one()
     return bool(waiting)
+
+
+def test_bad_input_fails_only_its_own_request(ledger: Ledger) -> None:
+    """One caller's unencodable metadata or fractional amount must not take the batch down with it."""
+    good = TransferSpec.posted(unique(), ledger.a, ledger.b, 7, "CNY")
+    results = ledger.engine.create_transfers(
+        [
+            TransferSpec.posted(
+                unique(), ledger.a, ledger.b, 1, "CNY", metadata={"d": datetime.date(2026, 1, 1)}
+            ),
+            TransferSpec.posted(unique(), ledger.a, ledger.b, 1.5, "CNY"),  # type: ignore[arg-type]
+            TransferSpec.posted(unique() + "\x00", ledger.a, ledger.b, 1, "CNY"),
+            good,
+        ],
+        group_ends=range(4),
+    )
+    assert [r.code for r in results] == [R.INVALID_METADATA, R.INVALID_AMOUNT, R.INVALID_ID, R.OK]
+    assert ledger.reader.get_transfer(good.id) is not None
+
+
+def test_a_ceiling_past_64_bits_is_invalid_input(ledger: Ledger) -> None:
+    with pytest.raises(InvalidInput):
+        ledger.engine.set_balance_ceiling(ledger.a, 2**63)
+    with pytest.raises(InvalidInput):
+        ledger.engine.set_balance_ceiling(ledger.a, 10.5)  # type: ignore[arg-type]
+
+
+def test_verify_reads_one_snapshot_while_transfers_commit(fresh_engine: LedgerEngine) -> None:
+    """Verify during live traffic must not report differences that only mixing two moments creates."""
+    funding, wallets = open_accounts(fresh_engine, 4, funded=10_000)
+    stop = threading.Event()
+
+    def traffic() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            fresh_engine.create_transfers(
+                [TransferSpec.posted(unique(), wallets[n % 4], wallets[(n + 1) % 4], 1, "CNY")]
+            )
+
+    writer = threading.Thread(target=traffic)
+    writer.start()
+    try:
+        reports = [verify_ledger(fresh_engine.db) for _ in range(25)]
+    finally:
+        stop.set()
+        writer.join(30)
+    assert [r.findings for r in reports if not r.ok] == []

@@ -97,6 +97,7 @@ class TransferBatcher:
     def submit(self, specs: Sequence[TransferSpec]) -> Future[list[TransferResult]]:
         """Queue one caller's request group (a linked chain never extends past its end)."""
         future: Future[list[TransferResult]] = Future()
+        specs = list(specs)  # the writer needs its length; an iterator would break the batch
         with self._gate:  # nothing may be queued behind the stop marker
             self._check_open()
             self._queue.put(_Request(specs=specs, future=future))
@@ -110,6 +111,7 @@ class TransferBatcher:
     async def create_transfers_async(self, specs: Sequence[TransferSpec]) -> list[TransferResult]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[TransferResult]] = loop.create_future()
+        specs = list(specs)
         with self._gate:
             self._check_open()
             self._queue.put(_Request(specs=specs, loop=loop, async_future=future))
@@ -125,33 +127,57 @@ class TransferBatcher:
 
     def _run(self) -> None:
         try:
-            stopping = False
-            while not stopping:
-                first = self._queue.get()
-                if first is _STOP:
-                    break
-                requests = [first]
-                size = len(first.specs)
-                deadline = time.monotonic() + self.window
-                while size < self.max_batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        try:
-                            item = self._queue.get(timeout=remaining)
-                        except queue.Empty:
-                            break
-                    if item is _STOP:
-                        stopping = True
-                        break
-                    requests.append(item)
-                    size += len(item.specs)
-                self._prepared.put(self._prepare(requests))
+            self._collect()
+        except Exception as exc:  # noqa: BLE001 - logged; the batcher then refuses work instead of hanging
+            # The collector must never die silently: refuse new work and fail everyone still waiting.
+            log.exception("the ledger batcher's collecting thread failed")
+            with self._gate:
+                self._closed = True
+            self._fail_queued(exc)
         finally:
             self._prepared.put(None)
+
+    def _fail_queued(self, exc: Exception) -> None:
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if request is not _STOP:
+                _fail(request, exc)
+
+    def _collect(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            requests = [first]
+            size = len(first.specs)
+            deadline = time.monotonic() + self.window
+            while size < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = self._queue.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                if item is _STOP:
+                    stopping = True
+                    break
+                requests.append(item)
+                size += len(item.specs)
+            try:
+                batch = self._prepare(requests)
+            except Exception as exc:
+                for request in requests:  # taken off the queue: they must hear about it here
+                    _fail(request, exc)
+                raise
+            self._prepared.put(batch)
 
     def _prepare(self, requests: list[_Request]) -> _Batch:
         specs: list[TransferSpec] = []

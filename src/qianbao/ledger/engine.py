@@ -25,8 +25,8 @@ from qianbao.clock import Clock, SystemClock
 from qianbao.errors import Conflict, InvalidInput, NotFound
 from qianbao.ledger.model import (
     MAX_ACCOUNT_ID_LENGTH,
+    MAX_AMOUNT,
     MAX_CODE_LENGTH,
-    MAX_METADATA_BYTES,
     MAX_OWNER_REF_LENGTH,
     Account,
     AccountResult,
@@ -38,7 +38,8 @@ from qianbao.ledger.model import (
     TransferResult,
     TransferSpec,
     canonical_metadata,
-    metadata_size,
+    metadata_problem,
+    storable_text,
 )
 from qianbao.ledger.repository import LedgerRepository
 from qianbao.ledger.rules import BatchState, apply_batch, expiry_id
@@ -81,7 +82,9 @@ class LedgerEngine:
         if group_ends is None:
             group_ends = frozenset({len(specs) - 1})
         repo = self.repo
-        pending_ids = {s.pending_id for s in specs if s.pending_id}
+        # Text the database cannot hold (NUL) can match nothing stored: leave it out of the lookups, and
+        # the rules answer for it (invalid_id, pending_not_found, account_not_found).
+        pending_ids = {s.pending_id for s in specs if s.pending_id and storable_text(s.pending_id)}
         pendings = repo.transfers_by_id(conn, pending_ids)
         account_ids: set[str] = set()
         for spec in specs:
@@ -90,9 +93,8 @@ class LedgerEngine:
         for pending in pendings.values():
             account_ids.add(pending.debit_account_id)
             account_ids.add(pending.credit_account_id)
-        account_ids.discard("")
-        accounts = repo.lock_balances(conn, account_ids)
-        existing = repo.transfers_by_id(conn, (s.id for s in specs if s.id))
+        accounts = repo.lock_balances(conn, (a for a in account_ids if a and storable_text(a)))
+        existing = repo.transfers_by_id(conn, (s.id for s in specs if s.id and storable_text(s.id)))
         resolutions = repo.resolutions(conn, pending_ids)
         seqs = repo.reserve_seqs(conn, len(specs))
         state = BatchState(
@@ -129,20 +131,20 @@ class LedgerEngine:
         return self._create_accounts_in(conn, specs)
 
     def _create_accounts_in(self, conn: Connection, specs: Sequence[AccountSpec]) -> list[AccountResult]:
-        existing = self.repo.lock_accounts(conn, (s.id for s in specs))
+        existing = self.repo.lock_accounts(conn, (s.id for s in specs if storable_text(s.id)))
         now = self.clock.now_us()
         results: list[AccountResult] = []
         new: list[Account] = []
         for spec in specs:
+            problem = _account_problem(spec)
+            if problem is not None:
+                results.append(AccountResult(spec.id, problem))
+                continue
             found = existing.get(spec.id)
             if found is not None:
                 same = _account_matches(spec, found)
                 code = ResultCode.EXISTS if same else ResultCode.EXISTS_WITH_DIFFERENT_FIELDS
                 results.append(AccountResult(spec.id, code, found))
-                continue
-            problem = _account_problem(spec)
-            if problem is not None:
-                results.append(AccountResult(spec.id, problem))
                 continue
             account = Account(
                 id=spec.id,
@@ -187,8 +189,8 @@ class LedgerEngine:
         return self._with_retries(change)
 
     def set_balance_ceiling(self, account_id: str, ceiling: int | None) -> Account:
-        if ceiling is not None and ceiling < 0:
-            raise InvalidInput("a balance ceiling cannot be negative")
+        if ceiling is not None and (type(ceiling) is not int or not 0 <= ceiling <= MAX_AMOUNT):
+            raise InvalidInput(f"a balance ceiling is a whole number of minor units from 0 to {MAX_AMOUNT}")
 
         def change(conn: Connection) -> Account:
             account = self.repo.lock_accounts(conn, [account_id]).get(account_id)
@@ -223,21 +225,25 @@ class LedgerEngine:
 
 
 def _account_problem(spec: AccountSpec) -> ResultCode | None:
-    if not spec.id or len(spec.id) > MAX_ACCOUNT_ID_LENGTH:
+    if not spec.id or len(spec.id) > MAX_ACCOUNT_ID_LENGTH or not storable_text(spec.id):
         return ResultCode.INVALID_ID
-    if not spec.code or len(spec.code) > MAX_CODE_LENGTH:
+    if not spec.code or len(spec.code) > MAX_CODE_LENGTH or not storable_text(spec.code):
         return ResultCode.INVALID_CODE
-    if spec.owner_ref is not None and (not spec.owner_ref or len(spec.owner_ref) > MAX_OWNER_REF_LENGTH):
+    if spec.owner_ref is not None and (
+        not spec.owner_ref or len(spec.owner_ref) > MAX_OWNER_REF_LENGTH or not storable_text(spec.owner_ref)
+    ):
         return ResultCode.INVALID_OWNER_REF
-    if metadata_size(spec.metadata) > MAX_METADATA_BYTES:
-        return ResultCode.METADATA_TOO_LARGE
+    problem = metadata_problem(spec.metadata)
+    if problem is not None:
+        return problem
     try:
         currency(spec.currency)
     except (UnknownCurrencyError, TypeError):
         return ResultCode.UNKNOWN_CURRENCY
     if spec.debits_must_not_exceed_credits and spec.credits_must_not_exceed_debits:
         return ResultCode.FLAGS_ARE_MUTUALLY_EXCLUSIVE
-    if spec.balance_ceiling is not None and spec.balance_ceiling < 0:
+    ceiling = spec.balance_ceiling
+    if ceiling is not None and (type(ceiling) is not int or not 0 <= ceiling <= MAX_AMOUNT):
         return ResultCode.INVALID_CEILING
     return None
 

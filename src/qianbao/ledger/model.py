@@ -66,6 +66,8 @@ class ResultCode(StrEnum):
     INVALID_ID = "invalid_id"
     INVALID_CODE = "invalid_code"
     METADATA_TOO_LARGE = "metadata_too_large"
+    INVALID_METADATA = "invalid_metadata"
+    INVALID_AMOUNT = "invalid_amount"
     ACCOUNTS_MUST_DIFFER = "accounts_must_differ"
     CURRENCY_MISMATCH = "currency_mismatch"
     AMOUNT_MUST_BE_POSITIVE = "amount_must_be_positive"
@@ -239,15 +241,38 @@ class AccountResult:
     account: Account | None = None
 
 
+def _encode_metadata(metadata: Mapping[str, Any]) -> str:
+    # Strict JSON (no NaN/Infinity) with string keys, the same on both databases.
+    return json.dumps(metadata, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def canonical_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Metadata as the database will give it back (JSON round-trip), for exact comparisons."""
+    """Metadata as the database will give it back (JSON round-trip), for exact comparisons.
+    Only call it on metadata that `metadata_problem` accepted."""
     if metadata is None:
         return None
-    loaded: dict[str, Any] = json.loads(json.dumps(metadata, sort_keys=True, separators=(",", ":")))
+    loaded: dict[str, Any] = json.loads(_encode_metadata(metadata))
     return loaded
 
 
-def metadata_size(metadata: Mapping[str, Any] | None) -> int:
+def metadata_problem(metadata: Mapping[str, Any] | None) -> ResultCode | None:
+    """Why this metadata cannot be stored, or None: it must be a JSON object of finite values and
+    string keys, without NUL characters (PostgreSQL refuses them), of at most 8 KiB."""
     if metadata is None:
-        return 0
-    return len(json.dumps(metadata, separators=(",", ":")).encode())
+        return None
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        return ResultCode.INVALID_METADATA
+    try:
+        encoded = _encode_metadata(metadata)
+    except (TypeError, ValueError):
+        return ResultCode.INVALID_METADATA
+    if "\\u0000" in encoded:
+        return ResultCode.INVALID_METADATA
+    if len(encoded.encode()) > MAX_METADATA_BYTES:
+        return ResultCode.METADATA_TOO_LARGE
+    return None
+
+
+def storable_text(value: str) -> bool:
+    """Text both databases can store and look up (PostgreSQL refuses NUL characters)."""
+    return isinstance(value, str) and "\x00" not in value

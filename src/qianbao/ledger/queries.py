@@ -15,6 +15,7 @@ from qianbao.ledger.model import (
     PendingStatus,
     Transfer,
     TransferKind,
+    storable_text,
 )
 from qianbao.ledger.repository import _ACCOUNT_COLUMNS, _TRANSFER_COLUMNS, LedgerRepository, transfer_from_row
 from qianbao.store.database import Database
@@ -55,7 +56,7 @@ class LedgerReader:
     def lookup_accounts(self, ids: Iterable[str]) -> dict[str, Account]:
         from qianbao.ledger.repository import account_from_row
 
-        ids = list(ids)
+        ids = [i for i in ids if storable_text(i)]  # NUL matches nothing, and PostgreSQL refuses it
         if not ids:
             return {}
         with self.db.read() as conn:
@@ -64,6 +65,8 @@ class LedgerReader:
         return {row[0]: account_from_row(row) for row in rows}
 
     def get_transfer(self, transfer_id: str) -> TransferView | None:
+        if not storable_text(transfer_id):
+            return None
         p = self._p
         with self.db.read() as conn:
             row = conn.exec_driver_sql(

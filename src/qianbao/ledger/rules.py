@@ -27,7 +27,8 @@ from qianbao.ledger.model import (
     TransferResult,
     TransferSpec,
     canonical_metadata,
-    metadata_size,
+    metadata_problem,
+    storable_text,
 )
 
 R = ResultCode
@@ -152,8 +153,14 @@ class _Batch:
     # -- one request ----------------------------------------------------------------------------------
 
     def decide(self, spec: TransferSpec) -> TransferResult:
-        if not spec.id or len(spec.id) > MAX_ID_LENGTH:
-            return TransferResult(spec.id, R.INVALID_ID, detail=f"ids are 1 to {MAX_ID_LENGTH} characters")
+        if not spec.id or len(spec.id) > MAX_ID_LENGTH or not storable_text(spec.id):
+            detail = f"ids are 1 to {MAX_ID_LENGTH} characters, without NUL"
+            return TransferResult(spec.id, R.INVALID_ID, detail=detail)
+        # Checked before the replay comparison, which needs the metadata's canonical form.
+        problem = metadata_problem(spec.metadata)
+        if problem is not None:
+            detail = f"metadata is a JSON object of finite values, at most {MAX_METADATA_BYTES} bytes"
+            return TransferResult(spec.id, problem, detail=detail)
         if spec.kind is _EXPIRE:
             if spec.pending_id is None or spec.id != expiry_id(spec.pending_id):
                 return TransferResult(spec.id, R.INVALID_ID, detail="an expiry's id is expiry_id(pending_id)")
@@ -184,10 +191,10 @@ class _Batch:
         return None if pending is None else pending.amount
 
     def _common_checks(self, spec: TransferSpec) -> None:
-        if len(spec.code) > MAX_CODE_LENGTH:
-            raise _Rejected(R.INVALID_CODE, f"codes are at most {MAX_CODE_LENGTH} characters")
-        if spec.metadata is not None and metadata_size(spec.metadata) > MAX_METADATA_BYTES:
-            raise _Rejected(R.METADATA_TOO_LARGE, f"metadata is at most {MAX_METADATA_BYTES} bytes of JSON")
+        if len(spec.code) > MAX_CODE_LENGTH or not storable_text(spec.code):
+            raise _Rejected(R.INVALID_CODE, f"codes are at most {MAX_CODE_LENGTH} characters, without NUL")
+        if spec.amount is not None and type(spec.amount) is not int:
+            raise _Rejected(R.INVALID_AMOUNT, "amounts are integers of minor units")
 
     def _move(self, spec: TransferSpec) -> Transfer:
         """A posted transfer or a new hold."""

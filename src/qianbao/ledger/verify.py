@@ -83,7 +83,9 @@ def verify_ledger(db: Database, progress: Callable[[int, int], None] | None = No
     """Recompute everything. `progress(done, total)` is called after each chunk of accounts."""
     repo = LedgerRepository(db.dialect)
     report = VerifyReport()
-    with db.read() as conn:
+    # One snapshot for every query: otherwise transfers committed while verify runs would make the stored
+    # totals and the recomputed ones disagree on a healthy ledger.
+    with db.snapshot() as conn:
         report.transfers = conn.exec_driver_sql("SELECT COUNT(*) FROM ledger_transfers").scalar_one()
         total = conn.exec_driver_sql("SELECT COUNT(*) FROM ledger_accounts").scalar_one()
         report.accounts = total

@@ -86,6 +86,20 @@ class Database:
             with conn.begin():
                 yield conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction in which every statement sees the same moment, for whole-database
+        checks: PostgreSQL REPEATABLE READ (READ COMMITTED would give each statement its own snapshot);
+        a SQLite read transaction is one snapshot already."""
+        if not self.is_postgresql:
+            with self.read() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield conn
+
     def dispose(self) -> None:
         self.engine.dispose()
 
