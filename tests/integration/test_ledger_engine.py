@@ -1519,3 +1519,35 @@ def test_verify_reads_one_snapshot_while_transfers_commit(fresh_engine: LedgerEn
         stop.set()
         writer.join(30)
     assert [r.findings for r in reports if not r.ok] == []
+
+
+def test_sweeps_skip_holds_already_known_resolved(fresh_engine: LedgerEngine, clock: FixedClock) -> None:
+    """After a sweep drains everything due, the next ones start an hour before now instead of at the
+    beginning of history; a new process starts from the beginning once."""
+    engine = fresh_engine
+    _, (a, b) = open_accounts(engine, 2, funded=1_000)
+    first = unique("hold")
+    engine.create_transfers([TransferSpec.pending(first, a, b, 10, "CNY", timeout_seconds=10)])
+    clock.advance(11)
+    assert engine.expire_pending() == 1
+    assert engine.expire_pending() == 0
+
+    # A hold stamped by a server whose clock is two hours behind: due long before this engine's floor.
+    behind = FixedClock(clock.now_us() - 2 * 3_600 * 1_000_000)
+    laggard = unique("hold")
+    LedgerEngine(engine.db, behind).create_transfers(
+        [TransferSpec.pending(laggard, a, b, 10, "CNY", timeout_seconds=1)]
+    )
+    # Within the overlap: a hold due half an hour ago (committed late) is still found.
+    recent = unique("hold")
+    half_hour_ago = FixedClock(clock.now_us() - 1_800 * 1_000_000)
+    LedgerEngine(engine.db, half_hour_ago).create_transfers(
+        [TransferSpec.pending(recent, a, b, 10, "CNY", timeout_seconds=1)]
+    )
+    assert engine.expire_pending() == 1
+    reader = LedgerReader(engine.db)
+    assert reader.get_transfer(recent).pending_status is PendingStatus.EXPIRED
+    assert reader.get_transfer(laggard).pending_status is PendingStatus.PENDING
+    # A new process (or `qianbao ledger sweep`) starts from the beginning and releases it.
+    assert LedgerEngine(engine.db, clock).expire_pending() == 1
+    assert reader.get_transfer(laggard).pending_status is PendingStatus.EXPIRED

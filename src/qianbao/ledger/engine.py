@@ -52,6 +52,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RETRIES = 8
+SWEEP_OVERLAP_US = 3_600 * 1_000_000
+# An expiry that answers one of these leaves its hold resolved: nothing more to sweep for it.
+_SETTLED_EXPIRY = frozenset(
+    {
+        ResultCode.OK,
+        ResultCode.EXISTS,
+        ResultCode.PENDING_ALREADY_POSTED,
+        ResultCode.PENDING_ALREADY_VOIDED,
+        ResultCode.PENDING_EXPIRED,
+    }
+)
 
 
 class LedgerEngine:
@@ -59,6 +70,7 @@ class LedgerEngine:
         self.db = db
         self.clock = clock or SystemClock()
         self.repo = LedgerRepository(db.dialect)
+        self._swept_until = 0  # holds timing out before this are known resolved (see expire_pending)
 
     # -- transfers ------------------------------------------------------------------------------------
 
@@ -110,16 +122,27 @@ class LedgerEngine:
         return outcome.results
 
     def expire_pending(self, limit: int = 1000) -> int:
-        """Release holds whose timeout has passed (the sweeper). Returns how many were expired."""
+        """Release holds whose timeout has passed (the sweeper). Returns how many were expired.
+
+        Resolved holds stay in the timeout index forever (transfers are immutable), so a sweep that
+        started from the beginning of time would get slower as history grows. Once a sweep has drained
+        everything due, later sweeps of this engine start at `now - SWEEP_OVERLAP_US`: the overlap covers
+        holds committed late or stamped by a server whose clock is behind. A new process (and
+        `qianbao ledger sweep`) starts from the beginning once."""
+        now = self.clock.now_us()
         with self.db.read() as conn:
-            ids = self.repo.expired_pending_ids(conn, self.clock.now_us(), limit)
+            ids = self.repo.expired_pending_ids(conn, now, limit, since=self._swept_until)
         if not ids:
+            self._swept_until = max(self._swept_until, now - SWEEP_OVERLAP_US)
             return 0
         # Deterministic ids make concurrent sweepers in several processes harmless.
         specs = [
             TransferSpec(id=expiry_id(pid), kind=TransferKind.EXPIRE_PENDING, pending_id=pid) for pid in ids
         ]
         results = self.create_transfers(specs, group_ends=range(len(specs)))
+        settled = all(r.code in _SETTLED_EXPIRY for r in results)
+        if len(ids) < limit and settled:
+            self._swept_until = max(self._swept_until, now - SWEEP_OVERLAP_US)
         return sum(1 for r in results if r.code is ResultCode.OK)
 
     # -- accounts -------------------------------------------------------------------------------------

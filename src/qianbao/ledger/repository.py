@@ -365,13 +365,14 @@ class LedgerRepository:
             conn, f"UPDATE ledger_accounts SET balance_ceiling = {p} WHERE id = {p}", (ceiling, account_id)
         )
 
-    def expired_pending_ids(self, conn: Connection, now: int, limit: int) -> list[str]:
+    def expired_pending_ids(self, conn: Connection, now: int, limit: int, since: int = 0) -> list[str]:
+        """Unresolved holds whose timeout is in [since, now], oldest first."""
         p = self._p
         rows = _fetch(
             conn,
-            "SELECT t.id FROM ledger_transfers t WHERE t.timeout_at IS NOT NULL"
+            f"SELECT t.id FROM ledger_transfers t WHERE t.timeout_at >= {p}"
             f" AND t.timeout_at <= {p} AND NOT EXISTS (SELECT 1 FROM ledger_transfers r"
             f" WHERE r.pending_id = t.id) ORDER BY t.timeout_at LIMIT {p}",
-            (now, limit),
+            (since, now, limit),
         )
         return [row[0] for row in rows]
