@@ -266,7 +266,7 @@ def test_an_engine_failure_reaches_every_waiting_caller_and_the_batcher_recovers
     funding, (alice, bob) = open_accounts(engine, 2, funded=100)
     batcher = make_batcher(window_ms=300)
     repo = engine.repo
-    real_insert = repo.insert_encoded
+    real_insert = repo.insert_transfers
     broken = threading.Event()
     broken.set()
     # Raised by the insert on every path: a driver error not worth retrying (the disk or server is gone),
@@ -279,12 +279,12 @@ def test_an_engine_failure_reaches_every_waiting_caller_and_the_batcher_recovers
     else:
         failure = psycopg.OperationalError("server closed the connection unexpectedly")
 
-    def insert_encoded(conn: object, encoded: object) -> None:
+    def insert_transfers(conn: object, transfers: object) -> None:
         if broken.is_set():
             raise failure
-        real_insert(conn, encoded)  # type: ignore[arg-type]
+        real_insert(conn, transfers)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(repo, "insert_encoded", insert_encoded)
+    monkeypatch.setattr(repo, "insert_transfers", insert_transfers)
     first = [TransferSpec.posted(unique("x"), alice, bob, 30, "CNY") for _ in range(3)]
     async_spec = TransferSpec.posted(unique("y"), bob, alice, 10, "CNY")
 

@@ -17,7 +17,13 @@ from qianbao.ledger.model import (
     TransferKind,
     storable_text,
 )
-from qianbao.ledger.repository import _ACCOUNT_COLUMNS, _TRANSFER_COLUMNS, LedgerRepository, transfer_from_row
+from qianbao.ledger.repository import (
+    _ACCOUNT_COLUMNS,
+    _TRANSFER_COLUMNS,
+    LedgerRepository,
+    account_from_row,
+    transfer_from_row,
+)
 from qianbao.store.database import Database
 
 MAX_PAGE = 100
@@ -54,8 +60,6 @@ class LedgerReader:
         return self.lookup_accounts([account_id]).get(account_id)
 
     def lookup_accounts(self, ids: Iterable[str]) -> dict[str, Account]:
-        from qianbao.ledger.repository import account_from_row
-
         ids = [i for i in ids if storable_text(i)]  # NUL matches nothing, and PostgreSQL refuses it
         if not ids:
             return {}

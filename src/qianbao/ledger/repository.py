@@ -235,9 +235,17 @@ class LedgerRepository:
 
     # -- writes: set-based, one statement per batch ---------------------------------------------------
 
-    def encode_transfers(self, transfers: Sequence[Transfer]) -> Any:
+    def insert_transfers(self, conn: Connection, transfers: Sequence[Transfer]) -> None:
+        if not transfers:
+            return
         if self.pg:
-            return (
+            sql = (
+                f"INSERT INTO ledger_transfers ({_TRANSFER_COLUMNS}) SELECT * FROM unnest("
+                "%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[],"
+                " %s::text[], %s::text[], %s::bigint[], %s::json[], %s::bigint[], %s::bigint[],"
+                " %s::bigint[])"
+            )
+            params: Any = (
                 pg_array([t.seq for t in transfers]),
                 pg_text_array([t.id for t in transfers]),
                 pg_text_array([t.kind for t in transfers]),  # a StrEnum is a str
@@ -253,40 +261,34 @@ class LedgerRepository:
                 pg_array([t.debit_net_after for t in transfers]),
                 pg_array([t.credit_net_after for t in transfers]),
             )
-        rows = [
-            (t.seq, t.id, t.kind.value, t.debit_account_id, t.credit_account_id, t.amount, t.currency, t.code,
-             t.pending_id, t.timeout_at, _json_dump(t.metadata), t.created_at, t.debit_net_after,
-             t.credit_net_after)
-            for t in transfers
-        ]  # fmt: skip
-        return (json.dumps(rows, separators=(",", ":")),)
-
-    def insert_encoded(self, conn: Connection, encoded: Any) -> None:
-        if self.pg:
-            _execute(
-                conn,
-                f"INSERT INTO ledger_transfers ({_TRANSFER_COLUMNS}) SELECT * FROM unnest("
-                "%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[],"
-                " %s::text[], %s::text[], %s::bigint[], %s::json[], %s::bigint[], %s::bigint[],"
-                " %s::bigint[])",
-                encoded,
-            )
         else:
-            _execute(
-                conn,
+            sql = (
                 f"INSERT INTO ledger_transfers ({_TRANSFER_COLUMNS}) SELECT "
                 + ", ".join(f"value->>{i}" for i in range(14))
-                + " FROM json_each(?)",
-                encoded,
+                + " FROM json_each(?)"
             )
+            rows = [
+                (t.seq, t.id, t.kind.value, t.debit_account_id, t.credit_account_id, t.amount, t.currency,
+                 t.code, t.pending_id, t.timeout_at, _json_dump(t.metadata), t.created_at, t.debit_net_after,
+                 t.credit_net_after)
+                for t in transfers
+            ]  # fmt: skip
+            params = (json.dumps(rows, separators=(",", ":")),)
+        _execute(conn, sql, params)
 
-    def insert_transfers(self, conn: Connection, transfers: Sequence[Transfer]) -> None:
-        if transfers:
-            self.insert_encoded(conn, self.encode_transfers(transfers))
-
-    def encode_balances(self, accounts: Sequence[Account]) -> Any:
+    def update_balances(self, conn: Connection, accounts: Iterable[Account]) -> None:
+        accounts = list(accounts)
+        if not accounts:
+            return
         if self.pg:
-            return (
+            sql = (
+                "UPDATE ledger_accounts AS a SET debits_posted = v.dp, credits_posted = v.cp,"
+                " debits_pending = v.dq, credits_pending = v.cq, last_seq = v.ls"
+                " FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
+                " %s::bigint[])"
+                " AS v(id, dp, cp, dq, cq, ls) WHERE a.id = v.id"
+            )
+            params: Any = (
                 pg_text_array([a.id for a in accounts]),
                 pg_array([a.debits_posted for a in accounts]),
                 pg_array([a.credits_posted for a in accounts]),
@@ -294,36 +296,18 @@ class LedgerRepository:
                 pg_array([a.credits_pending for a in accounts]),
                 pg_array([a.last_seq for a in accounts]),
             )
-        rows = [
-            (a.id, a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending, a.last_seq)
-            for a in accounts
-        ]
-        return (json.dumps(rows, separators=(",", ":")),)
-
-    def update_encoded(self, conn: Connection, encoded: Any) -> None:
-        if self.pg:
-            _execute(
-                conn,
-                "UPDATE ledger_accounts AS a SET debits_posted = v.dp, credits_posted = v.cp,"
-                " debits_pending = v.dq, credits_pending = v.cq, last_seq = v.ls"
-                " FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
-                " %s::bigint[])"
-                " AS v(id, dp, cp, dq, cq, ls) WHERE a.id = v.id",
-                encoded,
-            )
         else:
-            _execute(
-                conn,
+            sql = (
                 "UPDATE ledger_accounts SET debits_posted = v.value->>1, credits_posted = v.value->>2,"
                 " debits_pending = v.value->>3, credits_pending = v.value->>4, last_seq = v.value->>5"
-                " FROM json_each(?) AS v WHERE ledger_accounts.id = v.value->>0",
-                encoded,
+                " FROM json_each(?) AS v WHERE ledger_accounts.id = v.value->>0"
             )
-
-    def update_balances(self, conn: Connection, accounts: Iterable[Account]) -> None:
-        accounts = list(accounts)
-        if accounts:
-            self.update_encoded(conn, self.encode_balances(accounts))
+            rows = [
+                (a.id, a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending, a.last_seq)
+                for a in accounts
+            ]
+            params = (json.dumps(rows, separators=(",", ":")),)
+        _execute(conn, sql, params)
 
     def insert_accounts(self, conn: Connection, accounts: Sequence[Account]) -> None:
         if not accounts:
