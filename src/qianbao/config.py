@@ -8,13 +8,30 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Environment(StrEnum):
     SANDBOX = "sandbox"
     PRODUCTION = "production"
+
+
+class TierLimits(BaseModel):
+    """Limits of one KYC tier in fen; None means no limit."""
+
+    balance_cap: int | None
+    single_payment: int | None
+    daily_outflow: int | None
+
+
+# Modelled on the e-CNY wallet tiers (4 = phone number only … 1 = enhanced verification).
+DEFAULT_TIERS: dict[int, TierLimits] = {
+    4: TierLimits(balance_cap=1_000_000, single_payment=200_000, daily_outflow=500_000),
+    3: TierLimits(balance_cap=2_000_000, single_payment=500_000, daily_outflow=1_000_000),
+    2: TierLimits(balance_cap=50_000_000, single_payment=5_000_000, daily_outflow=10_000_000),
+    1: TierLimits(balance_cap=None, single_payment=None, daily_outflow=None),
+}
 
 
 class Settings(BaseSettings):
@@ -36,6 +53,47 @@ class Settings(BaseSettings):
     seed_demo_data: bool = True
     log_level: str = "info"
 
+    # --- Keys for personal data (docs/security.md). Without them, sandbox creates var_dir/keys.json.
+    master_key: SecretStr | None = None
+    index_key: SecretStr | None = None
+    key_file: Path | None = None
+    # --- Rate limits: in-process memory unless a Redis URL is given (share limits across workers).
+    redis_url: str | None = None
+    # --- Sessions: bearer tokens (apps, API) and cookies (web app) have their own lifetimes.
+    session_lifetime_s: int = Field(default=30 * 24 * 3600, ge=60)
+    session_idle_s: int = Field(default=7 * 24 * 3600, ge=60)
+    cookie_session_lifetime_s: int = Field(default=12 * 3600, ge=60)
+    cookie_session_idle_s: int = Field(default=30 * 60, ge=60)
+    cookie_secure: bool = True
+    # --- One-time codes and step-up.
+    otp_ttl_s: int = Field(default=300, ge=30, le=3600)
+    challenge_ttl_s: int = Field(default=300, ge=30, le=3600)
+    step_up_amount: int = Field(default=200_000, ge=0)  # fen: payments from ¥2,000 need step-up
+    new_payee_step_up_amount: int = Field(default=50_000, ge=0)  # first payment to a new payee above ¥500
+    small_payment_amount: int = Field(default=100_000, ge=0)  # above this, a new device needs step-up
+    pin_max_failures: int = Field(default=5, ge=1, le=20)
+    pin_lock_s: int = Field(default=30 * 60, ge=1)
+    cooling_off_s: int = Field(default=24 * 3600, ge=0)
+    # During cooling-off (after a phone change or recovery) single and daily limits are divided by this.
+    cooling_off_limit_divisor: int = Field(default=10, ge=1)
+    kyc_tiers: dict[int, TierLimits] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
+    # --- Passkeys (WebAuthn): the relying party is the host name the web app is served from.
+    webauthn_rp_id: str = "localhost"
+    webauthn_rp_name: str = "qianbao"
+    webauthn_origins: list[str] = Field(
+        default_factory=lambda: ["http://localhost:8000", "http://127.0.0.1:8000"]
+    )
+    # --- Password and PIN hashing (argon2id). Tests lower these; production keeps the defaults.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+    argon2_parallelism: int = Field(default=2, ge=1)
+    # --- API keys: after a rotation the old key keeps working this long.
+    api_key_overlap_s: int = Field(default=24 * 3600, ge=0)
+
     @property
     def is_sandbox(self) -> bool:
         return self.env is Environment.SANDBOX
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.var_dir / "keys.json"

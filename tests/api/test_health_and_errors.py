@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
 from qianbao.api.app import create_app
 from qianbao.config import Settings
 from qianbao.store import migrate
+from tests.support.api import make_settings
 
 
 @pytest.fixture
-def client(database_url: str) -> TestClient:
-    settings = Settings(database_url=database_url, seed_demo_data=False)
-    with TestClient(create_app(settings)) as test_client:
+def client(database_url: str, tmp_path: Path) -> TestClient:
+    with TestClient(create_app(make_settings(database_url, tmp_path / "var"))) as test_client:
         yield test_client
 
 

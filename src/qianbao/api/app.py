@@ -10,6 +10,9 @@ from pydantic import BaseModel
 
 from qianbao import __version__
 from qianbao.api.problems import install_problem_handlers
+from qianbao.api.routes import api_keys, kyc, operators, recovery, second_factors, wallets
+from qianbao.api.routes import identity as identity_routes
+from qianbao.api.routes import sandbox as sandbox_routes
 from qianbao.bootstrap import Container, build_container
 from qianbao.config import Settings
 from qianbao.errors import ServiceUnavailable
@@ -44,6 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    app.include_router(identity_routes.router)
+    for routes in (second_factors, kyc, wallets, api_keys, operators, recovery):
+        app.include_router(routes.router)
+    if settings.is_sandbox:
+        app.include_router(sandbox_routes.router)
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
     def healthz(request: Request) -> Health:

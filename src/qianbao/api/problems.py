@@ -13,6 +13,34 @@ from qianbao.errors import QianbaoError
 
 STATUS_BY_CODE: dict[str, int] = {
     "validation_error": 422,
+    "weak_password": 422,
+    "weak_pin": 422,
+    "verification_failed": 422,
+    "second_factor_invalid": 422,
+    "challenge_invalid": 422,
+    "passkey_invalid": 422,
+    "unauthenticated": 401,
+    "step_up_required": 401,
+    "signature_invalid": 401,
+    "signature_expired": 401,
+    "signature_malformed": 401,
+    "forbidden": 403,
+    "rate_limited": 429,
+    "pin_locked": 423,
+    "wallet_frozen": 423,
+    "account_frozen": 423,
+    "phone_taken": 409,
+    "idempotency_key_in_use": 409,
+    "insufficient_funds": 422,
+    "currency_mismatch": 422,
+    "same_wallet": 422,
+    "limit_exceeded_single": 422,
+    "limit_exceeded_daily": 422,
+    "balance_cap_exceeded": 422,
+    "recipient_not_found": 404,
+    "risk_declined": 422,
+    "kyc_rejected": 422,
+    "approval_required": 202,
     "not_found": 404,
     "conflict": 409,
     "idempotency_key_reused": 409,
@@ -23,6 +51,98 @@ STATUS_BY_CODE: dict[str, int] = {
 
 # What a person can read; `detail` stays technical and English for integrators.
 USER_MESSAGES: dict[str, dict[str, str]] = {
+    "weak_password": {
+        "en": "Choose a longer, less common password (at least 8 characters, not your name or number).",
+        "zh-CN": "密码太简单，请设置至少 8 位、不含姓名或手机号的密码。",
+    },
+    "weak_pin": {
+        "en": "That PIN is too easy to guess. Avoid repeated or sequential digits, dates and "
+        "your phone number.",
+        "zh-CN": "支付密码过于简单，请勿使用重复、连续数字、日期或手机号中的数字。",
+    },
+    "verification_failed": {
+        "en": "The code is wrong or has expired. Request a new code.",
+        "zh-CN": "验证码错误或已过期，请重新获取。",
+    },
+    "second_factor_invalid": {
+        "en": "That confirmation was not correct. Try again.",
+        "zh-CN": "验证未通过，请重试。",
+    },
+    "challenge_invalid": {
+        "en": "This confirmation has expired or was already used. Start the action again.",
+        "zh-CN": "本次验证已失效或已使用，请重新发起操作。",
+    },
+    "passkey_invalid": {"en": "The passkey could not be verified.", "zh-CN": "通行密钥验证失败。"},
+    "unauthenticated": {"en": "Please sign in again.", "zh-CN": "请重新登录。"},
+    "step_up_required": {
+        "en": "For your security, please confirm it's you to continue.",
+        "zh-CN": "为了您的资金安全，请验证身份后继续。",
+    },
+    "signature_invalid": {"en": "The request signature is not valid.", "zh-CN": "请求签名无效。"},
+    "signature_expired": {
+        "en": "The request signature has expired. Check your clock and sign again.",
+        "zh-CN": "请求签名已过期，请校准时间后重新签名。",
+    },
+    "signature_malformed": {
+        "en": "The request signature headers are malformed.",
+        "zh-CN": "请求签名格式错误。",
+    },
+    "forbidden": {"en": "You don't have permission to do that.", "zh-CN": "您没有权限执行该操作。"},
+    "rate_limited": {
+        "en": "Too many attempts. Please wait a moment and try again.",
+        "zh-CN": "操作过于频繁，请稍后再试。",
+    },
+    "pin_locked": {
+        "en": "Your payment PIN is locked after too many wrong attempts. Try again later or reset it.",
+        "zh-CN": "支付密码错误次数过多，已被锁定，请稍后再试或重置支付密码。",
+    },
+    "wallet_frozen": {
+        "en": "This wallet is frozen. Contact support for help.",
+        "zh-CN": "该钱包已被冻结，请联系客服。",
+    },
+    "account_frozen": {
+        "en": "Your account is frozen. Contact support for help.",
+        "zh-CN": "您的账户已被冻结，请联系客服。",
+    },
+    "phone_taken": {
+        "en": "This phone number already has an account. Sign in instead.",
+        "zh-CN": "该手机号已注册，请直接登录。",
+    },
+    "idempotency_key_in_use": {
+        "en": "This request is still being processed. Please wait.",
+        "zh-CN": "该请求正在处理中，请稍候。",
+    },
+    "insufficient_funds": {
+        "en": "Not enough balance. Top up or lower the amount.",
+        "zh-CN": "余额不足，请充值或降低金额。",
+    },
+    "currency_mismatch": {"en": "The currencies don't match.", "zh-CN": "币种不一致。"},
+    "same_wallet": {"en": "Choose a different wallet to pay into.", "zh-CN": "付款和收款钱包不能相同。"},
+    "limit_exceeded_single": {
+        "en": "This payment is above your single-payment limit. Lower the amount or verify your identity "
+        "to raise the limit.",
+        "zh-CN": "超过单笔支付限额，请降低金额或完成实名认证以提高限额。",
+    },
+    "limit_exceeded_daily": {
+        "en": "You've reached today's payment limit. Try again tomorrow or verify your identity to raise it.",
+        "zh-CN": "已达到今日支付限额，请明天再试或完成实名认证以提高限额。",
+    },
+    "balance_cap_exceeded": {
+        "en": "The wallet would go over its balance limit. Verify your identity to raise it.",
+        "zh-CN": "超过钱包余额上限，请完成实名认证以提高上限。",
+    },
+    "recipient_not_found": {
+        "en": "We couldn't find that recipient. Check the number.",
+        "zh-CN": "未找到收款人，请核对号码。",
+    },
+    "risk_declined": {
+        "en": "This payment was declined for your security. Contact support if you need help.",
+        "zh-CN": "为保障资金安全，该笔支付未能完成。如需帮助请联系客服。",
+    },
+    "kyc_rejected": {
+        "en": "We couldn't verify your identity with these details. Check them and try again.",
+        "zh-CN": "身份信息核验未通过，请核对后重试。",
+    },
     "validation_error": {"en": "Some of the information is not valid.", "zh-CN": "提交的信息有误。"},
     "not_found": {"en": "We couldn't find that.", "zh-CN": "找不到该内容。"},
     "conflict": {"en": "That can't be done right now.", "zh-CN": "当前无法完成该操作。"},
@@ -75,7 +195,11 @@ def problem(
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(QianbaoError)
     async def _domain(request: Request, exc: QianbaoError) -> JSONResponse:
-        return problem(request, exc.code, exc.detail, **exc.extra)
+        response = problem(request, exc.code, exc.detail, **exc.extra)
+        retry_after = exc.extra.get("retry_after")
+        if isinstance(retry_after, int):
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

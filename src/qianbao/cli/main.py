@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from qianbao.cli.bench import bench_app
+from qianbao.cli.keys import app as keys_app
 from qianbao.cli.ledger import ledger_app
+from qianbao.cli.operators import app as operators_app
 from qianbao.config import Environment, Settings
 from qianbao.errors import QianbaoError
 
@@ -21,6 +23,8 @@ db_app = typer.Typer(help="Database schema: upgrade and inspect migrations.", no
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(bench_app, name="bench")
+app.add_typer(keys_app, name="keys")
+app.add_typer(operators_app, name="operators")
 console = Console()
 
 DatabaseUrl = Annotated[

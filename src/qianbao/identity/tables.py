@@ -205,6 +205,20 @@ limit_usage = Table(
     CheckConstraint("outflow >= 0", name="outflow_non_negative"),
 )
 
+# Per-user limits set by operators (maker-checker), replacing the tier's where a value is given.
+limit_overrides = Table(
+    "limit_overrides",
+    metadata,
+    Column("user_id", String(40), primary_key=True),
+    Column("balance_cap", BigInteger, nullable=True),
+    Column("single_payment", BigInteger, nullable=True),
+    Column("daily_outflow", BigInteger, nullable=True),
+    Column("reason", String(500), nullable=False),
+    Column("approval_id", String(40), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

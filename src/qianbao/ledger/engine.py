@@ -212,23 +212,23 @@ class LedgerEngine:
         return self._with_retries(change)
 
     def set_balance_ceiling(self, account_id: str, ceiling: int | None) -> Account:
+        return self._with_retries(lambda conn: self.set_balance_ceiling_in(conn, account_id, ceiling))
+
+    def set_balance_ceiling_in(self, conn: Connection, account_id: str, ceiling: int | None) -> Account:
+        """Change an account's ceiling inside the caller's transaction (a KYC tier change, say)."""
         if ceiling is not None and (type(ceiling) is not int or not 0 <= ceiling <= MAX_AMOUNT):
             raise InvalidInput(f"a balance ceiling is a whole number of minor units from 0 to {MAX_AMOUNT}")
-
-        def change(conn: Connection) -> Account:
-            account = self.repo.lock_accounts(conn, [account_id]).get(account_id)
-            if account is None:
-                raise NotFound(f"no ledger account {account_id!r}")
-            if ceiling is not None:
-                credit_normal = account.normal_balance is NormalBalance.CREDIT
-                incoming = account.credits_pending if credit_normal else account.debits_pending
-                if account.balance + incoming > ceiling:
-                    raise Conflict(f"account {account_id!r} already holds more than {ceiling}")
-            self.repo.set_ceiling(conn, account_id, ceiling)
-            account.balance_ceiling = ceiling
-            return account
-
-        return self._with_retries(change)
+        account = self.repo.lock_accounts(conn, [account_id]).get(account_id)
+        if account is None:
+            raise NotFound(f"no ledger account {account_id!r}")
+        if ceiling is not None:
+            credit_normal = account.normal_balance is NormalBalance.CREDIT
+            incoming = account.credits_pending if credit_normal else account.debits_pending
+            if account.balance + incoming > ceiling:
+                raise Conflict(f"account {account_id!r} already holds more than {ceiling}")
+        self.repo.set_ceiling(conn, account_id, ceiling)
+        account.balance_ceiling = ceiling
+        return account
 
     # -- plumbing -------------------------------------------------------------------------------------
 

@@ -201,6 +201,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("user_id", "day", "currency", name=op.f("pk_limit_usage")),
     )
     op.create_table(
+        "limit_overrides",
+        sa.Column("user_id", sa.String(length=40), nullable=False),
+        sa.Column("balance_cap", sa.BigInteger(), nullable=True),
+        sa.Column("single_payment", sa.BigInteger(), nullable=True),
+        sa.Column("daily_outflow", sa.BigInteger(), nullable=True),
+        sa.Column("reason", sa.String(length=500), nullable=False),
+        sa.Column("approval_id", sa.String(length=40), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("user_id", name=op.f("pk_limit_overrides")),
+    )
+    op.create_table(
         "messages",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("channel", sa.String(length=8), nullable=False),

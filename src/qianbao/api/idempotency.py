@@ -1,0 +1,173 @@
+"""`Idempotency-Key` for POSTs that create something (API.md, Conventions).
+
+The first request with a key claims it (a row marked in progress), runs, and stores its status and body.
+Replays with the same body get the stored answer; with a different body, 409 `idempotency_key_reused`;
+while the first is still running, 409 `idempotency_key_in_use`. Refusals before execution
+(`unauthenticated`, `forbidden`, `validation_error`, `rate_limited`, `step_up_required`…) release the key
+so a retry runs anew; business outcomes (success, or a decline such as `insufficient_funds`) are bound.
+Money operations additionally derive their ledger transfer ids from the key, so even a crash between the
+ledger commit and the stored answer cannot pay twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import delete, insert, select, update
+
+from qianbao.api.problems import problem
+from qianbao.clock import Clock
+from qianbao.errors import Conflict, IdempotencyKeyReused, InvalidInput, QianbaoError
+from qianbao.store.database import Database
+from qianbao.store.errors import DATABASE_ERRORS
+from qianbao.store.idempotency_tables import idempotency_keys
+
+IN_PROGRESS = 0
+# A claim this old was abandoned by a crashed worker; money paths are safe to re-run (ledger ids).
+ABANDONED_AFTER_US = 60_000_000
+MAX_KEY_LENGTH = 255
+# Codes that mean "refused before anything was attempted": not bound to the key.
+UNBOUND_CODES = frozenset(
+    {
+        "unauthenticated",
+        "forbidden",
+        "validation_error",
+        "rate_limited",
+        "step_up_required",
+        "service_unavailable",
+        "internal_error",
+        "not_found",
+        "idempotency_key_in_use",
+        "challenge_invalid",
+        "verification_failed",
+        "weak_password",
+        "weak_pin",
+        "signature_invalid",
+        "signature_expired",
+        "signature_malformed",
+    }
+)
+
+
+class IdempotencyKeyInUse(Conflict):
+    code = "idempotency_key_in_use"
+
+
+def request_fingerprint(method: str, path: str, body: bytes) -> str:
+    """Same request = same method, path and JSON body (whitespace and key order do not matter)."""
+    try:
+        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":"))
+    except (ValueError, UnicodeDecodeError):
+        canonical = body.decode("latin-1")
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def run_idempotent(
+    db: Database,
+    clock: Clock,
+    request: Request,
+    *,
+    scope: str,
+    key: str | None,
+    body: bytes,
+    work: Callable[[], tuple[int, dict[str, Any]]],
+) -> JSONResponse:
+    """Run `work` (returning status and JSON body) at most once per (scope, key)."""
+    if key is None:
+        status, payload = work()
+        return JSONResponse(payload, status_code=status)
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters")
+    fingerprint = request_fingerprint(request.method, request.url.path, body)
+    stored = _claim(db, clock, scope, key, fingerprint)
+    if stored is not None:
+        status, payload = stored
+        if status >= 400:
+            return JSONResponse(payload, status_code=status, media_type="application/problem+json")
+        return JSONResponse(payload, status_code=status)
+    try:
+        status, payload = work()
+    except QianbaoError as exc:
+        if exc.code in UNBOUND_CODES:
+            _release(db, scope, key)
+            raise
+        response = problem(request, exc.code, exc.detail, **exc.extra)
+        _store(db, scope, key, response.status_code, json.loads(bytes(response.body)))
+        return response
+    except BaseException:
+        _release(db, scope, key)
+        raise
+    _store(db, scope, key, status, payload)
+    return JSONResponse(payload, status_code=status)
+
+
+def _claim(db: Database, clock: Clock, scope: str, key: str, fingerprint: str) -> tuple[int, Any] | None:
+    now = clock.now_us()
+    for _ in range(3):
+        with db.read() as conn:
+            row = conn.execute(
+                select(idempotency_keys).where(
+                    idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
+                )
+            ).first()
+        if row is not None:
+            if row.request_hash != fingerprint:
+                raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
+            if row.status_code != IN_PROGRESS:
+                return int(row.status_code), row.response
+            if now - row.created_at < ABANDONED_AFTER_US:
+                raise IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
+            with db.write() as conn:
+                taken = conn.execute(
+                    update(idempotency_keys)
+                    .where(
+                        idempotency_keys.c.scope == scope,
+                        idempotency_keys.c.key == key,
+                        idempotency_keys.c.created_at == row.created_at,
+                    )
+                    .values(created_at=now)
+                )
+            if taken.rowcount == 1:
+                return None
+            continue
+        try:
+            with db.write() as conn:
+                conn.execute(
+                    insert(idempotency_keys).values(
+                        scope=scope,
+                        key=key,
+                        request_hash=fingerprint,
+                        status_code=IN_PROGRESS,
+                        response={},
+                        created_at=now,
+                    )
+                )
+            return None
+        except DATABASE_ERRORS:
+            continue  # another request claimed it first: read what it stored
+    raise IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
+
+
+def _store(db: Database, scope: str, key: str, status: int, payload: dict[str, Any]) -> None:
+    with db.write() as conn:
+        conn.execute(
+            update(idempotency_keys)
+            .where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
+            .values(status_code=status, response=payload)
+        )
+
+
+def _release(db: Database, scope: str, key: str) -> None:
+    with db.write() as conn:
+        conn.execute(
+            delete(idempotency_keys).where(
+                idempotency_keys.c.scope == scope,
+                idempotency_keys.c.key == key,
+                idempotency_keys.c.status_code == IN_PROGRESS,
+            )
+        )

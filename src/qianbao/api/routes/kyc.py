@@ -1,0 +1,7 @@
+"""Routes: kyc (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["kyc"])

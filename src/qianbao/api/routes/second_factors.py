@@ -1,0 +1,7 @@
+"""Routes: second_factors (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["second_factors"])

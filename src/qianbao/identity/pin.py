@@ -1,0 +1,138 @@
+"""The 6-digit payment PIN: argon2id, a policy against guessable PINs, and lockout.
+
+`pin_max_failures` (5) wrong PINs in a row lock the PIN for `pin_lock_s` (30 minutes); each further lock
+lasts twice as long as the one before, and a correct PIN resets the count of wrong ones (not the
+escalation, which only an operator can reset). Every failure and lock is audited, and a lock is notified.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from qianbao.errors import InvalidInput, Locked, WeakCredential
+from qianbao.identity import stepup
+from qianbao.identity.context import IdentityContext
+from qianbao.identity.credentials import pin_problems
+from qianbao.identity.model import Operation, Principal, RequestInfo
+from qianbao.identity.tables import users
+from qianbao.identity.users import credential_row
+from qianbao.security import audit
+from qianbao.security.fields import context
+
+MAX_LOCK_DOUBLINGS = 6  # 30 min × 2^6 = 32 hours at most
+
+
+def lock_seconds(base_s: int, lockouts_before: int) -> int:
+    return int(base_s * 2 ** min(lockouts_before, MAX_LOCK_DOUBLINGS))
+
+
+def verify_pin(ctx: IdentityContext, user_id: str, pin: str) -> bool:
+    """True for the right PIN. Raises Locked while locked; counts failures in its own transaction."""
+    if not isinstance(pin, str):
+        raise InvalidInput("pin must be six digits", field="pin")
+    now = ctx.now()
+    with ctx.db.write() as conn:
+        row = credential_row(conn, user_id, lock=True)
+        if row.pin_hash is None:
+            raise InvalidInput("no payment PIN is set: set one first", field="pin", reason="pin_not_set")
+        if row.pin_locked_until is not None and row.pin_locked_until > now:
+            retry = max(1, (row.pin_locked_until - now + 999_999) // 1_000_000)
+            raise Locked(
+                "pin_locked",
+                "the payment PIN is locked after too many wrong attempts",
+                retry_after=retry,
+                locked_until_us=row.pin_locked_until,
+            )
+        if ctx.hasher.verify(row.pin_hash, pin):
+            if row.pin_failures:
+                conn.execute(update(users).where(users.c.id == user_id).values(pin_failures=0))
+            return True
+        failures = row.pin_failures + 1
+        actor = audit.Actor("user", user_id)
+        if failures >= ctx.settings.pin_max_failures:
+            seconds = lock_seconds(ctx.settings.pin_lock_s, row.pin_lockouts)
+            conn.execute(
+                update(users)
+                .where(users.c.id == user_id)
+                .values(
+                    pin_failures=0,
+                    pin_lockouts=row.pin_lockouts + 1,
+                    pin_locked_until=now + seconds * 1_000_000,
+                )
+            )
+            audit.record(
+                conn,
+                now,
+                "pin.locked",
+                actor,
+                subject_user_id=user_id,
+                outcome="failure",
+                details={"lock_seconds": seconds, "lockouts": row.pin_lockouts + 1},
+            )
+            phone = ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher"))
+            ctx.notifier.send(
+                conn,
+                to=phone,
+                template="security.pin_locked",
+                user_id=user_id,
+                text=f"【钱包 qianbao】支付密码连续输错，已锁定 {seconds // 60} 分钟。"
+                f" Your payment PIN is locked for {seconds // 60} minutes after too many wrong attempts.",
+            )
+        else:
+            conn.execute(update(users).where(users.c.id == user_id).values(pin_failures=failures))
+            audit.record(
+                conn,
+                now,
+                "pin.verify",
+                actor,
+                subject_user_id=user_id,
+                outcome="failure",
+                details={"failures": failures},
+            )
+    return False
+
+
+def set_pin(
+    ctx: IdentityContext, principal: Principal, pin: str, info: RequestInfo, step_up_header: str | None
+) -> None:
+    """Set the first PIN, or replace it after a step-up (a security-setting change)."""
+    assert principal.user_id is not None  # noqa: S101 - routes only call this for users
+    if not isinstance(pin, str):
+        raise InvalidInput("pin must be six digits", field="pin")
+    with ctx.db.read() as conn:
+        row = credential_row(conn, principal.user_id)
+    step_up = None
+    if row.pin_hash is not None:
+        step_up = stepup.require_step_up(
+            ctx,
+            principal,
+            operation=Operation.CHANGE_PIN,
+            params={},
+            reasons=["security_change"],
+            step_up_header=step_up_header,
+        )
+    phone = ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher"))
+    problems = pin_problems(pin, phone=phone)
+    if problems:
+        raise WeakCredential(
+            "weak_pin", f"the PIN is too easy to guess: {', '.join(problems)}", reasons=problems
+        )
+    pin_hash = ctx.hasher.hash(pin)
+    now = ctx.now()
+    with ctx.db.write() as conn:
+        stepup.consume(ctx, conn, step_up)
+        conn.execute(
+            update(users)
+            .where(users.c.id == principal.user_id)
+            .values(pin_hash=pin_hash, pin_failures=0, pin_locked_until=None, updated_at=now)
+        )
+        actor = audit.Actor(
+            "user",
+            principal.user_id,
+            ip=info.ip,
+            device_id=principal.device_id,
+            session_id=principal.session_id,
+        )
+        audit.record(
+            conn, now, "pin.changed" if row.pin_hash else "pin.set", actor, subject_user_id=principal.user_id
+        )
