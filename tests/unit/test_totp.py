@@ -262,6 +262,17 @@ def test_recovery_code_alphabet_is_unambiguous_and_fully_used() -> None:
     assert used == set(RECOVERY_CODE_ALPHABET)
 
 
+def test_recovery_codes_are_distinct_even_if_the_generator_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    symbols = iter("a" * 20 + "b" * 10 + "c" * 10)
+
+    def repeating_choice(alphabet: str) -> str:
+        return next(symbols)
+
+    monkeypatch.setattr("qianbao.identity.totp.secrets.choice", repeating_choice)
+
+    assert new_recovery_codes(3) == ["aaaaa-aaaaa", "bbbbb-bbbbb", "ccccc-ccccc"]
+
+
 def test_recovery_code_count_is_a_parameter() -> None:
     assert len(new_recovery_codes(3)) == 3
     with pytest.raises(ValueError):

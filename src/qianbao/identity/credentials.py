@@ -19,8 +19,8 @@ from typing import Any, Final
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from zxcvbn import zxcvbn  # type: ignore[import-untyped]
-from zxcvbn.frequency_lists import FREQUENCY_LISTS  # type: ignore[import-untyped]
+from zxcvbn import zxcvbn
+from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 __all__ = [
     "COMMON_PINS",
@@ -58,6 +58,7 @@ class SecretHasher:
         return cls(time_cost=1, memory_cost=8, parallelism=1)
 
     def hash(self, secret: str) -> str:
+        """A salted argon2id hash in the standard encoded form ("$argon2id$v=19$m=…")."""
         return self._hasher.hash(_encode_secret(secret))
 
     def verify(self, hashed: str, secret: str) -> bool:
@@ -92,7 +93,8 @@ PASSWORD_MIN_LENGTH: Final = 8
 PASSWORD_MAX_LENGTH: Final = 128
 
 # zxcvbn's run time grows quickly with length (and it refuses more than 72 characters by default); the
-# first 72 characters are analysed. A prefix never looks stronger than the whole, so this only errs strict.
+# first 72 characters are analysed. zxcvbn rates a prefix no stronger than the whole, so this errs, if
+# at all, on the strict side.
 _ZXCVBN_MAX_CHARS: Final = 72
 _COMMON_PASSWORD_COUNT: Final = 10_000
 _COMMON_PASSWORDS: Final[frozenset[str]] = frozenset(
@@ -114,11 +116,11 @@ _ASCII_DIGITS: Final = frozenset("0123456789")
 def password_problems(password: str, *, personal: Sequence[str] = ()) -> list[str]:
     """Reasons to refuse `password`, as stable codes; an empty list means acceptable.
 
-    Codes, in this order: ``invalid_characters`` (NUL or other control characters), ``too_short``,
-    ``too_long``, ``too_common``, ``too_weak``, ``contains_personal_info``. `personal` holds the user's
-    own data (phone number, name, e-mail…); it is also given to zxcvbn as user inputs. A password longer
-    than PASSWORD_MAX_LENGTH is not run through zxcvbn, so it is only reported as ``too_long`` (plus the
-    cheap checks).
+    Codes, in this order: ``invalid_characters`` (NUL, other control characters, lone surrogates),
+    ``too_short``, ``too_long``, ``too_common``, ``too_weak``, ``contains_personal_info``. `personal`
+    holds the user's own data (phone number, name, e-mail…); it is also given to zxcvbn as user inputs.
+    A password longer than PASSWORD_MAX_LENGTH is not run through zxcvbn, so it is only reported as
+    ``too_long`` (plus the cheap checks).
     """
     problems: list[str] = []
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in password):
@@ -214,71 +216,13 @@ PIN_LENGTH: Final = 6
 # numbers (6, 8, 168 = 一路发, 518 = 我要发), keypad lines and diagonals, mirrored and stepped sequences.
 # Repeated-digit and straight sequences are caught by their own rules and need not be listed.
 COMMON_PINS: Final[frozenset[str]] = frozenset(
-    {
-        "123123",
-        "520520",
-        "521521",
-        "520131",
-        "168168",
-        "518518",
-        "666888",
-        "888666",
-        "147258",
-        "258369",
-        "159357",
-        "741852",
-        "147369",
-        "123321",
-        "112233",
-        "123654",
-        "789456",
-        "456123",
-        "654123",
-        "101010",
-        "202020",
-        "131420",
-        "201314",
-        "521314",
-        "520134",
-        "131452",
-        "147852",
-        "123789",
-        "987321",
-        "321654",
-        "789123",
-        "369258",
-        "852963",
-        "963852",
-        "357159",
-        "159753",
-        "357951",
-        "258258",
-        "369369",
-        "147147",
-        "456456",
-        "789789",
-        "321321",
-        "654654",
-        "123000",
-        "100200",
-        "112358",
-        "314159",
-        "142857",
-        "246810",
-        "135790",
-        "102030",
-        "010203",
-        "123412",
-        "121314",
-        "168888",
-        "518888",
-        "668888",
-        "888999",
-        "999888",
-        "741963",
-        "963741",
-        "135246",
-    }
+    """
+    123123 520520 521521 520131 168168 518518 666888 888666 147258 258369 159357 741852 147369 123321
+    112233 123654 789456 456123 654123 101010 202020 131420 201314 521314 520134 131452 147852 123789
+    987321 321654 789123 369258 852963 963852 357159 159753 357951 258258 369369 147147 456456 789789
+    321321 654654 123000 100200 112358 314159 142857 246810 135790 102030 010203 123412 121314 168888
+    518888 668888 888999 999888 741963 963741 135246
+    """.split()
 )
 
 _DIGITS: Final = "0123456789"
@@ -287,7 +231,7 @@ _PIN_REASONS: Final = ("repeated", "sequential", "common", "date_like")
 
 
 def _repeated_pins() -> Iterator[str]:
-    """Every PIN made of at most two distinct digits (with repeats; there are 2,800 distinct ones)."""
+    """Every PIN made of at most two distinct digits (some twice; 2,800 distinct). Pairs cover aaaaaa too."""
     for a, b in itertools.combinations(_DIGITS, 2):
         for digits in itertools.product((a, b), repeat=PIN_LENGTH):
             yield "".join(digits)
