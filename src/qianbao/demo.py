@@ -1,52 +1,83 @@
-"""Sandbox demo data, created on first start so a new deployment has something to look at.
+"""Sandbox demo data, created on first start so a new deployment has something to sign in to.
 
-It grows with the product: today it is the system accounts and three demo wallets (two consumers and a
-merchant) funded through the ledger. Every write is idempotent, so seeding twice changes nothing.
+Two consumers with real accounts (phone, password, payment PIN, a funded main wallet), created through
+the same code as sign-up, plus the system accounts. Every step is idempotent: seeding twice changes
+nothing. The credentials are printed by `qianbao serve` and listed in README.md; they exist only in
+sandbox mode.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select, update
+
 from qianbao.errors import Conflict
-from qianbao.ledger.engine import LedgerEngine
-from qianbao.ledger.model import AccountSpec, ResultCode, TransferSpec
+from qianbao.identity.context import IdentityContext
+from qianbao.identity.model import RequestInfo
+from qianbao.identity.signup import create_user_in
+from qianbao.identity.tables import users
+from qianbao.identity.users import PHONE
+from qianbao.ledger.model import ResultCode, TransferSpec
 from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_account_id, system_account_specs
+from qianbao.wallets.tables import wallets
 
 CURRENCY = "CNY"
+DEMO_PASSWORD = "Demo-Wallet-2026"  # noqa: S105 - sandbox demo credential, printed on start
+DEMO_PIN = "384729"
 
 
 @dataclass(frozen=True, slots=True)
-class DemoWallet:
-    account_id: str
-    label: str
+class DemoUser:
+    key: str
+    name: str
+    phone: str
     opening_balance: int  # fen
+    wallet_id: str = ""
 
 
-DEMO_WALLETS = (
-    DemoWallet("demo:alice:main", "Alice Wang (consumer)", 500_000),
-    DemoWallet("demo:bob:main", "Bob Li (consumer)", 120_000),
-    DemoWallet("demo:teahouse:merchant", "Lotus Teahouse (merchant)", 0),
+DEMO_USERS = (
+    DemoUser("alice", "王丽 (Alice Wang)", "+8613800000001", 500_000),
+    DemoUser("bob", "李四 (Bob Li)", "+8613800000002", 120_000),
 )
 
 
-def seed_demo_data(ledger: LedgerEngine) -> list[DemoWallet]:
-    specs = system_account_specs(CURRENCY, sandbox=True) + [
-        AccountSpec(w.account_id, CURRENCY, "wallet.demo", debits_must_not_exceed_credits=True)
-        for w in DEMO_WALLETS
-    ]
-    for result in ledger.create_accounts(specs):
+def seed_demo_data(ctx: IdentityContext) -> list[DemoUser]:
+    for result in ctx.ledger.create_accounts(system_account_specs(CURRENCY, sandbox=True)):
         if result.code not in (ResultCode.OK, ResultCode.EXISTS):
-            raise Conflict(f"demo account {result.id} could not be created: {result.code}")
-    funding = system_account_id(SANDBOX_FUNDING, CURRENCY)
-    transfers = [
-        TransferSpec.posted(
-            f"seed:{w.account_id}", funding, w.account_id, w.opening_balance, CURRENCY, code="sandbox.funding"
+            raise Conflict(f"system account {result.id} could not be created: {result.code}")
+    ctx.keys.ensure_active_key()
+    seeded = []
+    for demo in DEMO_USERS:
+        wallet_id = _ensure_user(ctx, demo)
+        transfer = TransferSpec.posted(
+            f"seed:demo:{demo.key}", system_account_id(SANDBOX_FUNDING, CURRENCY), wallet_id,
+            demo.opening_balance, CURRENCY, code="sandbox.funding",
         )  # fmt: skip
-        for w in DEMO_WALLETS
-        if w.opening_balance > 0
-    ]
-    for transfer in ledger.create_transfers(transfers, group_ends=range(len(transfers))):
-        if not transfer.succeeded:
-            raise Conflict(f"demo funding {transfer.id} failed: {transfer.code}")
-    return list(DEMO_WALLETS)
+        (funded,) = ctx.ledger.create_transfers([transfer])
+        if not funded.succeeded:
+            raise Conflict(f"demo funding for {demo.key} failed: {funded.code}")
+        seeded.append(DemoUser(demo.key, demo.name, demo.phone, demo.opening_balance, wallet_id))
+    return seeded
+
+
+def _ensure_user(ctx: IdentityContext, demo: DemoUser) -> str:
+    with ctx.db.read() as conn:
+        user_id = conn.execute(
+            select(users.c.id).where(users.c.phone_index == ctx.keys.digest(PHONE, demo.phone))
+        ).scalar()
+        if user_id is not None:
+            wallet = conn.execute(
+                select(wallets.c.id).where(wallets.c.user_id == user_id, wallets.c.kind == "main")
+            ).scalar_one()
+            return str(wallet)
+    password_hash = ctx.hasher.hash(DEMO_PASSWORD)
+    pin_hash = ctx.hasher.hash(DEMO_PIN)
+    with ctx.uow() as uow:
+        created = create_user_in(
+            ctx, uow, phone=demo.phone, name=demo.name, password_hash=password_hash,
+            device_key=f"demo-{demo.key}", info=RequestInfo(),
+        )  # fmt: skip
+        uow.conn.execute(update(users).where(users.c.id == created.id).values(pin_hash=pin_hash))
+        uow.commit()
+    return created.main_wallet_id

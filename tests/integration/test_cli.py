@@ -149,13 +149,14 @@ def test_serve_migrates_seeds_and_answers_with_two_workers(tmp_path: Path) -> No
         except subprocess.TimeoutExpired:
             process.kill()
             output, _ = process.communicate()
-    assert "demo:alice:main" in output
+    assert "+8613800000001" in output and "Demo-Wallet-2026" in output
     assert "¥5,000.00" in output
     db = Database(f"sqlite:///{tmp_path / 'var' / 'qianbao.db'}")
     try:
         with db.read() as conn:
             alice = conn.exec_driver_sql(
-                "SELECT credits_posted - debits_posted FROM ledger_accounts WHERE id = 'demo:alice:main'"
+                "SELECT a.credits_posted - a.debits_posted FROM ledger_accounts a JOIN wallets w ON w.id = a.id"
+                " JOIN ledger_transfers t ON t.credit_account_id = a.id WHERE t.id = 'seed:demo:alice'"
             ).scalar_one()
     finally:
         db.dispose()

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from qianbao.cli.bench import bench_app
 from qianbao.cli.keys import app as keys_app
@@ -48,7 +47,9 @@ def serve(
     """Migrate the database, seed sandbox demo data on first start, and serve the API."""
     import uvicorn
 
-    from qianbao.demo import seed_demo_data
+    from qianbao.bootstrap import build_identity
+    from qianbao.clock import SystemClock
+    from qianbao.demo import DEMO_PASSWORD, DEMO_PIN, seed_demo_data
     from qianbao.ledger.engine import LedgerEngine
     from qianbao.money import Money, format_money
     from qianbao.store import migrate
@@ -60,15 +61,19 @@ def serve(
         migrate.upgrade(db)
         console.print(f"[green]database[/] {db.dialect} at schema revision {migrate.current_revision(db)}")
         if settings.is_sandbox and settings.seed_demo_data:
-            wallets = seed_demo_data(LedgerEngine(db))
-            table = Table(title="Sandbox demo wallets (ledger accounts)")
-            table.add_column("account")
-            table.add_column("who")
-            table.add_column("opening balance", justify="right")
-            for w in wallets:
-                table.add_row(w.account_id, w.label, format_money(Money(w.opening_balance, "CNY")))
-            console.print(table)
-            console.print("Sign-in for demo users arrives with the identity module; see README.md.")
+            identity = build_identity(settings, db, SystemClock(), LedgerEngine(db))
+            try:
+                demo_users = seed_demo_data(identity)
+            finally:
+                identity.limiter.close()
+            console.print("[bold]Sandbox demo users[/] (sign in with POST /v1/sessions):")
+            for u in demo_users:
+                balance = format_money(Money(u.opening_balance, "CNY"))
+                console.print(
+                    f"  {u.name}: phone {u.phone}, password {DEMO_PASSWORD}, payment PIN {DEMO_PIN},"
+                    f" main wallet {u.wallet_id} ({balance})",
+                    soft_wrap=True,
+                )
     finally:
         db.dispose()
     # Worker processes build their own settings from the environment: hand the effective ones down.

@@ -27,7 +27,9 @@ from qianbao.ids import new_id
 from qianbao.security import audit
 from qianbao.security.fields import context
 from qianbao.security.masking import mask_phone
+from qianbao.store.errors import DATABASE_ERRORS
 from qianbao.store.outbox import OutboxEvent
+from qianbao.store.unit_of_work import UnitOfWork
 from qianbao.wallets.accounts import open_wallet
 
 PURPOSES = ("signup", "password_reset", "phone_change_old", "phone_change_new", "recovery_new_phone")
@@ -184,63 +186,93 @@ def register_user(
     clean = clean_name(name)
     check_password(password, phone=phone, name=clean)
     password_hash = ctx.hasher.hash(password)
-    tier = ctx.settings.kyc_tiers[4]
     with ctx.db.read() as conn:
         if find_user_id_by_phone(conn, ctx.keys, phone) is not None:
             raise PhoneTaken("this phone number already has an account: sign in instead")
     verification_id = check_code(ctx, phone, "signup", code)
-    with ctx.uow() as uow:
-        conn = uow.conn
-        now = ctx.now()
-        use_code(conn, verification_id, now)
-        user_id = new_id("usr")
-        conn.execute(
-            insert(users).values(
-                id=user_id,
-                phone_cipher=ctx.keys.encrypt(phone, context=context("users", "phone_cipher")),
-                phone_index=ctx.keys.digest(PHONE, phone),
-                name_cipher=ctx.keys.encrypt(clean, context=context("users", "name_cipher")),
+    try:
+        with ctx.uow() as uow:
+            use_code(uow.conn, verification_id, ctx.now())
+            user = create_user_in(
+                ctx,
+                uow,
+                phone=phone,
+                name=clean,
                 password_hash=password_hash,
-                kyc_tier=4,
-                status="active",
-                created_at=now,
-                updated_at=now,
+                device_key=device_key,
+                info=info,
+            )
+            uow.commit()
+    except DATABASE_ERRORS as exc:
+        # Two sign-ups for one number at once: the unique phone index lets one win.
+        with ctx.db.read() as conn:
+            if find_user_id_by_phone(conn, ctx.keys, phone) is not None:
+                raise PhoneTaken("this phone number already has an account: sign in instead") from exc
+        raise
+    return user
+
+
+def create_user_in(
+    ctx: IdentityContext,
+    uow: UnitOfWork,
+    *,
+    phone: str,
+    name: str,
+    password_hash: str,
+    device_key: str | None,
+    info: RequestInfo,
+) -> NewUser:
+    """Insert a tier-4 user with their main wallet (and known device) in the caller's unit of work."""
+    conn = uow.conn
+    tier = ctx.settings.kyc_tiers[4]
+    now = ctx.now()
+    user_id = new_id("usr")
+    conn.execute(
+        insert(users).values(
+            id=user_id,
+            phone_cipher=ctx.keys.encrypt(phone, context=context("users", "phone_cipher")),
+            phone_index=ctx.keys.digest(PHONE, phone),
+            name_cipher=ctx.keys.encrypt(name, context=context("users", "name_cipher")),
+            password_hash=password_hash,
+            kyc_tier=4,
+            status="active",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    wallet_id = open_wallet(
+        conn,
+        ctx.ledger,
+        user_id=user_id,
+        kind="main",
+        name="Main",
+        purpose="main",
+        currency="CNY",
+        balance_cap=tier.balance_cap,
+        now_us=now,
+    )
+    device_id = None
+    if device_key:
+        device_id = new_id("dev")
+        conn.execute(
+            insert(devices).values(
+                id=device_id,
+                user_id=user_id,
+                device_key=device_key,
+                label=info.user_agent,
+                first_seen_at=now,
+                last_seen_at=now,
+                trusted_at=now,
             )
         )
-        wallet_id = open_wallet(
-            conn,
-            ctx.ledger,
-            user_id=user_id,
-            kind="main",
-            name="Main",
-            purpose="main",
-            currency="CNY",
-            balance_cap=tier.balance_cap,
-            now_us=now,
-        )
-        device_id = None
-        if device_key:
-            device_id = new_id("dev")
-            conn.execute(
-                insert(devices).values(
-                    id=device_id,
-                    user_id=user_id,
-                    device_key=device_key,
-                    label=info.user_agent,
-                    first_seen_at=now,
-                    last_seen_at=now,
-                    trusted_at=now,
-                )
-            )
-        actor = audit.Actor("user", user_id, ip=info.ip, device_id=device_id)
-        audit.record(
-            conn,
-            now,
-            "user.registered",
-            actor,
-            subject_user_id=user_id,
-            details={"phone": mask_phone(phone), "kyc_tier": 4},
-        )
-        uow.emit(OutboxEvent("user.created", "user", user_id, {"user_id": user_id, "kyc_tier": 4}))
-        uow.commit()
+    actor = audit.Actor("user", user_id, ip=info.ip, device_id=device_id)
+    audit.record(
+        conn,
+        now,
+        "user.registered",
+        actor,
+        subject_user_id=user_id,
+        details={"phone": mask_phone(phone), "kyc_tier": 4},
+    )
+    uow.emit(OutboxEvent("user.created", "user", user_id, {"user_id": user_id, "kyc_tier": 4}))
     return NewUser(id=user_id, phone_masked=mask_phone(phone), kyc_tier=4, main_wallet_id=wallet_id)
