@@ -20,8 +20,10 @@ from qianbao.security.keyring import KeyRing
 from qianbao.security.ratelimit import RateLimiter
 from qianbao.store.database import Database
 from qianbao.store.errors import DATABASE_ERRORS
+from qianbao.store.housekeeping import purge_expired
 
 log = logging.getLogger(__name__)
+PURGE_INTERVAL_US = 60_000_000
 
 
 @dataclass
@@ -55,11 +57,17 @@ class Container:
         self.db.dispose()
 
     def _sweep_forever(self) -> None:
-        """Expire timed-out holds. Every worker runs one; deterministic ids make that harmless."""
+        """Expire timed-out holds, and now and then purge expired security rows. Every worker runs one;
+        deterministic ids and idempotent deletes make that harmless."""
+        last_purge = 0
         while not self._stop.wait(self.settings.ledger_sweep_interval_s):
             try:
                 while self.ledger.expire_pending() > 0 and not self._stop.is_set():
                     pass
+                now = self.clock.now_us()
+                if now - last_purge > PURGE_INTERVAL_US:
+                    last_purge = now
+                    purge_expired(self.db, now)
             except Exception:  # noqa: BLE001 - a sweep failure must not kill the sweeper; it retries
                 log.exception("sweeping expired holds failed; retrying next interval")
 

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     argon2_parallelism: int = Field(default=2, ge=1)
     # --- API keys: after a rotation the old key keeps working this long.
     api_key_overlap_s: int = Field(default=24 * 3600, ge=0)
+    # --- Operators (staff): their sessions end after this, however active.
+    operator_session_lifetime_s: int = Field(default=8 * 3600, ge=60)
+    operator_session_idle_s: int = Field(default=30 * 60, ge=60)
 
     @property
     def is_sandbox(self) -> bool:

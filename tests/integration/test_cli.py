@@ -155,8 +155,9 @@ def test_serve_migrates_seeds_and_answers_with_two_workers(tmp_path: Path) -> No
     try:
         with db.read() as conn:
             alice = conn.exec_driver_sql(
-                "SELECT a.credits_posted - a.debits_posted FROM ledger_accounts a JOIN wallets w ON w.id = a.id"
-                " JOIN ledger_transfers t ON t.credit_account_id = a.id WHERE t.id = 'seed:demo:alice'"
+                "SELECT a.credits_posted - a.debits_posted FROM ledger_accounts a"
+                " JOIN wallets w ON w.id = a.id JOIN ledger_transfers t ON t.credit_account_id = a.id"
+                " WHERE t.id = 'seed:demo:alice'"
             ).scalar_one()
     finally:
         db.dispose()

@@ -17,13 +17,17 @@ STATUS_BY_CODE: dict[str, int] = {
     "weak_pin": 422,
     "verification_failed": 422,
     "second_factor_invalid": 422,
+    "second_factor_required": 422,
+    "recovery_not_possible": 422,
     "challenge_invalid": 422,
     "passkey_invalid": 422,
+    "passkey_already_registered": 409,
     "unauthenticated": 401,
     "step_up_required": 401,
     "signature_invalid": 401,
     "signature_expired": 401,
     "signature_malformed": 401,
+    "signature_replayed": 401,
     "forbidden": 403,
     "rate_limited": 429,
     "pin_locked": 423,
@@ -40,6 +44,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "recipient_not_found": 404,
     "risk_declined": 422,
     "kyc_rejected": 422,
+    "id_number_in_use": 409,
     "approval_required": 202,
     "not_found": 404,
     "conflict": 409,
@@ -68,11 +73,24 @@ USER_MESSAGES: dict[str, dict[str, str]] = {
         "en": "That confirmation was not correct. Try again.",
         "zh-CN": "验证未通过，请重试。",
     },
+    "second_factor_required": {
+        "en": "Enter the code from your authenticator app, or a recovery code, to continue.",
+        "zh-CN": "请输入身份验证器中的动态码或一个恢复码后继续。",
+    },
+    "recovery_not_possible": {
+        "en": "We couldn't verify your identity with these details. Check them, or contact customer "
+        "service to recover your account.",
+        "zh-CN": "身份核验未通过。请核对信息，或联系客服协助找回账户。",
+    },
     "challenge_invalid": {
         "en": "This confirmation has expired or was already used. Start the action again.",
         "zh-CN": "本次验证已失效或已使用，请重新发起操作。",
     },
     "passkey_invalid": {"en": "The passkey could not be verified.", "zh-CN": "通行密钥验证失败。"},
+    "passkey_already_registered": {
+        "en": "This passkey is already registered.",
+        "zh-CN": "该通行密钥已添加，无需重复添加。",
+    },
     "unauthenticated": {"en": "Please sign in again.", "zh-CN": "请重新登录。"},
     "step_up_required": {
         "en": "For your security, please confirm it's you to continue.",
@@ -86,6 +104,10 @@ USER_MESSAGES: dict[str, dict[str, str]] = {
     "signature_malformed": {
         "en": "The request signature headers are malformed.",
         "zh-CN": "请求签名格式错误。",
+    },
+    "signature_replayed": {
+        "en": "This signed request was already received. Sign each request with a new nonce.",
+        "zh-CN": "该签名请求已被使用，请为每个请求使用新的随机数重新签名。",
     },
     "forbidden": {"en": "You don't have permission to do that.", "zh-CN": "您没有权限执行该操作。"},
     "rate_limited": {
@@ -142,6 +164,10 @@ USER_MESSAGES: dict[str, dict[str, str]] = {
     "kyc_rejected": {
         "en": "We couldn't verify your identity with these details. Check them and try again.",
         "zh-CN": "身份信息核验未通过，请核对后重试。",
+    },
+    "id_number_in_use": {
+        "en": "This ID number is already verified on another account. Contact support if it is yours.",
+        "zh-CN": "该身份证号已在其他账户完成实名认证，如有疑问请联系客服。",
     },
     "validation_error": {"en": "Some of the information is not valid.", "zh-CN": "提交的信息有误。"},
     "not_found": {"en": "We couldn't find that.", "zh-CN": "找不到该内容。"},

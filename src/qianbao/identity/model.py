@@ -24,6 +24,7 @@ class Method(StrEnum):
     TOTP = "totp"
     PASSKEY = "passkey"
     SMS = "sms"
+    RECOVERY_CODE = "recovery_code"  # one of the single-use codes given when TOTP was enabled
 
 
 class Operation(StrEnum):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from qianbao.errors import InvalidInput, Locked, WeakCredential
+from qianbao.errors import Conflict, InvalidInput, Locked, WeakCredential
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.credentials import pin_problems
-from qianbao.identity.model import Operation, Principal, RequestInfo
+from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFacts
 from qianbao.identity.tables import users
 from qianbao.identity.users import credential_row
 from qianbao.security import audit
@@ -101,6 +101,13 @@ def set_pin(
         raise InvalidInput("pin must be six digits", field="pin")
     with ctx.db.read() as conn:
         row = credential_row(conn, principal.user_id)
+    # A PIN the policy refuses is refused before any challenge is asked for (bad input changes nothing).
+    phone = ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher"))
+    problems = pin_problems(pin, phone=phone)
+    if problems:
+        raise WeakCredential(
+            "weak_pin", f"the PIN is too easy to guess: {', '.join(problems)}", reasons=problems
+        )
     step_up = None
     if row.pin_hash is not None:
         step_up = stepup.require_step_up(
@@ -108,24 +115,23 @@ def set_pin(
             principal,
             operation=Operation.CHANGE_PIN,
             params={},
-            reasons=["security_change"],
+            reasons=ctx.step_up_policy.reasons(
+                StepUpFacts(Operation.CHANGE_PIN, device_trusted=principal.device_trusted)
+            ),
             step_up_header=step_up_header,
-        )
-    phone = ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher"))
-    problems = pin_problems(pin, phone=phone)
-    if problems:
-        raise WeakCredential(
-            "weak_pin", f"the PIN is too easy to guess: {', '.join(problems)}", reasons=problems
         )
     pin_hash = ctx.hasher.hash(pin)
     now = ctx.now()
     with ctx.db.write() as conn:
         stepup.consume(ctx, conn, step_up)
-        conn.execute(
-            update(users)
-            .where(users.c.id == principal.user_id)
-            .values(pin_hash=pin_hash, pin_failures=0, pin_locked_until=None, updated_at=now)
+        query = update(users).where(users.c.id == principal.user_id)
+        if step_up is None:  # setting the first PIN: only while there is none (else it is a change)
+            query = query.where(users.c.pin_hash.is_(None))
+        done = conn.execute(
+            query.values(pin_hash=pin_hash, pin_failures=0, pin_locked_until=None, updated_at=now)
         )
+        if done.rowcount != 1:
+            raise Conflict("a PIN was set meanwhile: changing it needs confirmation, try again")
         actor = audit.Actor(
             "user",
             principal.user_id,

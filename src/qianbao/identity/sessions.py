@@ -242,7 +242,12 @@ def authenticate_token(ctx: IdentityContext, token: str) -> Principal:
             status = conn.execute(select(users.c.status).where(users.c.id == row.principal_id)).scalar()
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise Unauthenticated("the session has ended: sign in again")
-    idle = ctx.settings.cookie_session_idle_s if row.transport == "cookie" else ctx.settings.session_idle_s
+    if row.principal_kind == PrincipalKind.OPERATOR.value:
+        idle = ctx.settings.operator_session_idle_s  # staff sessions end sooner when left alone
+    elif row.transport == "cookie":
+        idle = ctx.settings.cookie_session_idle_s
+    else:
+        idle = ctx.settings.session_idle_s
     if row.last_seen_at + idle * 1_000_000 <= now:
         with ctx.db.write() as conn:
             conn.execute(

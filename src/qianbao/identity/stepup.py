@@ -1,4 +1,5 @@
-"""Step-up authentication: challenges bound to one operation, proved with PIN, TOTP, passkey or SMS.
+"""Step-up authentication: challenges bound to one operation, proved with PIN, TOTP, a recovery code,
+passkey or SMS.
 
 Flow (docs/security.md): an operation the policy flags is answered `401 step_up_required` with a
 `challenge_id` and the allowed `methods`; the client proves one at `POST /v1/challenges/{id}/verify` and
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, case, func, insert, select, update
 
 from qianbao.errors import InvalidInput, NotFound, StepUpRequired
 from qianbao.identity import passkeys as webauthn
@@ -26,8 +27,13 @@ from qianbao.identity.context import IdentityContext
 from qianbao.identity.errors import ChallengeInvalid, SecondFactorInvalid
 from qianbao.identity.model import Method, Operation, Principal, RequestInfo
 from qianbao.identity.sessions import trust_device
-from qianbao.identity.tables import challenges, passkeys, users
-from qianbao.identity.totp import verify_totp
+from qianbao.identity.tables import challenges, passkeys, recovery_codes, users
+from qianbao.identity.totp import (
+    RECOVERY_CODE_ALPHABET,
+    hash_recovery_code,
+    normalize_recovery_code,
+    verify_totp,
+)
 from qianbao.identity.users import credential_row
 from qianbao.ids import new_id
 from qianbao.security import audit
@@ -58,6 +64,8 @@ def available_methods(conn: Connection, user_id: str, operation: Operation | str
         methods.append(Method.PIN.value)
     if row.totp_enabled_at is not None:
         methods.append(Method.TOTP.value)
+    if unused_recovery_codes(conn, user_id):
+        methods.append(Method.RECOVERY_CODE.value)
     if conn.execute(select(passkeys.c.id).where(passkeys.c.user_id == user_id).limit(1)).first():
         methods.append(Method.PASSKEY.value)
     # SMS proves the phone, not the person: it is offered unless a stronger factor exists for sign-in.
@@ -268,11 +276,14 @@ def verify_challenge(
     )
     with ctx.db.write() as conn:
         if not ok:
-            attempts = row.attempts + 1
+            # Counted in SQL, not from the row read above: concurrent wrong proofs must all count.
             conn.execute(
                 update(challenges)
-                .where(challenges.c.id == challenge_id)
-                .values(attempts=attempts, status="failed" if attempts >= MAX_ATTEMPTS else "pending")
+                .where(challenges.c.id == challenge_id, challenges.c.status == "pending")
+                .values(
+                    attempts=challenges.c.attempts + 1,
+                    status=case((challenges.c.attempts + 1 >= MAX_ATTEMPTS, "failed"), else_="pending"),
+                )
             )
             audit.record(
                 conn,
@@ -284,11 +295,17 @@ def verify_challenge(
                 details={"challenge_id": challenge_id, "method": method},
             )
         else:
-            conn.execute(
+            verified = conn.execute(
                 update(challenges)
-                .where(challenges.c.id == challenge_id, challenges.c.status == "pending")
+                .where(
+                    challenges.c.id == challenge_id,
+                    challenges.c.status == "pending",
+                    challenges.c.expires_at > now,
+                )
                 .values(status="verified", verified_at=now, verified_method=method)
             )
+            if verified.rowcount != 1:  # it expired, failed or was verified meanwhile
+                raise ChallengeInvalid("the challenge is no longer open: repeat the request for a new one")
             if principal.device_id is not None:
                 trust_device(conn, principal.device_id, now)
             audit.record(
@@ -315,12 +332,19 @@ def _check_proof(ctx: IdentityContext, row: Any, method: str, proof: Mapping[str
         if not isinstance(code, str):
             raise InvalidInput("code is required", field="code")
         return check_totp(ctx, row.user_id, code)
+    if method == Method.RECOVERY_CODE.value:
+        code = proof.get("code")
+        if not isinstance(code, str):
+            raise InvalidInput("code is required", field="code")
+        return check_recovery_code(ctx, row.user_id, code)
     if method == Method.SMS.value:
         code = proof.get("code")
         if not isinstance(code, str):
             raise InvalidInput("code is required", field="code")
         if row.sms_code_hash is None:
             raise ChallengeInvalid("no SMS code was sent for this challenge: send one first")
+        if len(code) != 6 or not (code.isascii() and code.isdigit()):
+            return False  # a wrong code (and never text the blind index cannot encode)
         return hmac.compare_digest(row.sms_code_hash, ctx.keys.digest(f"challenge:{row.id}", code))
     if method == Method.PASSKEY.value:
         credential = proof.get("credential")
@@ -341,6 +365,55 @@ def check_totp(ctx: IdentityContext, user_id: str, code: str) -> bool:
         if step is None:
             return False
         conn.execute(update(users).where(users.c.id == user_id).values(totp_last_step=step))
+        return True
+
+
+def unused_recovery_codes(conn: Connection, user_id: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(recovery_codes)
+            .where(recovery_codes.c.user_id == user_id, recovery_codes.c.used_at.is_(None))
+        ).scalar_one()
+    )
+
+
+def check_recovery_code(ctx: IdentityContext, user_id: str, code: str) -> bool:
+    """Spend one of the user's recovery codes (each works once); audited and notified by SMS."""
+    normalized = normalize_recovery_code(code)
+    if len(normalized) != 10 or any(c not in RECOVERY_CODE_ALPHABET for c in normalized):
+        return False
+    now = ctx.now()
+    with ctx.db.write() as conn:
+        spent = conn.execute(
+            update(recovery_codes)
+            .where(
+                recovery_codes.c.user_id == user_id,
+                recovery_codes.c.code_hash == hash_recovery_code(normalized),
+                recovery_codes.c.used_at.is_(None),
+            )
+            .values(used_at=now)
+        )
+        if spent.rowcount != 1:
+            return False
+        left = unused_recovery_codes(conn, user_id)
+        audit.record(
+            conn,
+            now,
+            "recovery_code.used",
+            audit.Actor("user", user_id),
+            subject_user_id=user_id,
+            details={"remaining": left},
+        )
+        row = credential_row(conn, user_id)
+        ctx.notifier.send(
+            conn,
+            to=ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher")),
+            template="security.recovery_code_used",
+            user_id=user_id,
+            text=f"【钱包 qianbao】您使用了一个恢复码，还剩 {left} 个。如非本人操作，请立即联系客服。"
+            f" A qianbao recovery code was used; {left} left. If this wasn't you, contact support.",
+        )
         return True
 
 

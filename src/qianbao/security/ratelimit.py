@@ -36,11 +36,14 @@ from limits.strategies import MovingWindowRateLimiter
 from qianbao.errors import RateLimited, ServiceUnavailable
 
 DEFAULT_RULES: dict[str, str] = {
+    "passkey_options_ip": "60/minute;600/hour",  # unauthenticated passkey sign-in ceremonies per IP
     "otp_send_phone": "1/minute;5/hour;10/day",  # SMS codes per phone number
     "otp_send_ip": "20/hour",
     "otp_verify": "10/hour",  # code guesses per phone
     "password_account": "10/15 minutes",  # failed sign-ins per account
     "password_ip": "50/15 minutes",  # failed sign-ins per IP
+    "recovery_id": "5/hour;10/day",  # account-recovery attempts per ID number
+    "recovery_ip": "20/hour",  # account-recovery attempts per IP
     "recipient_lookup": "30/hour;100/day",  # phone look-ups per user (against enumeration)
     "challenge_verify": "10/10 minutes",  # step-up proof attempts per challenge/user
     "api_key_request": "600/minute",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import qianbao.identity.tables
 import qianbao.ledger.tables
 import qianbao.notify.tables
+import qianbao.payments.tables
 import qianbao.security.tables
 import qianbao.store.idempotency_tables
 import qianbao.store.outbox
@@ -17,6 +18,7 @@ _MODULES = (
     qianbao.identity.tables,
     qianbao.ledger.tables,
     qianbao.notify.tables,
+    qianbao.payments.tables,
     qianbao.security.tables,
     qianbao.store.idempotency_tables,
     qianbao.store.outbox,

@@ -159,6 +159,9 @@ def create_session(
             auth_method="password+2fa" if proof else "password",
             transport=transport,
         )
+        if proof is not None and issued.device_id is not None:
+            # The second factor was proved on this device: it is known from now on.
+            sessions.trust_device(uow.conn, issued.device_id, ctx.now())
         uow.commit()
     expires = rfc3339(issued.expires_at_us)
     if body.cookie:

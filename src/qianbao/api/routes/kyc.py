@@ -1,7 +1,228 @@
-"""Routes: kyc (being built)."""
+"""KYC: the caller's tier, limits and applications; verification to tiers 3, 2 and 1; operator review."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from qianbao.api.deps import Body, CurrentOperator, CurrentUser, Identity, Info
+from qianbao.api.idempotency import run_idempotent
+from qianbao.clock import rfc3339
+from qianbao.identity import kyc
 
 router = APIRouter(tags=["kyc"])
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IdentityRequest(Strict):
+    name: StrictStr
+    id_number: StrictStr
+
+
+class BankAccountRequest(Strict):
+    account_number: StrictStr
+    account_name: StrictStr
+
+
+class EnhancedRequest(Strict):
+    pass
+
+
+class DecisionRequest(Strict):
+    approve: StrictBool
+    note: StrictStr | None = None
+
+
+class MoneyOut(BaseModel):
+    amount: int
+    currency: str
+
+
+class LimitsOut(BaseModel):
+    balance_cap: MoneyOut | None = Field(description="null: no limit")
+    single_payment: MoneyOut | None
+    daily_outflow: MoneyOut | None
+
+
+class ApplicationOut(BaseModel):
+    id: str
+    user_id: str
+    target_tier: int
+    status: str = Field(description="pending, approved or rejected")
+    reason: str | None
+    name_masked: str | None
+    id_number_masked: str | None
+    account_number_masked: str | None
+    created_at: str
+    decided_at: str | None
+    decided_by: str | None = Field(default=None, description="operators only: who decided")
+
+
+class KycStatusOut(BaseModel):
+    tier: int = Field(description="4 (phone only) … 1 (enhanced verification)")
+    limits: LimitsOut
+    used_today: MoneyOut
+    remaining_today: MoneyOut | None
+    cooling_off: bool
+    applications: list[ApplicationOut]
+
+
+class ApplicationList(BaseModel):
+    data: list[ApplicationOut]
+    next_cursor: str | None
+
+
+def _money(amount: int | None, currency: str) -> dict[str, Any] | None:
+    return None if amount is None else {"amount": amount, "currency": currency}
+
+
+def application_json(a: kyc.Application, *, for_operator: bool = False) -> dict[str, Any]:
+    shown = {
+        "id": a.id,
+        "user_id": a.user_id,
+        "target_tier": a.target_tier,
+        "status": a.status,
+        "reason": a.reason,
+        "name_masked": a.name_masked,
+        "id_number_masked": a.id_number_masked,
+        "account_number_masked": a.account_number_masked,
+        "created_at": rfc3339(a.created_at),
+        "decided_at": None if a.decided_at is None else rfc3339(a.decided_at),
+    }
+    if for_operator:
+        shown["decided_by"] = a.decided_by
+    return shown
+
+
+def status_json(s: kyc.KycStatus) -> dict[str, Any]:
+    c = s.currency
+    return {
+        "tier": s.tier,
+        "limits": {
+            "balance_cap": _money(s.limits.balance_cap, c),
+            "single_payment": _money(s.limits.single_payment, c),
+            "daily_outflow": _money(s.limits.daily_outflow, c),
+        },
+        "used_today": _money(s.used_today, c),
+        "remaining_today": _money(s.remaining_today, c),
+        "cooling_off": s.cooling_off,
+        "applications": [application_json(a) for a in s.applications],
+    }
+
+
+@router.get("/v1/me/kyc", response_model=KycStatusOut, response_model_exclude_unset=True)
+def my_kyc(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    """The caller's KYC tier, the limits in force (CNY, null = no limit), today's usage and applications."""
+    assert principal.user_id is not None  # noqa: S101 - CurrentUser guarantees it
+    return status_json(kyc.kyc_status(ctx, principal.user_id))
+
+
+@router.post("/v1/me/kyc/identity", response_model=KycStatusOut)
+def verify_identity(
+    body: IdentityRequest,
+    request: Request,
+    raw: Body,
+    principal: CurrentUser,
+    ctx: Identity,
+    info: Info,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """Tier 4 → 3 with the real name and the resident ID number (checked against the name). The name
+    replaces the sign-up name. Errors: `validation_error` (an invalid ID number, under 16), `kyc_rejected`
+    (name and number do not match), `id_number_in_use` (verified on another account), `conflict`."""
+
+    def work() -> tuple[int, dict[str, Any]]:
+        status = kyc.verify_identity(ctx, principal, name=body.name, id_number=body.id_number, info=info)
+        return 200, status_json(status)
+
+    return run_idempotent(
+        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
+    )
+
+
+@router.post("/v1/me/kyc/bank-account", response_model=KycStatusOut)
+def verify_bank_account(
+    body: BankAccountRequest,
+    request: Request,
+    raw: Body,
+    principal: CurrentUser,
+    ctx: Identity,
+    info: Info,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """Tier 3 → 2 with a bank account (12-19 digits, Luhn check) held in the verified real name."""
+
+    def work() -> tuple[int, dict[str, Any]]:
+        status = kyc.verify_bank_account(
+            ctx, principal, account_number=body.account_number, account_name=body.account_name, info=info
+        )
+        return 200, status_json(status)
+
+    return run_idempotent(
+        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
+    )
+
+
+@router.post("/v1/me/kyc/enhanced", status_code=202, response_model=ApplicationOut)
+def apply_enhanced(
+    body: EnhancedRequest,
+    request: Request,
+    raw: Body,
+    principal: CurrentUser,
+    ctx: Identity,
+    info: Info,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """Tier 2 → 1: files an application for operator review (202, the application is `pending`)."""
+    del body
+
+    def work() -> tuple[int, dict[str, Any]]:
+        return 202, application_json(kyc.apply_enhanced(ctx, principal, info))
+
+    return run_idempotent(
+        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
+    )
+
+
+@router.get("/v1/operator/kyc-applications", response_model=ApplicationList)
+def list_kyc_applications(
+    operator: CurrentOperator,
+    ctx: Identity,
+    status: Annotated[str | None, Query(max_length=16)] = "pending",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Operators: KYC applications, oldest first (default: those pending review). Data is masked."""
+    del operator
+    page, next_cursor = kyc.list_applications(ctx, status=status or None, limit=limit, cursor=cursor)
+    return {"data": [application_json(a, for_operator=True) for a in page], "next_cursor": next_cursor}
+
+
+@router.post("/v1/operator/kyc-applications/{application_id}/decision", response_model=ApplicationOut)
+def decide_kyc_application(
+    application_id: str,
+    body: DecisionRequest,
+    request: Request,
+    raw: Body,
+    operator: CurrentOperator,
+    ctx: Identity,
+    info: Info,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """Operators: approve (tier 1: no limits) or reject a pending application; audited with the operator."""
+
+    def work() -> tuple[int, dict[str, Any]]:
+        decided = kyc.decide_application(
+            ctx, operator, application_id, approve=body.approve, note=body.note, info=info
+        )
+        return 200, application_json(decided, for_operator=True)
+
+    return run_idempotent(
+        ctx.db, ctx.clock, request, scope=operator.scope, key=idempotency_key, body=raw, work=work
+    )

@@ -1,7 +1,326 @@
-"""Routes: wallets (being built)."""
+"""Wallets, their history, P2P transfers, recipient look-up, and sandbox funding (API.md)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
+
+from qianbao.api.deps import Body, CurrentUser, Identity, Info
+from qianbao.api.idempotency import run_idempotent
+from qianbao.clock import rfc3339
+from qianbao.errors import NotFound
+from qianbao.money import UnknownCurrencyError, currency
+from qianbao.payments import transfers as payments
+from qianbao.wallets import service as wallets
 
 router = APIRouter(tags=["wallets"])
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MoneyIn(Strict):
+    amount: StrictInt = Field(ge=1, le=payments.MAX_PAYMENT, description="minor units (fen for CNY)")
+    currency: StrictStr = Field(min_length=3, max_length=3)
+
+    @field_validator("currency")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        try:
+            currency(value)
+        except UnknownCurrencyError as exc:
+            raise ValueError("not a known ISO 4217 currency code") from exc
+        return value
+
+
+class WalletRequest(Strict):
+    name: StrictStr
+    purpose: StrictStr | None = None
+    currency: StrictStr | None = None
+
+
+class Destination(Strict):
+    wallet_id: StrictStr | None = None
+    phone: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Destination:
+        if (self.wallet_id is None) == (self.phone is None):
+            raise ValueError("give exactly one of wallet_id or phone")
+        return self
+
+
+class TransferBody(Strict):
+    from_wallet_id: StrictStr
+    to: Destination
+    amount: MoneyIn
+    memo: StrictStr | None = None
+
+
+class FundRequest(Strict):
+    wallet_id: StrictStr
+    amount: MoneyIn
+
+
+class MoneyOut(BaseModel):
+    amount: int
+    currency: str
+
+
+class WalletOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    purpose: str
+    currency: str
+    balance: MoneyOut
+    available: MoneyOut = Field(description="balance minus pending holds")
+    balance_cap: MoneyOut | None = Field(description="the KYC balance cap (the ledger ceiling); null: none")
+    status: str = Field(description="active, frozen, debit_frozen or closed")
+    created_at: str
+
+
+class WalletList(BaseModel):
+    data: list[WalletOut]
+    next_cursor: str | None
+
+
+class TransferOut(BaseModel):
+    id: str
+    status: str = Field(description="succeeded, pending or failed")
+    from_wallet_id: str
+    to_wallet_id: str
+    amount: MoneyOut
+    memo: str | None
+    created_at: str
+    failure_code: str | None = None
+
+
+class TransactionOut(BaseModel):
+    id: str
+    type: str = Field(description="p2p, wallet_move, top_up, …")
+    direction: str = Field(description="debit (money out) or credit (money in)")
+    amount: MoneyOut
+    balance_after: MoneyOut
+    counterparty: dict[str, Any] = Field(description="kind (wallet|system), wallet_id, name_masked, own")
+    memo: str | None
+    status: str
+    created_at: str
+    transfer_id: str | None
+
+
+class TransactionList(BaseModel):
+    data: list[TransactionOut]
+    next_cursor: str | None
+
+
+class RecipientOut(BaseModel):
+    name_masked: str
+    phone_masked: str
+
+
+class FundingOut(BaseModel):
+    transaction_id: str
+    wallet_id: str
+    amount: MoneyOut
+    created_at: str
+    wallet: WalletOut
+
+
+def _money(amount: int | None, code: str) -> dict[str, Any] | None:
+    return None if amount is None else {"amount": amount, "currency": code}
+
+
+def wallet_json(w: wallets.WalletView) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "name": w.name,
+        "kind": w.kind,
+        "purpose": w.purpose,
+        "currency": w.currency,
+        "balance": _money(w.balance, w.currency),
+        "available": _money(w.available, w.currency),
+        "balance_cap": _money(w.balance_cap, w.currency),
+        "status": w.status,
+        "created_at": rfc3339(w.created_at),
+    }
+
+
+def transfer_json(t: payments.TransferRecord) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "id": t.id,
+        "status": t.status,
+        "from_wallet_id": t.from_wallet_id,
+        "to_wallet_id": t.to_wallet_id,
+        "amount": _money(t.amount, t.currency),
+        "memo": t.memo,
+        "created_at": rfc3339(t.created_at),
+    }
+    if t.failure_code is not None:
+        shown["failure_code"] = t.failure_code
+    return shown
+
+
+def transaction_json(t: payments.Transaction) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "type": t.type,
+        "direction": t.direction,
+        "amount": _money(t.amount, t.currency),
+        "balance_after": _money(t.balance_after, t.currency),
+        "counterparty": t.counterparty,
+        "memo": t.memo,
+        "status": t.status,
+        "created_at": rfc3339(t.created_at),
+        "transfer_id": t.transfer_id,
+    }
+
+
+@router.get("/v1/wallets", response_model=WalletList)
+def list_wallets(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    """The caller's wallets: the main wallet first, then sub-wallets."""
+    assert principal.user_id is not None  # noqa: S101 - CurrentUser guarantees it
+    return {
+        "data": [wallet_json(w) for w in wallets.list_wallets(ctx, principal.user_id)],
+        "next_cursor": None,
+    }
+
+
+@router.post("/v1/wallets", status_code=201, response_model=WalletOut)
+def create_wallet(
+    body: WalletRequest,
+    request: Request,
+    raw: Body,
+    principal: CurrentUser,
+    ctx: Identity,
+    info: Info,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """Open a sub-wallet: `purpose` is travel, shopping, savings, bills or custom (default); CNY only."""
+
+    def work() -> tuple[int, dict[str, Any]]:
+        view = wallets.create_sub_wallet(
+            ctx, principal, name=body.name, purpose=body.purpose, currency_code=body.currency, info=info
+        )
+        return 201, wallet_json(view)
+
+    return run_idempotent(
+        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
+    )
+
+
+@router.get("/v1/wallets/{wallet_id}", response_model=WalletOut)
+def get_wallet(wallet_id: str, principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    assert principal.user_id is not None  # noqa: S101 - CurrentUser guarantees it
+    return wallet_json(wallets.get_wallet(ctx, principal.user_id, wallet_id))
+
+
+@router.get("/v1/wallets/{wallet_id}/transactions", response_model=TransactionList)
+def wallet_transactions(
+    wallet_id: str,
+    principal: CurrentUser,
+    ctx: Identity,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+) -> dict[str, Any]:
+    """The wallet's history, newest first, with the balance after each entry."""
+    page, next_cursor = payments.wallet_history(ctx, principal, wallet_id, limit=limit, cursor=cursor)
+    return {"data": [transaction_json(t) for t in page], "next_cursor": next_cursor}
+
+
+@router.post("/v1/transfers", status_code=201, response_model=TransferOut, response_model_exclude_unset=True)
+def create_transfer(
+    body: TransferBody,
+    request: Request,
+    raw: Body,
+    principal: CurrentUser,
+    ctx: Identity,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    step_up: Annotated[str | None, Header(alias="Step-Up")] = None,
+) -> JSONResponse:
+    """Pay from one of your wallets to a wallet id or to a phone number's main wallet.
+
+    Hard limits come first (`limit_exceeded_single`, `limit_exceeded_daily`, `insufficient_funds`,
+    `balance_cap_exceeded`, `wallet_frozen`), then step-up (`401 step_up_required`: prove the challenge
+    and repeat with `Step-Up: <challenge_id>`). Moving money between your own wallets needs no step-up
+    and does not count toward your limits. A decline is bound to the Idempotency-Key."""
+    request_data = payments.TransferRequest(
+        from_wallet_id=body.from_wallet_id,
+        to_wallet_id=body.to.wallet_id,
+        to_phone=body.to.phone,
+        amount=body.amount.amount,
+        currency=body.amount.currency,
+        memo=body.memo,
+    )
+
+    def work() -> tuple[int, dict[str, Any]]:
+        record = payments.send_transfer(
+            ctx, principal, request_data, idempotency_key=idempotency_key, step_up=step_up
+        )
+        return 201, transfer_json(record)
+
+    return run_idempotent(
+        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
+    )
+
+
+@router.get("/v1/transfers/{transfer_id}", response_model=TransferOut, response_model_exclude_unset=True)
+def get_transfer(transfer_id: str, principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    return transfer_json(payments.get_transfer(ctx, principal, transfer_id))
+
+
+@router.get("/v1/recipients", response_model=RecipientOut)
+def find_recipient(
+    principal: CurrentUser, ctx: Identity, phone: Annotated[str, Query(min_length=1, max_length=32)]
+) -> dict[str, Any]:
+    """Who a phone number would pay, masked, to confirm before paying (rate-limited per caller)."""
+    found = payments.find_recipient(ctx, principal, phone)
+    return {"name_masked": found.name_masked, "phone_masked": found.phone_masked}
+
+
+def sandbox_only(ctx: Identity) -> None:
+    """Sandbox routes do not exist in production: 404 before authentication is even looked at."""
+    if not ctx.settings.is_sandbox:
+        raise NotFound("this route exists only in sandbox mode")
+
+
+@router.post(
+    "/v1/sandbox/fund", status_code=201, response_model=FundingOut, dependencies=[Depends(sandbox_only)]
+)
+def sandbox_fund(
+    body: FundRequest,
+    request: Request,
+    raw: Body,
+    principal: CurrentUser,
+    ctx: Identity,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """Sandbox only (404 in production): credit your wallet from the sandbox funding account, like a card
+    top-up that always succeeds. The wallet's balance cap applies (`balance_cap_exceeded`)."""
+
+    def work() -> tuple[int, dict[str, Any]]:
+        funded = payments.sandbox_fund(
+            ctx,
+            principal,
+            wallet_id=body.wallet_id,
+            amount=body.amount.amount,
+            currency_code=body.amount.currency,
+            idempotency_key=idempotency_key,
+        )
+        assert principal.user_id is not None  # noqa: S101 - CurrentUser guarantees it
+        wallet = wallets.get_wallet(ctx, principal.user_id, funded.wallet_id)
+        return 201, {
+            "transaction_id": funded.transaction_id,
+            "wallet_id": funded.wallet_id,
+            "amount": _money(funded.amount, funded.currency),
+            "created_at": rfc3339(funded.created_at),
+            "wallet": wallet_json(wallet),
+        }
+
+    return run_idempotent(
+        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
+    )

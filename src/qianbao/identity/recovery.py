@@ -1,0 +1,638 @@
+"""Changing the phone number (换号), recovering an account whose number is lost, resetting the password.
+
+- **Change of number** (signed in): a step-up (`Operation.CHANGE_PHONE`) unlocks sending one code to the
+  old number and one to the new; both codes confirm the change. The user's other sessions end.
+- **Lost old number** (signed out): a code sent to the new number, the ID number on file (only users who
+  passed tier-3 KYC have one), the payment PIN and a second factor (a TOTP code or a recovery code).
+  Every session ends and every device becomes unknown again. Whatever fails, the answer is the same
+  `recovery_not_possible` (the audit log records the real reason for operators), so the endpoint tells a
+  stranger nothing about an ID number. The second factor is checked *before* the PIN, so that a stranger
+  who knows someone's ID number cannot lock their PIN by guessing.
+- **Password reset** (signed out): a `password_reset` code and, when TOTP is enrolled, a second factor.
+  Every session ends.
+
+After a change or a recovery the account cools off for `cooling_off_s` (24 hours): single and daily payment
+limits are divided by `cooling_off_limit_divisor` (see `identity/limits.py`). Both numbers are told by SMS,
+the old one too: it may be in a thief's hands, and its owner must learn what happened.
+
+SQLite rule: every check that counts (codes, TOTP, PIN) runs in its own short transaction before the
+operation's unit of work opens; failures are audited after it, never inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import IntegrityError
+
+from qianbao.errors import Forbidden, InvalidInput, Locked
+from qianbao.identity import pin as pins
+from qianbao.identity import stepup
+from qianbao.identity.context import IdentityContext
+from qianbao.identity.errors import (
+    PhoneTaken,
+    RecoveryNotPossible,
+    SecondFactorInvalid,
+    SecondFactorRequired,
+    VerificationFailed,
+)
+from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFacts
+from qianbao.identity.phones import normalise_phone
+from qianbao.identity.sessions import revoke_all_sessions
+from qianbao.identity.signup import check_code, check_password, send_code, use_code
+from qianbao.identity.tables import devices, recovery_codes, users, verifications
+from qianbao.identity.totp import hash_recovery_code
+from qianbao.identity.users import ID_NUMBER, PHONE, credential_row, find_user_id_by_phone
+from qianbao.security import audit
+from qianbao.security.fields import context
+from qianbao.security.masking import mask_phone
+from qianbao.store.outbox import OutboxEvent
+
+SECOND_FACTOR_METHODS = ("totp", "recovery_code")
+MAX_ID_NUMBER_LENGTH = 32
+# Recovery attempts are limited per IP and per ID number. They borrow the failed-sign-in rules' limits
+# (10 per account and 50 per IP in 15 minutes) under their own identifiers, so the counts are separate.
+RECOVERY_ID_RULE = "recovery_id"
+RECOVERY_IP_RULE = "recovery_ip"
+GENERIC_FAILURE = "identity verification failed"
+
+_OLD_NUMBER_TEXT = (
+    "您正在更换钱包绑定的手机号，验证码 {code}，{minutes} 分钟内有效。"
+    "如非本人操作，请勿告诉他人并立即修改密码。"
+    " Code {code} confirms changing your qianbao phone number. If this wasn't you, don't share it."
+)
+_NEW_NUMBER_TEXT = (
+    "验证码 {code}，用于将本号码绑定到您的钱包账户，{minutes} 分钟内有效，请勿告诉他人。"
+    " Your qianbao code to link this number is {code}."
+)
+_RECOVERY_TEXT = (
+    "您正在找回钱包账户，验证码 {code}，{minutes} 分钟内有效，请勿告诉他人。"
+    " Your qianbao account recovery code is {code}."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SecondFactorProof:
+    """A second factor sent with a recovery or reset: `method` is "totp" or "recovery_code"."""
+
+    method: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneChanged:
+    user_id: str
+    phone_masked: str
+    cooling_off_until: int
+    sessions_revoked: int
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordReset:
+    user_id: str
+    sessions_revoked: int
+
+
+class _Refused(Exception):
+    """Internal: a recovery check failed (`reason` goes to the audit log only)."""
+
+    def __init__(self, reason: str, user_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.user_id = user_id
+
+
+# --- input ------------------------------------------------------------------------------------------------
+
+
+def normalise_id_number(text: object) -> str:
+    """An ID number as the blind index expects it: upper-case, without spaces or dashes."""
+    if not isinstance(text, str):
+        raise InvalidInput("id_number must be text", field="id_number")
+    cleaned = "".join(text.split()).replace("-", "").upper()  # as KYC stores it (identity/kyc.py)
+    if not 1 <= len(cleaned) <= MAX_ID_NUMBER_LENGTH or not (cleaned.isascii() and cleaned.isalnum()):
+        raise InvalidInput(
+            f"id_number must be 1 to {MAX_ID_NUMBER_LENGTH} letters and digits", field="id_number"
+        )
+    return cleaned
+
+
+def _new_phone(text: str) -> str:
+    try:
+        return normalise_phone(text)
+    except InvalidInput as exc:
+        raise InvalidInput(
+            "new_phone is not a valid phone number", field="new_phone", reason="invalid_phone"
+        ) from exc
+
+
+def _second_factor(proof: SecondFactorProof) -> SecondFactorProof:
+    if proof.method not in SECOND_FACTOR_METHODS:
+        raise InvalidInput("second_factor.method must be totp or recovery_code", field="second_factor")
+    if not isinstance(proof.code, str) or not proof.code or len(proof.code) > 64:
+        raise InvalidInput("second_factor.code is required", field="second_factor")
+    return proof
+
+
+def _user_id(principal: Principal) -> str:
+    if principal.user_id is None:
+        raise Forbidden("this endpoint is for signed-in users")
+    return principal.user_id
+
+
+def _checked_code(ctx: IdentityContext, phone: str, purpose: str, code: str, field: str) -> str:
+    try:
+        return check_code(ctx, phone, purpose, code)
+    except VerificationFailed as exc:
+        raise VerificationFailed(exc.detail, field=field) from exc
+
+
+# --- second factors ---------------------------------------------------------------------------------------
+
+
+def _recovery_code_usable(conn: Connection, user_id: str, code: str) -> bool:
+    found = conn.execute(
+        select(recovery_codes.c.code_hash).where(
+            recovery_codes.c.user_id == user_id,
+            recovery_codes.c.code_hash == hash_recovery_code(code),
+            recovery_codes.c.used_at.is_(None),
+        )
+    ).first()
+    return found is not None
+
+
+def _spend_recovery_code(conn: Connection, user_id: str, code: str, now: int) -> bool:
+    """Mark a recovery code used in the caller's transaction; False if it was used meanwhile."""
+    done = conn.execute(
+        update(recovery_codes)
+        .where(
+            recovery_codes.c.user_id == user_id,
+            recovery_codes.c.code_hash == hash_recovery_code(code),
+            recovery_codes.c.used_at.is_(None),
+        )
+        .values(used_at=now)
+    )
+    return int(done.rowcount) == 1
+
+
+def _second_factor_ok(ctx: IdentityContext, user_id: str, proof: SecondFactorProof) -> bool:
+    """Check (not spend) a second factor. A TOTP step is remembered at once (its own transaction); a
+    recovery code is spent later, in the operation's unit of work."""
+    if proof.method == "totp":
+        return stepup.check_totp(ctx, user_id, proof.code)
+    with ctx.db.read() as conn:
+        return _recovery_code_usable(conn, user_id, proof.code)
+
+
+# --- writes shared by the flows ---------------------------------------------------------------------------
+
+
+def _set_phone(ctx: IdentityContext, conn: Connection, user_id: str, phone: str, now: int) -> int:
+    """Store the new number and start cooling-off; returns the end of cooling-off."""
+    until = now + ctx.settings.cooling_off_s * 1_000_000
+    try:
+        conn.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(
+                phone_cipher=ctx.keys.encrypt(phone, context=context("users", "phone_cipher")),
+                phone_index=ctx.keys.digest(PHONE, phone),
+                cooling_off_until=until,
+                updated_at=now,
+            )
+        )
+    except IntegrityError as exc:  # another account took the number since it was checked
+        raise PhoneTaken("the new number already has an account") from exc
+    return until
+
+
+def _notify_change(
+    ctx: IdentityContext, conn: Connection, user_id: str, old_phone: str, new_phone: str, *, recovered: bool
+) -> None:
+    hours = max(1, ctx.settings.cooling_off_s // 3600)
+    new_masked = mask_phone(new_phone)
+    how_zh, how_en = ("通过身份核验找回账户，", "after an identity check ") if recovered else ("", "")
+    ctx.notifier.send(
+        conn,
+        to=old_phone,
+        template="security.phone_changed_old",
+        user_id=user_id,
+        text=f"【钱包 qianbao】您的钱包账户{how_zh}绑定手机号已更换为 {new_masked}。"
+        "如非本人操作，请立即联系客服。"
+        f" Your qianbao account's phone number was changed {how_en}to {new_masked}."
+        " If this wasn't you, contact customer service now.",
+    )
+    ctx.notifier.send(
+        conn,
+        to=new_phone,
+        template="security.phone_changed_new",
+        user_id=user_id,
+        text=f"【钱包 qianbao】本号码已绑定您的钱包账户。为保障资金安全，{hours} 小时内支付限额降低。"
+        f" This number is now linked to your qianbao account; payment limits are lower for {hours} hours.",
+    )
+
+
+# --- change of number (signed in) ---------------------------------------------------------------------
+
+
+def _changeable(status: str) -> None:
+    if status == "frozen":
+        raise Locked("account_frozen", "a frozen account cannot change its phone number")
+
+
+def request_phone_change(
+    ctx: IdentityContext,
+    principal: Principal,
+    new_phone_text: str,
+    info: RequestInfo,
+    step_up_header: str | None,
+) -> None:
+    """`POST /v1/me/phone-change`: after a step-up, send a code to the old number and one to the new."""
+    user_id = _user_id(principal)
+    new_phone = _new_phone(new_phone_text)
+    with ctx.db.read() as conn:
+        row = credential_row(conn, user_id)
+    _changeable(row.status)
+    old_phone = ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher"))
+    if new_phone == old_phone:
+        raise InvalidInput(
+            "new_phone is this account's number already", field="new_phone", reason="same_phone"
+        )
+    reasons = ctx.step_up_policy.reasons(
+        StepUpFacts(Operation.CHANGE_PHONE, device_trusted=principal.device_trusted)
+    )
+    # Bound to the new number's blind index (a plain hash of a phone number could be reversed).
+    proof = stepup.require_step_up(
+        ctx,
+        principal,
+        operation=Operation.CHANGE_PHONE,
+        params={"new_phone": ctx.keys.digest(PHONE, new_phone)},
+        reasons=reasons,
+        step_up_header=step_up_header,
+    )
+    # Only after the step-up: whether a number is registered is not for any signed-in caller to probe.
+    with ctx.db.read() as conn:
+        if find_user_id_by_phone(conn, ctx.keys, new_phone) is not None:
+            raise PhoneTaken("the new number already has an account")
+    # The old number's sends are bounded by the step-up each pair needs; the new number is the caller's
+    # choice, so it gets the usual per-number limits (against SMS pumping).
+    ctx.limiter.hit("otp_send_phone", new_phone)
+    if info.ip:
+        ctx.limiter.hit("otp_send_ip", info.ip)
+    with ctx.uow() as uow:
+        stepup.consume(ctx, uow.conn, proof)
+        send_code(
+            ctx, uow.conn, old_phone, "phone_change_old", user_id=user_id, template_text=_OLD_NUMBER_TEXT
+        )
+        send_code(
+            ctx, uow.conn, new_phone, "phone_change_new", user_id=user_id, template_text=_NEW_NUMBER_TEXT
+        )
+        audit.record(
+            uow.conn,
+            ctx.now(),
+            "phone.change_requested",
+            _actor(principal, info),
+            subject_user_id=user_id,
+            details={"new_phone": mask_phone(new_phone)},
+        )
+        uow.commit()
+
+
+def confirm_phone_change(
+    ctx: IdentityContext,
+    principal: Principal,
+    *,
+    new_phone_text: str,
+    old_code: str,
+    new_code: str,
+    info: RequestInfo,
+) -> PhoneChanged:
+    """`POST /v1/me/phone-change/confirm`: both codes right → the number changes, cooling-off starts."""
+    user_id = _user_id(principal)
+    new_phone = _new_phone(new_phone_text)
+    with ctx.db.read() as conn:
+        row = credential_row(conn, user_id)
+        taken = find_user_id_by_phone(conn, ctx.keys, new_phone)
+    _changeable(row.status)
+    old_phone = ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher"))
+    if new_phone == old_phone:
+        raise InvalidInput(
+            "new_phone is this account's number already", field="new_phone", reason="same_phone"
+        )
+    if taken is not None:
+        raise PhoneTaken("the new number already has an account")
+    old_verification = _checked_code(ctx, old_phone, "phone_change_old", old_code, "old_code")
+    new_verification = _checked_code(ctx, new_phone, "phone_change_new", new_code, "new_code")
+    now = ctx.now()
+    with ctx.uow() as uow:
+        conn = uow.conn
+        _spend_own_codes(conn, user_id, (old_verification, new_verification), now)
+        until = _set_phone(ctx, conn, user_id, new_phone, now)
+        revoked = revoke_all_sessions(
+            conn, user_id, now, except_session=principal.session_id, reason="phone_changed"
+        )
+        _notify_change(ctx, conn, user_id, old_phone, new_phone, recovered=False)
+        audit.record(
+            conn,
+            now,
+            "phone.changed",
+            _actor(principal, info),
+            subject_user_id=user_id,
+            details={
+                "old_phone": mask_phone(old_phone),
+                "new_phone": mask_phone(new_phone),
+                "sessions_revoked": revoked,
+                "cooling_off_until": until,
+            },
+        )
+        uow.emit(
+            OutboxEvent(
+                "user.phone_changed", "user", user_id, {"user_id": user_id, "cooling_off_until": until}
+            )
+        )
+        uow.commit()
+    return PhoneChanged(user_id, mask_phone(new_phone), until, revoked)
+
+
+def _spend_own_codes(conn: Connection, user_id: str, verification_ids: Sequence[str], now: int) -> None:
+    """Spend codes that were sent for this user's change (not another user's change to the same number)."""
+    owners = dict(
+        conn.execute(
+            select(verifications.c.id, verifications.c.user_id).where(
+                verifications.c.id.in_(verification_ids)
+            )
+        ).all()
+    )
+    for verification_id in verification_ids:
+        if owners.get(verification_id) != user_id:
+            raise VerificationFailed("the code was not sent for this change: ask for new codes", field="code")
+        use_code(conn, verification_id, now)
+
+
+def _actor(principal: Principal, info: RequestInfo) -> audit.Actor:
+    return audit.Actor(
+        principal.kind.value,
+        principal.id,
+        ip=info.ip,
+        device_id=principal.device_id,
+        session_id=principal.session_id,
+    )
+
+
+# --- lost old number (signed out) ---------------------------------------------------------------------
+
+
+def request_recovery_code(ctx: IdentityContext, new_phone_text: str, info: RequestInfo) -> None:
+    """`POST /v1/recovery/phone`: a code to the new number (a notice instead if it has an account).
+
+    Always the same answer, so it reveals nothing about who is registered."""
+    new_phone = _new_phone(new_phone_text)
+    ctx.limiter.hit("otp_send_phone", new_phone)
+    if info.ip:
+        ctx.limiter.hit("otp_send_ip", info.ip)
+    with ctx.uow() as uow:
+        existing = find_user_id_by_phone(uow.conn, ctx.keys, new_phone)
+        if existing is not None:
+            ctx.notifier.send(
+                uow.conn,
+                to=new_phone,
+                template="recovery.number_registered",
+                user_id=existing,
+                text="【钱包 qianbao】本号码已注册钱包账户，不能用于找回其他账户。如非本人操作请忽略。"
+                " This number already has a qianbao account, so it cannot be used to recover another one.",
+            )
+        else:
+            send_code(ctx, uow.conn, new_phone, "recovery_new_phone", template_text=_RECOVERY_TEXT)
+        audit.record(
+            uow.conn,
+            ctx.now(),
+            "phone.recovery_code_requested",
+            audit.Actor("anonymous", ip=info.ip),
+            details={"new_phone": mask_phone(new_phone)},
+        )
+        uow.commit()
+
+
+def recover_phone(
+    ctx: IdentityContext,
+    *,
+    id_number: str,
+    new_phone_text: str,
+    new_code: str,
+    pin: str,
+    second_factor: SecondFactorProof,
+    info: RequestInfo,
+) -> PhoneChanged:
+    """`POST /v1/recovery/phone/confirm`: identity re-verified → the account moves to the new number.
+
+    Raises RecoveryNotPossible (one message for every failure) after auditing the real reason."""
+    clean_id = normalise_id_number(id_number)
+    new_phone = _new_phone(new_phone_text)
+    if not isinstance(pin, str):
+        raise InvalidInput("pin must be six digits", field="pin")
+    proof = _second_factor(second_factor)
+    id_index = ctx.keys.digest(ID_NUMBER, clean_id)
+    if info.ip:
+        ctx.limiter.hit(RECOVERY_IP_RULE, "recovery", info.ip)
+    ctx.limiter.hit(RECOVERY_ID_RULE, "recovery", id_index)
+    try:
+        return _recover(ctx, id_index, new_phone, new_code, pin, proof, info)
+    except _Refused as refused:
+        with ctx.db.write() as conn:
+            audit.record(
+                conn,
+                ctx.now(),
+                "phone.recovered",
+                audit.Actor("anonymous", ip=info.ip),
+                subject_user_id=refused.user_id,
+                outcome="failure",
+                details={
+                    "reason": refused.reason,
+                    "new_phone": mask_phone(new_phone),
+                    "second_factor": proof.method,
+                },
+            )
+        raise RecoveryNotPossible(GENERIC_FAILURE) from None
+
+
+def _recover(
+    ctx: IdentityContext,
+    id_index: str,
+    new_phone: str,
+    new_code: str,
+    pin: str,
+    proof: SecondFactorProof,
+    info: RequestInfo,
+) -> PhoneChanged:
+    # 1. The new number is in the requester's hands.
+    try:
+        verification_id = check_code(ctx, new_phone, "recovery_new_phone", new_code)
+    except VerificationFailed:
+        raise _Refused("new_phone_code") from None
+    # 2. Whose identity this is: exactly one open account that completed tier-3 KYC.
+    with ctx.db.read() as conn:
+        rows = conn.execute(
+            select(users.c.id, users.c.kyc_tier, users.c.status).where(users.c.id_number_index == id_index)
+        ).all()
+        open_rows = [r for r in rows if r.status != "closed"]
+        taken = find_user_id_by_phone(conn, ctx.keys, new_phone)
+        row = open_rows[0] if len(open_rows) == 1 else None
+        enrolled = row is not None and (
+            credential_row(conn, row.id).totp_enabled_at is not None
+            or stepup.unused_recovery_codes(conn, row.id) > 0
+        )
+    if row is None:
+        ctx.hasher.dummy_verify(pin)  # about as slow as a real PIN check
+        raise _Refused("identity_unknown" if not open_rows else "identity_ambiguous")
+    user_id = str(row.id)
+    if row.kyc_tier > 3 or row.status != "active":
+        raise _Refused("not_eligible", user_id)
+    if taken is not None:
+        raise _Refused("new_phone_taken", user_id)
+    if not enrolled:
+        raise _Refused("no_second_factor", user_id)
+    # 3. The second factor before the PIN: only someone holding it can make the PIN count (and lock).
+    if not _second_factor_ok(ctx, user_id, proof):
+        raise _Refused("second_factor", user_id)
+    # 4. The payment PIN, with its lockout.
+    try:
+        pin_ok = pins.verify_pin(ctx, user_id, pin)
+    except Locked:
+        raise _Refused("pin_locked", user_id) from None
+    except InvalidInput:
+        raise _Refused("no_pin", user_id) from None
+    if not pin_ok:
+        raise _Refused("pin", user_id)
+    now = ctx.now()
+    try:
+        with ctx.uow() as uow:
+            conn = uow.conn
+            try:
+                use_code(conn, verification_id, now)
+            except VerificationFailed:
+                raise _Refused("new_phone_code", user_id) from None
+            if proof.method == "recovery_code" and not _spend_recovery_code(conn, user_id, proof.code, now):
+                raise _Refused("second_factor", user_id)
+            current = credential_row(conn, user_id)
+            old_phone = ctx.keys.decrypt(current.phone_cipher, context=context("users", "phone_cipher"))
+            until = _set_phone(ctx, conn, user_id, new_phone, now)
+            revoked = revoke_all_sessions(conn, user_id, now, except_session=None, reason="phone_recovered")
+            # The lost phone may be in someone else's hands: no device stays trusted.
+            conn.execute(
+                update(devices)
+                .where(devices.c.user_id == user_id, devices.c.trusted_at.is_not(None))
+                .values(trusted_at=None)
+            )
+            _notify_change(ctx, conn, user_id, old_phone, new_phone, recovered=True)
+            audit.record(
+                conn,
+                now,
+                "phone.recovered",
+                audit.Actor("anonymous", ip=info.ip),
+                subject_user_id=user_id,
+                details={
+                    "old_phone": mask_phone(old_phone),
+                    "new_phone": mask_phone(new_phone),
+                    "second_factor": proof.method,
+                    "sessions_revoked": revoked,
+                    "cooling_off_until": until,
+                },
+            )
+            uow.emit(
+                OutboxEvent(
+                    "user.phone_changed",
+                    "user",
+                    user_id,
+                    {"user_id": user_id, "cooling_off_until": until, "recovered": True},
+                )
+            )
+            uow.commit()
+    except PhoneTaken:
+        raise _Refused("new_phone_taken", user_id) from None
+    return PhoneChanged(user_id, mask_phone(new_phone), until, revoked)
+
+
+# --- password reset (signed out) ----------------------------------------------------------------------
+
+
+def reset_password(
+    ctx: IdentityContext,
+    *,
+    phone_text: str,
+    code: str,
+    new_password: str,
+    second_factor: SecondFactorProof | None,
+    info: RequestInfo,
+) -> PasswordReset:
+    """`POST /v1/recovery/password`: a `password_reset` code (+ a second factor if TOTP is enrolled)."""
+    phone = normalise_phone(phone_text)
+    if not isinstance(new_password, str) or not new_password:
+        raise InvalidInput("new_password is required", field="new_password")
+    proof = None if second_factor is None else _second_factor(second_factor)
+    verification_id = check_code(ctx, phone, "password_reset", code)
+    with ctx.db.read() as conn:
+        user_id = find_user_id_by_phone(conn, ctx.keys, phone)
+        row = None if user_id is None else credential_row(conn, user_id)
+    if user_id is None or row is None or row.status == "closed":
+        # Codes go only to registered numbers: this one lost its account since.
+        raise VerificationFailed("no valid code: ask for a new one", field="code")
+    if row.totp_enabled_at is not None and proof is None:
+        raise SecondFactorRequired(
+            "this account has a second factor: send second_factor (totp or recovery_code)",
+            methods=list(SECOND_FACTOR_METHODS),
+        )
+    # The second factor comes before the password policy: the policy's answer (e.g. that the password
+    # contains the user's name) must not be an oracle for someone who holds only the phone.
+    if proof is not None and not _second_factor_ok(ctx, user_id, proof):
+        with ctx.db.write() as conn:
+            audit.record(
+                conn,
+                ctx.now(),
+                "password.reset",
+                audit.Actor("anonymous", ip=info.ip),
+                subject_user_id=user_id,
+                outcome="failure",
+                details={"reason": "second_factor", "second_factor": proof.method},
+            )
+        raise SecondFactorInvalid("the second factor is not correct", method=proof.method)
+    name = ctx.keys.decrypt(row.name_cipher, context=context("users", "name_cipher"))
+    try:
+        check_password(new_password, phone=phone, name=name)
+    except InvalidInput as exc:
+        exc.extra["field"] = "new_password"
+        raise
+    password_hash = ctx.hasher.hash(new_password)
+    now = ctx.now()
+    with ctx.uow() as uow:
+        conn = uow.conn
+        use_code(conn, verification_id, now)
+        if proof is not None and proof.method == "recovery_code":
+            if not _spend_recovery_code(conn, user_id, proof.code, now):
+                raise SecondFactorInvalid("the recovery code was already used", method=proof.method)
+        conn.execute(
+            update(users).where(users.c.id == user_id).values(password_hash=password_hash, updated_at=now)
+        )
+        revoked = revoke_all_sessions(conn, user_id, now, except_session=None, reason="password_reset")
+        ctx.notifier.send(
+            conn,
+            to=phone,
+            template="security.password_reset",
+            user_id=user_id,
+            text="【钱包 qianbao】您的登录密码已重置，所有设备已退出登录。如非本人操作，请立即联系客服。"
+            " Your qianbao password was reset and every device was signed out."
+            " If this wasn't you, contact customer service now.",
+        )
+        audit.record(
+            conn,
+            now,
+            "password.reset",
+            audit.Actor("user", user_id, ip=info.ip),
+            subject_user_id=user_id,
+            details={"second_factor": None if proof is None else proof.method, "sessions_revoked": revoked},
+        )
+        uow.commit()
+    # Earlier failed sign-ins no longer matter: the password they guessed at is gone.
+    ctx.limiter.reset("password_account", phone)
+    return PasswordReset(user_id, revoked)

@@ -1,0 +1,1 @@
+"""Payments: P2P transfers between wallets (by wallet id or phone number) and sandbox funding."""

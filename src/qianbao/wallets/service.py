@@ -1,0 +1,234 @@
+"""Wallets as their owner sees them: the wallet row plus its ledger account (balance, available, status).
+
+A wallet IS a ledger account with the same id (`wallets.accounts.open_wallet`); the ledger is the only
+source of balances. A wallet that is not the caller's is "not found" (never reveal that it exists).
+Sub-wallets are pockets (travel, shopping…) in CNY; each has the owner's KYC balance cap as its ceiling.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select
+
+from qianbao.errors import Conflict, InvalidInput, NotFound
+from qianbao.identity.context import IdentityContext
+from qianbao.identity.limits import limits_for
+from qianbao.identity.model import Principal, RequestInfo
+from qianbao.ledger.model import Account, AccountStatus
+from qianbao.ledger.queries import LedgerReader
+from qianbao.money import UnknownCurrencyError, currency
+from qianbao.security import audit
+from qianbao.store.outbox import OutboxEvent
+from qianbao.wallets.accounts import open_wallet
+from qianbao.wallets.tables import wallets
+
+SUB_WALLET_PURPOSES = ("travel", "shopping", "savings", "bills", "custom")
+SUB_WALLET_CURRENCIES = ("CNY",)
+MAX_SUB_WALLETS = 10
+MAX_WALLET_NAME = 32
+MAX_ID_LENGTH = 64
+STATUS_BY_LEDGER = {
+    AccountStatus.OPEN: "active",
+    AccountStatus.DEBIT_FROZEN: "debit_frozen",
+    AccountStatus.FROZEN: "frozen",
+    AccountStatus.CLOSED: "closed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRow:
+    id: str
+    user_id: str
+    kind: str
+    name: str
+    purpose: str
+    currency: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class WalletView:
+    id: str
+    user_id: str
+    kind: str
+    name: str
+    purpose: str
+    currency: str
+    balance: int
+    available: int
+    balance_cap: int | None
+    status: str
+    created_at: int
+
+
+def plausible_id(value: object) -> bool:
+    """Ids we could have issued: anything else (NUL, huge strings) matches nothing without a query."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable()
+
+
+def _row(r: object) -> WalletRow:
+    m = r._mapping  # type: ignore[attr-defined]
+    return WalletRow(
+        str(m["id"]),
+        str(m["user_id"]),
+        str(m["kind"]),
+        str(m["name"]),
+        str(m["purpose"]),
+        str(m["currency"]),
+        int(m["created_at"]),
+    )
+
+
+def wallet_rows(conn: Connection, wallet_ids: Iterable[str]) -> dict[str, WalletRow]:
+    ids = [i for i in set(wallet_ids) if plausible_id(i)]
+    if not ids:
+        return {}
+    return {r.id: _row(r) for r in conn.execute(select(wallets).where(wallets.c.id.in_(ids)))}
+
+
+def wallet_row(conn: Connection, wallet_id: str) -> WalletRow | None:
+    return wallet_rows(conn, [wallet_id]).get(wallet_id)
+
+
+def own_wallet_row(conn: Connection, user_id: str, wallet_id: str) -> WalletRow:
+    row = wallet_row(conn, wallet_id)
+    if row is None or row.user_id != user_id:
+        raise NotFound("no such wallet")
+    return row
+
+
+def main_wallet_id(conn: Connection, user_id: str, currency_code: str) -> str | None:
+    found = conn.execute(
+        select(wallets.c.id).where(
+            wallets.c.user_id == user_id, wallets.c.kind == "main", wallets.c.currency == currency_code
+        )
+    ).scalar()
+    return None if found is None else str(found)
+
+
+def _view(row: WalletRow, account: Account | None) -> WalletView:
+    if account is None:  # every wallet is opened with its ledger account in one transaction
+        raise Conflict(f"wallet {row.id} has no ledger account")
+    return WalletView(
+        id=row.id,
+        user_id=row.user_id,
+        kind=row.kind,
+        name=row.name,
+        purpose=row.purpose,
+        currency=row.currency,
+        balance=account.balance,
+        available=account.available,
+        balance_cap=account.balance_ceiling,
+        status=STATUS_BY_LEDGER[account.status],
+        created_at=row.created_at,
+    )
+
+
+def list_wallets(ctx: IdentityContext, user_id: str) -> list[WalletView]:
+    """The user's wallets: main first, then sub-wallets in the order they were opened."""
+    with ctx.db.read() as conn:
+        rows = [
+            _row(r)
+            for r in conn.execute(
+                select(wallets)
+                .where(wallets.c.user_id == user_id)
+                .order_by(wallets.c.created_at, wallets.c.id)
+            )
+        ]
+    rows.sort(key=lambda r: r.kind != "main")  # stable: keeps creation order within each kind
+    accounts = LedgerReader(ctx.db).lookup_accounts(r.id for r in rows)
+    return [_view(r, accounts.get(r.id)) for r in rows]
+
+
+def get_wallet(ctx: IdentityContext, user_id: str, wallet_id: str) -> WalletView:
+    with ctx.db.read() as conn:
+        row = own_wallet_row(conn, user_id, wallet_id)
+    return _view(row, LedgerReader(ctx.db).get_account(row.id))
+
+
+def clean_wallet_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise InvalidInput("name must be text", field="name")
+    cleaned = unicodedata.normalize("NFC", " ".join(name.split()))
+    if not cleaned or len(cleaned) > MAX_WALLET_NAME:
+        raise InvalidInput(f"name must be 1 to {MAX_WALLET_NAME} characters", field="name")
+    if any(unicodedata.category(ch).startswith("C") for ch in cleaned):
+        raise InvalidInput("name must not contain control characters", field="name")
+    return cleaned
+
+
+def create_sub_wallet(
+    ctx: IdentityContext,
+    principal: Principal,
+    *,
+    name: str,
+    purpose: str | None,
+    currency_code: str | None,
+    info: RequestInfo,
+) -> WalletView:
+    """Open a sub-wallet (a pocket) for the caller; its ceiling is the caller's balance cap."""
+    if principal.user_id is None:
+        raise InvalidInput("this operation needs a user")
+    user_id = principal.user_id
+    clean = clean_wallet_name(name)
+    purpose = "custom" if purpose is None else purpose
+    if purpose not in SUB_WALLET_PURPOSES:
+        raise InvalidInput(f"purpose must be one of {', '.join(SUB_WALLET_PURPOSES)}", field="purpose")
+    code = "CNY" if currency_code is None else currency_code
+    try:
+        currency(code)
+    except (UnknownCurrencyError, TypeError) as exc:
+        raise InvalidInput("currency is not a known ISO 4217 code", field="currency") from exc
+    if code not in SUB_WALLET_CURRENCIES:
+        raise InvalidInput("sub-wallets are CNY only for now", field="currency")
+    with ctx.uow() as uow:
+        conn = uow.conn
+        count = conn.execute(
+            select(func.count())
+            .select_from(wallets)
+            .where(wallets.c.user_id == user_id, wallets.c.kind == "sub")
+        ).scalar_one()
+        if count >= MAX_SUB_WALLETS:
+            raise Conflict(f"at most {MAX_SUB_WALLETS} sub-wallets", limit=MAX_SUB_WALLETS)
+        now = ctx.now()
+        _tier, limits, _cooling = limits_for(conn, ctx.settings, user_id, now)
+        wallet_id = open_wallet(
+            conn,
+            ctx.ledger,
+            user_id=user_id,
+            kind="sub",
+            name=clean,
+            purpose=purpose,
+            currency=code,
+            balance_cap=limits.balance_cap,
+            now_us=now,
+        )
+        audit.record(
+            conn,
+            now,
+            "wallet.opened",
+            audit.Actor(
+                "user", user_id, ip=info.ip, device_id=principal.device_id, session_id=principal.session_id
+            ),
+            subject_user_id=user_id,
+            details={"wallet_id": wallet_id, "kind": "sub", "purpose": purpose},
+        )
+        uow.emit(
+            OutboxEvent(
+                "wallet.opened",
+                "wallet",
+                wallet_id,
+                {
+                    "wallet_id": wallet_id,
+                    "user_id": user_id,
+                    "kind": "sub",
+                    "purpose": purpose,
+                    "currency": code,
+                },
+            )
+        )
+        uow.commit()
+    return get_wallet(ctx, user_id, wallet_id)
