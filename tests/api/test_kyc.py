@@ -8,15 +8,15 @@ import secrets
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from stdnum import luhn
 from stdnum.cn import ric
 
 from qianbao.config import DEFAULT_TIERS
-from qianbao.identity.sessions import TOKEN_PREFIX, token_hash
-from qianbao.identity.tables import kyc_applications, operators, sessions, users
+from qianbao.identity.tables import kyc_applications, users
 from qianbao.store.database import Database
 from tests.support.api import SignedUp, sign_up
+from tests.support.operators import create_operator
 
 _serials = itertools.count(100 + secrets.randbelow(800))
 
@@ -76,38 +76,12 @@ def pay(client: TestClient, payer: SignedUp, payee: SignedUp, amount: int) -> An
     return client.post("/v1/transfers", json=body, headers=payer.auth)
 
 
-def operator_auth(client: TestClient) -> tuple[str, dict[str, str]]:
-    """An operator and a session for them, inserted directly (operator sign-in is built elsewhere)."""
-    operator_id = f"opr_{secrets.token_hex(8)}"
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    now = client.app.state.container.clock.now_us()  # type: ignore[attr-defined]
-    with db_of(client).write() as conn:
-        conn.execute(
-            insert(operators).values(
-                id=operator_id,
-                username=f"reviewer-{operator_id}",
-                display_name="KYC reviewer",
-                password_hash="unused",  # noqa: S106 - never used to sign in
-                totp_secret_cipher="unused",  # noqa: S106
-                roles=["kyc_reviewer"],
-                status="active",
-                created_at=now,
-            )
-        )
-        conn.execute(
-            insert(sessions).values(
-                id=f"ses_{secrets.token_hex(8)}",
-                token_hash=token_hash(token),
-                principal_kind="operator",
-                principal_id=operator_id,
-                transport="bearer",
-                auth_method="password+totp",
-                created_at=now,
-                last_seen_at=now,
-                expires_at=now + 3600 * 1_000_000,
-            )
-        )
-    return operator_id, {"Authorization": f"Bearer {token}"}
+def operator_auth(
+    client: TestClient, roles: tuple[str, ...] = ("risk_analyst",)
+) -> tuple[str, dict[str, str]]:
+    """A signed-in operator (password + TOTP) holding `roles`."""
+    staff = create_operator(client, roles=roles)
+    return staff.operator_id, staff.auth
 
 
 def test_a_new_user_is_tier_4_with_its_limits(client: TestClient, alice: SignedUp) -> None:
@@ -276,6 +250,9 @@ def test_enhanced_verification_is_decided_by_an_operator(
     assert client.get("/v1/operator/kyc-applications", headers=alice.auth).status_code == 403
     decision_url = f"/v1/operator/kyc-applications/{application['id']}/decision"
     assert client.post(decision_url, json={"approve": True}, headers=alice.auth).status_code == 403
+    # Support staff may not decide KYC; risk analysts and admins may.
+    _, support = operator_auth(client, ("support",))
+    assert client.get("/v1/operator/kyc-applications", headers=support).status_code == 403
     operator_id, auth = operator_auth(client)
 
     queue = client.get("/v1/operator/kyc-applications", params={"status": "pending"}, headers=auth)

@@ -376,12 +376,14 @@ def test_the_recipients_balance_cap_applies(client: TestClient, alice: SignedUp,
     # Someone else's room would reveal their balance: not shown.
     assert "remaining" not in response.json() and "challenge_id" not in response.json()
     assert balance(client, bob) == 950_000 and used_today(client, alice) == 0
-    # Into one's own sub-wallet the room is shown.
+    # The cap holds for all of a user's wallets together, and to its owner the room left is shown.
     pocket = sub_wallet(client, alice)
-    assert fund(client, alice, 980_000, wallet_id=pocket).status_code == 201
-    own = pay(client, alice, 30_000, to={"wallet_id": pocket})
+    assert fund(client, alice, 880_000, wallet_id=pocket).status_code == 201
+    own = fund(client, alice, 30_000, wallet_id=pocket)
     assert own.status_code == 422 and own.json()["code"] == "balance_cap_exceeded"
     assert own.json()["remaining"] == money(20_000)
+    # Moving between one's own wallets leaves the total unchanged.
+    assert pay(client, alice, 30_000, to={"wallet_id": pocket}).status_code == 201
 
 
 def test_moves_between_own_wallets_need_no_step_up_and_do_not_count(

@@ -15,14 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from qianbao.config import Settings, TierLimits
 from qianbao.errors import LimitExceeded
 from qianbao.identity.model import effective_limits
 from qianbao.identity.tables import limit_overrides, limit_usage, users
+from qianbao.ledger.tables import accounts
 from qianbao.money import Money, format_money
+from qianbao.wallets.tables import wallets
 
 LOCAL_OFFSET = timedelta(hours=8)
 
@@ -134,4 +136,55 @@ def reserve_outflow(
         remaining=_money(remaining, currency),
         kyc_tier=tier,
         next_step="verify_identity" if tier > 1 else "try_tomorrow",
+    )
+
+
+def check_inflow(
+    conn: Connection,
+    settings: Settings,
+    user_id: str,
+    amount: int,
+    currency: str,
+    now_us: int,
+    *,
+    reveal_room: bool,
+    lock: bool = True,
+) -> None:
+    """The balance cap applies to all of a user's wallets together (sub-wallets are no way around it).
+
+    Each wallet's ledger ceiling is the cap too, but only a check over the sum can hold the total: this
+    runs in the crediting transaction with the user's row locked, so concurrent credits to the same
+    user queue (PostgreSQL; SQLite's write lock already serialises them). `reveal_room` is false when
+    the payer is someone else: the room left would tell them the recipient's balance. Without `lock` it
+    is the read-only pre-check that refuses before any step-up is asked for."""
+    query = select(users.c.id).where(users.c.id == user_id)
+    if lock:
+        query = query.with_for_update()
+    if conn.execute(query).first() is None:
+        return
+    tier, limits, _cooling = limits_for(conn, settings, user_id, now_us)
+    if limits.balance_cap is None:
+        return
+    held = conn.execute(
+        select(
+            func.coalesce(
+                func.sum(accounts.c.credits_posted + accounts.c.credits_pending - accounts.c.debits_posted), 0
+            )
+        ).where(
+            accounts.c.id.in_(select(wallets.c.id).where(wallets.c.user_id == user_id)),
+            accounts.c.currency == currency,
+        )
+    ).scalar_one()
+    room = max(0, limits.balance_cap - int(held))
+    if amount <= room:
+        return
+    extra: dict[str, object] = {"limit": _money(limits.balance_cap, currency), "kyc_tier": tier}
+    if reveal_room:
+        extra["remaining"] = _money(room, currency)
+        extra["next_step"] = "verify_identity" if tier > 1 else "contact_support"
+    raise LimitExceeded(
+        "balance_cap_exceeded",
+        f"the wallets would hold more than the tier-{tier} balance cap of"
+        f" {format_money(Money(limits.balance_cap, currency))}",
+        **extra,
     )

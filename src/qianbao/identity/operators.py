@@ -69,6 +69,7 @@ class Permission(StrEnum):
     LIMIT_OVERRIDE = "limit_override"
     RELEASE_HOLD = "release_hold"
     MANAGE_OPERATORS = "operators.manage"
+    REVIEW_KYC = "kyc.review"
 
 
 _EVERYONE = frozenset(ROLES)
@@ -80,6 +81,7 @@ ROLE_MATRIX: dict[Permission, frozenset[str]] = {
     Permission.LIMIT_OVERRIDE: frozenset({"risk_analyst", "admin"}),
     Permission.RELEASE_HOLD: frozenset({"finance", "admin"}),
     Permission.MANAGE_OPERATORS: frozenset({"admin"}),
+    Permission.REVIEW_KYC: frozenset({"risk_analyst", "admin"}),
 }
 
 

@@ -38,7 +38,7 @@ from qianbao.errors import (
 )
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.limits import check_single, limit_status, limits_for, reserve_outflow
+from qianbao.identity.limits import check_inflow, check_single, limit_status, limits_for, reserve_outflow
 from qianbao.identity.model import Operation, Principal, StepUpFacts
 from qianbao.identity.phones import normalise_phone
 from qianbao.identity.users import credential_row, find_user_id_by_phone, get_user
@@ -464,6 +464,7 @@ def send_transfer(
         own = target.user_id == user_id
         if not own:
             _check_hard_limits(conn, ctx, user_id, amount, code, now)
+            check_inflow(conn, ctx.settings, target.user_id, amount, code, now, reveal_room=False, lock=False)
         payee_is_new = not own and _payee_is_new(conn, user_id, target.user_id)
     accounts = LedgerReader(ctx.db).lookup_accounts([source.id, target.id])
     problem = _status_problem(accounts[source.id], accounts[target.id])
@@ -546,6 +547,10 @@ def _execute(
         if not own:
             try:
                 reserve_outflow(conn, ctx.settings, record.from_user_id, record.amount, record.currency, now)
+                check_inflow(
+                    conn, ctx.settings, record.to_user_id, record.amount, record.currency, now,
+                    reveal_room=record.to_user_id == record.from_user_id,
+                )  # fmt: skip
             except LimitExceeded as exc:
                 raise _Declined(exc) from None
         (result,) = ctx.ledger.apply_in(conn, [spec])
@@ -600,7 +605,10 @@ def sandbox_fund(
     else:
         transfer_id = f"sandbox:{new_id('fnd')}"
     spec = TransferSpec.posted(transfer_id, funding, wallet.id, amount, currency_code, code=FUNDING_CODE)
-    (result,) = ctx.ledger.create_transfers([spec])
+    with ctx.uow() as uow:
+        check_inflow(uow.conn, ctx.settings, user_id, amount, currency_code, ctx.now(), reveal_room=True)
+        (result,) = ctx.ledger.apply_in(uow.conn, [spec])
+        uow.commit()
     if result.code is ResultCode.EXISTS_WITH_DIFFERENT_FIELDS:
         raise IdempotencyKeyReused("this Idempotency-Key was used for a different funding")
     if not result.succeeded:

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from qianbao.api.deps import Body, CurrentOperator, CurrentUser, Identity, Info
+from qianbao.api.deps import Body, CurrentUser, Identity, Info
 from qianbao.api.idempotency import run_idempotent
+from qianbao.api.routes.operators import KycReviewer
 from qianbao.clock import rfc3339
 from qianbao.identity import kyc
 
@@ -192,7 +193,7 @@ def apply_enhanced(
 
 @router.get("/v1/operator/kyc-applications", response_model=ApplicationList)
 def list_kyc_applications(
-    operator: CurrentOperator,
+    operator: KycReviewer,
     ctx: Identity,
     status: Annotated[str | None, Query(max_length=16)] = "pending",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -210,7 +211,7 @@ def decide_kyc_application(
     body: DecisionRequest,
     request: Request,
     raw: Body,
-    operator: CurrentOperator,
+    operator: KycReviewer,
     ctx: Identity,
     info: Info,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,

@@ -47,6 +47,7 @@ AuditViewer = Annotated[Principal, Depends(require_role(*roles_for(Permission.VI
 Freezer = Annotated[Principal, Depends(require_role(*roles_for(Permission.FREEZE_USERS)))]
 Revealer = Annotated[Principal, Depends(require_role(*roles_for(Permission.REVEAL_PII)))]
 Admin = Annotated[Principal, Depends(require_role(*roles_for(Permission.MANAGE_OPERATORS)))]
+KycReviewer = Annotated[Principal, Depends(require_role(*roles_for(Permission.REVIEW_KYC)))]
 Approver = Annotated[Principal, Depends(require_role(*sorted(approvals.APPROVER_ROLES)))]
 
 
