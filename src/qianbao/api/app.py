@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from qianbao import __version__
+from qianbao.api import log_redaction
 from qianbao.api.problems import install_problem_handlers
 from qianbao.api.routes import api_keys, kyc, operators, recovery, second_factors, wallets
 from qianbao.api.routes import identity as identity_routes
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    log_redaction.install()
     app.include_router(identity_routes.router)
     for routes in (second_factors, kyc, wallets, api_keys, operators, recovery):
         app.include_router(routes.router)
