@@ -31,14 +31,15 @@ DEMO_PIN = "384729"
 class DemoUser:
     key: str
     name: str
+    label: str
     phone: str
     opening_balance: int  # fen
     wallet_id: str = ""
 
 
 DEMO_USERS = (
-    DemoUser("alice", "王丽 (Alice Wang)", "+8613800000001", 500_000),
-    DemoUser("bob", "李四 (Bob Li)", "+8613800000002", 120_000),
+    DemoUser("alice", "王丽", "王丽 (Alice Wang)", "+8613800000001", 500_000),
+    DemoUser("bob", "李四", "李四 (Bob Li)", "+8613800000002", 120_000),
 )
 
 
@@ -57,7 +58,7 @@ def seed_demo_data(ctx: IdentityContext) -> list[DemoUser]:
         (funded,) = ctx.ledger.create_transfers([transfer])
         if not funded.succeeded:
             raise Conflict(f"demo funding for {demo.key} failed: {funded.code}")
-        seeded.append(DemoUser(demo.key, demo.name, demo.phone, demo.opening_balance, wallet_id))
+        seeded.append(DemoUser(demo.key, demo.name, demo.label, demo.phone, demo.opening_balance, wallet_id))
     return seeded
 
 

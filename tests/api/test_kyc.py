@@ -15,7 +15,7 @@ from stdnum.cn import ric
 from qianbao.config import DEFAULT_TIERS
 from qianbao.identity.tables import kyc_applications, users
 from qianbao.store.database import Database
-from tests.support.api import SignedUp, sign_up
+from tests.support.api import SignedUp, sign_up, with_step_up
 from tests.support.operators import create_operator
 
 _serials = itertools.count(100 + secrets.randbelow(800))
@@ -212,8 +212,14 @@ def test_a_bank_account_raises_a_verified_user_to_tier_2(client: TestClient, ali
     assert kyc(client, alice)["tier"] == 3
 
     spaced = " ".join(account[i : i + 4] for i in range(0, len(account), 4))
-    response = client.post(
+    # Adding a bank account needs step-up.
+    asked = client.post(
         "/v1/me/kyc/bank-account", json={**request, "account_number": spaced}, headers=alice.auth
+    )
+    assert asked.status_code == 401 and asked.json()["code"] == "step_up_required"
+    assert asked.json()["reasons"] == ["bank_account"]
+    response = with_step_up(
+        client, alice, "POST", "/v1/me/kyc/bank-account", json={**request, "account_number": spaced}
     )
 
     assert response.status_code == 200, response.text
@@ -226,10 +232,12 @@ def test_a_bank_account_raises_a_verified_user_to_tier_2(client: TestClient, ali
 
 def _to_tier_2(client: TestClient, user: SignedUp, name: str) -> None:
     assert verify_identity(client, user, name=name).status_code == 200
-    response = client.post(
+    response = with_step_up(
+        client,
+        user,
+        "POST",
         "/v1/me/kyc/bank-account",
         json={"account_number": valid_account_number(), "account_name": name},
-        headers=user.auth,
     )
     assert response.status_code == 200, response.text
 

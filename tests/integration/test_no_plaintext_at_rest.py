@@ -27,7 +27,15 @@ from qianbao.security.fields import ENCRYPTED
 from qianbao.security.masking import mask_phone
 from qianbao.store.database import Database, sqlite_path
 from qianbao.store.schema import metadata
-from tests.support.api import STRONG_PASSWORD, SignedUp, api_client, latest_code, make_settings, reset_limits
+from tests.support.api import (
+    STRONG_PASSWORD,
+    SignedUp,
+    api_client,
+    latest_code,
+    make_settings,
+    reset_limits,
+    with_step_up,
+)
 from tests.support.operators import create_operator
 
 NAME = "欧阳娜娜"
@@ -137,10 +145,12 @@ def exercise_everything(client: TestClient) -> tuple[dict[str, set[str]], dict[s
         )
     )
     ok(
-        client.post(
+        with_step_up(
+            client,
+            ouyang,
+            "POST",
             "/v1/me/kyc/bank-account",
             json={"account_number": ACCOUNT_NUMBER, "account_name": NAME},
-            headers=ouyang.auth,
         )
     )
     rejected = client.post(

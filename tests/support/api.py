@@ -87,3 +87,21 @@ def reset_limits(client: TestClient) -> None:
 def api_client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
+
+
+def with_step_up(client: TestClient, user: SignedUp, method: str, url: str, **kwargs: Any) -> Any:
+    """Make a request; if it asks for step-up, prove it by SMS code and repeat it with `Step-Up`."""
+    headers = {**user.auth, **kwargs.pop("headers", {})}
+    first = client.request(method, url, headers=headers, **kwargs)
+    if first.status_code != 401 or first.json().get("code") != "step_up_required":
+        return first
+    challenge = first.json()["challenge_id"]
+    reset_limits(client)
+    assert client.post(f"/v1/challenges/{challenge}/sms", headers=user.auth).status_code == 202
+    proved = client.post(
+        f"/v1/challenges/{challenge}/verify",
+        json={"method": "sms", "code": latest_code(client, user.phone)},
+        headers=user.auth,
+    )
+    assert proved.status_code == 200, proved.text
+    return client.request(method, url, headers={**headers, "Step-Up": challenge}, **kwargs)

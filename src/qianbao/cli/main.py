@@ -70,7 +70,7 @@ def serve(
             for u in demo_users:
                 balance = format_money(Money(u.opening_balance, "CNY"))
                 console.print(
-                    f"  {u.name}: phone {u.phone}, password {DEMO_PASSWORD}, payment PIN {DEMO_PIN},"
+                    f"  {u.label}: phone {u.phone}, password {DEMO_PASSWORD}, payment PIN {DEMO_PIN},"
                     f" main wallet {u.wallet_id} ({balance})",
                     soft_wrap=True,
                 )

@@ -24,10 +24,11 @@ from stdnum.cn import ric
 from qianbao.clock import from_us
 from qianbao.config import Settings, TierLimits
 from qianbao.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.errors import IdNumberInUse, KycRejected
 from qianbao.identity.limits import LOCAL_OFFSET, limit_status, limits_for
-from qianbao.identity.model import Principal, RequestInfo
+from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFacts
 from qianbao.identity.signup import clean_name
 from qianbao.identity.tables import KYC_STATUSES, kyc_applications, users
 from qianbao.identity.users import ID_NUMBER, credential_row
@@ -434,8 +435,9 @@ def verify_bank_account(
     account_name: str,
     info: RequestInfo,
     ports: KycPorts | None = None,
+    step_up_header: str | None = None,
 ) -> KycStatus:
-    """Tier 3 → 2: a bank account held in the verified real name."""
+    """Tier 3 → 2: a bank account held in the verified real name. Adding a bank account needs step-up."""
     user_id = _user_id(principal)
     digits = clean_account_number(account_number)
     try:
@@ -453,11 +455,24 @@ def verify_bank_account(
     real_name = ctx.keys.decrypt(str(row.name_cipher), context=context("users", "name_cipher"))
     number = ctx.keys.decrypt(str(row.id_number_cipher), context=context("users", "id_number_cipher"))
     actor = _actor(principal, info)
-    reason = None
-    if holder != real_name:
-        reason = "account_name_mismatch"
-    elif not ports.bank_account.verify(account_number=digits, account_name=holder, id_number=number):
-        reason = "bank_account_rejected"
+    reason = "account_name_mismatch" if holder != real_name else None
+    proof = None
+    if reason is None:
+        # Checked after the cheap refusals, so a doomed request never asks for a challenge.
+        facts = StepUpFacts(Operation.ADD_BANK_ACCOUNT, device_trusted=principal.device_trusted)
+        proof = stepup.require_step_up(
+            ctx,
+            principal,
+            operation=Operation.ADD_BANK_ACCOUNT,
+            params={
+                "account": ctx.keys.digest("account_number", digits),
+                "holder": ctx.keys.digest("name", holder),
+            },
+            reasons=ctx.step_up_policy.reasons(facts),
+            step_up_header=step_up_header,
+        )
+        if not ports.bank_account.verify(account_number=digits, account_name=holder, id_number=number):
+            reason = "bank_account_rejected"
     if reason is not None:
         _record_rejection(
             ctx,
@@ -471,6 +486,7 @@ def verify_bank_account(
         raise KycRejected("the bank account could not be verified in your verified name", reason=reason)
     with ctx.uow() as uow:
         conn = uow.conn
+        stepup.consume(ctx, conn, proof)
         tier = int(credential_row(conn, user_id, lock=True).kyc_tier)
         if tier != IDENTITY_TIER:
             raise Conflict("the KYC tier changed meanwhile: reload and try again", kyc_tier=tier)

@@ -156,12 +156,19 @@ def verify_bank_account(
     ctx: Identity,
     info: Info,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    step_up: Annotated[str | None, Header(alias="Step-Up")] = None,
 ) -> JSONResponse:
-    """Tier 3 → 2 with a bank account (12-19 digits, Luhn check) held in the verified real name."""
+    """Tier 3 → 2 with a bank account (12-19 digits, Luhn check) held in the verified real name. Adding a
+    bank account needs step-up."""
 
     def work() -> tuple[int, dict[str, Any]]:
         status = kyc.verify_bank_account(
-            ctx, principal, account_number=body.account_number, account_name=body.account_name, info=info
+            ctx,
+            principal,
+            account_number=body.account_number,
+            account_name=body.account_name,
+            info=info,
+            step_up_header=step_up,
         )
         return 200, status_json(status)
 
