@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
+from qianbao.identity.tables import sessions, verifications
+from qianbao.store.database import Database
 from tests.support.api import STRONG_PASSWORD, SignedUp, latest_code, new_phone, reset_limits, sign_up
 
 
@@ -123,3 +126,59 @@ def test_users_idempotency_replays_the_first_answer(client: TestClient) -> None:
 def test_sign_up_helper(client: TestClient) -> None:
     user = sign_up(client)
     assert client.get("/v1/me", headers=user.auth).status_code == 200
+
+
+def _db(client: TestClient) -> Database:
+    db: Database = client.app.state.container.db  # type: ignore[attr-defined]
+    return db
+
+
+def test_codes_expire(client: TestClient) -> None:
+    phone = new_phone()
+    client.post("/v1/verifications", json={"phone": phone})
+    code = latest_code(client, phone)
+    with _db(client).write() as conn:
+        conn.execute(update(verifications).values(expires_at=1))
+    r = client.post(
+        "/v1/users", json={"phone": phone, "code": code, "password": STRONG_PASSWORD, "name": "A"}
+    )
+    assert r.status_code == 422 and r.json()["code"] == "verification_failed"
+
+
+def test_five_wrong_guesses_burn_the_code(client: TestClient) -> None:
+    phone = new_phone()
+    client.post("/v1/verifications", json={"phone": phone})
+    code = latest_code(client, phone)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    body = {"phone": phone, "password": STRONG_PASSWORD, "name": "A"}
+    for _ in range(5):
+        assert client.post("/v1/users", json={**body, "code": wrong}).json()["code"] == "verification_failed"
+    r = client.post("/v1/users", json={**body, "code": code})
+    assert r.status_code == 422 and "too many" in r.json()["detail"]
+
+
+def test_sending_codes_is_limited_per_number_and_per_ip(client: TestClient) -> None:
+    phone = new_phone()
+    assert client.post("/v1/verifications", json={"phone": phone}).status_code == 202
+    again = client.post("/v1/verifications", json={"phone": phone})
+    assert again.status_code == 429 and int(again.headers["Retry-After"]) >= 1
+    # Per IP: 20 an hour, whatever the numbers.
+    statuses = [client.post("/v1/verifications", json={"phone": new_phone()}).status_code for _ in range(20)]
+    assert statuses.count(202) == 19 and statuses[-1] == 429
+
+
+def test_sessions_end_when_idle_and_when_expired(client: TestClient, alice: SignedUp, bob: SignedUp) -> None:
+    with _db(client).write() as conn:
+        conn.execute(
+            update(sessions)
+            .where(sessions.c.principal_id == alice.user_id)
+            .values(last_seen_at=1, expires_at=2**62)
+        )
+        conn.execute(update(sessions).where(sessions.c.principal_id == bob.user_id).values(expires_at=1))
+    idle = client.get("/v1/me", headers=alice.auth)
+    assert idle.status_code == 401 and "timed out" in idle.json()["detail"]
+    assert client.get("/v1/me", headers=bob.auth).status_code == 401
+    # Tokens are stored hashed: the table never holds the token itself.
+    with _db(client).read() as conn:
+        hashes = set(conn.execute(select(sessions.c.token_hash)).scalars())
+    assert alice.token not in hashes and bob.token not in hashes
