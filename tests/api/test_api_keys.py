@@ -16,6 +16,7 @@ from qianbao.identity import api_keys as api_keys_service
 from qianbao.identity.tables import api_keys, api_nonces
 from qianbao.security.request_signing import signing_headers
 from qianbao.security.tables import audit_events
+from qianbao.store.idempotency_tables import idempotency_keys
 from tests.support.api import SignedUp
 from tests.support.operators import identity_of
 
@@ -234,3 +235,24 @@ def test_secrets_are_never_stored_in_clear(client: TestClient, alice: SignedUp) 
     assert row.secret_hash == hashlib.sha256(key["secret"].encode()).hexdigest()
     assert ctx.keys.decrypt(row.secret_cipher, context="api_keys.secret_cipher") == key["secret"]
     assert not any(key["secret"][4:] in d for d in details)
+
+
+def test_an_idempotent_replay_returns_the_secret_but_the_record_is_sealed(
+    client: TestClient, alice: SignedUp
+) -> None:
+    set_pin(client, alice)
+    body = {"name": "till", "scopes": ["read"]}
+    first = client.post("/v1/api-keys", json=body, headers=alice.auth)
+    challenge = first.json()["challenge_id"]
+    client.post(f"/v1/challenges/{challenge}/verify", json={"method": "pin", "pin": PIN}, headers=alice.auth)
+    headers = {**alice.auth, "Step-Up": challenge, "Idempotency-Key": "create-till"}
+    created = client.post("/v1/api-keys", json=body, headers=headers)
+    replay = client.post("/v1/api-keys", json=body, headers=headers)
+    assert created.status_code == replay.status_code == 201
+    assert replay.json() == created.json()
+    secret = created.json()["secret"]
+    ctx = identity_of(client)
+    with ctx.db.read() as conn:
+        stored = [json.dumps(r) for r in conn.execute(select(idempotency_keys.c.response)).scalars()]
+    assert stored and not any(secret[4:] in s for s in stored)
+    assert len([k for k in client.get("/v1/api-keys", headers=alice.auth).json()["data"]]) == 1

@@ -7,6 +7,10 @@ while the first is still running, 409 `idempotency_key_in_use`. Refusals before 
 so a retry runs anew; business outcomes (success, or a decline such as `insufficient_funds`) are bound.
 Money operations additionally derive their ledger transfer ids from the key, so even a crash between the
 ledger commit and the stored answer cannot pay twice.
+
+Answers that carry a secret (an API key's `secret`) are stored *sealed*: encrypted with the key ring like
+personal data (`sealed_with=`), and opened again for a replay. Records live 48 hours (housekeeping), so
+key rotation need not re-encrypt them: retired data keys stay readable.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from sqlalchemy import delete, insert, select, update
 from qianbao.api.problems import problem
 from qianbao.clock import Clock
 from qianbao.errors import Conflict, IdempotencyKeyReused, InvalidInput, QianbaoError
+from qianbao.security.keyring import KeyRing
 from qianbao.store.database import Database
 from qianbao.store.errors import DATABASE_ERRORS
 from qianbao.store.idempotency_tables import idempotency_keys
 
 IN_PROGRESS = 0
+SEALED = "sealed"
+SEAL_CONTEXT = "idempotency_keys.response"
 # A claim this old was abandoned by a crashed worker; money paths are safe to re-run (ledger ids).
 ABANDONED_AFTER_US = 60_000_000
 MAX_KEY_LENGTH = 255
@@ -76,6 +83,7 @@ def run_idempotent(
     key: str | None,
     body: bytes,
     work: Callable[[], tuple[int, dict[str, Any]]],
+    sealed_with: KeyRing | None = None,
 ) -> JSONResponse:
     """Run `work` (returning status and JSON body) at most once per (scope, key)."""
     if key is None:
@@ -87,6 +95,8 @@ def run_idempotent(
     stored = _claim(db, clock, scope, key, fingerprint)
     if stored is not None:
         status, payload = stored
+        if sealed_with is not None and isinstance(payload, dict) and SEALED in payload:
+            payload = json.loads(sealed_with.decrypt(payload[SEALED], context=SEAL_CONTEXT))
         if status >= 400:
             return JSONResponse(payload, status_code=status, media_type="application/problem+json")
         return JSONResponse(payload, status_code=status)
@@ -102,7 +112,10 @@ def run_idempotent(
     except BaseException:
         _release(db, scope, key)
         raise
-    _store(db, scope, key, status, payload)
+    stored_payload = payload
+    if sealed_with is not None:
+        stored_payload = {SEALED: sealed_with.encrypt(json.dumps(payload), context=SEAL_CONTEXT)}
+    _store(db, scope, key, status, stored_payload)
     return JSONResponse(payload, status_code=status)
 
 

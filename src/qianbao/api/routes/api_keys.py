@@ -120,7 +120,14 @@ def create_api_key(
 
     return _no_store(
         run_idempotent(
-            ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
+            ctx.db,
+            ctx.clock,
+            request,
+            scope=principal.scope,
+            key=idempotency_key,
+            body=raw,
+            work=work,
+            sealed_with=ctx.keys,  # the answer holds the secret: never stored in clear
         )
     )
 
@@ -183,6 +190,13 @@ def rotate_api_key(
 
     return _no_store(
         run_idempotent(
-            ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
+            ctx.db,
+            ctx.clock,
+            request,
+            scope=principal.scope,
+            key=idempotency_key,
+            body=raw,
+            work=work,
+            sealed_with=ctx.keys,  # the answer holds the secret: never stored in clear
         )
     )
