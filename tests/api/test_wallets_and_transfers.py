@@ -17,8 +17,9 @@ from qianbao.identity.tables import limit_usage, users
 from qianbao.ledger.model import AccountStatus
 from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.verify import verify_ledger
+from qianbao.payments.errors import PaymentDeclined
 from qianbao.payments.tables import transfers
-from qianbao.payments.transfers import PaymentDeclined, TransferRequest, send_transfer
+from qianbao.payments.transfers import TransferRequest, send_transfer
 from qianbao.store.database import Database
 from qianbao.store.outbox import outbox
 from tests.api.test_kyc import valid_id_number

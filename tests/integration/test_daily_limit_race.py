@@ -24,8 +24,9 @@ from qianbao.identity.model import Principal, PrincipalKind, RequestInfo
 from qianbao.identity.signup import register_user, send_code
 from qianbao.identity.tables import limit_usage
 from qianbao.ledger.verify import verify_ledger
+from qianbao.payments.funding import sandbox_fund
 from qianbao.payments.tables import transfers
-from qianbao.payments.transfers import TransferRequest, sandbox_fund, send_transfer
+from qianbao.payments.transfers import TransferRequest, send_transfer
 from tests.conftest import PostgresServer
 from tests.support.api import STRONG_PASSWORD, make_settings, new_phone
 

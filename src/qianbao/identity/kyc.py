@@ -1,122 +1,59 @@
 """KYC tiers, modelled on the e-CNY wallet: 4 (phone only) → 3 (name and ID number) → 2 (a bank account in
 that name) → 1 (enhanced verification, reviewed by an operator). Each tier's limits are `settings.kyc_tiers`.
 
-Outside checks are ports (`NameIdVerifier`, `BankAccountVerifier`) called before the unit of work; the
-sandbox adapters below stand in for the real providers (a public-security name/ID check, a bank's account
-verification). A tier change, in one transaction: the user row, every wallet's balance ceiling (the
-ledger enforces the tier's balance cap), a `kyc_applications` row, the audit event `kyc.tier_changed` and
-an outbox event. Personal data is stored encrypted (blind index for the ID number) and shown masked.
+This module holds the user-facing flows and status: verifying identity (→ 3) and a bank account (→ 2),
+filing the enhanced application (→ 1), and the caller's tier, limits and applications. Outside checks are
+ports (`identity/kyc_ports.py`, sandbox adapters there) called before the unit of work. The tier change
+and the `kyc_applications` records are in `identity/kyc_records.py` (shared with operator review,
+`identity/kyc_review.py`). Personal data is stored encrypted (blind index for the ID number) and shown
+masked.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Protocol
 
-from sqlalchemy import Connection, insert, select, text, update
+from sqlalchemy import Connection, insert, select, text
 from stdnum import luhn
 from stdnum.cn import ric
 
 from qianbao.clock import from_us
-from qianbao.config import Settings, TierLimits
-from qianbao.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from qianbao.config import TierLimits
+from qianbao.errors import Conflict, InvalidInput
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.errors import IdNumberInUse, KycRejected
-from qianbao.identity.limits import LOCAL_OFFSET, limit_status, limits_for
+from qianbao.identity.kyc_ports import KycPorts, ports_for
+from qianbao.identity.kyc_records import (
+    BANK_ACCOUNT_TIER,
+    ENHANCED_TIER,
+    IDENTITY_TIER,
+    SYSTEM_DECIDER,
+    Application,
+    actor_of,
+    application_view,
+    change_tier,
+    encrypt_field,
+    record_rejection,
+)
+from qianbao.identity.limits import LOCAL_OFFSET, limit_status
 from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFacts
 from qianbao.identity.signup import clean_name
-from qianbao.identity.tables import KYC_STATUSES, kyc_applications, users
+from qianbao.identity.tables import kyc_applications, users
 from qianbao.identity.users import ID_NUMBER, credential_row
 from qianbao.ids import new_id
 from qianbao.security import audit
 from qianbao.security.fields import context
-from qianbao.security.keyring import KeyRing
-from qianbao.security.masking import mask_account_number, mask_id_number, mask_name
 from qianbao.store.outbox import OutboxEvent
-from qianbao.store.unit_of_work import UnitOfWork
-from qianbao.wallets.accounts import wallet_ids_of
 
-IDENTITY_TIER = 3
-BANK_ACCOUNT_TIER = 2
-ENHANCED_TIER = 1
 MIN_AGE_YEARS = 16  # resident ID cards are compulsory from 16; younger people cannot verify here
 MAX_AGE_YEARS = 130
-MAX_NOTE_LENGTH = 200
-SYSTEM_DECIDER = "system"
 CURRENCY = "CNY"  # tier limits are CNY amounts
-MAX_PAGE = 100
-_APPLICATION_ID = re.compile(r"kyc_[0-9a-z]{26}")
-# The sandbox name/ID check fails for names containing one of these (how testers provoke kyc_rejected).
-SANDBOX_MISMATCH_MARKERS = ("不符", "mismatch")
 
 
-# -- ports and their sandbox adapters ---------------------------------------------------------------
-
-
-class NameIdVerifier(Protocol):
-    """Does this real name belong to this resident ID number? (The public-security identity check.)"""
-
-    def matches(self, name: str, id_number: str) -> bool: ...
-
-
-class BankAccountVerifier(Protocol):
-    """Is this bank account held in this name by the holder of this ID number? (A bank's verification.)"""
-
-    def verify(self, *, account_number: str, account_name: str, id_number: str) -> bool: ...
-
-
-class SandboxNameIdVerifier:
-    """Sandbox: every name matches, except names containing "不符" or "mismatch" (any case)."""
-
-    def matches(self, name: str, id_number: str) -> bool:
-        del id_number
-        folded = name.casefold()
-        return not any(marker in folded for marker in SANDBOX_MISMATCH_MARKERS)
-
-
-class SandboxBankAccountVerifier:
-    """Sandbox: every well-formed account number (12-19 digits, valid Luhn check) is accepted."""
-
-    def verify(self, *, account_number: str, account_name: str, id_number: str) -> bool:
-        del account_name, id_number
-        return luhn.is_valid(account_number)
-
-
-@dataclass(frozen=True, slots=True)
-class KycPorts:
-    name_id: NameIdVerifier
-    bank_account: BankAccountVerifier
-
-
-def ports_for(settings: Settings) -> KycPorts:
-    """The verification providers: the sandbox adapters in sandbox mode. Production has no provider yet,
-    so it refuses (503) rather than pretending to verify anyone."""
-    if settings.is_sandbox:
-        return KycPorts(SandboxNameIdVerifier(), SandboxBankAccountVerifier())
-    raise ServiceUnavailable("no identity verification provider is configured")
-
-
-# -- views -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Application:
-    id: str
-    user_id: str
-    target_tier: int
-    status: str
-    reason: str | None
-    created_at: int
-    decided_at: int | None
-    decided_by: str | None
-    name_masked: str | None
-    id_number_masked: str | None
-    account_number_masked: str | None
+# -- status ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,31 +65,6 @@ class KycStatus:
     remaining_today: int | None
     cooling_off: bool
     applications: list[Application]
-
-
-def _open(keys: KeyRing, cipher: str | None, column: str, mask: Any) -> str | None:
-    if cipher is None:
-        return None
-    masked: str = mask(keys.decrypt(cipher, context=context("kyc_applications", column)))
-    return masked
-
-
-def _application(keys: KeyRing, row: Any) -> Application:
-    return Application(
-        id=row.id,
-        user_id=row.user_id,
-        target_tier=int(row.target_tier),
-        status=row.status,
-        reason=row.reason,
-        created_at=int(row.created_at),
-        decided_at=row.decided_at,
-        decided_by=row.decided_by,
-        name_masked=_open(keys, row.name_cipher, "name_cipher", mask_name),
-        id_number_masked=_open(keys, row.id_number_cipher, "id_number_cipher", mask_id_number),
-        account_number_masked=_open(
-            keys, row.account_number_cipher, "account_number_cipher", mask_account_number
-        ),
-    )
 
 
 def kyc_status(ctx: IdentityContext, user_id: str) -> KycStatus:
@@ -171,7 +83,7 @@ def kyc_status(ctx: IdentityContext, user_id: str) -> KycStatus:
         used_today=status.used_today,
         remaining_today=status.remaining_today,
         cooling_off=status.cooling_off,
-        applications=[_application(ctx.keys, r) for r in rows],
+        applications=[application_view(ctx.keys, r) for r in rows],
     )
 
 
@@ -222,14 +134,6 @@ def clean_account_number(value: str) -> str:
     return digits
 
 
-def clean_note(note: str | None) -> str | None:
-    if note is None:
-        return None
-    if not isinstance(note, str) or len(note) > MAX_NOTE_LENGTH or not note.isprintable():
-        raise InvalidInput(f"note must be up to {MAX_NOTE_LENGTH} printable characters", field="note")
-    return note.strip() or None
-
-
 # -- use cases -------------------------------------------------------------------------------------
 
 
@@ -239,96 +143,9 @@ def _user_id(principal: Principal) -> str:
     return principal.user_id
 
 
-def _actor(principal: Principal, info: RequestInfo) -> audit.Actor:
-    return audit.Actor(
-        principal.kind.value,
-        principal.id,
-        ip=info.ip,
-        device_id=principal.device_id,
-        session_id=principal.session_id,
-    )
-
-
 def _current_tier(ctx: IdentityContext, user_id: str) -> int:
     with ctx.db.read() as conn:
         return int(credential_row(conn, user_id).kyc_tier)
-
-
-def sync_balance_caps(ctx: IdentityContext, conn: Connection, user_id: str) -> int | None:
-    """Set every wallet's ledger ceiling to the user's balance cap now in force (after a tier change)."""
-    _tier, limits, _cooling = limits_for(conn, ctx.settings, user_id, ctx.now())
-    for wallet_id in wallet_ids_of(conn, user_id):
-        ctx.ledger.set_balance_ceiling_in(conn, wallet_id, limits.balance_cap)
-    return limits.balance_cap
-
-
-def _change_tier(
-    ctx: IdentityContext,
-    uow: UnitOfWork,
-    *,
-    user_id: str,
-    from_tier: int,
-    to_tier: int,
-    actor: audit.Actor,
-    application_id: str,
-    values: Mapping[str, Any] | None = None,
-) -> None:
-    now = ctx.now()
-    conn = uow.conn
-    conn.execute(
-        update(users).where(users.c.id == user_id).values(kyc_tier=to_tier, updated_at=now, **(values or {}))
-    )
-    sync_balance_caps(ctx, conn, user_id)
-    details = {"from_tier": from_tier, "to_tier": to_tier, "application_id": application_id}
-    audit.record(conn, now, "kyc.tier_changed", actor, subject_user_id=user_id, details=details)
-    uow.emit(OutboxEvent("kyc.tier_changed", "user", user_id, {"user_id": user_id, **details}))
-
-
-def _encrypt(ctx: IdentityContext, value: str | None, column: str) -> str | None:
-    if value is None:
-        return None
-    return ctx.keys.encrypt(value, context=context("kyc_applications", column))
-
-
-def _record_rejection(
-    ctx: IdentityContext,
-    user_id: str,
-    actor: audit.Actor,
-    *,
-    target_tier: int,
-    reason: str,
-    name: str | None = None,
-    id_number: str | None = None,
-    account_number: str | None = None,
-) -> None:
-    """A declined verification is kept (encrypted) for fraud review and audited; in its own transaction."""
-    now = ctx.now()
-    application_id = new_id("kyc")
-    with ctx.db.write() as conn:
-        conn.execute(
-            insert(kyc_applications).values(
-                id=application_id,
-                user_id=user_id,
-                target_tier=target_tier,
-                status="rejected",
-                name_cipher=_encrypt(ctx, name, "name_cipher"),
-                id_number_cipher=_encrypt(ctx, id_number, "id_number_cipher"),
-                account_number_cipher=_encrypt(ctx, account_number, "account_number_cipher"),
-                reason=reason,
-                created_at=now,
-                decided_at=now,
-                decided_by=SYSTEM_DECIDER,
-            )
-        )
-        audit.record(
-            conn,
-            now,
-            "kyc.rejected",
-            actor,
-            subject_user_id=user_id,
-            outcome="failure",
-            details={"application_id": application_id, "target_tier": target_tier, "reason": reason},
-        )
 
 
 def _lock_id_number(conn: Connection, index: str) -> None:
@@ -356,9 +173,9 @@ def verify_identity(
     tier = _current_tier(ctx, user_id)
     if tier <= IDENTITY_TIER:
         raise Conflict("the identity is already verified", kyc_tier=tier)
-    actor = _actor(principal, info)
+    actor = actor_of(principal, info)
     if not ports.name_id.matches(clean, number):
-        _record_rejection(
+        record_rejection(
             ctx,
             user_id,
             actor,
@@ -389,14 +206,14 @@ def verify_identity(
                     user_id=user_id,
                     target_tier=IDENTITY_TIER,
                     status="approved",
-                    name_cipher=_encrypt(ctx, clean, "name_cipher"),
-                    id_number_cipher=_encrypt(ctx, number, "id_number_cipher"),
+                    name_cipher=encrypt_field(ctx, clean, "name_cipher"),
+                    id_number_cipher=encrypt_field(ctx, number, "id_number_cipher"),
                     created_at=now,
                     decided_at=now,
                     decided_by=SYSTEM_DECIDER,
                 )
             )
-            _change_tier(
+            change_tier(
                 ctx,
                 uow,
                 user_id=user_id,
@@ -414,7 +231,7 @@ def verify_identity(
             )
             uow.commit()
     except IdNumberInUse:
-        _record_rejection(
+        record_rejection(
             ctx,
             user_id,
             actor,
@@ -454,7 +271,7 @@ def verify_bank_account(
         raise Conflict("a bank account is already verified", kyc_tier=tier)
     real_name = ctx.keys.decrypt(str(row.name_cipher), context=context("users", "name_cipher"))
     number = ctx.keys.decrypt(str(row.id_number_cipher), context=context("users", "id_number_cipher"))
-    actor = _actor(principal, info)
+    actor = actor_of(principal, info)
     reason = "account_name_mismatch" if holder != real_name else None
     proof = None
     if reason is None:
@@ -474,7 +291,7 @@ def verify_bank_account(
         if not ports.bank_account.verify(account_number=digits, account_name=holder, id_number=number):
             reason = "bank_account_rejected"
     if reason is not None:
-        _record_rejection(
+        record_rejection(
             ctx,
             user_id,
             actor,
@@ -498,14 +315,14 @@ def verify_bank_account(
                 user_id=user_id,
                 target_tier=BANK_ACCOUNT_TIER,
                 status="approved",
-                name_cipher=_encrypt(ctx, holder, "name_cipher"),
-                account_number_cipher=_encrypt(ctx, digits, "account_number_cipher"),
+                name_cipher=encrypt_field(ctx, holder, "name_cipher"),
+                account_number_cipher=encrypt_field(ctx, digits, "account_number_cipher"),
                 created_at=now,
                 decided_at=now,
                 decided_by=SYSTEM_DECIDER,
             )
         )
-        _change_tier(
+        change_tier(
             ctx,
             uow,
             user_id=user_id,
@@ -554,7 +371,7 @@ def apply_enhanced(ctx: IdentityContext, principal: Principal, info: RequestInfo
             conn,
             now,
             "kyc.application_submitted",
-            _actor(principal, info),
+            actor_of(principal, info),
             subject_user_id=user_id,
             details={"application_id": application_id, "target_tier": ENHANCED_TIER},
         )
@@ -568,89 +385,4 @@ def apply_enhanced(ctx: IdentityContext, principal: Principal, info: RequestInfo
         )
         row = conn.execute(select(kyc_applications).where(kyc_applications.c.id == application_id)).one()
         uow.commit()
-    return _application(ctx.keys, row)
-
-
-def list_applications(
-    ctx: IdentityContext, *, status: str | None, limit: int = 20, cursor: str | None = None
-) -> tuple[list[Application], str | None]:
-    """The review queue, oldest first; `cursor` is the last id of the previous page."""
-    if status is not None and status not in KYC_STATUSES:
-        raise InvalidInput(f"status must be one of {', '.join(KYC_STATUSES)}", field="status")
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
-    query = select(kyc_applications).order_by(kyc_applications.c.id).limit(limit + 1)
-    if status is not None:
-        query = query.where(kyc_applications.c.status == status)
-    if cursor:
-        if not _APPLICATION_ID.fullmatch(cursor):
-            raise InvalidInput("cursor is not valid", field="cursor")
-        query = query.where(kyc_applications.c.id > cursor)
-    with ctx.db.read() as conn:
-        rows = conn.execute(query).all()
-    page = [_application(ctx.keys, r) for r in rows[:limit]]
-    return page, (page[-1].id if len(rows) > limit else None)
-
-
-def decide_application(
-    ctx: IdentityContext,
-    operator: Principal,
-    application_id: str,
-    *,
-    approve: bool,
-    note: str | None,
-    info: RequestInfo,
-) -> Application:
-    """An operator approves (tier 1: no limits, no balance cap) or rejects an enhanced application.
-
-    Any operator may decide for now; role checks arrive with operator roles."""
-    note = clean_note(note)
-    if not isinstance(application_id, str) or not _APPLICATION_ID.fullmatch(application_id):
-        raise NotFound("no such application")
-    actor = _actor(operator, info)
-    with ctx.uow() as uow:
-        conn = uow.conn
-        row = conn.execute(
-            select(kyc_applications).where(kyc_applications.c.id == application_id).with_for_update()
-        ).first()
-        if row is None:
-            raise NotFound("no such application")
-        if row.status != "pending":
-            raise Conflict(f"the application was already {row.status}", application_status=row.status)
-        user_id = str(row.user_id)
-        tier = int(credential_row(conn, user_id, lock=True).kyc_tier)
-        now = ctx.now()
-        if approve:
-            if tier != BANK_ACCOUNT_TIER or int(row.target_tier) != ENHANCED_TIER:
-                raise Conflict(
-                    "the user's tier changed since the application: it cannot be approved", kyc_tier=tier
-                )
-            _change_tier(
-                ctx,
-                uow,
-                user_id=user_id,
-                from_tier=tier,
-                to_tier=ENHANCED_TIER,
-                actor=actor,
-                application_id=application_id,
-            )
-        conn.execute(
-            update(kyc_applications)
-            .where(kyc_applications.c.id == application_id)
-            .values(
-                status="approved" if approve else "rejected",
-                reason=note,
-                decided_at=now,
-                decided_by=operator.id,
-            )
-        )
-        details = {"application_id": application_id, "approved": approve, "target_tier": int(row.target_tier)}
-        audit.record(conn, now, "kyc.application_decided", actor, subject_user_id=user_id, details=details)
-        uow.emit(
-            OutboxEvent(
-                "kyc.application_decided", "kyc_application", application_id, {"user_id": user_id, **details}
-            )
-        )
-        decided = conn.execute(select(kyc_applications).where(kyc_applications.c.id == application_id)).one()
-        uow.commit()
-    return _application(ctx.keys, decided)
+    return application_view(ctx.keys, row)

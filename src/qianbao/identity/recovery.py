@@ -1,19 +1,15 @@
-"""Changing the phone number (换号), recovering an account whose number is lost, resetting the password.
+"""Recovering an account whose phone number is lost, and resetting the password, both signed out.
 
-- **Change of number** (signed in): a step-up (`Operation.CHANGE_PHONE`) unlocks sending one code to the
-  old number and one to the new; both codes confirm the change. The user's other sessions end.
-- **Lost old number** (signed out): a code sent to the new number, the ID number on file (only users who
-  passed tier-3 KYC have one), the payment PIN and a second factor (a TOTP code or a recovery code).
-  Every session ends and every device becomes unknown again. Whatever fails, the answer is the same
-  `recovery_not_possible` (the audit log records the real reason for operators), so the endpoint tells a
-  stranger nothing about an ID number. The second factor is checked *before* the PIN, so that a stranger
-  who knows someone's ID number cannot lock their PIN by guessing.
-- **Password reset** (signed out): a `password_reset` code and, when TOTP is enrolled, a second factor.
-  Every session ends.
+- **Lost old number**: a code sent to the new number, the ID number on file (only users who passed tier-3
+  KYC have one), the payment PIN and a second factor (a TOTP code or a recovery code). Every session ends,
+  every device becomes unknown again, and the account cools off (see `identity/number_change.py`).
+  Whatever fails, the answer is the same `recovery_not_possible` (the audit log records the real reason for
+  operators), so the endpoint tells a stranger nothing about an ID number. The second factor is checked
+  *before* the PIN, so that a stranger who knows someone's ID number cannot lock their PIN by guessing.
+- **Password reset**: a `password_reset` code and, when TOTP is enrolled, a second factor. Every session
+  ends.
 
-After a change or a recovery the account cools off for `cooling_off_s` (24 hours): single and daily payment
-limits are divided by `cooling_off_limit_divisor` (see `identity/limits.py`). Both numbers are told by SMS,
-the old one too: it may be in a thief's hands, and its owner must learn what happened.
+Changing the number while signed in is `identity/phone_change.py`.
 
 SQLite rule: every check that counts (codes, TOTP, PIN) runs in its own short transaction before the
 operation's unit of work opens; failures are audited after it, never inside it.
@@ -21,13 +17,11 @@ operation's unit of work opens; failures are audited after it, never inside it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, select, update
-from sqlalchemy.exc import IntegrityError
 
-from qianbao.errors import Forbidden, InvalidInput, Locked
+from qianbao.errors import InvalidInput, Locked
 from qianbao.identity import pin as pins
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
@@ -38,13 +32,14 @@ from qianbao.identity.errors import (
     SecondFactorRequired,
     VerificationFailed,
 )
-from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFacts
+from qianbao.identity.model import RequestInfo
+from qianbao.identity.number_change import PhoneChanged, clean_new_phone, notify_phone_changed, set_phone
 from qianbao.identity.phones import normalise_phone
 from qianbao.identity.sessions import revoke_all_sessions
 from qianbao.identity.signup import check_code, check_password, send_code, use_code
-from qianbao.identity.tables import devices, recovery_codes, users, verifications
+from qianbao.identity.tables import devices, recovery_codes, users
 from qianbao.identity.totp import hash_recovery_code
-from qianbao.identity.users import ID_NUMBER, PHONE, credential_row, find_user_id_by_phone
+from qianbao.identity.users import ID_NUMBER, credential_row, find_user_id_by_phone
 from qianbao.security import audit
 from qianbao.security.fields import context
 from qianbao.security.masking import mask_phone
@@ -58,15 +53,6 @@ RECOVERY_ID_RULE = "recovery_id"
 RECOVERY_IP_RULE = "recovery_ip"
 GENERIC_FAILURE = "identity verification failed"
 
-_OLD_NUMBER_TEXT = (
-    "您正在更换钱包绑定的手机号，验证码 {code}，{minutes} 分钟内有效。"
-    "如非本人操作，请勿告诉他人并立即修改密码。"
-    " Code {code} confirms changing your qianbao phone number. If this wasn't you, don't share it."
-)
-_NEW_NUMBER_TEXT = (
-    "验证码 {code}，用于将本号码绑定到您的钱包账户，{minutes} 分钟内有效，请勿告诉他人。"
-    " Your qianbao code to link this number is {code}."
-)
 _RECOVERY_TEXT = (
     "您正在找回钱包账户，验证码 {code}，{minutes} 分钟内有效，请勿告诉他人。"
     " Your qianbao account recovery code is {code}."
@@ -79,14 +65,6 @@ class SecondFactorProof:
 
     method: str
     code: str
-
-
-@dataclass(frozen=True, slots=True)
-class PhoneChanged:
-    user_id: str
-    phone_masked: str
-    cooling_off_until: int
-    sessions_revoked: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,34 +97,12 @@ def normalise_id_number(text: object) -> str:
     return cleaned
 
 
-def _new_phone(text: str) -> str:
-    try:
-        return normalise_phone(text)
-    except InvalidInput as exc:
-        raise InvalidInput(
-            "new_phone is not a valid phone number", field="new_phone", reason="invalid_phone"
-        ) from exc
-
-
 def _second_factor(proof: SecondFactorProof) -> SecondFactorProof:
     if proof.method not in SECOND_FACTOR_METHODS:
         raise InvalidInput("second_factor.method must be totp or recovery_code", field="second_factor")
     if not isinstance(proof.code, str) or not proof.code or len(proof.code) > 64:
         raise InvalidInput("second_factor.code is required", field="second_factor")
     return proof
-
-
-def _user_id(principal: Principal) -> str:
-    if principal.user_id is None:
-        raise Forbidden("this endpoint is for signed-in users")
-    return principal.user_id
-
-
-def _checked_code(ctx: IdentityContext, phone: str, purpose: str, code: str, field: str) -> str:
-    try:
-        return check_code(ctx, phone, purpose, code)
-    except VerificationFailed as exc:
-        raise VerificationFailed(exc.detail, field=field) from exc
 
 
 # --- second factors ---------------------------------------------------------------------------------------
@@ -186,201 +142,6 @@ def _second_factor_ok(ctx: IdentityContext, user_id: str, proof: SecondFactorPro
         return _recovery_code_usable(conn, user_id, proof.code)
 
 
-# --- writes shared by the flows ---------------------------------------------------------------------------
-
-
-def _set_phone(ctx: IdentityContext, conn: Connection, user_id: str, phone: str, now: int) -> int:
-    """Store the new number and start cooling-off; returns the end of cooling-off."""
-    until = now + ctx.settings.cooling_off_s * 1_000_000
-    try:
-        conn.execute(
-            update(users)
-            .where(users.c.id == user_id)
-            .values(
-                phone_cipher=ctx.keys.encrypt(phone, context=context("users", "phone_cipher")),
-                phone_index=ctx.keys.digest(PHONE, phone),
-                cooling_off_until=until,
-                updated_at=now,
-            )
-        )
-    except IntegrityError as exc:  # another account took the number since it was checked
-        raise PhoneTaken("the new number already has an account") from exc
-    return until
-
-
-def _notify_change(
-    ctx: IdentityContext, conn: Connection, user_id: str, old_phone: str, new_phone: str, *, recovered: bool
-) -> None:
-    hours = max(1, ctx.settings.cooling_off_s // 3600)
-    new_masked = mask_phone(new_phone)
-    how_zh, how_en = ("通过身份核验找回账户，", "after an identity check ") if recovered else ("", "")
-    ctx.notifier.send(
-        conn,
-        to=old_phone,
-        template="security.phone_changed_old",
-        user_id=user_id,
-        text=f"【钱包 qianbao】您的钱包账户{how_zh}绑定手机号已更换为 {new_masked}。"
-        "如非本人操作，请立即联系客服。"
-        f" Your qianbao account's phone number was changed {how_en}to {new_masked}."
-        " If this wasn't you, contact customer service now.",
-    )
-    ctx.notifier.send(
-        conn,
-        to=new_phone,
-        template="security.phone_changed_new",
-        user_id=user_id,
-        text=f"【钱包 qianbao】本号码已绑定您的钱包账户。为保障资金安全，{hours} 小时内支付限额降低。"
-        f" This number is now linked to your qianbao account; payment limits are lower for {hours} hours.",
-    )
-
-
-# --- change of number (signed in) ---------------------------------------------------------------------
-
-
-def _changeable(status: str) -> None:
-    if status == "frozen":
-        raise Locked("account_frozen", "a frozen account cannot change its phone number")
-
-
-def request_phone_change(
-    ctx: IdentityContext,
-    principal: Principal,
-    new_phone_text: str,
-    info: RequestInfo,
-    step_up_header: str | None,
-) -> None:
-    """`POST /v1/me/phone-change`: after a step-up, send a code to the old number and one to the new."""
-    user_id = _user_id(principal)
-    new_phone = _new_phone(new_phone_text)
-    with ctx.db.read() as conn:
-        row = credential_row(conn, user_id)
-    _changeable(row.status)
-    old_phone = ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher"))
-    if new_phone == old_phone:
-        raise InvalidInput(
-            "new_phone is this account's number already", field="new_phone", reason="same_phone"
-        )
-    reasons = ctx.step_up_policy.reasons(
-        StepUpFacts(Operation.CHANGE_PHONE, device_trusted=principal.device_trusted)
-    )
-    # Bound to the new number's blind index (a plain hash of a phone number could be reversed).
-    proof = stepup.require_step_up(
-        ctx,
-        principal,
-        operation=Operation.CHANGE_PHONE,
-        params={"new_phone": ctx.keys.digest(PHONE, new_phone)},
-        reasons=reasons,
-        step_up_header=step_up_header,
-    )
-    # Only after the step-up: whether a number is registered is not for any signed-in caller to probe.
-    with ctx.db.read() as conn:
-        if find_user_id_by_phone(conn, ctx.keys, new_phone) is not None:
-            raise PhoneTaken("the new number already has an account")
-    # The old number's sends are bounded by the step-up each pair needs; the new number is the caller's
-    # choice, so it gets the usual per-number limits (against SMS pumping).
-    ctx.limiter.hit("otp_send_phone", new_phone)
-    if info.ip:
-        ctx.limiter.hit("otp_send_ip", info.ip)
-    with ctx.uow() as uow:
-        stepup.consume(ctx, uow.conn, proof)
-        send_code(
-            ctx, uow.conn, old_phone, "phone_change_old", user_id=user_id, template_text=_OLD_NUMBER_TEXT
-        )
-        send_code(
-            ctx, uow.conn, new_phone, "phone_change_new", user_id=user_id, template_text=_NEW_NUMBER_TEXT
-        )
-        audit.record(
-            uow.conn,
-            ctx.now(),
-            "phone.change_requested",
-            _actor(principal, info),
-            subject_user_id=user_id,
-            details={"new_phone": mask_phone(new_phone)},
-        )
-        uow.commit()
-
-
-def confirm_phone_change(
-    ctx: IdentityContext,
-    principal: Principal,
-    *,
-    new_phone_text: str,
-    old_code: str,
-    new_code: str,
-    info: RequestInfo,
-) -> PhoneChanged:
-    """`POST /v1/me/phone-change/confirm`: both codes right → the number changes, cooling-off starts."""
-    user_id = _user_id(principal)
-    new_phone = _new_phone(new_phone_text)
-    with ctx.db.read() as conn:
-        row = credential_row(conn, user_id)
-        taken = find_user_id_by_phone(conn, ctx.keys, new_phone)
-    _changeable(row.status)
-    old_phone = ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher"))
-    if new_phone == old_phone:
-        raise InvalidInput(
-            "new_phone is this account's number already", field="new_phone", reason="same_phone"
-        )
-    if taken is not None:
-        raise PhoneTaken("the new number already has an account")
-    old_verification = _checked_code(ctx, old_phone, "phone_change_old", old_code, "old_code")
-    new_verification = _checked_code(ctx, new_phone, "phone_change_new", new_code, "new_code")
-    now = ctx.now()
-    with ctx.uow() as uow:
-        conn = uow.conn
-        _spend_own_codes(conn, user_id, (old_verification, new_verification), now)
-        until = _set_phone(ctx, conn, user_id, new_phone, now)
-        revoked = revoke_all_sessions(
-            conn, user_id, now, except_session=principal.session_id, reason="phone_changed"
-        )
-        _notify_change(ctx, conn, user_id, old_phone, new_phone, recovered=False)
-        audit.record(
-            conn,
-            now,
-            "phone.changed",
-            _actor(principal, info),
-            subject_user_id=user_id,
-            details={
-                "old_phone": mask_phone(old_phone),
-                "new_phone": mask_phone(new_phone),
-                "sessions_revoked": revoked,
-                "cooling_off_until": until,
-            },
-        )
-        uow.emit(
-            OutboxEvent(
-                "user.phone_changed", "user", user_id, {"user_id": user_id, "cooling_off_until": until}
-            )
-        )
-        uow.commit()
-    return PhoneChanged(user_id, mask_phone(new_phone), until, revoked)
-
-
-def _spend_own_codes(conn: Connection, user_id: str, verification_ids: Sequence[str], now: int) -> None:
-    """Spend codes that were sent for this user's change (not another user's change to the same number)."""
-    owners = dict(
-        conn.execute(
-            select(verifications.c.id, verifications.c.user_id).where(
-                verifications.c.id.in_(verification_ids)
-            )
-        ).all()
-    )
-    for verification_id in verification_ids:
-        if owners.get(verification_id) != user_id:
-            raise VerificationFailed("the code was not sent for this change: ask for new codes", field="code")
-        use_code(conn, verification_id, now)
-
-
-def _actor(principal: Principal, info: RequestInfo) -> audit.Actor:
-    return audit.Actor(
-        principal.kind.value,
-        principal.id,
-        ip=info.ip,
-        device_id=principal.device_id,
-        session_id=principal.session_id,
-    )
-
-
 # --- lost old number (signed out) ---------------------------------------------------------------------
 
 
@@ -388,7 +149,7 @@ def request_recovery_code(ctx: IdentityContext, new_phone_text: str, info: Reque
     """`POST /v1/recovery/phone`: a code to the new number (a notice instead if it has an account).
 
     Always the same answer, so it reveals nothing about who is registered."""
-    new_phone = _new_phone(new_phone_text)
+    new_phone = clean_new_phone(new_phone_text)
     ctx.limiter.hit("otp_send_phone", new_phone)
     if info.ip:
         ctx.limiter.hit("otp_send_ip", info.ip)
@@ -429,7 +190,7 @@ def recover_phone(
 
     Raises RecoveryNotPossible (one message for every failure) after auditing the real reason."""
     clean_id = normalise_id_number(id_number)
-    new_phone = _new_phone(new_phone_text)
+    new_phone = clean_new_phone(new_phone_text)
     if not isinstance(pin, str):
         raise InvalidInput("pin must be six digits", field="pin")
     proof = _second_factor(second_factor)
@@ -517,7 +278,7 @@ def _recover(
                 raise _Refused("second_factor", user_id)
             current = credential_row(conn, user_id)
             old_phone = ctx.keys.decrypt(current.phone_cipher, context=context("users", "phone_cipher"))
-            until = _set_phone(ctx, conn, user_id, new_phone, now)
+            until = set_phone(ctx, conn, user_id, new_phone, now)
             revoked = revoke_all_sessions(conn, user_id, now, except_session=None, reason="phone_recovered")
             # The lost phone may be in someone else's hands: no device stays trusted.
             conn.execute(
@@ -525,7 +286,7 @@ def _recover(
                 .where(devices.c.user_id == user_id, devices.c.trusted_at.is_not(None))
                 .values(trusted_at=None)
             )
-            _notify_change(ctx, conn, user_id, old_phone, new_phone, recovered=True)
+            notify_phone_changed(ctx, conn, user_id, old_phone, new_phone, recovered=True)
             audit.record(
                 conn,
                 now,

@@ -1,4 +1,4 @@
-"""P2P transfers (to a wallet id or a phone number), a wallet's history, and sandbox funding.
+"""P2P transfers (to a wallet id or a phone number): the transfer use case and recipient look-up.
 
 The money path (API.md, GUIDE §2), for `send_transfer`:
   1. checks that need no lock, in read transactions: the amount, the payer (not frozen), the wallets
@@ -16,16 +16,17 @@ Moving money between one's own wallets needs no step-up and does not count towar
 With an Idempotency-Key the ledger transfer id is derived from (caller scope, key): even a crash between
 the ledger commit and the stored HTTP answer cannot pay twice — a re-run finds the record or the ledger
 answers `exists`. Ledger transfers carry no metadata: ids and the transfer code only, no personal data.
+
+Around it in this package: `inputs` (amount, memo, derived ids), `errors` (payment errors and the
+ledger-code mapping), `records` (the transfers table and its outbox event), `funding` (sandbox funding)
+and `history` (a wallet's transactions).
 """
 
 from __future__ import annotations
 
-import hashlib
-import unicodedata
 from dataclasses import dataclass, replace
-from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
 from qianbao.errors import (
     Conflict,
@@ -43,54 +44,35 @@ from qianbao.identity.model import Operation, Principal, StepUpFacts
 from qianbao.identity.phones import normalise_phone
 from qianbao.identity.users import credential_row, find_user_id_by_phone, get_user
 from qianbao.ids import new_id
-from qianbao.ledger.model import Account, AccountStatus, ResultCode, TransferKind, TransferSpec
+from qianbao.ledger.model import Account, AccountStatus, ResultCode, TransferSpec
 from qianbao.ledger.queries import LedgerReader
-from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_account_id, system_account_specs
-from qianbao.money import Money, UnknownCurrencyError, currency, format_money
+from qianbao.money import Money, format_money
+from qianbao.payments.errors import (
+    LEDGER_DECLINES,
+    CurrencyMismatch,
+    RecipientNotFound,
+    SameWallet,
+    decline_error,
+    money_json,
+    room_under_cap,
+)
+from qianbao.payments.inputs import check_amount, clean_memo, derived_id, require_user_id
+from qianbao.payments.records import (
+    TransferRecord,
+    insert_record,
+    record_by_ledger_id,
+    record_from_row,
+    transfer_event,
+)
 from qianbao.payments.tables import transfers
 from qianbao.security.masking import mask_name_for_payee, mask_phone
 from qianbao.store.errors import DATABASE_ERRORS, is_retryable
-from qianbao.store.outbox import OutboxEvent, append_events
-from qianbao.wallets.service import (
-    WalletRow,
-    main_wallet_id,
-    own_wallet_row,
-    plausible_id,
-    wallet_row,
-    wallet_rows,
-)
+from qianbao.store.outbox import append_events
+from qianbao.wallets.service import WalletRow, main_wallet_id, own_wallet_row, plausible_id, wallet_row
 
 P2P_CODE = "p2p"
 MOVE_CODE = "wallet.move"
-FUNDING_CODE = "sandbox.funding"
-MAX_PAYMENT = 10**15
-MAX_MEMO_LENGTH = 140
 _RETRIES = 5
-TRANSACTION_TYPES = {P2P_CODE: "p2p", MOVE_CODE: "wallet_move", FUNDING_CODE: "top_up"}
-
-
-# -- errors (codes in API.md) ------------------------------------------------------------------------
-
-
-class PaymentDeclined(QianbaoError):
-    """A business rule or the ledger declined the payment: insufficient_funds, balance_cap_exceeded,
-    wallet_frozen (the code is the API's, see api/problems.py)."""
-
-    def __init__(self, code: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail, **extra)
-        self.code = code
-
-
-class SameWallet(InvalidInput):
-    code = "same_wallet"
-
-
-class CurrencyMismatch(InvalidInput):
-    code = "currency_mismatch"
-
-
-class RecipientNotFound(NotFound):
-    code = "recipient_not_found"
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -107,89 +89,11 @@ class TransferRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class TransferRecord:
-    id: str
-    ledger_transfer_id: str
-    from_wallet_id: str
-    to_wallet_id: str
-    from_user_id: str
-    to_user_id: str
-    amount: int
-    currency: str
-    memo: str | None
-    status: str
-    failure_code: str | None
-    created_at: int
-
-
-@dataclass(frozen=True, slots=True)
 class Recipient:
     user_id: str
     wallet_id: str
     name_masked: str
     phone_masked: str
-
-
-@dataclass(frozen=True, slots=True)
-class Funding:
-    transaction_id: str
-    wallet_id: str
-    amount: int
-    currency: str
-    created_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class Transaction:
-    id: str
-    type: str
-    direction: str
-    amount: int
-    currency: str
-    balance_after: int
-    counterparty: dict[str, Any]
-    memo: str | None
-    status: str
-    created_at: int
-    transfer_id: str | None
-
-
-# -- input -----------------------------------------------------------------------------------------
-
-
-def check_amount(amount: object, currency_code: object) -> None:
-    """A payment amount: whole minor units, 1 to 10^15, in a known currency (422 validation_error)."""
-    if type(amount) is not int or not 0 < amount <= MAX_PAYMENT:
-        raise InvalidInput(
-            f"amount must be a whole number of minor units from 1 to {MAX_PAYMENT}", field="amount"
-        )
-    try:
-        currency(currency_code)
-    except (UnknownCurrencyError, TypeError) as exc:
-        raise InvalidInput("currency is not a known ISO 4217 code", field="currency") from exc
-
-
-def clean_memo(memo: str | None) -> str | None:
-    if memo is None:
-        return None
-    if not isinstance(memo, str) or len(memo) > MAX_MEMO_LENGTH:
-        raise InvalidInput(f"memo must be up to {MAX_MEMO_LENGTH} characters", field="memo")
-    cleaned = unicodedata.normalize("NFC", memo.strip())
-    if any(unicodedata.category(ch).startswith("C") for ch in cleaned):
-        raise InvalidInput("memo must not contain control characters", field="memo")
-    return cleaned or None
-
-
-def derived_id(prefix: str, scope: str, key: str) -> str:
-    """A ledger transfer id bound to (caller scope, Idempotency-Key): the same key can never pay twice."""
-    digest = hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
-    return f"{prefix}:{digest}"
-
-
-def _user_id(principal: Principal) -> str:
-    if principal.user_id is None:
-        raise InvalidInput("this operation needs a user")
-    return principal.user_id
 
 
 # -- recipients ------------------------------------------------------------------------------------
@@ -214,126 +118,25 @@ def _recipient_by_phone(ctx: IdentityContext, conn: Connection, phone: str, curr
     return Recipient(user_id, wallet_id, mask_name_for_payee(user.name), mask_phone(phone))
 
 
-# -- records ---------------------------------------------------------------------------------------
-
-
-def _record(row: Any) -> TransferRecord:
-    return TransferRecord(
-        id=row.id,
-        ledger_transfer_id=row.ledger_transfer_id,
-        from_wallet_id=row.from_wallet_id,
-        to_wallet_id=row.to_wallet_id,
-        from_user_id=row.from_user_id,
-        to_user_id=row.to_user_id,
-        amount=int(row.amount),
-        currency=row.currency,
-        memo=row.memo,
-        status=row.status,
-        failure_code=row.failure_code,
-        created_at=int(row.created_at),
-    )
-
-
-def records_by_ledger_ids(conn: Connection, ledger_ids: list[str]) -> dict[str, TransferRecord]:
-    if not ledger_ids:
-        return {}
-    rows = conn.execute(select(transfers).where(transfers.c.ledger_transfer_id.in_(ledger_ids)))
-    return {r.ledger_transfer_id: _record(r) for r in rows}
-
-
-def _record_by_ledger_id(ctx: IdentityContext, ledger_id: str) -> TransferRecord | None:
-    with ctx.db.read() as conn:
-        return records_by_ledger_ids(conn, [ledger_id]).get(ledger_id)
-
-
-def _insert_record(conn: Connection, record: TransferRecord, scope: str, key: str | None) -> None:
-    conn.execute(
-        insert(transfers).values(
-            id=record.id,
-            ledger_transfer_id=record.ledger_transfer_id,
-            from_wallet_id=record.from_wallet_id,
-            to_wallet_id=record.to_wallet_id,
-            from_user_id=record.from_user_id,
-            to_user_id=record.to_user_id,
-            amount=record.amount,
-            currency=record.currency,
-            memo=record.memo,
-            status=record.status,
-            failure_code=record.failure_code,
-            created_at=record.created_at,
-            idempotency_scope=scope if key is not None else None,
-            idempotency_key=key,
-        )
-    )
-
-
-def _event(record: TransferRecord) -> OutboxEvent:
-    # Ids and amounts only: no names, phone numbers or memo (free text may hold personal data).
-    payload = {
-        "transfer_id": record.id,
-        "status": record.status,
-        "from_wallet_id": record.from_wallet_id,
-        "to_wallet_id": record.to_wallet_id,
-        "from_user_id": record.from_user_id,
-        "to_user_id": record.to_user_id,
-        "amount": {"amount": record.amount, "currency": record.currency},
-        "failure_code": record.failure_code,
-    }
-    return OutboxEvent(f"transfer.{record.status}", "transfer", record.id, payload)
+# -- reading ---------------------------------------------------------------------------------------
 
 
 def get_transfer(ctx: IdentityContext, principal: Principal, transfer_id: str) -> TransferRecord:
     """A transfer the caller paid or received (a failed one only its payer sees); else 404."""
-    user_id = _user_id(principal)
+    user_id = require_user_id(principal)
     if not plausible_id(transfer_id):
         raise NotFound("no such transfer")
     with ctx.db.read() as conn:
         row = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).first()
     if row is None:
         raise NotFound("no such transfer")
-    record = _record(row)
+    record = record_from_row(row)
     if record.from_user_id != user_id and (record.to_user_id != user_id or record.status == "failed"):
         raise NotFound("no such transfer")
     return record
 
 
 # -- declines --------------------------------------------------------------------------------------
-
-
-def _room(account: Account) -> int:
-    """How much more the account may receive under its ceiling (incoming holds count)."""
-    if account.balance_ceiling is None:
-        return MAX_PAYMENT
-    return max(0, account.balance_ceiling - account.balance - account.credits_pending)
-
-
-def _money(amount: int, currency_code: str) -> dict[str, object]:
-    return {"amount": amount, "currency": currency_code}
-
-
-def _declined(code: str, *, currency_code: str, room: int | None = None, **extra: Any) -> QianbaoError:
-    if code == "insufficient_funds":
-        return PaymentDeclined(code, "the wallet's available balance is too low", **extra)
-    if code == "balance_cap_exceeded":
-        if room is not None:
-            extra["remaining"] = _money(room, currency_code)
-        return PaymentDeclined(code, "the receiving wallet would go over its balance cap", **extra)
-    if code == "wallet_frozen":
-        return PaymentDeclined(code, "a wallet of this transfer is frozen or closed", **extra)
-    if code == "currency_mismatch":
-        return CurrencyMismatch("the wallets hold different currencies", **extra)
-    if code in ("limit_exceeded_single", "limit_exceeded_daily"):
-        return LimitExceeded(code, "the payment is over a KYC limit", **extra)
-    return Conflict(f"the ledger refused the transfer ({code})", **extra)
-
-
-_LEDGER_DECLINES = {
-    ResultCode.EXCEEDS_CREDITS: "insufficient_funds",
-    ResultCode.EXCEEDS_CEILING: "balance_cap_exceeded",
-    ResultCode.ACCOUNT_FROZEN: "wallet_frozen",
-    ResultCode.ACCOUNT_CLOSED: "wallet_frozen",
-    ResultCode.CURRENCY_MISMATCH: "currency_mismatch",
-}
 
 
 def _status_problem(source: Account, target: Account) -> str | None:
@@ -359,15 +162,17 @@ class _Declined(Exception):  # noqa: N818 - internal control flow
 def _replay(record: TransferRecord) -> TransferRecord:
     if record.status != "failed":
         return record
-    raise _declined(record.failure_code or "conflict", currency_code=record.currency, transfer_id=record.id)
+    raise decline_error(
+        record.failure_code or "conflict", currency_code=record.currency, transfer_id=record.id
+    )
 
 
 def _record_failure(ctx: IdentityContext, record: TransferRecord, scope: str, key: str | None) -> None:
     """Bind a decline to its ledger transfer id (and so to the Idempotency-Key), after the rollback."""
     try:
         with ctx.db.write() as conn:
-            _insert_record(conn, record, scope, key)
-            append_events(conn, [_event(record)], ctx.now())
+            insert_record(conn, record, scope, key)
+            append_events(conn, [transfer_event(record)], ctx.now())
     except DATABASE_ERRORS as exc:
         # A concurrent attempt with the same key recorded its outcome first: that one stands.
         if not is_retryable(exc):
@@ -409,8 +214,8 @@ def _check_hard_limits(
             "limit_exceeded_daily",
             f"the daily outflow limit of tier {tier} is {format_money(Money(daily, currency_code))};"
             f" {format_money(Money(status.remaining_today, currency_code))} remains today",
-            limit=_money(daily, currency_code),
-            remaining=_money(status.remaining_today, currency_code),
+            limit=money_json(daily, currency_code),
+            remaining=money_json(status.remaining_today, currency_code),
             kyc_tier=tier,
             next_step="verify_identity" if tier > 1 else "try_tomorrow",
         )
@@ -425,7 +230,7 @@ def send_transfer(
     step_up: str | None = None,
 ) -> TransferRecord:
     """Pay from one of the caller's wallets to a wallet id or a phone number's main wallet."""
-    user_id = _user_id(principal)
+    user_id = require_user_id(principal)
     check_amount(request.amount, request.currency)
     memo = clean_memo(request.memo)
     amount, code = request.amount, request.currency
@@ -436,7 +241,7 @@ def send_transfer(
         derived_id(P2P_CODE, scope, idempotency_key) if idempotency_key else f"{P2P_CODE}:{new_id('trf')}"
     )
     if idempotency_key is not None:
-        done = _record_by_ledger_id(ctx, ledger_id)
+        done = record_by_ledger_id(ctx, ledger_id)
         if done is not None:
             return _replay(done)
     phone = None if request.to_phone is None else normalise_phone(request.to_phone)
@@ -469,12 +274,14 @@ def send_transfer(
     accounts = LedgerReader(ctx.db).lookup_accounts([source.id, target.id])
     problem = _status_problem(accounts[source.id], accounts[target.id])
     if problem is not None:
-        raise _declined(problem, currency_code=code)
+        raise decline_error(problem, currency_code=code)
     if accounts[source.id].available < amount:
-        raise _declined("insufficient_funds", currency_code=code)
-    if _room(accounts[target.id]) < amount:
-        raise _declined(
-            "balance_cap_exceeded", currency_code=code, room=_room(accounts[target.id]) if own else None
+        raise decline_error("insufficient_funds", currency_code=code)
+    if room_under_cap(accounts[target.id]) < amount:
+        raise decline_error(
+            "balance_cap_exceeded",
+            currency_code=code,
+            room=room_under_cap(accounts[target.id]) if own else None,
         )
     proof = None
     if not own:
@@ -516,10 +323,10 @@ def send_transfer(
             error.extra["transfer_id"] = failed.id
             if own and error.code == "balance_cap_exceeded":
                 target_account = LedgerReader(ctx.db).lookup_accounts([target.id])[target.id]
-                error.extra["remaining"] = _money(_room(target_account), code)
+                error.extra["remaining"] = money_json(room_under_cap(target_account), code)
             raise error from None
         except _AlreadyApplied:
-            found = _record_by_ledger_id(ctx, ledger_id)
+            found = record_by_ledger_id(ctx, ledger_id)
             if found is None:
                 raise Conflict("this transfer was already applied") from None
             return _replay(found)
@@ -559,119 +366,10 @@ def _execute(
         if result.code is ResultCode.EXISTS_WITH_DIFFERENT_FIELDS:
             raise IdempotencyKeyReused("this Idempotency-Key was used for a different transfer")
         if result.code is not ResultCode.OK:
-            declined = _LEDGER_DECLINES.get(result.code, str(result.code))
-            raise _Declined(_declined(declined, currency_code=record.currency))
+            declined = LEDGER_DECLINES.get(result.code, str(result.code))
+            raise _Declined(decline_error(declined, currency_code=record.currency))
         applied = replace(record, created_at=now)
-        _insert_record(conn, applied, principal.scope, key)
-        uow.emit(_event(applied))
+        insert_record(conn, applied, principal.scope, key)
+        uow.emit(transfer_event(applied))
         uow.commit()
         return applied
-
-
-# -- sandbox funding ---------------------------------------------------------------------------------
-
-
-def ensure_sandbox_funding_account(ctx: IdentityContext, currency_code: str) -> str:
-    """The sandbox funding account (and the other system accounts) exist on a fresh database too."""
-    funding = system_account_id(SANDBOX_FUNDING, currency_code)
-    if LedgerReader(ctx.db).get_account(funding) is None:
-        for result in ctx.ledger.create_accounts(system_account_specs(currency_code, sandbox=True)):
-            if result.code not in (ResultCode.OK, ResultCode.EXISTS):
-                raise Conflict(f"system account {result.id} could not be created: {result.code}")
-    return funding
-
-
-def sandbox_fund(
-    ctx: IdentityContext,
-    principal: Principal,
-    *,
-    wallet_id: str,
-    amount: int,
-    currency_code: str,
-    idempotency_key: str | None = None,
-) -> Funding:
-    """Sandbox only: credit one's own wallet from the sandbox funding account (the balance cap applies)."""
-    if not ctx.settings.is_sandbox:
-        raise NotFound("sandbox funding exists only in sandbox mode")
-    user_id = _user_id(principal)
-    check_amount(amount, currency_code)
-    with ctx.db.read() as conn:
-        wallet = own_wallet_row(conn, user_id, wallet_id)
-    if wallet.currency != currency_code:
-        raise CurrencyMismatch(f"the wallet holds {wallet.currency}, not {currency_code}")
-    funding = ensure_sandbox_funding_account(ctx, currency_code)
-    if idempotency_key is not None:
-        transfer_id = derived_id("sandbox", principal.scope, idempotency_key)
-    else:
-        transfer_id = f"sandbox:{new_id('fnd')}"
-    spec = TransferSpec.posted(transfer_id, funding, wallet.id, amount, currency_code, code=FUNDING_CODE)
-    with ctx.uow() as uow:
-        check_inflow(uow.conn, ctx.settings, user_id, amount, currency_code, ctx.now(), reveal_room=True)
-        (result,) = ctx.ledger.apply_in(uow.conn, [spec])
-        uow.commit()
-    if result.code is ResultCode.EXISTS_WITH_DIFFERENT_FIELDS:
-        raise IdempotencyKeyReused("this Idempotency-Key was used for a different funding")
-    if not result.succeeded:
-        room = None
-        if result.code is ResultCode.EXCEEDS_CEILING:
-            room = _room(LedgerReader(ctx.db).lookup_accounts([wallet.id])[wallet.id])
-        raise _declined(
-            _LEDGER_DECLINES.get(result.code, str(result.code)), currency_code=currency_code, room=room
-        )
-    created = result.transfer.created_at if result.transfer is not None else ctx.now()
-    return Funding(transfer_id, wallet.id, amount, currency_code, created)
-
-
-# -- history ---------------------------------------------------------------------------------------
-
-
-def wallet_history(
-    ctx: IdentityContext, principal: Principal, wallet_id: str, *, limit: int = 20, cursor: str | None = None
-) -> tuple[list[Transaction], str | None]:
-    """The wallet's ledger entries, newest first, with memo and a masked counterparty where known."""
-    user_id = _user_id(principal)
-    with ctx.db.read() as conn:
-        own_wallet_row(conn, user_id, wallet_id)
-    page = LedgerReader(ctx.db).account_history(wallet_id, limit, cursor)
-    others = {
-        e.transfer.credit_account_id if e.direction == "debit" else e.transfer.debit_account_id
-        for e in page.entries
-    }
-    with ctx.db.read() as conn:
-        other_wallets = wallet_rows(conn, others)
-        records = records_by_ledger_ids(conn, [e.transfer.id for e in page.entries])
-        names = {
-            uid: get_user(conn, ctx.keys, uid).name for uid in {w.user_id for w in other_wallets.values()}
-        }
-    result = []
-    for entry in page.entries:
-        t = entry.transfer
-        other = t.credit_account_id if entry.direction == "debit" else t.debit_account_id
-        counterparty: dict[str, Any]
-        wallet = other_wallets.get(other)
-        if wallet is not None:
-            counterparty = {
-                "kind": "wallet",
-                "wallet_id": wallet.id,
-                "name_masked": mask_name_for_payee(names[wallet.user_id]),
-                "own": wallet.user_id == user_id,
-            }
-        else:
-            counterparty = {"kind": "system", "wallet_id": None, "name_masked": None}
-        record = records.get(t.id)
-        result.append(
-            Transaction(
-                id=t.id,
-                type=TRANSACTION_TYPES.get(t.code, t.code),
-                direction=entry.direction,
-                amount=t.amount,
-                currency=t.currency,
-                balance_after=entry.balance_after,
-                counterparty=counterparty,
-                memo=None if record is None else record.memo,
-                status="pending" if t.kind is TransferKind.PENDING else "succeeded",
-                created_at=t.created_at,
-                transfer_id=None if record is None else record.id,
-            )
-        )
-    return result, page.next_cursor

@@ -12,7 +12,7 @@ from qianbao.api.deps import Body, CurrentUser, Identity, Info
 from qianbao.api.idempotency import run_idempotent
 from qianbao.api.routes.operators import KycReviewer
 from qianbao.clock import rfc3339
-from qianbao.identity import kyc
+from qianbao.identity import kyc, kyc_records, kyc_review
 
 router = APIRouter(tags=["kyc"])
 
@@ -83,7 +83,7 @@ def _money(amount: int | None, currency: str) -> dict[str, Any] | None:
     return None if amount is None else {"amount": amount, "currency": currency}
 
 
-def application_json(a: kyc.Application, *, for_operator: bool = False) -> dict[str, Any]:
+def application_json(a: kyc_records.Application, *, for_operator: bool = False) -> dict[str, Any]:
     shown = {
         "id": a.id,
         "user_id": a.user_id,
@@ -208,7 +208,7 @@ def list_kyc_applications(
 ) -> dict[str, Any]:
     """Operators: KYC applications, oldest first (default: those pending review). Data is masked."""
     del operator
-    page, next_cursor = kyc.list_applications(ctx, status=status or None, limit=limit, cursor=cursor)
+    page, next_cursor = kyc_review.list_applications(ctx, status=status or None, limit=limit, cursor=cursor)
     return {"data": [application_json(a, for_operator=True) for a in page], "next_cursor": next_cursor}
 
 
@@ -226,7 +226,7 @@ def decide_kyc_application(
     """Operators: approve (tier 1: no limits) or reject a pending application; audited with the operator."""
 
     def work() -> tuple[int, dict[str, Any]]:
-        decided = kyc.decide_application(
+        decided = kyc_review.decide_application(
             ctx, operator, application_id, approve=body.approve, note=body.note, info=info
         )
         return 200, application_json(decided, for_operator=True)

@@ -17,7 +17,7 @@ from qianbao.api.pages import page_params
 from qianbao.api.routes.identity import audit_json
 from qianbao.clock import rfc3339
 from qianbao.errors import Conflict, InvalidInput
-from qianbao.identity import approvals, operators, sessions
+from qianbao.identity import approvals, customer_admin, operators, sessions
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.identity.operators import Permission, roles_for
@@ -98,7 +98,7 @@ def operator_json(view: operators.OperatorView) -> dict[str, Any]:
     }
 
 
-def customer_json(view: operators.CustomerView) -> dict[str, Any]:
+def customer_json(view: customer_admin.CustomerView) -> dict[str, Any]:
     return {
         "id": view.id,
         "phone_masked": view.phone_masked,
@@ -181,7 +181,7 @@ def disable_operator(operator_id: str, admin: Admin, ctx: Identity, info: Info) 
 @router.get("/v1/operator/users/{user_id}")
 def view_user(user_id: str, _operator: UserViewer, ctx: Identity) -> dict[str, Any]:
     """A customer's profile, masked."""
-    return customer_json(operators.view_customer(ctx, user_id))
+    return customer_json(customer_admin.view_customer(ctx, user_id))
 
 
 @router.post("/v1/operator/users/{user_id}/reveal")
@@ -190,7 +190,7 @@ def reveal_user(
 ) -> JSONResponse:
     """Full phone number, name and ID number (risk_analyst, admin), for a stated reason; audited as
     `pii.revealed` with the reason."""
-    shown = operators.reveal_customer(ctx, operator, user_id, body.reason, info)
+    shown = customer_admin.reveal_customer(ctx, operator, user_id, body.reason, info)
     payload = {"id": shown.id, "phone": shown.phone, "name": shown.name, "id_number": shown.id_number}
     return JSONResponse(payload, headers={"Cache-Control": "no-store"})
 
@@ -200,14 +200,14 @@ def freeze_user(
     user_id: str, body: ReasonRequest, operator: Freezer, ctx: Identity, info: Info
 ) -> dict[str, Any]:
     """Freeze the customer and all their wallets (no money in or out); they are told by SMS."""
-    return customer_json(operators.freeze_customer(ctx, operator, user_id, body.reason, info))
+    return customer_json(customer_admin.freeze_customer(ctx, operator, user_id, body.reason, info))
 
 
 @router.post("/v1/operator/users/{user_id}/unfreeze")
 def unfreeze_user(
     user_id: str, body: ReasonRequest, operator: Freezer, ctx: Identity, info: Info
 ) -> dict[str, Any]:
-    return customer_json(operators.unfreeze_customer(ctx, operator, user_id, body.reason, info))
+    return customer_json(customer_admin.unfreeze_customer(ctx, operator, user_id, body.reason, info))
 
 
 # --- audit log ----------------------------------------------------------------------------------------

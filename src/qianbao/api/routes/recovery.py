@@ -1,7 +1,8 @@
 """Changing the phone number (换号), recovering an account whose number is lost, resetting the password.
 
-See `qianbao.identity.recovery` for the rules. None of these create an object, so they take no
-`Idempotency-Key`; repeating a confirmation fails harmlessly because its codes are single-use.
+See `qianbao.identity.phone_change` and `qianbao.identity.recovery` for the rules. None of these create
+an object, so they take no `Idempotency-Key`; repeating a confirmation fails harmlessly because its codes
+are single-use.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 
 from qianbao.api.deps import CurrentUser, Identity, Info
 from qianbao.clock import rfc3339
-from qianbao.identity import recovery
+from qianbao.identity import phone_change, recovery
 
 router = APIRouter(tags=["recovery"])
 
@@ -95,7 +96,7 @@ def request_phone_change(
     """Start changing the account's number: a security change, so the first answer is
     `401 step_up_required`; after the step-up, a code goes to the old number and one to the new.
     `409 phone_taken` if the new number has an account."""
-    recovery.request_phone_change(ctx, principal, body.new_phone, info, step_up)
+    phone_change.request_phone_change(ctx, principal, body.new_phone, info, step_up)
     return {"status": "sent", "expires_in_s": ctx.settings.otp_ttl_s}
 
 
@@ -105,7 +106,7 @@ def confirm_phone_change(
 ) -> dict[str, Any]:
     """Confirm with both codes. The account then cools off (lower payment limits, 24 hours by default),
     the caller's other sessions end, and both numbers get an SMS."""
-    changed = recovery.confirm_phone_change(
+    changed = phone_change.confirm_phone_change(
         ctx,
         principal,
         new_phone_text=body.new_phone,

@@ -18,7 +18,7 @@ from qianbao.api.deps import SESSION_COOKIE, Body, CurrentUser, Identity, Info
 from qianbao.api.idempotency import run_idempotent
 from qianbao.api.routes.identity import SessionCreated
 from qianbao.clock import rfc3339
-from qianbao.identity import second_factors as factors
+from qianbao.identity import passkey_enrolment, totp_enrolment
 from qianbao.identity.sessions import clean_device_key
 
 router = APIRouter(tags=["second_factors"])
@@ -78,7 +78,7 @@ class PasskeySignInRequest(Strict):
     cookie: StrictBool = False
 
 
-def _passkey_json(view: factors.PasskeyView) -> dict[str, Any]:
+def _passkey_json(view: passkey_enrolment.PasskeyView) -> dict[str, Any]:
     return {
         "id": view.id,
         "name": view.name,
@@ -97,7 +97,7 @@ def start_totp(
     """Start TOTP enrolment: a new secret for an authenticator app (as text, otpauth:// URI and QR code).
     It is not in force until confirmed. With a second factor already enrolled this needs step-up, and an
     enabled TOTP stays off until the new secret is confirmed."""
-    enrolment = factors.start_totp_enrolment(ctx, principal, info, step_up)
+    enrolment = totp_enrolment.start_totp_enrolment(ctx, principal, info, step_up)
     response.headers["Cache-Control"] = NO_STORE
     return {"secret": enrolment.secret, "otpauth_uri": enrolment.otpauth_uri, "qr_svg": enrolment.qr_svg}
 
@@ -107,7 +107,7 @@ def confirm_totp(
     body: TotpConfirmRequest, principal: CurrentUser, ctx: Identity, info: Info, response: Response
 ) -> dict[str, Any]:
     """Enable TOTP with a current code from the app. Answers 10 single-use recovery codes, shown once."""
-    codes = factors.confirm_totp(ctx, principal, body.code, info)
+    codes = totp_enrolment.confirm_totp(ctx, principal, body.code, info)
     response.headers["Cache-Control"] = NO_STORE
     return {"recovery_codes": codes}
 
@@ -115,7 +115,7 @@ def confirm_totp(
 @router.delete("/v1/me/totp", status_code=204)
 def disable_totp(principal: CurrentUser, ctx: Identity, info: Info, step_up: StepUpHeader = None) -> Response:
     """Turn TOTP off (step-up); its recovery codes stop working. A pending enrolment is dropped."""
-    factors.disable_totp(ctx, principal, info, step_up)
+    totp_enrolment.disable_totp(ctx, principal, info, step_up)
     return Response(status_code=204)
 
 
@@ -124,7 +124,7 @@ def regenerate_recovery_codes(
     principal: CurrentUser, ctx: Identity, info: Info, response: Response, step_up: StepUpHeader = None
 ) -> dict[str, Any]:
     """A new set of 10 recovery codes (step-up); the old set stops working."""
-    codes = factors.regenerate_recovery_codes(ctx, principal, info, step_up)
+    codes = totp_enrolment.regenerate_recovery_codes(ctx, principal, info, step_up)
     response.headers["Cache-Control"] = NO_STORE
     return {"recovery_codes": codes}
 
@@ -135,7 +135,7 @@ def regenerate_recovery_codes(
 @router.post("/v1/me/passkeys/options")
 def passkey_options(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
     """WebAuthn creation options for `navigator.credentials.create()` (valid 5 minutes, single use)."""
-    return factors.passkey_registration_options(ctx, principal)
+    return passkey_enrolment.passkey_registration_options(ctx, principal)
 
 
 @router.post("/v1/me/passkeys", status_code=201, response_model=PasskeyOut)
@@ -153,7 +153,7 @@ def add_passkey(
     account already has a second factor."""
 
     def work() -> tuple[int, dict[str, Any]]:
-        view = factors.add_passkey(ctx, principal, body.credential, body.name, info, step_up)
+        view = passkey_enrolment.add_passkey(ctx, principal, body.credential, body.name, info, step_up)
         return 201, _passkey_json(view)
 
     return run_idempotent(
@@ -164,7 +164,10 @@ def add_passkey(
 @router.get("/v1/me/passkeys", response_model=PasskeyList)
 def list_passkeys(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
     """The caller's passkeys, oldest first (at most 20, so one page)."""
-    return {"data": [_passkey_json(v) for v in factors.list_passkeys(ctx, principal)], "next_cursor": None}
+    return {
+        "data": [_passkey_json(v) for v in passkey_enrolment.list_passkeys(ctx, principal)],
+        "next_cursor": None,
+    }
 
 
 @router.delete("/v1/me/passkeys/{passkey_id}", status_code=204)
@@ -172,7 +175,7 @@ def remove_passkey(
     passkey_id: str, principal: CurrentUser, ctx: Identity, info: Info, step_up: StepUpHeader = None
 ) -> Response:
     """Remove one of the caller's passkeys (step-up)."""
-    factors.remove_passkey(ctx, principal, passkey_id, info, step_up)
+    passkey_enrolment.remove_passkey(ctx, principal, passkey_id, info, step_up)
     return Response(status_code=204)
 
 
@@ -189,7 +192,7 @@ def passkey_sign_in_options(
     del body
     if info.ip:
         ctx.limiter.hit("passkey_options_ip", info.ip)
-    ceremony_id, options = factors.passkey_sign_in_options(ctx)
+    ceremony_id, options = passkey_enrolment.passkey_sign_in_options(ctx)
     return {"ceremony_id": ceremony_id, "options": options}
 
 
@@ -200,7 +203,7 @@ def sign_in_with_passkey(
     """Sign in with a passkey (`credential` is the `get()` result's `toJSON()`); answers like
     `POST /v1/sessions`. Any failure is 401 `unauthenticated`."""
     device_key = clean_device_key(body.device_id or info.device_key)
-    issued = factors.sign_in_with_passkey(
+    issued = passkey_enrolment.sign_in_with_passkey(
         ctx,
         ceremony_id=body.ceremony_id,
         credential=body.credential,

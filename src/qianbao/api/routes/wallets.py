@@ -13,7 +13,9 @@ from qianbao.api.idempotency import run_idempotent
 from qianbao.clock import rfc3339
 from qianbao.errors import NotFound
 from qianbao.money import UnknownCurrencyError, currency
+from qianbao.payments import funding, history, records
 from qianbao.payments import transfers as payments
+from qianbao.payments.inputs import MAX_PAYMENT
 from qianbao.wallets import service as wallets
 
 router = APIRouter(tags=["wallets"])
@@ -24,7 +26,7 @@ class Strict(BaseModel):
 
 
 class MoneyIn(Strict):
-    amount: StrictInt = Field(ge=1, le=payments.MAX_PAYMENT, description="minor units (fen for CNY)")
+    amount: StrictInt = Field(ge=1, le=MAX_PAYMENT, description="minor units (fen for CNY)")
     currency: StrictStr = Field(min_length=3, max_length=3)
 
     @field_validator("currency")
@@ -150,7 +152,7 @@ def wallet_json(w: wallets.WalletView) -> dict[str, Any]:
     }
 
 
-def transfer_json(t: payments.TransferRecord) -> dict[str, Any]:
+def transfer_json(t: records.TransferRecord) -> dict[str, Any]:
     shown: dict[str, Any] = {
         "id": t.id,
         "status": t.status,
@@ -165,7 +167,7 @@ def transfer_json(t: payments.TransferRecord) -> dict[str, Any]:
     return shown
 
 
-def transaction_json(t: payments.Transaction) -> dict[str, Any]:
+def transaction_json(t: history.Transaction) -> dict[str, Any]:
     return {
         "id": t.id,
         "type": t.type,
@@ -228,7 +230,7 @@ def wallet_transactions(
     cursor: Annotated[str | None, Query(max_length=32)] = None,
 ) -> dict[str, Any]:
     """The wallet's history, newest first, with the balance after each entry."""
-    page, next_cursor = payments.wallet_history(ctx, principal, wallet_id, limit=limit, cursor=cursor)
+    page, next_cursor = history.wallet_history(ctx, principal, wallet_id, limit=limit, cursor=cursor)
     return {"data": [transaction_json(t) for t in page], "next_cursor": next_cursor}
 
 
@@ -303,7 +305,7 @@ def sandbox_fund(
     top-up that always succeeds. The wallet's balance cap applies (`balance_cap_exceeded`)."""
 
     def work() -> tuple[int, dict[str, Any]]:
-        funded = payments.sandbox_fund(
+        funded = funding.sandbox_fund(
             ctx,
             principal,
             wallet_id=body.wallet_id,

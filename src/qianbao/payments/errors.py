@@ -1,0 +1,70 @@
+"""Payment errors (codes in API.md) and how a ledger result code or a limit becomes one.
+
+Transfers and sandbox funding decline with the same codes and the same extra fields (`remaining` under
+a balance cap), so the mapping lives here rather than in either use case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qianbao.errors import Conflict, InvalidInput, LimitExceeded, NotFound, QianbaoError
+from qianbao.ledger.model import Account, ResultCode
+from qianbao.payments.inputs import MAX_PAYMENT
+
+
+class PaymentDeclined(QianbaoError):
+    """A business rule or the ledger declined the payment: insufficient_funds, balance_cap_exceeded,
+    wallet_frozen (the code is the API's, see api/problems.py)."""
+
+    def __init__(self, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.code = code
+
+
+class SameWallet(InvalidInput):
+    code = "same_wallet"
+
+
+class CurrencyMismatch(InvalidInput):
+    code = "currency_mismatch"
+
+
+class RecipientNotFound(NotFound):
+    code = "recipient_not_found"
+
+
+def room_under_cap(account: Account) -> int:
+    """How much more the account may receive under its ceiling (incoming holds count)."""
+    if account.balance_ceiling is None:
+        return MAX_PAYMENT
+    return max(0, account.balance_ceiling - account.balance - account.credits_pending)
+
+
+def money_json(amount: int, currency_code: str) -> dict[str, object]:
+    return {"amount": amount, "currency": currency_code}
+
+
+def decline_error(code: str, *, currency_code: str, room: int | None = None, **extra: Any) -> QianbaoError:
+    if code == "insufficient_funds":
+        return PaymentDeclined(code, "the wallet's available balance is too low", **extra)
+    if code == "balance_cap_exceeded":
+        if room is not None:
+            extra["remaining"] = money_json(room, currency_code)
+        return PaymentDeclined(code, "the receiving wallet would go over its balance cap", **extra)
+    if code == "wallet_frozen":
+        return PaymentDeclined(code, "a wallet of this transfer is frozen or closed", **extra)
+    if code == "currency_mismatch":
+        return CurrencyMismatch("the wallets hold different currencies", **extra)
+    if code in ("limit_exceeded_single", "limit_exceeded_daily"):
+        return LimitExceeded(code, "the payment is over a KYC limit", **extra)
+    return Conflict(f"the ledger refused the transfer ({code})", **extra)
+
+
+LEDGER_DECLINES = {
+    ResultCode.EXCEEDS_CREDITS: "insufficient_funds",
+    ResultCode.EXCEEDS_CEILING: "balance_cap_exceeded",
+    ResultCode.ACCOUNT_FROZEN: "wallet_frozen",
+    ResultCode.ACCOUNT_CLOSED: "wallet_frozen",
+    ResultCode.CURRENCY_MISMATCH: "currency_mismatch",
+}

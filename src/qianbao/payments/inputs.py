@@ -1,0 +1,53 @@
+"""Payment input rules shared by transfers and sandbox funding: the amount, the memo, the caller, and the
+ledger transfer id derived from an Idempotency-Key.
+
+Kept apart from the use cases so that `transfers`, `funding` and the HTTP schemas (MAX_PAYMENT) apply the
+same rules without importing each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+
+from qianbao.errors import InvalidInput
+from qianbao.identity.model import Principal
+from qianbao.money import UnknownCurrencyError, currency
+
+MAX_PAYMENT = 10**15
+MAX_MEMO_LENGTH = 140
+
+
+def check_amount(amount: object, currency_code: object) -> None:
+    """A payment amount: whole minor units, 1 to 10^15, in a known currency (422 validation_error)."""
+    if type(amount) is not int or not 0 < amount <= MAX_PAYMENT:
+        raise InvalidInput(
+            f"amount must be a whole number of minor units from 1 to {MAX_PAYMENT}", field="amount"
+        )
+    try:
+        currency(currency_code)
+    except (UnknownCurrencyError, TypeError) as exc:
+        raise InvalidInput("currency is not a known ISO 4217 code", field="currency") from exc
+
+
+def clean_memo(memo: str | None) -> str | None:
+    if memo is None:
+        return None
+    if not isinstance(memo, str) or len(memo) > MAX_MEMO_LENGTH:
+        raise InvalidInput(f"memo must be up to {MAX_MEMO_LENGTH} characters", field="memo")
+    cleaned = unicodedata.normalize("NFC", memo.strip())
+    if any(unicodedata.category(ch).startswith("C") for ch in cleaned):
+        raise InvalidInput("memo must not contain control characters", field="memo")
+    return cleaned or None
+
+
+def derived_id(prefix: str, scope: str, key: str) -> str:
+    """A ledger transfer id bound to (caller scope, Idempotency-Key): the same key can never pay twice."""
+    digest = hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
+    return f"{prefix}:{digest}"
+
+
+def require_user_id(principal: Principal) -> str:
+    if principal.user_id is None:
+        raise InvalidInput("this operation needs a user")
+    return principal.user_id

@@ -1,0 +1,98 @@
+"""Transfer records: the `transfers` table (succeeded and failed P2P transfers, each bound to its ledger
+transfer id and Idempotency-Key) and the outbox event written with each record.
+
+The table is read by the transfer use case (replays, new-payee checks) and by wallet history (memo and
+transfer id per ledger entry); keeping row access here gives both one mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from qianbao.identity.context import IdentityContext
+from qianbao.payments.tables import transfers
+from qianbao.store.outbox import OutboxEvent
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRecord:
+    id: str
+    ledger_transfer_id: str
+    from_wallet_id: str
+    to_wallet_id: str
+    from_user_id: str
+    to_user_id: str
+    amount: int
+    currency: str
+    memo: str | None
+    status: str
+    failure_code: str | None
+    created_at: int
+
+
+def record_from_row(row: Any) -> TransferRecord:
+    return TransferRecord(
+        id=row.id,
+        ledger_transfer_id=row.ledger_transfer_id,
+        from_wallet_id=row.from_wallet_id,
+        to_wallet_id=row.to_wallet_id,
+        from_user_id=row.from_user_id,
+        to_user_id=row.to_user_id,
+        amount=int(row.amount),
+        currency=row.currency,
+        memo=row.memo,
+        status=row.status,
+        failure_code=row.failure_code,
+        created_at=int(row.created_at),
+    )
+
+
+def records_by_ledger_ids(conn: Connection, ledger_ids: list[str]) -> dict[str, TransferRecord]:
+    if not ledger_ids:
+        return {}
+    rows = conn.execute(select(transfers).where(transfers.c.ledger_transfer_id.in_(ledger_ids)))
+    return {r.ledger_transfer_id: record_from_row(r) for r in rows}
+
+
+def record_by_ledger_id(ctx: IdentityContext, ledger_id: str) -> TransferRecord | None:
+    with ctx.db.read() as conn:
+        return records_by_ledger_ids(conn, [ledger_id]).get(ledger_id)
+
+
+def insert_record(conn: Connection, record: TransferRecord, scope: str, key: str | None) -> None:
+    conn.execute(
+        insert(transfers).values(
+            id=record.id,
+            ledger_transfer_id=record.ledger_transfer_id,
+            from_wallet_id=record.from_wallet_id,
+            to_wallet_id=record.to_wallet_id,
+            from_user_id=record.from_user_id,
+            to_user_id=record.to_user_id,
+            amount=record.amount,
+            currency=record.currency,
+            memo=record.memo,
+            status=record.status,
+            failure_code=record.failure_code,
+            created_at=record.created_at,
+            idempotency_scope=scope if key is not None else None,
+            idempotency_key=key,
+        )
+    )
+
+
+def transfer_event(record: TransferRecord) -> OutboxEvent:
+    # Ids and amounts only: no names, phone numbers or memo (free text may hold personal data).
+    payload = {
+        "transfer_id": record.id,
+        "status": record.status,
+        "from_wallet_id": record.from_wallet_id,
+        "to_wallet_id": record.to_wallet_id,
+        "from_user_id": record.from_user_id,
+        "to_user_id": record.to_user_id,
+        "amount": {"amount": record.amount, "currency": record.currency},
+        "failure_code": record.failure_code,
+    }
+    return OutboxEvent(f"transfer.{record.status}", "transfer", record.id, payload)
