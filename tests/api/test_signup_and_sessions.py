@@ -49,7 +49,8 @@ def test_a_code_is_single_use_and_wrong_codes_fail(client: TestClient) -> None:
     again = client.post(
         "/v1/users", json={"phone": phone, "code": code, "password": STRONG_PASSWORD, "name": "A"}
     )
-    assert again.status_code == 409 and again.json()["code"] == "phone_taken"
+    # The code is spent; and a registered number is never told apart from a wrong code.
+    assert again.status_code == 422 and again.json()["code"] == "verification_failed"
 
 
 def test_weak_passwords_are_refused_with_reasons(client: TestClient) -> None:

@@ -6,6 +6,10 @@ Actions and who may request and approve them (both sides need one of the roles):
     limit_override   risk_analyst, admin   per-user limits in `limit_overrides` (read by identity.limits);
                                           a balance cap also becomes the ceiling of the user's wallets
     release_hold     finance, admin       voids a pending ledger transfer (`TransferSpec.void`)
+    kyc_enhanced     risk_analyst, admin   approves a pending tier-1 (enhanced) KYC application: tier 1 has no
+                                          limits and no balance cap. Filed by `POST /v1/operator/kyc-
+                                          applications/{id}/decision {"approve": true}` (or here, with params
+                                          {"application_id"}); one pending request per application
 
 Approving one's own request is refused here (403) and by the database: a CHECK on `approvals` rejects an
 executed or failed row whose `decided_by` is its `requested_by`, whatever code or SQL writes it.
@@ -15,7 +19,7 @@ Approval runs in three steps, so that a ledger call (its own write transaction) 
    `CLAIM_TTL_US` is abandoned — a crashed worker — and can be taken over);
 2. *execute*: the action (ledger transfer ids derive from the approval id, so running it twice is harmless);
 3. *finish*: status `executed` or `failed` with the `result`, and the audit events.
-A limit override is executed and finished in one transaction. Every step is audited.
+A limit override and a KYC approval are executed and finished in one transaction. Every step is audited.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from qianbao.clock import rfc3339, to_us
 from qianbao.errors import Conflict, Forbidden, InvalidInput, NotFound, QianbaoError
+from qianbao.identity import kyc_records
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, RequestInfo
 from qianbao.identity.operators import (
@@ -41,7 +46,7 @@ from qianbao.identity.operators import (
     operator_actor,
     require,
 )
-from qianbao.identity.tables import approvals, limit_overrides, users
+from qianbao.identity.tables import approvals, kyc_applications, limit_overrides, users
 from qianbao.ids import new_id
 from qianbao.ledger.model import MAX_AMOUNT, PendingStatus, TransferKind, TransferSpec
 from qianbao.ledger.queries import LedgerReader
@@ -57,11 +62,13 @@ _APPROVAL_ID = re.compile(r"apr_[0-9a-z]{26}")
 class Action(StrEnum):
     LIMIT_OVERRIDE = "limit_override"
     RELEASE_HOLD = "release_hold"
+    KYC_ENHANCED = "kyc_enhanced"
 
 
 ACTION_ROLES: dict[Action, frozenset[str]] = {
     Action.LIMIT_OVERRIDE: ROLE_MATRIX[Permission.LIMIT_OVERRIDE],
     Action.RELEASE_HOLD: ROLE_MATRIX[Permission.RELEASE_HOLD],
+    Action.KYC_ENHANCED: ROLE_MATRIX[Permission.REVIEW_KYC],
 }
 # Roles that may take part in maker-checker at all.
 APPROVER_ROLES = frozenset(role for roles in ACTION_ROLES.values() for role in roles)
@@ -186,6 +193,40 @@ def _hold_params(ctx: IdentityContext, params: dict[str, Any]) -> tuple[dict[str
     return {"transfer_id": transfer_id}, _hold_owner(ctx, found.transfer.debit_account_id)
 
 
+def _kyc_params(ctx: IdentityContext, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """`{"application_id"}` of a pending tier-1 application; the stored params also name its user."""
+    if set(params) != {"application_id"} or not isinstance(params["application_id"], str):
+        raise InvalidInput('params must be {"application_id": "…"}', field="params")
+    with ctx.db.read() as conn:
+        row = _pending_enhanced(conn, params["application_id"], lock=False)
+    return {"application_id": row.id, "user_id": row.user_id}, str(row.user_id)
+
+
+def _pending_enhanced(conn: Connection, application_id: str, *, lock: bool) -> Any:
+    """The pending tier-1 application (locked when `lock`), with no other pending request to approve it."""
+    if lock:
+        row = kyc_records.lock_pending(conn, application_id)
+    else:
+        if not kyc_records.APPLICATION_ID.fullmatch(application_id):
+            raise NotFound("no such application")
+        row = conn.execute(select(kyc_applications).where(kyc_applications.c.id == application_id)).first()
+        if row is None:
+            raise NotFound("no such application")
+        if row.status != "pending":
+            raise Conflict(f"the application was already {row.status}", application_status=row.status)
+    if int(row.target_tier) != kyc_records.ENHANCED_TIER:
+        raise InvalidInput("the application is not for tier 1 (enhanced)", field="params.application_id")
+    open_requests = conn.execute(
+        select(approvals.c.id, approvals.c.params).where(
+            approvals.c.action == Action.KYC_ENHANCED.value, approvals.c.status == "pending"
+        )
+    ).all()
+    for other in open_requests:
+        if dict(other.params).get("application_id") == application_id:
+            raise Conflict("an approval for this application is already pending", approval_id=other.id)
+    return row
+
+
 def _hold_owner(ctx: IdentityContext, account_id: str) -> str | None:
     """The user whose wallet the hold is on (wallet accounts name their owner), for the audit log."""
     account = LedgerReader(ctx.db).get_account(account_id)
@@ -211,15 +252,21 @@ def request_approval(
     require(operator, ACTION_ROLES[kind], f"requesting {kind.value}")
     if not isinstance(params, dict):
         raise InvalidInput("params must be an object", field="params")
-    why = clean_reason(reason)
+    # A KYC approval's reason becomes the application's reason, which holds 200 characters.
+    why = clean_reason(reason, max_length=200 if kind is Action.KYC_ENHANCED else 500)
     subject: str | None
     if kind is Action.LIMIT_OVERRIDE:
         clean, subject = _limit_params(ctx, params)
+    elif kind is Action.KYC_ENHANCED:
+        clean, subject = _kyc_params(ctx, params)
     else:
         clean, subject = _hold_params(ctx, params)
     now = ctx.now()
     approval_id = new_id("apr")
     with ctx.db.write() as conn:
+        if kind is Action.KYC_ENHANCED:
+            # Again under the application's row lock: two operators filing at once cannot both succeed.
+            _pending_enhanced(conn, clean["application_id"], lock=True)
         conn.execute(
             insert(approvals).values(
                 id=approval_id,
@@ -319,6 +366,8 @@ def approve(
         raise Conflict("another operator is deciding or has decided this request")
     if kind is Action.LIMIT_OVERRIDE:
         return _execute_limit_override(ctx, operator, row, info)
+    if kind is Action.KYC_ENHANCED:
+        return _execute_kyc_enhanced(ctx, operator, row, info)
     return _execute_release_hold(ctx, operator, row, info)
 
 
@@ -461,3 +510,40 @@ def _execute_release_hold(
     with ctx.db.write() as conn:
         final = _finish(conn, operator, row, status, result, info, ctx.now(), subject)
     return _view(final)
+
+
+def _execute_kyc_enhanced(
+    ctx: IdentityContext, operator: Principal, row: Any, info: RequestInfo
+) -> ApprovalView:
+    """Raise the applicant to tier 1 (no limits, no balance cap), decided by the approving operator; fails
+    (recorded, nothing changed) if the application was decided meanwhile or the user's tier moved."""
+    application_id = str(row.params["application_id"])
+    user_id = _subject(row)
+    try:
+        with ctx.uow() as uow:
+            application = kyc_records.lock_pending(uow.conn, application_id)
+            decided = kyc_records.decide_pending(
+                ctx,
+                uow,
+                application,
+                approve=True,
+                reason=row.reason,
+                actor=operator_actor(operator, info),
+                decided_by=operator.id,
+                details={"approval_id": row.id, "requested_by": row.requested_by},
+            )
+            result = {
+                "application_id": application_id,
+                "application_status": decided.status,
+                "kyc_tier": kyc_records.ENHANCED_TIER,
+            }
+            final = _finish(uow.conn, operator, row, "executed", result, info, ctx.now(), user_id)
+            uow.commit()
+        return _view(final)
+    except ClaimLost:
+        raise
+    except QianbaoError as exc:
+        failure = {"code": exc.code, "detail": exc.detail, "application_id": application_id}
+        with ctx.db.write() as conn:
+            final = _finish(conn, operator, row, "failed", failure, info, ctx.now(), user_id)
+        return _view(final)

@@ -1,23 +1,27 @@
 """KYC tiers and the records of moving between them: the `kyc_applications` rows (personal data
 encrypted, shown masked), declined verifications kept for fraud review, and the tier change itself.
 
-Shared by the user-facing flows (`identity/kyc.py`) and operator review (`identity/kyc_review.py`). A tier
-change, in the caller's transaction: the user row, every wallet's balance ceiling (the ledger enforces the
-tier's balance cap), the audit event `kyc.tier_changed` and an outbox event.
+Shared by the user-facing flows (`identity/kyc.py`), operator review (`identity/kyc_review.py`) and
+maker-checker (`identity/approvals.py`, which runs an approved `kyc_enhanced` request through
+`decide_pending`). A tier change, in the caller's transaction: the user row, every wallet's balance ceiling
+(the ledger enforces the tier's balance cap), the audit event `kyc.tier_changed` and an outbox event.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, insert, select, update
 
+from qianbao.errors import Conflict, NotFound
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.limits import limits_for
 from qianbao.identity.model import Principal, RequestInfo
 from qianbao.identity.tables import kyc_applications, users
+from qianbao.identity.users import credential_row
 from qianbao.ids import new_id
 from qianbao.security import audit
 from qianbao.security.fields import context
@@ -31,6 +35,7 @@ IDENTITY_TIER = 3
 BANK_ACCOUNT_TIER = 2
 ENHANCED_TIER = 1
 SYSTEM_DECIDER = "system"
+APPLICATION_ID = re.compile(r"kyc_[0-9a-z]{26}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,75 @@ def change_tier(
     details = {"from_tier": from_tier, "to_tier": to_tier, "application_id": application_id}
     audit.record(conn, now, "kyc.tier_changed", actor, subject_user_id=user_id, details=details)
     uow.emit(OutboxEvent("kyc.tier_changed", "user", user_id, {"user_id": user_id, **details}))
+
+
+def lock_pending(conn: Connection, application_id: object) -> Any:
+    """The application's row, locked for the caller's transaction: NotFound, or Conflict unless pending."""
+    if not isinstance(application_id, str) or not APPLICATION_ID.fullmatch(application_id):
+        raise NotFound("no such application")
+    row = conn.execute(
+        select(kyc_applications).where(kyc_applications.c.id == application_id).with_for_update()
+    ).first()
+    if row is None:
+        raise NotFound("no such application")
+    if row.status != "pending":
+        raise Conflict(f"the application was already {row.status}", application_status=row.status)
+    return row
+
+
+def decide_pending(
+    ctx: IdentityContext,
+    uow: UnitOfWork,
+    row: Any,
+    *,
+    approve: bool,
+    reason: str | None,
+    actor: audit.Actor,
+    decided_by: str,
+    details: Mapping[str, Any] | None = None,
+) -> Any:
+    """Decide a pending application locked by `lock_pending`, in the caller's unit of work: approving an
+    enhanced application raises the user to tier 1 (no limits, no balance cap). Audited as
+    `kyc.application_decided` (with `details`) and announced in the outbox. Returns the decided row."""
+    conn = uow.conn
+    application_id = str(row.id)
+    user_id = str(row.user_id)
+    tier = int(credential_row(conn, user_id, lock=True).kyc_tier)
+    now = ctx.now()
+    if approve:
+        if tier != BANK_ACCOUNT_TIER or int(row.target_tier) != ENHANCED_TIER:
+            raise Conflict(
+                "the user's tier changed since the application: it cannot be approved", kyc_tier=tier
+            )
+        change_tier(
+            ctx,
+            uow,
+            user_id=user_id,
+            from_tier=tier,
+            to_tier=ENHANCED_TIER,
+            actor=actor,
+            application_id=application_id,
+        )
+    conn.execute(
+        update(kyc_applications)
+        .where(kyc_applications.c.id == application_id)
+        .values(
+            status="approved" if approve else "rejected", reason=reason, decided_at=now, decided_by=decided_by
+        )
+    )
+    recorded = {
+        "application_id": application_id,
+        "approved": approve,
+        "target_tier": int(row.target_tier),
+        **(details or {}),
+    }
+    audit.record(conn, now, "kyc.application_decided", actor, subject_user_id=user_id, details=recorded)
+    uow.emit(
+        OutboxEvent(
+            "kyc.application_decided", "kyc_application", application_id, {"user_id": user_id, **recorded}
+        )
+    )
+    return conn.execute(select(kyc_applications).where(kyc_applications.c.id == application_id)).one()
 
 
 def encrypt_field(ctx: IdentityContext, value: str | None, column: str) -> str | None:

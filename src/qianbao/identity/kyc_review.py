@@ -1,34 +1,35 @@
 """Operator review of tier-1 (enhanced verification) applications: the review queue and the decision.
 
-Users file the application in `identity/kyc.py` (`apply_enhanced`); an operator approves (tier 1: no
-limits, no balance cap) or rejects it here, in one transaction with its audit and outbox events.
+Users file the application in `identity/kyc.py` (`apply_enhanced`). An operator rejects it here, in one
+transaction with its audit and outbox events. Approving (tier 1: no limits, no balance cap) takes two
+operators: the reviewer files a `kyc_enhanced` maker-checker request (`identity/approvals.py`), and the tier
+changes only when a different risk_analyst or admin approves it (`kyc_records.decide_pending`).
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from qianbao.errors import Conflict, InvalidInput, NotFound
+from qianbao.errors import InvalidInput, NotFound
+from qianbao.identity import approvals
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.kyc_records import (
-    BANK_ACCOUNT_TIER,
-    ENHANCED_TIER,
+    APPLICATION_ID,
     Application,
     actor_of,
     application_view,
-    change_tier,
+    decide_pending,
+    lock_pending,
 )
 from qianbao.identity.model import Principal, RequestInfo
+from qianbao.identity.operators import ROLE_MATRIX, Permission, require
 from qianbao.identity.tables import KYC_STATUSES, kyc_applications
-from qianbao.identity.users import credential_row
-from qianbao.security import audit
-from qianbao.store.outbox import OutboxEvent
 
 MAX_NOTE_LENGTH = 200
 MAX_PAGE = 100
-_APPLICATION_ID = re.compile(r"kyc_[0-9a-z]{26}")
+DEFAULT_APPROVAL_REASON = "tier-1 (enhanced) KYC application checked by the reviewer"
 
 
 def clean_note(note: str | None) -> str | None:
@@ -51,13 +52,22 @@ def list_applications(
     if status is not None:
         query = query.where(kyc_applications.c.status == status)
     if cursor:
-        if not _APPLICATION_ID.fullmatch(cursor):
+        if not APPLICATION_ID.fullmatch(cursor):
             raise InvalidInput("cursor is not valid", field="cursor")
         query = query.where(kyc_applications.c.id > cursor)
     with ctx.db.read() as conn:
         rows = conn.execute(query).all()
     page = [application_view(ctx.keys, r) for r in rows[:limit]]
     return page, (page[-1].id if len(rows) > limit else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a review decision did: a rejection decides the application; an approval only files the
+    maker-checker request (`approval`), and the application stays pending until a second operator approves."""
+
+    application: Application
+    approval: approvals.ApprovalView | None = None
 
 
 def decide_application(
@@ -68,57 +78,40 @@ def decide_application(
     approve: bool,
     note: str | None,
     info: RequestInfo,
-) -> Application:
-    """An operator approves (tier 1: no limits, no balance cap) or rejects an enhanced application.
+) -> Decision:
+    """An operator (risk_analyst, admin) rejects an enhanced application, or asks for its approval.
 
-    Any operator may decide for now; role checks arrive with operator roles."""
+    Approving sets tier 1, which removes every limit and the balance cap, so it takes two people: this files
+    a `kyc_enhanced` approval request (its reason is the note), which a different operator approves at
+    `POST /v1/operator/approvals/{id}/approve`. Rejecting lowers nothing and is decided here, at once."""
     note = clean_note(note)
-    if not isinstance(application_id, str) or not _APPLICATION_ID.fullmatch(application_id):
+    if not isinstance(application_id, str) or not APPLICATION_ID.fullmatch(application_id):
         raise NotFound("no such application")
+    if approve:
+        approval = approvals.request_approval(
+            ctx,
+            operator,
+            action=approvals.Action.KYC_ENHANCED,
+            params={"application_id": application_id},
+            reason=approval_reason(note),
+            info=info,
+        )
+        with ctx.db.read() as conn:
+            row = conn.execute(select(kyc_applications).where(kyc_applications.c.id == application_id)).one()
+        return Decision(application_view(ctx.keys, row), approval)
+    require(operator, ROLE_MATRIX[Permission.REVIEW_KYC], "deciding KYC applications")
     actor = actor_of(operator, info)
     with ctx.uow() as uow:
-        conn = uow.conn
-        row = conn.execute(
-            select(kyc_applications).where(kyc_applications.c.id == application_id).with_for_update()
-        ).first()
-        if row is None:
-            raise NotFound("no such application")
-        if row.status != "pending":
-            raise Conflict(f"the application was already {row.status}", application_status=row.status)
-        user_id = str(row.user_id)
-        tier = int(credential_row(conn, user_id, lock=True).kyc_tier)
-        now = ctx.now()
-        if approve:
-            if tier != BANK_ACCOUNT_TIER or int(row.target_tier) != ENHANCED_TIER:
-                raise Conflict(
-                    "the user's tier changed since the application: it cannot be approved", kyc_tier=tier
-                )
-            change_tier(
-                ctx,
-                uow,
-                user_id=user_id,
-                from_tier=tier,
-                to_tier=ENHANCED_TIER,
-                actor=actor,
-                application_id=application_id,
-            )
-        conn.execute(
-            update(kyc_applications)
-            .where(kyc_applications.c.id == application_id)
-            .values(
-                status="approved" if approve else "rejected",
-                reason=note,
-                decided_at=now,
-                decided_by=operator.id,
-            )
+        row = lock_pending(uow.conn, application_id)
+        decided = decide_pending(
+            ctx, uow, row, approve=False, reason=note, actor=actor, decided_by=operator.id
         )
-        details = {"application_id": application_id, "approved": approve, "target_tier": int(row.target_tier)}
-        audit.record(conn, now, "kyc.application_decided", actor, subject_user_id=user_id, details=details)
-        uow.emit(
-            OutboxEvent(
-                "kyc.application_decided", "kyc_application", application_id, {"user_id": user_id, **details}
-            )
-        )
-        decided = conn.execute(select(kyc_applications).where(kyc_applications.c.id == application_id)).one()
         uow.commit()
-    return application_view(ctx.keys, decided)
+    return Decision(application_view(ctx.keys, decided))
+
+
+def approval_reason(note: str | None) -> str:
+    """The maker-checker reason: the reviewer's note, or a default (a reason has 3+ characters)."""
+    if note is None:
+        return DEFAULT_APPROVAL_REASON
+    return note if len(note) >= 3 else f"{DEFAULT_APPROVAL_REASON}: {note}"

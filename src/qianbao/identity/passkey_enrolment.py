@@ -28,6 +28,7 @@ from qianbao.identity.second_factors import (
     PHONE,
     actor_of,
     check_still_no_second_factor,
+    first_enrolment_step_up,
     notify,
     step_up_for,
     user_id_of,
@@ -186,11 +187,11 @@ def add_passkey(
         taken = conn.execute(select(passkeys.c.id).where(passkeys.c.credential_id == credential_id)).first()
     if taken is not None:
         raise PasskeyAlreadyRegistered("this passkey is already registered")
-    step_up = None
+    action = {"action": "passkey.add", "credential_id": credential_id}
     if count or row.totp_enabled_at is not None:
-        step_up = step_up_for(
-            ctx, principal, {"action": "passkey.add", "credential_id": credential_id}, step_up_header
-        )
+        step_up = step_up_for(ctx, principal, action, step_up_header)
+    else:
+        step_up = first_enrolment_step_up(ctx, principal, action, step_up_header)
     passkey_id = new_id("pky")
     now = ctx.now()
     try:

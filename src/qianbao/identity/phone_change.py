@@ -137,10 +137,11 @@ def confirm_phone_change(
         raise InvalidInput(
             "new_phone is this account's number already", field="new_phone", reason="same_phone"
         )
-    if taken is not None:
-        raise PhoneTaken("the new number already has an account")
+    # Both codes first, so this endpoint cannot be used to probe which numbers are registered.
     old_verification = _checked_code(ctx, old_phone, "phone_change_old", old_code, "old_code")
     new_verification = _checked_code(ctx, new_phone, "phone_change_new", new_code, "new_code")
+    if taken is not None:
+        raise PhoneTaken("the new number already has an account")
     now = ctx.now()
     with ctx.uow() as uow:
         conn = uow.conn

@@ -108,24 +108,29 @@ def set_pin(
         raise WeakCredential(
             "weak_pin", f"the PIN is too easy to guess: {', '.join(problems)}", reasons=problems
         )
-    step_up = None
     if row.pin_hash is not None:
-        step_up = stepup.require_step_up(
-            ctx,
-            principal,
-            operation=Operation.CHANGE_PIN,
-            params={},
-            reasons=ctx.step_up_policy.reasons(
-                StepUpFacts(Operation.CHANGE_PIN, device_trusted=principal.device_trusted)
-            ),
-            step_up_header=step_up_header,
+        reasons = ctx.step_up_policy.reasons(
+            StepUpFacts(Operation.CHANGE_PIN, device_trusted=principal.device_trusted)
         )
+    else:
+        # The first PIN needs no proof from a known device, but does from a new one (a stolen password
+        # alone must not be enough to set a PIN and then pass step-ups with it).
+        reasons = [] if principal.device_trusted else ["new_device"]
+    # Bound to the new PIN (keyed digest): a proof for one PIN change cannot install another PIN.
+    step_up = stepup.require_step_up(
+        ctx,
+        principal,
+        operation=Operation.CHANGE_PIN,
+        params={"pin": ctx.keys.digest("pin_change", pin)},
+        reasons=reasons,
+        step_up_header=step_up_header,
+    )
     pin_hash = ctx.hasher.hash(pin)
     now = ctx.now()
     with ctx.db.write() as conn:
         stepup.consume(ctx, conn, step_up)
         query = update(users).where(users.c.id == principal.user_id)
-        if step_up is None:  # setting the first PIN: only while there is none (else it is a change)
+        if row.pin_hash is None:  # setting the first PIN: only while there is none (else it is a change)
             query = query.where(users.c.pin_hash.is_(None))
         done = conn.execute(
             query.values(pin_hash=pin_hash, pin_failures=0, pin_locked_until=None, updated_at=now)

@@ -60,6 +60,24 @@ def step_up_for(
     )
 
 
+def first_enrolment_step_up(
+    ctx: IdentityContext, principal: Principal, action: Mapping[str, str], header: str | None
+) -> stepup.StepUpPass | None:
+    """Adding the first second factor needs no proof from a known device (there is nothing stronger than
+    the session to prove with), but it does from a new one: otherwise a stolen password alone would let
+    someone enrol their own factor and lock the owner out."""
+    if principal.device_trusted:
+        return None
+    return stepup.require_step_up(
+        ctx,
+        principal,
+        operation=Operation.CHANGE_SECOND_FACTOR,
+        params=dict(action),
+        reasons=["new_device"],
+        step_up_header=header,
+    )
+
+
 def notify(ctx: IdentityContext, conn: Connection, row: Any, template: str, zh: str, en: str) -> None:
     ctx.notifier.send(
         conn,

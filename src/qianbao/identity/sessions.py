@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert, select, update
 
-from qianbao.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from qianbao.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unauthenticated
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, PrincipalKind, RequestInfo
 from qianbao.identity.phones import normalise_phone
@@ -151,7 +151,7 @@ def issue_session(
         subject_user_id=user_id,
         details={"method": auth_method, "new_device": new_device, "transport": transport},
     )
-    if new_device and device_id is not None:
+    if new_device:  # also without a device id: leaving the header out must not silence the alert
         ctx.notifier.send(
             conn,
             to=phone,
@@ -182,10 +182,12 @@ def sign_in_with_password(
     clean_device_key(device_key)
     if not isinstance(password, str) or not password:
         raise InvalidInput("password is required", field="password")
-    # Check before spending a hash: a locked-out account or IP costs the attacker nothing to ask again.
-    for rule, ident in (("password_account", phone), ("password_ip", info.ip)):
-        if ident and not ctx.limiter.check(rule, ident):
-            ctx.limiter.hit(rule, ident)  # raises RateLimited with Retry-After
+    # Before spending a hash: a locked-out IP costs the attacker nothing to ask again. The account's
+    # counter takes every attempt *before* the check (a success resets it), so a burst of concurrent
+    # guesses cannot all slip past a limit that would only be counted after each failure.
+    if info.ip and not ctx.limiter.check("password_ip", info.ip):
+        ctx.limiter.hit("password_ip", info.ip)  # raises RateLimited with Retry-After
+    ctx.limiter.hit("password_account", phone)
     with ctx.db.read() as conn:
         row = conn.execute(
             select(users.c.id, users.c.password_hash, users.c.status).where(
@@ -208,12 +210,11 @@ def sign_in_with_password(
                 outcome="failure",
                 details={"phone": mask_phone(phone), "reason": "bad_credentials"},
             )
-        for rule, ident in (("password_account", phone), ("password_ip", info.ip)):
-            if ident:
-                try:
-                    ctx.limiter.hit(rule, ident)
-                except Exception:  # noqa: BLE001, S110 - the failure below is the answer either way
-                    pass
+        if info.ip:
+            try:
+                ctx.limiter.hit("password_ip", info.ip)
+            except RateLimited:
+                pass  # the failure below is the answer either way
         raise Unauthenticated("the phone number or password is wrong")
     ctx.limiter.reset("password_account", phone)
     if ctx.hasher.needs_rehash(row.password_hash):

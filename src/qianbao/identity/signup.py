@@ -186,10 +186,12 @@ def register_user(
     clean = clean_name(name)
     check_password(password, phone=phone, name=clean)
     password_hash = ctx.hasher.hash(password)
+    # The code first: a registered number never receives a sign-up code, so this answers
+    # `verification_failed` for it and the endpoint does not tell strangers who is registered.
+    verification_id = check_code(ctx, phone, "signup", code)
     with ctx.db.read() as conn:
         if find_user_id_by_phone(conn, ctx.keys, phone) is not None:
             raise PhoneTaken("this phone number already has an account: sign in instead")
-    verification_id = check_code(ctx, phone, "signup", code)
     try:
         with ctx.uow() as uow:
             use_code(uow.conn, verification_id, ctx.now())

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, case, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, case, func, insert, select, update
 
 from qianbao.errors import InvalidInput, NotFound, StepUpRequired
 from qianbao.identity import passkeys as webauthn
@@ -81,6 +81,7 @@ class StepUpPass:
     user_id: str
     challenge_id: str
     binding: str
+    session_id: str | None = None
 
 
 def require_step_up(
@@ -103,7 +104,7 @@ def require_step_up(
         raise InvalidInput("this operation needs a user")
     binding = binding_of(operation, params)
     if step_up_header:
-        return StepUpPass(subject, step_up_header, binding)
+        return StepUpPass(subject, step_up_header, binding, principal.session_id)
     challenge = create_challenge(
         ctx,
         subject,
@@ -124,7 +125,9 @@ def require_step_up(
 def consume(ctx: IdentityContext, conn: Connection, step_up: StepUpPass | None) -> None:
     """Spend the proved challenge inside the operation's transaction (no-op without one)."""
     if step_up is not None:
-        consume_challenge(ctx, conn, step_up.user_id, step_up.challenge_id, step_up.binding)
+        consume_challenge(
+            ctx, conn, step_up.user_id, step_up.challenge_id, step_up.binding, session_id=step_up.session_id
+        )
 
 
 def create_challenge(
@@ -167,14 +170,23 @@ def create_challenge(
 
 
 def consume_challenge(
-    ctx: IdentityContext, conn: Connection, user_id: str, challenge_id: str, binding: str
+    ctx: IdentityContext,
+    conn: Connection,
+    user_id: str,
+    challenge_id: str,
+    binding: str,
+    *,
+    session_id: str | None = None,
 ) -> None:
+    """Spend a verified challenge: the same user, the same session (or none, for sign-in), the same
+    operation and parameters, once, before it expires."""
     now = ctx.now()
     used = conn.execute(
         update(challenges)
         .where(
             challenges.c.id == challenge_id,
             challenges.c.user_id == user_id,
+            _same_session(session_id),
             challenges.c.binding == binding,
             challenges.c.status == "verified",
             challenges.c.expires_at > now,
@@ -194,9 +206,21 @@ def get_challenge(ctx: IdentityContext, principal: Principal, challenge_id: str)
     return ChallengeView(row.id, row.operation, list(row.methods), list(row.reasons), status, row.expires_at)
 
 
+def _same_session(session_id: str | None) -> ColumnElement[bool]:
+    """A challenge belongs to the session that met it: another session of the same user (say, one signed
+    in with a stolen password) can neither prove nor spend it."""
+    if session_id is None:
+        return challenges.c.session_id.is_(None)
+    return challenges.c.session_id == session_id
+
+
 def _own(conn: Connection, principal: Principal, challenge_id: str) -> Any:
     row = conn.execute(
-        select(challenges).where(challenges.c.id == challenge_id, challenges.c.user_id == principal.user_id)
+        select(challenges).where(
+            challenges.c.id == challenge_id,
+            challenges.c.user_id == principal.user_id,
+            _same_session(principal.session_id),
+        )
     ).first()
     if row is None:
         raise NotFound("no such challenge")

@@ -26,6 +26,7 @@ from qianbao.identity.second_factors import (
     PHONE,
     actor_of,
     check_still_no_second_factor,
+    first_enrolment_step_up,
     notify,
     step_up_for,
     user_id_of,
@@ -74,9 +75,10 @@ def start_totp_enrolment(
         row = credential_row(conn, user_id)
         passkey = has_passkeys(conn, user_id)
     enabled = row.totp_enabled_at is not None
-    step_up = None
     if enabled or passkey:
         step_up = step_up_for(ctx, principal, {"action": "totp.enrol"}, step_up_header)
+    else:
+        step_up = first_enrolment_step_up(ctx, principal, {"action": "totp.enrol"}, step_up_header)
     secret = new_totp_secret()
     phone = ctx.keys.decrypt(row.phone_cipher, context=PHONE)
     # The label is masked: the QR code shows it and ends up in screenshots and authenticator backups.
