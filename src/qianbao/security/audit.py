@@ -5,7 +5,7 @@ Details carry ids and masked values only; never a phone number, name, ID number 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,8 @@ def list_events(
     until_us: int | None = None,
     before_seq: int | None = None,
     limit: int = 20,
+    exclude_events: Collection[str] = (),
+    exclude_prefixes: Collection[str] = (),
 ) -> list[AuditEvent]:
     """Newest first; `before_seq` is the cursor (the seq of the last row of the previous page)."""
     query = select(audit_events).order_by(audit_events.c.seq.desc()).limit(limit)
@@ -100,6 +102,10 @@ def list_events(
         query = query.where(audit_events.c.at < until_us)
     if before_seq is not None:
         query = query.where(audit_events.c.seq < before_seq)
+    if exclude_events:
+        query = query.where(audit_events.c.event.not_in(list(exclude_events)))
+    for prefix in exclude_prefixes:
+        query = query.where(audit_events.c.event.not_like(f"{prefix}%"))
     return [
         AuditEvent(
             id=r.id,
@@ -117,3 +123,29 @@ def list_events(
         )
         for r in conn.execute(query)
     ]
+
+
+# What users see of their own security events. Operators' internal work (data reveals, approvals) is not
+# shown, and where an operator acted (a freeze, a KYC decision) the customer sees that it happened but
+# not who did it or the internal notes: telling a customer about an investigation can tip them off.
+HIDDEN_FROM_USERS = frozenset({"pii.revealed"})
+HIDDEN_PREFIXES_FROM_USERS = ("approval.",)
+
+
+def as_seen_by_user(event: AuditEvent) -> AuditEvent:
+    if event.actor_kind != "operator":
+        return event
+    return AuditEvent(
+        id=event.id,
+        seq=event.seq,
+        at=event.at,
+        event=event.event,
+        outcome=event.outcome,
+        actor_kind="operator",
+        actor_id=None,
+        subject_user_id=event.subject_user_id,
+        ip=None,
+        device_id=None,
+        session_id=None,
+        details={},
+    )

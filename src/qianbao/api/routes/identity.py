@@ -205,7 +205,6 @@ def me(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
         "name_masked": user.name_masked,
         "kyc_tier": user.kyc_tier,
         "status": user.status,
-        "status_reason": user.status_reason,
         "has_pin": user.has_pin,
         "has_totp": user.has_totp,
         "has_passkey": passkey,
@@ -253,12 +252,17 @@ def my_security_events(
     before = page_params(cursor)
     with ctx.db.read() as conn:
         events = audit.list_events(
-            conn, subject_user_id=principal.user_id, before_seq=before, limit=limit + 1
+            conn,
+            subject_user_id=principal.user_id,
+            before_seq=before,
+            limit=limit + 1,
+            exclude_events=audit.HIDDEN_FROM_USERS,
+            exclude_prefixes=audit.HIDDEN_PREFIXES_FROM_USERS,
         )
     more = len(events) > limit
     events = events[:limit]
     return {
-        "data": [audit_json(e) for e in events],
+        "data": [audit_json(audit.as_seen_by_user(e)) for e in events],
         "next_cursor": str(events[-1].seq) if more and events else None,
     }
 
