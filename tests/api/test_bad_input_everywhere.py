@@ -104,3 +104,18 @@ def test_forged_credentials_are_401(client: TestClient, header: str) -> None:
     response = client.get("/v1/me", headers={"Authorization": header})
     assert response.status_code == 401
     assert response.json()["code"] == "unauthenticated"
+
+
+def test_nul_characters_in_ids_and_text_are_refused_not_500(client: TestClient, alice: SignedUp) -> None:
+    """PostgreSQL text cannot hold NUL: such input is refused at the door on both databases."""
+    for method, path, _spec in operations(client):
+        if "{" not in path:
+            continue
+        url = re.sub(r"\{[^}]+\}", "a%00b", path)
+        for headers in ({}, alice.auth):
+            response = client.request(method, url, json={}, headers=headers)
+            assert response.status_code == 404, f"{method} {path}: {response.text[:200]}"
+    passkey = client.post("/v1/sessions/passkey", json={"ceremony_id": "a\x00b", "credential": {}})
+    assert passkey.status_code == 422 and passkey.json()["code"] == "validation_error"
+    query = client.get("/v1/me/security-events", params={"cursor": "1\x002"}, headers=alice.auth)
+    assert query.status_code == 422

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel
 
 from qianbao import __version__
 from qianbao.api import log_redaction
+from qianbao.api.guards import refuse_nul_characters
 from qianbao.api.problems import install_problem_handlers
 from qianbao.api.routes import api_keys, kyc, operators, recovery, second_factors, wallets
 from qianbao.api.routes import identity as identity_routes
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Digital wallet platform: ledger, wallets, payments. Errors are problem+json.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_characters)],
     )
     install_problem_handlers(app)
     log_redaction.install()
