@@ -15,7 +15,8 @@ def cookie_sign_in(client: TestClient, user: SignedUp) -> tuple[str, str]:
     assert r.status_code == 201, r.text
     set_cookie = r.headers["set-cookie"]
     assert "qb_session=" in set_cookie and "HttpOnly" in set_cookie and "SameSite=lax" in set_cookie
-    return r.json()["token"], r.json()["csrf_token"]
+    assert r.json()["token"] is None  # the token lives only in the HttpOnly cookie
+    return r.cookies["qb_session"], r.json()["csrf_token"]
 
 
 def test_cookie_sessions_need_the_csrf_token_for_changes(client: TestClient, alice: SignedUp) -> None:

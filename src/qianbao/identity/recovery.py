@@ -39,7 +39,7 @@ from qianbao.identity.sessions import revoke_all_sessions
 from qianbao.identity.signup import check_code, check_password, send_code, use_code
 from qianbao.identity.tables import devices, recovery_codes, users
 from qianbao.identity.totp import hash_recovery_code
-from qianbao.identity.users import ID_NUMBER, credential_row, find_user_id_by_phone
+from qianbao.identity.users import ID_NUMBER, credential_row, find_user_id_by_phone, has_passkeys
 from qianbao.security import audit
 from qianbao.security.fields import context
 from qianbao.security.masking import mask_phone
@@ -344,6 +344,17 @@ def reset_password(
             "this account has a second factor: send second_factor (totp or recovery_code)",
             methods=list(SECOND_FACTOR_METHODS),
         )
+    if row.totp_enabled_at is None:
+        with ctx.db.read() as conn:
+            passkey_only = has_passkeys(conn, user_id)
+        if passkey_only:
+            # The SMS code alone is not enough where a passkey is enrolled; a passkey signs in without
+            # the password, and PUT /v1/me/password then sets a new one.
+            raise SecondFactorRequired(
+                "this account has a passkey: sign in with it, then change the password"
+                " (PUT /v1/me/password)",
+                methods=["passkey"],
+            )
     # The second factor comes before the password policy: the policy's answer (e.g. that the password
     # contains the user's name) must not be an oracle for someone who holds only the phone.
     if proof is not None and not _second_factor_ok(ctx, user_id, proof):

@@ -139,6 +139,7 @@ def create_challenge(
     reasons: list[str],
     session_id: str | None,
 ) -> ChallengeView:
+    ctx.limiter.hit("challenge_create", user_id)
     now = ctx.now()
     challenge_id = new_id("chl")
     expires = now + ctx.settings.challenge_ttl_s * 1_000_000

@@ -45,7 +45,10 @@ DEFAULT_RULES: dict[str, str] = {
     "recovery_id": "5/hour;10/day",  # account-recovery attempts per ID number
     "recovery_ip": "20/hour",  # account-recovery attempts per IP
     "recipient_lookup": "30/hour;100/day",  # phone look-ups per user (against enumeration)
-    "challenge_verify": "10/10 minutes",  # step-up proof attempts per challenge/user
+    # Step-up proof attempts per user. The daily cap bounds TOTP guessing at sign-in, where each correct
+    # password would otherwise open a fresh challenge: 50 guesses a day at ~3e-6 each.
+    "challenge_verify": "10/10 minutes;50/day",
+    "challenge_create": "30/10 minutes;300/day",  # step-up challenges opened per user (audit rows too)
     "api_key_request": "600/minute",
 }
 

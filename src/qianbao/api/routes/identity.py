@@ -13,8 +13,8 @@ from qianbao.api.idempotency import run_idempotent
 from qianbao.api.pages import page_params
 from qianbao.clock import rfc3339
 from qianbao.errors import NotFound
+from qianbao.identity import password_change, sessions, signup, stepup
 from qianbao.identity import pin as pins
-from qianbao.identity import sessions, signup, stepup
 from qianbao.identity.model import Operation, Principal, PrincipalKind
 from qianbao.identity.tables import challenges
 from qianbao.identity.users import get_user, has_passkeys
@@ -57,7 +57,7 @@ class SessionRequest(Strict):
 
 
 class SessionCreated(BaseModel):
-    token: str
+    token: str | None = Field(description="the bearer token; null for cookie sessions (it is in the cookie)")
     expires_at: str
     user_id: str
     session_id: str
@@ -175,7 +175,8 @@ def create_session(
             path="/",
         )
     return {
-        "token": issued.token,
+        # A cookie session's token lives only in the HttpOnly cookie: no script may read it.
+        "token": None if issued.csrf_token is not None else issued.token,
         "expires_at": expires,
         "user_id": issued.user_id,
         "session_id": issued.id,
@@ -293,6 +294,23 @@ def set_my_pin(
     """Set the 6-digit payment PIN; replacing an existing one needs step-up."""
     pins.set_pin(ctx, principal, body.pin, info, step_up)
     return Response(status_code=204)
+
+
+class PasswordChange(Strict):
+    new_password: StrictStr
+
+
+@router.put("/v1/me/password")
+def change_my_password(
+    body: PasswordChange,
+    principal: CurrentUser,
+    ctx: Identity,
+    info: Info,
+    step_up: Annotated[str | None, Header(alias="Step-Up")] = None,
+) -> dict[str, Any]:
+    """Set a new password (a security change: step-up). Other sessions are signed out."""
+    ended = password_change.change_password(ctx, principal, body.new_password, info, step_up)
+    return {"status": "changed", "sessions_revoked": ended}
 
 
 def _challenge_principal(principal: Principal | None, ctx: Identity, challenge_id: str) -> Principal:

@@ -223,7 +223,8 @@ def sign_in_with_passkey(
             path="/",
         )
     return {
-        "token": issued.token,
+        # A cookie session's token lives only in the HttpOnly cookie: no script may read it.
+        "token": None if issued.csrf_token is not None else issued.token,
         "expires_at": rfc3339(issued.expires_at_us),
         "user_id": issued.user_id,
         "session_id": issued.id,
