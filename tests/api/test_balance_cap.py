@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from fastapi.testclient import TestClient
 
+from qianbao.errors import QianbaoError
+from qianbao.identity.model import Principal, PrincipalKind
+from qianbao.payments import transfers
+from qianbao.payments.transfers import TransferRequest, send_transfer
 from tests.support.api import SignedUp
 
 
@@ -58,3 +65,79 @@ def test_a_payer_cannot_fill_a_recipient_past_the_cap_nor_learn_their_balance(
     assert wallet["balance"] == cny(100_000)
     kyc = client.get("/v1/me/kyc", headers=bob.auth).json()
     assert kyc["used_today"] in (0, cny(0))
+
+
+def pay(client: TestClient, payer: SignedUp, to_wallet_id: str, fen: int) -> Any:
+    return client.post(
+        "/v1/transfers",
+        json={"from_wallet_id": payer.wallet_id, "to": {"wallet_id": to_wallet_id}, "amount": cny(fen)},
+        headers=payer.auth,
+    )
+
+
+REVEALING = ("limit", "remaining", "kyc_tier")
+
+
+def test_an_empty_wallet_cannot_probe_the_recipients_balance(
+    client: TestClient, alice: SignedUp, bob: SignedUp
+) -> None:
+    """Cap refusals before balance checks would let a ¥0 payer bisect the recipient's exact balance."""
+    amounts = (1, 49_999, 50_000, 50_001, 60_000, 200_000)  # around Bob's room, up to the single limit
+    answers = []
+    for top_up in (950_000, 50_000):  # Bob has ¥500 of room under his ¥10,000 cap, then none at all
+        assert fund(client, bob, bob.wallet_id, top_up).status_code == 201  # type: ignore[attr-defined]
+        for fen in amounts:
+            response = pay(client, alice, bob.wallet_id, fen)
+            assert response.status_code == 422, response.text
+            assert response.json()["code"] == "insufficient_funds", (top_up, fen, response.json())
+            assert not any(field in response.json() for field in REVEALING)
+            answers.append(response.json())
+    assert all(a == answers[0] for a in answers)  # the same answer whatever Bob holds
+    assert client.get(f"/v1/wallets/{bob.wallet_id}", headers=bob.auth).json()["balance"] == cny(1_000_000)
+
+
+def test_a_cap_refusal_tells_the_payer_nothing_about_the_recipient(
+    client: TestClient, alice: SignedUp, bob: SignedUp
+) -> None:
+    fund(client, alice, alice.wallet_id, 100_000)
+    fund(client, bob, bob.wallet_id, 970_000)
+
+    refused = pay(client, alice, bob.wallet_id, 40_000)
+
+    assert refused.status_code == 422, refused.text
+    body = refused.json()
+    assert body["code"] == "balance_cap_exceeded"
+    assert body["detail"] == "the recipient cannot receive this amount"
+    assert body["next_step"] == "lower_amount"
+    assert not any(field in body for field in REVEALING)
+    assert "¥" not in body["detail"] and "tier" not in body["detail"]
+    assert pay(client, alice, bob.wallet_id, 30_000).status_code == 201  # within the room: paid
+
+
+def test_a_cap_refusal_inside_the_unit_of_work_is_stripped_too(
+    client: TestClient, alice: SignedUp, bob: SignedUp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pre-checks saw a stale picture (Bob was paid meanwhile): the unit of work refuses, with the
+    payer's own shortfall first and otherwise without the recipient's limit or tier."""
+    ctx = client.app.state.container.identity  # type: ignore[attr-defined]
+    alice_pays = Principal(PrincipalKind.USER, alice.user_id, alice.user_id, device_trusted=True)
+    request = TransferRequest(alice.wallet_id, 40_000, "CNY", to_wallet_id=bob.wallet_id)
+    fund(client, bob, bob.wallet_id, 970_000)
+    monkeypatch.setattr(transfers, "_check_payer_then_recipient", lambda *_a, **_k: None)
+
+    with pytest.raises(QianbaoError) as broke:
+        send_transfer(ctx, alice_pays, request, idempotency_key="stale-1")
+    assert broke.value.code == "insufficient_funds"  # Alice has nothing: Bob's cap is none of her business
+
+    fund(client, alice, alice.wallet_id, 100_000)
+    with pytest.raises(QianbaoError) as capped:
+        send_transfer(ctx, alice_pays, request, idempotency_key="stale-2")
+    assert capped.value.code == "balance_cap_exceeded" and capped.value.extra["next_step"] == "lower_amount"
+    assert not any(field in capped.value.extra for field in REVEALING)
+    assert "tier" not in capped.value.detail and "¥" not in capped.value.detail
+    # Bound to the key: the replay (from the failed transfer record) is stripped the same way.
+    with pytest.raises(QianbaoError) as replayed:
+        send_transfer(ctx, alice_pays, request, idempotency_key="stale-2")
+    assert replayed.value.code == "balance_cap_exceeded"
+    assert replayed.value.extra == capped.value.extra and replayed.value.detail == capped.value.detail
+    assert client.get(f"/v1/wallets/{bob.wallet_id}", headers=bob.auth).json()["balance"] == cny(970_000)

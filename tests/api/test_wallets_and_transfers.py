@@ -4,6 +4,7 @@ caps, step-up, idempotency and ownership (API.md)."""
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from qianbao.payments.errors import PaymentDeclined
 from qianbao.payments.tables import transfers
 from qianbao.payments.transfers import TransferRequest, send_transfer
 from qianbao.store.database import Database
+from qianbao.store.idempotency_tables import idempotency_keys
 from qianbao.store.outbox import outbox
 from tests.api.test_kyc import valid_id_number
 from tests.support.api import SignedUp, api_client, make_settings, new_phone, sign_up
@@ -277,6 +279,46 @@ def test_paying_by_phone_shows_up_on_both_sides(client: TestClient, alice: Signe
     ledger_transfer = container(client).reader.get_transfer(sent["id"]).transfer
     assert ledger_transfer.metadata is None and ledger_transfer.code == "p2p"
     assert verify_ledger(db_of(client)).ok
+
+
+def test_memos_are_encrypted_at_rest_yet_shown_to_both_sides(
+    client: TestClient, alice: SignedUp, bob: SignedUp
+) -> None:
+    memo = "给欧阳娜娜的房租 13912345678"
+    funded(client, alice, 100_000)
+
+    paid = pay(client, alice, 12_000, to={"wallet_id": bob.wallet_id}, key="rent-1", memo=memo)
+
+    assert paid.status_code == 201, paid.text
+    assert paid.json()["memo"] == memo
+    # At rest: the record holds a cipher, and the stored HTTP answer is sealed.
+    with db_of(client).read() as conn:
+        [row] = conn.execute(select(transfers)).mappings().all()
+        [stored] = conn.execute(
+            select(idempotency_keys.c.response).where(idempotency_keys.c.key == "rent-1")
+        ).scalars()
+    assert "memo" not in row and row["memo_cipher"]
+    assert all(part not in str(dict(row)) for part in ("欧阳娜娜", "13912345678"))
+    at_rest = json.dumps(stored) + json.dumps(stored, ensure_ascii=False)
+    assert "sealed" in stored and "13912345678" not in at_rest and "欧阳娜娜" not in at_rest
+    assert json.dumps("欧阳娜娜")[1:-1] not in at_rest
+    # Read back: the replay (opened again), the transfer for payer and payee, and both histories.
+    replay = pay(client, alice, 12_000, to={"wallet_id": bob.wallet_id}, key="rent-1", memo=memo)
+    assert replay.status_code == 201 and replay.json() == paid.json()
+    assert balance(client, bob) == 12_000
+    for user in (alice, bob):
+        shown = client.get(f"/v1/transfers/{paid.json()['id']}", headers=user.auth)
+        assert shown.json() == paid.json()
+        latest = client.get(f"/v1/wallets/{user.wallet_id}/transactions", headers=user.auth).json()["data"][0]
+        assert latest["memo"] == memo and latest["transfer_id"] == paid.json()["id"]
+    # No memo: nothing stored, null shown.
+    plain = pay(client, alice, 100, to={"wallet_id": bob.wallet_id}, key="no-memo")
+    assert plain.status_code == 201 and plain.json()["memo"] is None
+    with db_of(client).read() as conn:
+        cipher = conn.execute(
+            select(transfers.c.memo_cipher).where(transfers.c.id == plain.json()["id"])
+        ).scalar_one()
+    assert cipher is None
 
 
 def test_bad_transfers_are_refused_and_change_nothing(

@@ -17,6 +17,7 @@ from qianbao.cli.main import app as cli
 from qianbao.clock import SystemClock
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.tables import api_keys, kyc_applications, operators, users
+from qianbao.payments.tables import transfers
 from qianbao.security.crypto import generate_key_b64, token_key_id
 from qianbao.security.fields import ENCRYPTED, context
 from qianbao.security.keyring import KeyRing
@@ -80,6 +81,21 @@ def fill_every_encrypted_column(ctx: IdentityContext, user_id: str) -> None:
                 scopes=[],
                 secret_hash=f"hash-{user_id}",
                 secret_cipher=enc("api_keys", "secret_cipher", "sk_live_secret"),
+                created_at=now,
+            )
+        )
+        conn.execute(
+            insert(transfers).values(
+                id=f"trf_{user_id}",
+                ledger_transfer_id=f"p2p:{user_id}",
+                from_wallet_id=f"wal_{user_id}",
+                to_wallet_id=f"wal_other_{user_id}",
+                from_user_id=user_id,
+                to_user_id=user_id,
+                amount=100,
+                currency="CNY",
+                memo_cipher=enc("transfers", "memo_cipher", "给欧阳娜娜的房租"),
+                status="succeeded",
                 created_at=now,
             )
         )
@@ -155,9 +171,10 @@ def test_rotation_reencrypts_every_value_and_everything_still_decrypts(client: T
         assert me["name_masked"] == masked
     assert client.get("/v1/me", headers=people[0].auth).json()["name_masked"] == "欧***"
 
-    # A second rotation moves everything again.
+    # A second rotation moves everything again (the sign-ins above logged new-device alerts meanwhile).
+    current = all_tokens(ctx.db)
     again = rotate_data_keys(ctx.db, ctx.keys, wait_s=0)
-    assert again.reencrypted == len(before) and sorted(again.retired_key_ids) == sorted(
+    assert again.reencrypted == len(current) and sorted(again.retired_key_ids) == sorted(
         [old_key, report.new_key_id]
     )
     assert {token_key_id(t) for t in all_tokens(ctx.db).values()} == {again.new_key_id}

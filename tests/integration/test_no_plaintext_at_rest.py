@@ -51,6 +51,9 @@ ACCOUNT_NUMBER = "6222021234567890128"
 NEW_PASSWORD = "Quiet-Orchard-Meadow-77"  # noqa: S105 - a test password
 THIRD_PASSWORD = "Copper-Lantern-Valley-31"  # noqa: S105 - a test password
 PIN = "582917"
+# A transfer memo is free text: people write names and phone numbers into it.
+MEMO = "给欧阳娜娜的房租 13912345678"
+MEMO_WORDS = "的房租"
 
 
 @pytest.fixture
@@ -182,12 +185,25 @@ def exercise_everything(client: TestClient) -> tuple[dict[str, set[str]], dict[s
         "from_wallet_id": ouyang.wallet_id,
         "to": {"phone": SECOND_PHONE},
         "amount": {"amount": 1_000, "currency": "CNY"},
-        "memo": "lunch",
+        "memo": MEMO,
     }
     paid = step_up_with_pin(
         client, {**ouyang.auth, "Idempotency-Key": "pay-1"}, "POST", "/v1/transfers", transfer
     )
     assert paid.status_code == 201, paid.text
+    # The API still shows the memo: in the answer, its replay, the transfer and both histories.
+    assert paid.json()["memo"] == MEMO
+    replayed = client.post(
+        "/v1/transfers", json=transfer, headers={**ouyang.auth, "Idempotency-Key": "pay-1"}
+    )
+    assert replayed.status_code == 201 and replayed.json() == paid.json()
+    for payer_or_payee in (ouyang, sima):
+        shown = ok(client.get(f"/v1/transfers/{paid.json()['id']}", headers=payer_or_payee.auth))
+        assert shown["memo"] == MEMO
+        history = ok(
+            client.get(f"/v1/wallets/{payer_or_payee.wallet_id}/transactions", headers=payer_or_payee.auth)
+        )
+        assert history["data"][0]["memo"] == MEMO
 
     # Staff: look at the customer, reveal their data (audited), freeze and unfreeze.
     staff = create_operator(client, roles=("risk_analyst", "admin"))
@@ -305,6 +321,7 @@ def personal_data() -> dict[str, set[str]]:
         **{f"name {n}": forms(n) for n in (NAME, SECOND_NAME)},
         **{f"ID number {i}": forms(i) for i in (ID_NUMBER, SECOND_ID_NUMBER)},
         "bank account": {ACCOUNT_NUMBER},
+        "transfer memo": forms(MEMO) | forms(MEMO_WORDS),
     }
 
 

@@ -150,8 +150,9 @@ USER_MESSAGES: dict[str, dict[str, str]] = {
         "zh-CN": "已达到今日支付限额，请明天再试或完成实名认证以提高限额。",
     },
     "balance_cap_exceeded": {
-        "en": "The wallet would go over its balance limit. Verify your identity to raise it.",
-        "zh-CN": "超过钱包余额上限，请完成实名认证以提高上限。",
+        "en": "The receiving wallet can't hold this amount. Lower the amount; for your own wallets, verify "
+        "your identity to raise the limit.",
+        "zh-CN": "收款钱包超过余额上限，请降低金额；如为本人钱包，可完成实名认证以提高上限。",
     },
     "recipient_not_found": {
         "en": "We couldn't find that recipient. Check the number.",

@@ -1,7 +1,8 @@
 """Payment errors (codes in API.md) and how a ledger result code or a limit becomes one.
 
 Transfers and sandbox funding decline with the same codes and the same extra fields (`remaining` under
-a balance cap), so the mapping lives here rather than in either use case.
+one's own balance cap), so the mapping lives here rather than in either use case. Someone else's cap is
+refused by `recipient_cap_error`, which reveals nothing about their balance.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def room_under_cap(account: Account) -> int:
     if account.balance_ceiling is None:
         return MAX_PAYMENT
     return max(0, account.balance_ceiling - account.balance - account.credits_pending)
+
+
+def recipient_cap_error(**extra: Any) -> PaymentDeclined:
+    """`balance_cap_exceeded` for a payment into someone else's wallet: the code and what to do, nothing
+    more. Their cap, KYC tier or room left would tell the payer (by bisection) their exact balance."""
+    return PaymentDeclined(
+        "balance_cap_exceeded", "the recipient cannot receive this amount", next_step="lower_amount", **extra
+    )
 
 
 def money_json(amount: int, currency_code: str) -> dict[str, object]:

@@ -53,7 +53,7 @@ def wallet_history(
     }
     with ctx.db.read() as conn:
         other_wallets = wallet_rows(conn, others)
-        records = records_by_ledger_ids(conn, [e.transfer.id for e in page.entries])
+        records = records_by_ledger_ids(conn, ctx.keys, [e.transfer.id for e in page.entries])
         names = {
             uid: get_user(conn, ctx.keys, uid).name for uid in {w.user_id for w in other_wallets.values()}
         }

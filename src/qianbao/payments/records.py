@@ -2,7 +2,9 @@
 transfer id and Idempotency-Key) and the outbox event written with each record.
 
 The table is read by the transfer use case (replays, new-payee checks) and by wallet history (memo and
-transfer id per ledger entry); keeping row access here gives both one mapping.
+transfer id per ledger entry); keeping row access here gives both one mapping. The memo is free text
+that often holds names and phone numbers, so it is stored encrypted (`memo_cipher`) like other personal
+data: `TransferRecord.memo` is the clear text, and only this module turns it into a column and back.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from sqlalchemy import Connection, insert, select
 
 from qianbao.identity.context import IdentityContext
 from qianbao.payments.tables import transfers
+from qianbao.security.fields import context
+from qianbao.security.keyring import KeyRing
 from qianbao.store.outbox import OutboxEvent
+
+MEMO_CONTEXT = context("transfers", "memo_cipher")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +39,7 @@ class TransferRecord:
     created_at: int
 
 
-def record_from_row(row: Any) -> TransferRecord:
+def record_from_row(row: Any, keys: KeyRing) -> TransferRecord:
     return TransferRecord(
         id=row.id,
         ledger_transfer_id=row.ledger_transfer_id,
@@ -43,26 +49,30 @@ def record_from_row(row: Any) -> TransferRecord:
         to_user_id=row.to_user_id,
         amount=int(row.amount),
         currency=row.currency,
-        memo=row.memo,
+        memo=keys.decrypt_optional(row.memo_cipher, context=MEMO_CONTEXT),
         status=row.status,
         failure_code=row.failure_code,
         created_at=int(row.created_at),
     )
 
 
-def records_by_ledger_ids(conn: Connection, ledger_ids: list[str]) -> dict[str, TransferRecord]:
+def records_by_ledger_ids(
+    conn: Connection, keys: KeyRing, ledger_ids: list[str]
+) -> dict[str, TransferRecord]:
     if not ledger_ids:
         return {}
     rows = conn.execute(select(transfers).where(transfers.c.ledger_transfer_id.in_(ledger_ids)))
-    return {r.ledger_transfer_id: record_from_row(r) for r in rows}
+    return {r.ledger_transfer_id: record_from_row(r, keys) for r in rows}
 
 
 def record_by_ledger_id(ctx: IdentityContext, ledger_id: str) -> TransferRecord | None:
     with ctx.db.read() as conn:
-        return records_by_ledger_ids(conn, [ledger_id]).get(ledger_id)
+        return records_by_ledger_ids(conn, ctx.keys, [ledger_id]).get(ledger_id)
 
 
-def insert_record(conn: Connection, record: TransferRecord, scope: str, key: str | None) -> None:
+def insert_record(
+    conn: Connection, keys: KeyRing, record: TransferRecord, scope: str, key: str | None
+) -> None:
     conn.execute(
         insert(transfers).values(
             id=record.id,
@@ -73,7 +83,7 @@ def insert_record(conn: Connection, record: TransferRecord, scope: str, key: str
             to_user_id=record.to_user_id,
             amount=record.amount,
             currency=record.currency,
-            memo=record.memo,
+            memo_cipher=None if record.memo is None else keys.encrypt(record.memo, context=MEMO_CONTEXT),
             status=record.status,
             failure_code=record.failure_code,
             created_at=record.created_at,

@@ -1,9 +1,10 @@
 """Payment records (migration 0003): one row per P2P transfer the API accepted for execution.
 
 The ledger holds the money movement; this table holds what the ledger should not: who paid whom as the
-API saw it, the memo, and declines (a transfer the ledger refused still gets a row, `failed` with its
-`failure_code`, so an Idempotency-Key replay finds the decline). `ledger_transfer_id` is unique: one
-record per ledger transfer id, and with an Idempotency-Key that id is derived from the key.
+API saw it, the memo (encrypted, `memo_cipher`: free text often holds names and phone numbers), and
+declines (a transfer the ledger refused still gets a row, `failed` with its `failure_code`, so an
+Idempotency-Key replay finds the decline). `ledger_transfer_id` is unique: one record per ledger
+transfer id, and with an Idempotency-Key that id is derived from the key.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ transfers = Table(
     Column("to_user_id", String(40), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("memo", Text, nullable=True),
+    Column("memo_cipher", Text, nullable=True),
     Column("status", String(16), nullable=False),
     Column("failure_code", String(64), nullable=True),
     Column("created_at", BigInteger, nullable=False),

@@ -4,8 +4,10 @@ The money path (API.md, GUIDE §2), for `send_transfer`:
   1. checks that need no lock, in read transactions: the amount, the payer (not frozen), the wallets
      (the payer's own; the recipient's wallet or, by phone, main wallet), currencies;
   2. hard limits BEFORE any step-up, for payments to someone else: the single-payment limit, today's
-     remaining allowance, then for everyone the balance and the recipient's balance cap — a request that
-     would break one is refused with that code and no challenge;
+     remaining allowance, then for everyone the payer's own balance, and only then the recipient's
+     balance cap — a request that would break one is refused with that code and no challenge. The payer's
+     own checks come first and a cap refusal for someone else's wallet carries no limit, room or tier, so
+     that declines cannot be used to probe the recipient's balance;
   3. the step-up policy (amount, new payee, untrusted device) → `401 step_up_required` or a pass;
   4. ONE unit of work: consume the step-up pass, reserve the outflow against the daily limit (atomic
      conditional UPDATE), apply the ledger transfer, write the transfer record and its outbox event.
@@ -44,7 +46,7 @@ from qianbao.identity.model import Operation, Principal, StepUpFacts
 from qianbao.identity.phones import normalise_phone
 from qianbao.identity.users import credential_row, find_user_id_by_phone, get_user
 from qianbao.ids import new_id
-from qianbao.ledger.model import Account, AccountStatus, ResultCode, TransferSpec
+from qianbao.ledger.model import AccountStatus, ResultCode, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.money import Money, format_money
 from qianbao.payments.errors import (
@@ -54,6 +56,7 @@ from qianbao.payments.errors import (
     SameWallet,
     decline_error,
     money_json,
+    recipient_cap_error,
     room_under_cap,
 )
 from qianbao.payments.inputs import check_amount, clean_memo, derived_id, require_user_id
@@ -130,7 +133,7 @@ def get_transfer(ctx: IdentityContext, principal: Principal, transfer_id: str) -
         row = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).first()
     if row is None:
         raise NotFound("no such transfer")
-    record = record_from_row(row)
+    record = record_from_row(row, ctx.keys)
     if record.from_user_id != user_id and (record.to_user_id != user_id or record.status == "failed"):
         raise NotFound("no such transfer")
     return record
@@ -139,12 +142,46 @@ def get_transfer(ctx: IdentityContext, principal: Principal, transfer_id: str) -
 # -- declines --------------------------------------------------------------------------------------
 
 
-def _status_problem(source: Account, target: Account) -> str | None:
-    if source.status is not AccountStatus.OPEN:  # debit-frozen, frozen or closed: cannot pay out
-        return "wallet_frozen"
-    if target.status in (AccountStatus.FROZEN, AccountStatus.CLOSED):
-        return "wallet_frozen"
-    return None
+def _check_payer_then_recipient(
+    ctx: IdentityContext, source: WalletRow, target: WalletRow, amount: int, code: str, *, own: bool, now: int
+) -> None:
+    """The balance checks before step-up, the payer's own first (read-only; the unit of work re-checks).
+
+    Whoever cannot pay the amount hears `insufficient_funds` and nothing about the recipient: answering
+    the recipient's cap first would let an empty wallet bisect the recipient's exact balance. A cap
+    refusal for someone else's wallet carries no limit, room or tier (`recipient_cap_error`)."""
+    accounts = LedgerReader(ctx.db).lookup_accounts([source.id, target.id])
+    payer, payee = accounts[source.id], accounts[target.id]
+    if payer.status is not AccountStatus.OPEN:  # debit-frozen, frozen or closed: cannot pay out
+        raise decline_error("wallet_frozen", currency_code=code)
+    if payer.available < amount:
+        raise decline_error("insufficient_funds", currency_code=code)
+    if payee.status in (AccountStatus.FROZEN, AccountStatus.CLOSED):
+        raise decline_error("wallet_frozen", currency_code=code)
+    if own:  # the owner may see their own room; the total over their wallets does not change
+        room = room_under_cap(payee)
+        if room < amount:
+            raise decline_error("balance_cap_exceeded", currency_code=code, room=room)
+        return
+    try:
+        with ctx.db.read() as conn:
+            check_inflow(conn, ctx.settings, target.user_id, amount, code, now, reveal_room=False, lock=False)
+    except LimitExceeded:
+        raise recipient_cap_error() from None
+    if room_under_cap(payee) < amount:
+        raise recipient_cap_error()
+
+
+def _payer_view(ctx: IdentityContext, error: QianbaoError, source_id: str, amount: int) -> QianbaoError:
+    """A decline of a payment to someone else as the payer may see it. The unit of work checks the
+    recipient's cap before the ledger checks the payer's balance, so if the balance fell short meanwhile
+    that is the answer; otherwise the cap refusal is stripped of the recipient's limit and tier."""
+    if error.code != "balance_cap_exceeded":
+        return error
+    source = LedgerReader(ctx.db).lookup_accounts([source_id])[source_id]
+    if source.available < amount:
+        return decline_error("insufficient_funds", currency_code=source.currency)
+    return recipient_cap_error()
 
 
 class _AlreadyApplied(Exception):  # noqa: N818 - internal control flow
@@ -162,6 +199,8 @@ class _Declined(Exception):  # noqa: N818 - internal control flow
 def _replay(record: TransferRecord) -> TransferRecord:
     if record.status != "failed":
         return record
+    if record.failure_code == "balance_cap_exceeded" and record.to_user_id != record.from_user_id:
+        raise recipient_cap_error(transfer_id=record.id)
     raise decline_error(
         record.failure_code or "conflict", currency_code=record.currency, transfer_id=record.id
     )
@@ -171,7 +210,7 @@ def _record_failure(ctx: IdentityContext, record: TransferRecord, scope: str, ke
     """Bind a decline to its ledger transfer id (and so to the Idempotency-Key), after the rollback."""
     try:
         with ctx.db.write() as conn:
-            insert_record(conn, record, scope, key)
+            insert_record(conn, ctx.keys, record, scope, key)
             append_events(conn, [transfer_event(record)], ctx.now())
     except DATABASE_ERRORS as exc:
         # A concurrent attempt with the same key recorded its outcome first: that one stands.
@@ -269,20 +308,8 @@ def send_transfer(
         own = target.user_id == user_id
         if not own:
             _check_hard_limits(conn, ctx, user_id, amount, code, now)
-            check_inflow(conn, ctx.settings, target.user_id, amount, code, now, reveal_room=False, lock=False)
         payee_is_new = not own and _payee_is_new(conn, user_id, target.user_id)
-    accounts = LedgerReader(ctx.db).lookup_accounts([source.id, target.id])
-    problem = _status_problem(accounts[source.id], accounts[target.id])
-    if problem is not None:
-        raise decline_error(problem, currency_code=code)
-    if accounts[source.id].available < amount:
-        raise decline_error("insufficient_funds", currency_code=code)
-    if room_under_cap(accounts[target.id]) < amount:
-        raise decline_error(
-            "balance_cap_exceeded",
-            currency_code=code,
-            room=room_under_cap(accounts[target.id]) if own else None,
-        )
+    _check_payer_then_recipient(ctx, source, target, amount, code, own=own, now=now)
     proof = None
     if not own:
         facts = StepUpFacts(Operation.PAYMENT, amount, payee_is_new, principal.device_trusted)
@@ -317,7 +344,7 @@ def send_transfer(
         try:
             return _execute(ctx, principal, record, spec, proof, own=own, key=idempotency_key)
         except _Declined as declined:
-            error = declined.error
+            error = declined.error if own else _payer_view(ctx, declined.error, source.id, amount)
             failed = replace(record, status="failed", failure_code=error.code, created_at=ctx.now())
             _record_failure(ctx, failed, scope, idempotency_key)
             error.extra["transfer_id"] = failed.id
@@ -369,7 +396,7 @@ def _execute(
             declined = LEDGER_DECLINES.get(result.code, str(result.code))
             raise _Declined(decline_error(declined, currency_code=record.currency))
         applied = replace(record, created_at=now)
-        insert_record(conn, applied, principal.scope, key)
+        insert_record(conn, ctx.keys, applied, principal.scope, key)
         uow.emit(transfer_event(applied))
         uow.commit()
         return applied

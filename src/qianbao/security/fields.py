@@ -25,6 +25,7 @@ ENCRYPTED: tuple[EncryptedTable, ...] = (
     EncryptedTable("messages", ("id",), ("to_cipher", "text_cipher", "code_cipher")),
     EncryptedTable("api_keys", ("id",), ("secret_cipher",)),
     EncryptedTable("operators", ("id",), ("totp_secret_cipher",)),
+    EncryptedTable("transfers", ("id",), ("memo_cipher",)),
 )
 
 

@@ -246,10 +246,11 @@ def create_transfer(
 ) -> JSONResponse:
     """Pay from one of your wallets to a wallet id or to a phone number's main wallet.
 
-    Hard limits come first (`limit_exceeded_single`, `limit_exceeded_daily`, `insufficient_funds`,
-    `balance_cap_exceeded`, `wallet_frozen`), then step-up (`401 step_up_required`: prove the challenge
-    and repeat with `Step-Up: <challenge_id>`). Moving money between your own wallets needs no step-up
-    and does not count toward your limits. A decline is bound to the Idempotency-Key."""
+    Hard limits come first (`limit_exceeded_single`, `limit_exceeded_daily`, `wallet_frozen`,
+    `insufficient_funds`, then the recipient's `balance_cap_exceeded`: for someone else's wallet without
+    their limit, room or tier, only `next_step: lower_amount`), then step-up (`401 step_up_required`:
+    prove the challenge and repeat with `Step-Up: <challenge_id>`). Moving money between your own wallets
+    needs no step-up and does not count toward your limits. A decline is bound to the Idempotency-Key."""
     request_data = payments.TransferRequest(
         from_wallet_id=body.from_wallet_id,
         to_wallet_id=body.to.wallet_id,
@@ -265,8 +266,16 @@ def create_transfer(
         )
         return 201, transfer_json(record)
 
+    # The answer holds the memo (personal data): stored encrypted, opened again for a replay.
     return run_idempotent(
-        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
+        ctx.db,
+        ctx.clock,
+        request,
+        scope=principal.scope,
+        key=idempotency_key,
+        body=raw,
+        work=work,
+        sealed_with=ctx.keys,
     )
 
 

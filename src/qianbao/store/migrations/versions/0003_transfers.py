@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("to_user_id", sa.String(length=40), nullable=False),
         sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("memo", sa.Text(), nullable=True),
+        sa.Column("memo_cipher", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("failure_code", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
