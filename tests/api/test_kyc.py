@@ -242,7 +242,7 @@ def _to_tier_2(client: TestClient, user: SignedUp, name: str) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_enhanced_verification_is_decided_by_an_operator(
+def test_enhanced_verification_is_approved_by_two_operators(
     client: TestClient, alice: SignedUp, bob: SignedUp
 ) -> None:
     assert client.post("/v1/me/kyc/enhanced", json={}, headers=alice.auth).status_code == 409
@@ -280,21 +280,48 @@ def test_enhanced_verification_is_decided_by_an_operator(
         == 422
     )
 
-    approved = client.post(decision_url, json={"approve": True, "note": "documents checked"}, headers=auth)
+    filed = client.post(decision_url, json={"approve": True, "note": "documents checked"}, headers=auth)
+
+    # One reviewer cannot lift every limit: the approval is only requested, the application stays pending.
+    assert filed.status_code == 202, filed.text
+    body = filed.json()
+    assert body["application"]["id"] == application["id"] and body["application"]["status"] == "pending"
+    assert body["approval"]["id"] == body["approval_id"] and body["approval"]["status"] == "pending"
+    assert body["approval"]["action"] == "kyc_enhanced" and body["approval"]["requested_by"] == operator_id
+    assert body["approval"]["params"]["application_id"] == application["id"]
+    assert body["approval"]["reason"] == "documents checked"
+    assert kyc(client, alice)["tier"] == 2 and wallet_cap(client, alice) == money(50_000_000)
+    approve_url = f"/v1/operator/approvals/{body['approval_id']}/approve"
+    own = client.post(approve_url, json={}, headers=auth)
+    assert own.status_code == 403 and own.json()["code"] == "forbidden"
+    assert client.post(approve_url, json={}, headers=support).status_code == 403
+    assert kyc(client, alice)["tier"] == 2
+
+    checker_id, checker = operator_auth(client)
+    approved = client.post(approve_url, json={"note": "second look"}, headers=checker)
 
     assert approved.status_code == 200, approved.text
-    assert approved.json()["status"] == "approved" and approved.json()["decided_by"] == operator_id
+    assert approved.json()["status"] == "executed" and approved.json()["decided_by"] == checker_id
     status = kyc(client, alice)
     assert status["tier"] == 1
     assert status["limits"] == {"balance_cap": None, "single_payment": None, "daily_outflow": None}
     assert status["remaining_today"] is None
+    assert status["applications"][0]["status"] == "approved"
     assert wallet_cap(client, alice) is None
-    events = client.get("/v1/me/security-events", headers=alice.auth).json()["data"]
+    events = client.get("/v1/operator/audit-events", params={"user_id": alice.user_id}, headers=auth).json()[
+        "data"
+    ]
     decided = [e for e in events if e["event"] == "kyc.application_decided"]
-    assert decided and decided[0]["actor"] == {"kind": "operator", "id": operator_id}
+    assert decided and decided[0]["actor"] == {"kind": "operator", "id": checker_id}
+    assert decided[0]["details"]["requested_by"] == operator_id
+    assert decided[0]["details"]["approval_id"] == body["approval_id"]
     assert any(e["event"] == "kyc.tier_changed" and e["details"]["to_tier"] == 1 for e in events)
+    queue = client.get("/v1/operator/kyc-applications", params={"status": "approved"}, headers=auth).json()
+    tier_1 = [(a["id"], a["decided_by"]) for a in queue["data"] if a["target_tier"] == 1]
+    assert tier_1 == [(application["id"], checker_id)]
     # Decided once only; a rejection leaves the user at tier 2.
     assert client.post(decision_url, json={"approve": False}, headers=auth).status_code == 409
+    assert client.post(decision_url, json={"approve": True}, headers=checker).status_code == 409
     rejected = client.post(
         f"/v1/operator/kyc-applications/{bob_application['id']}/decision",
         json={"approve": False},
@@ -312,6 +339,59 @@ def test_enhanced_verification_is_decided_by_an_operator(
             select(kyc_applications.c.status).where(kyc_applications.c.target_tier == 1)
         ).all()
     assert sorted(s for (s,) in stored) == ["approved", "rejected"]
+
+
+def test_a_tier_1_request_is_filed_once_and_fails_if_the_application_was_rejected_meanwhile(
+    client: TestClient, alice: SignedUp
+) -> None:
+    _to_tier_2(client, alice, "王丽")
+    application = client.post("/v1/me/kyc/enhanced", json={}, headers=alice.auth).json()
+    maker_id, maker = operator_auth(client)
+    _, checker = operator_auth(client, ("admin",))
+    decision_url = f"/v1/operator/kyc-applications/{application['id']}/decision"
+    filed = client.post(decision_url, json={"approve": True}, headers=maker)
+    assert filed.status_code == 202, filed.text
+    approval_id = filed.json()["approval_id"]
+    assert filed.json()["approval"]["reason"]  # a default reason when the reviewer gave no note
+    # Filing again, by anyone, while the request is pending: a conflict, and no second request.
+    for auth in (maker, checker):
+        again = client.post(decision_url, json={"approve": True, "note": "again"}, headers=auth)
+        assert again.status_code == 409 and again.json()["code"] == "conflict", again.text
+    pending = client.get("/v1/operator/approvals", params={"status": "pending"}, headers=maker).json()
+    assert [a["id"] for a in pending["data"]] == [approval_id]
+
+    # Someone rejects the application meanwhile (one operator may: it lowers nothing) ...
+    rejected = client.post(decision_url, json={"approve": False, "note": "document expired"}, headers=maker)
+    assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
+
+    # ... so the approval runs, fails, and says why; the user stays at tier 2.
+    done = client.post(f"/v1/operator/approvals/{approval_id}/approve", headers=checker)
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "failed" and done.json()["requested_by"] == maker_id
+    assert done.json()["result"]["code"] == "conflict"
+    assert "rejected" in done.json()["result"]["detail"]
+    assert done.json()["result"]["application_id"] == application["id"]
+    status = kyc(client, alice)
+    assert status["tier"] == 2 and status["limits"] == tier_limits(2)
+    assert wallet_cap(client, alice) == money(50_000_000)
+
+
+def test_a_withdrawn_tier_1_request_can_be_filed_again(client: TestClient, alice: SignedUp) -> None:
+    _to_tier_2(client, alice, "王丽")
+    application = client.post("/v1/me/kyc/enhanced", json={}, headers=alice.auth).json()
+    _, maker = operator_auth(client)
+    _, checker = operator_auth(client)
+    decision_url = f"/v1/operator/kyc-applications/{application['id']}/decision"
+    first = client.post(decision_url, json={"approve": True, "note": "ok"}, headers=maker).json()
+    assert "ok" in first["approval"]["reason"]
+    withdrawn = client.post(f"/v1/operator/approvals/{first['approval_id']}/reject", headers=maker)
+    assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "rejected"
+    assert kyc(client, alice)["tier"] == 2
+    second = client.post(decision_url, json={"approve": True, "note": "resubmitted"}, headers=maker)
+    assert second.status_code == 202, second.text
+    done = client.post(f"/v1/operator/approvals/{second.json()['approval_id']}/approve", headers=checker)
+    assert done.json()["status"] == "executed", done.text
+    assert kyc(client, alice)["tier"] == 1 and wallet_cap(client, alice) is None
 
 
 def test_a_sub_wallet_opened_later_gets_the_tier_cap(client: TestClient) -> None:

@@ -1,5 +1,6 @@
 """Operators: sign-in with mandatory TOTP, the role matrix, revealing personal data, freezing a customer,
-and maker-checker approvals (limit overrides, hold releases) enforced by code and by the database."""
+and maker-checker approvals (limit overrides, hold releases, tier-1 KYC) enforced by code and by the
+database."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from qianbao.ledger.model import (
     TransferSpec,
 )
 from qianbao.ledger.queries import LedgerReader
+from tests.api.test_kyc import _to_tier_2
 from tests.conftest import unique
 from tests.support.api import SignedUp
 from tests.support.operators import OPERATOR_PASSWORD, create_operator, fresh_totp, identity_of
@@ -420,12 +422,14 @@ def test_odd_ids_and_filters_are_problems_not_errors(client: TestClient, alice: 
     r = client.get("/v1/operator/audit-events", params={"user_id": "a\x00b"}, headers=risk.auth)
     assert r.status_code == 422 and r.json()["code"] == "validation_error"
     assert client.get("/v1/operator/approvals", params={"cursor": "x"}, headers=risk.auth).status_code == 422
+    # NUL characters in a JSON body are refused at the door (api/guards.py).
     body = {"action": "limit_override", "params": {"user_id": "u\x00", "daily_outflow": 1}, "reason": "nul"}
-    assert client.post("/v1/operator/approvals", json=body, headers=risk.auth).status_code == 404
+    r = client.post("/v1/operator/approvals", json=body, headers=risk.auth)
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
     r = client.post(
         "/v1/operator/sessions", json={"username": "a\x00b", "password": "x", "totp_code": "123456"}
     )
-    assert r.status_code == 401
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
     assert client.delete(f"/v1/api-keys/{nul}", headers=alice.auth).status_code == 404
 
 
@@ -460,3 +464,80 @@ def test_actions_that_cannot_run_are_recorded_as_failed(
     assert done["status"] == "failed" and done["result"]["code"] == "pending_already_posted"
     failed = client.get("/v1/operator/approvals", params={"status": "failed"}, headers=maker.auth).json()
     assert len(failed["data"]) == 2
+
+
+def test_tier_1_kyc_needs_a_second_operator(client: TestClient, alice: SignedUp) -> None:
+    """Approving an enhanced application removes every limit: like a limit override, it takes two people."""
+    _to_tier_2(client, alice, "王丽")
+    application = client.post("/v1/me/kyc/enhanced", json={}, headers=alice.auth).json()
+    maker = create_operator(client, roles=("risk_analyst",))
+    checker = create_operator(client, roles=("risk_analyst",))
+    support = create_operator(client, roles=("support",))
+    finance = create_operator(client, roles=("finance",))
+    # Filed through the generic endpoint too: bad params and unknown applications are refused.
+    bad = [
+        {"action": "kyc_enhanced", "params": {}, "reason": "no application"},
+        {"action": "kyc_enhanced", "params": {"application_id": 7}, "reason": "a number"},
+        {
+            "action": "kyc_enhanced",
+            "params": {"application_id": application["id"], "x": 1},
+            "reason": "extra",
+        },
+        {"action": "kyc_enhanced", "params": {"application_id": application["id"]}, "reason": "x" * 201},
+    ]
+    for body in bad:
+        r = client.post("/v1/operator/approvals", json=body, headers=maker.auth)
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", (body, r.text)
+    unknown = {"action": "kyc_enhanced", "params": {"application_id": "kyc_nope"}, "reason": "who"}
+    assert client.post("/v1/operator/approvals", json=unknown, headers=maker.auth).status_code == 404
+    request = {"action": "kyc_enhanced", "params": {"application_id": application["id"]}, "reason": "checked"}
+    for staff in (support, finance):
+        r = client.post("/v1/operator/approvals", json=request, headers=staff.auth)
+        assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    r = client.post("/v1/operator/approvals", json=request, headers=maker.auth)
+    assert r.status_code == 202, r.text
+    approval = r.json()
+    assert approval["params"] == {"application_id": application["id"], "user_id": alice.user_id}
+    twice = client.post(
+        f"/v1/operator/kyc-applications/{application['id']}/decision",
+        json={"approve": True},
+        headers=checker.auth,
+    )
+    assert twice.status_code == 409
+
+    url = f"/v1/operator/approvals/{approval['id']}/approve"
+    own = client.post(url, json={}, headers=maker.auth)
+    assert own.status_code == 403 and "second operator" in own.json()["detail"]
+    for staff in (support, finance):
+        r = client.post(url, json={}, headers=staff.auth)
+        assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    ctx = identity_of(client)
+    # The database refuses it as well, whatever code runs.
+    with pytest.raises(IntegrityError), ctx.db.write() as conn:
+        conn.execute(
+            text("UPDATE approvals SET status = 'executed', decided_by = requested_by WHERE id = :id"),
+            {"id": approval["id"]},
+        )
+    with ctx.db.read() as conn:
+        tier = conn.execute(select(users.c.kyc_tier).where(users.c.id == alice.user_id)).scalar_one()
+    assert tier == 2
+    assert client.get(f"/v1/wallets/{alice.wallet_id}", headers=alice.auth).json()["balance_cap"] is not None
+
+    done = client.post(url, json={"note": "second look"}, headers=checker.auth)
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "executed" and done.json()["decided_by"] == checker.operator_id
+    assert done.json()["result"]["kyc_tier"] == 1
+    with ctx.db.read() as conn:
+        _, limits, _ = limits_for(conn, ctx.settings, alice.user_id, ctx.now())
+        row = conn.execute(select(approvals).where(approvals.c.id == approval["id"])).one()
+    assert (limits.balance_cap, limits.single_payment, limits.daily_outflow) == (None, None, None)
+    assert row.decided_by != row.requested_by
+    assert client.get("/v1/me/kyc", headers=alice.auth).json()["tier"] == 1
+    assert client.get(f"/v1/wallets/{alice.wallet_id}", headers=alice.auth).json()["balance_cap"] is None
+    account = LedgerReader(ctx.db).get_account(alice.wallet_id)
+    assert account is not None and account.balance_ceiling is None
+    events = client.get(
+        "/v1/operator/audit-events", params={"user_id": alice.user_id}, headers=support.auth
+    ).json()["data"]
+    names = {e["event"] for e in events}
+    assert {"approval.requested", "approval.approved", "approval.executed", "kyc.tier_changed"} <= names

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from qianbao.api.deps import Body, CurrentUser, Identity, Info
 from qianbao.api.idempotency import run_idempotent
-from qianbao.api.routes.operators import KycReviewer
+from qianbao.api.routes.operators import KycReviewer, approval_json
 from qianbao.clock import rfc3339
 from qianbao.identity import kyc, kyc_records, kyc_review
 
@@ -63,6 +63,26 @@ class ApplicationOut(BaseModel):
     created_at: str
     decided_at: str | None
     decided_by: str | None = Field(default=None, description="operators only: who decided")
+
+
+class ApprovalOut(BaseModel):
+    id: str
+    action: str
+    params: dict[str, Any]
+    reason: str
+    status: str
+    requested_by: str
+    requested_at: str
+    decided_by: str | None
+    decided_at: str | None
+    decision_note: str | None
+    result: dict[str, Any] | None
+
+
+class ApprovalFiledOut(BaseModel):
+    approval_id: str
+    approval: ApprovalOut = Field(description="the pending `kyc_enhanced` maker-checker request")
+    application: ApplicationOut = Field(description="still `pending` until a second operator approves")
 
 
 class KycStatusOut(BaseModel):
@@ -212,7 +232,11 @@ def list_kyc_applications(
     return {"data": [application_json(a, for_operator=True) for a in page], "next_cursor": next_cursor}
 
 
-@router.post("/v1/operator/kyc-applications/{application_id}/decision", response_model=ApplicationOut)
+@router.post(
+    "/v1/operator/kyc-applications/{application_id}/decision",
+    response_model=ApplicationOut,
+    responses={202: {"model": ApprovalFiledOut, "description": "approval requested from a second operator"}},
+)
 def decide_kyc_application(
     application_id: str,
     body: DecisionRequest,
@@ -223,13 +247,25 @@ def decide_kyc_application(
     info: Info,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    """Operators: approve (tier 1: no limits) or reject a pending application; audited with the operator."""
+    """Operators (risk_analyst, admin). `{"approve": false}` rejects the pending application at once (200,
+    the application). `{"approve": true}` cannot approve alone — tier 1 removes every limit — so it files a
+    `kyc_enhanced` maker-checker request (reason: the note) and answers 202 `{"approval_id", "approval",
+    "application"}` with the application still `pending`; a different risk_analyst or admin approves it at
+    `POST /v1/operator/approvals/{id}/approve`. A request already pending for the application is `409`."""
 
     def work() -> tuple[int, dict[str, Any]]:
-        decided = kyc_review.decide_application(
+        decision = kyc_review.decide_application(
             ctx, operator, application_id, approve=body.approve, note=body.note, info=info
         )
-        return 200, application_json(decided, for_operator=True)
+        application = application_json(decision.application, for_operator=True)
+        if decision.approval is None:
+            return 200, application
+        filed = {
+            "approval_id": decision.approval.id,
+            "approval": approval_json(decision.approval),
+            "application": application,
+        }
+        return 202, filed
 
     return run_idempotent(
         ctx.db, ctx.clock, request, scope=operator.scope, key=idempotency_key, body=raw, work=work

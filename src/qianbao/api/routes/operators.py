@@ -253,8 +253,8 @@ def request_approval(
     info: Info,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    """Ask for `limit_override` (risk_analyst, admin) or `release_hold` (finance, admin); a different
-    operator must approve it."""
+    """Ask for `limit_override` or `kyc_enhanced` (risk_analyst, admin), or `release_hold` (finance,
+    admin); a different operator must approve it."""
 
     def work() -> tuple[int, dict[str, Any]]:
         view = approvals.request_approval(
