@@ -9,13 +9,12 @@ Money operations additionally derive their ledger transfer ids from the key, so 
 ledger commit and the stored answer cannot pay twice.
 
 Answers that carry a secret (an API key's `secret`) are stored *sealed*: encrypted with the key ring like
-personal data (`sealed_with=`), and opened again for a replay. Records live 48 hours (housekeeping), so
+personal data (`sealed=True`), and opened again for a replay. Records live 48 hours (housekeeping), so
 key rotation need not re-encrypt them: retired data keys stay readable.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,7 @@ from sqlalchemy import delete, insert, select, update
 from qianbao.api.problems import problem
 from qianbao.clock import Clock
 from qianbao.errors import Conflict, IdempotencyKeyReused, InvalidInput, QianbaoError
+from qianbao.identity.context import IdentityContext
 from qianbao.security.keyring import KeyRing
 from qianbao.store.database import Database
 from qianbao.store.errors import DATABASE_ERRORS
@@ -65,33 +65,38 @@ class IdempotencyKeyInUse(Conflict):
     code = "idempotency_key_in_use"
 
 
-def request_fingerprint(method: str, path: str, body: bytes) -> str:
-    """Same request = same method, path and JSON body (whitespace and key order do not matter)."""
+def request_fingerprint(keys: KeyRing, method: str, path: str, body: bytes) -> str:
+    """Same request = same method, path and JSON body (whitespace and key order do not matter).
+
+    Keyed (the blind-index HMAC): a plain hash of a body holding a phone number could be reversed by
+    trying every number, from a database dump."""
     try:
         canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":"))
     except (ValueError, UnicodeDecodeError):
         canonical = body.decode("latin-1")
-    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+    return keys.digest("idempotency", f"{method} {path}\n{canonical}")
 
 
 def run_idempotent(
-    db: Database,
-    clock: Clock,
+    ctx: IdentityContext,
     request: Request,
     *,
     scope: str,
     key: str | None,
     body: bytes,
     work: Callable[[], tuple[int, dict[str, Any]]],
-    sealed_with: KeyRing | None = None,
+    sealed: bool = False,
 ) -> JSONResponse:
-    """Run `work` (returning status and JSON body) at most once per (scope, key)."""
+    """Run `work` (returning status and JSON body) at most once per (scope, key). With `sealed`, the
+    stored answer is encrypted (it holds a secret or personal data)."""
+    db, clock = ctx.db, ctx.clock
+    sealed_with = ctx.keys if sealed else None
     if key is None:
         status, payload = work()
         return JSONResponse(payload, status_code=status)
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters")
-    fingerprint = request_fingerprint(request.method, request.url.path, body)
+    fingerprint = request_fingerprint(ctx.keys, request.method, request.url.path, body)
     stored = _claim(db, clock, scope, key, fingerprint)
     if stored is not None:
         status, payload = stored

@@ -120,14 +120,13 @@ def create_api_key(
 
     return _no_store(
         run_idempotent(
-            ctx.db,
-            ctx.clock,
+            ctx,
             request,
             scope=principal.scope,
             key=idempotency_key,
             body=raw,
             work=work,
-            sealed_with=ctx.keys,  # the answer holds the secret: never stored in clear
+            sealed=True,  # the answer holds the secret: never stored in clear
         )
     )
 
@@ -190,13 +189,12 @@ def rotate_api_key(
 
     return _no_store(
         run_idempotent(
-            ctx.db,
-            ctx.clock,
+            ctx,
             request,
             scope=principal.scope,
             key=idempotency_key,
             body=raw,
             work=work,
-            sealed_with=ctx.keys,  # the answer holds the secret: never stored in clear
+            sealed=True,  # the answer holds the secret: never stored in clear
         )
     )

@@ -115,9 +115,7 @@ def create_user(
             "main_wallet_id": user.main_wallet_id,
         }
 
-    return run_idempotent(
-        ctx.db, ctx.clock, request, scope=_scope(request), key=idempotency_key, body=raw, work=work
-    )
+    return run_idempotent(ctx, request, scope=_scope(request), key=idempotency_key, body=raw, work=work)
 
 
 @router.post("/v1/sessions", status_code=201, response_model=SessionCreated)

@@ -162,9 +162,7 @@ def verify_identity(
         status = kyc.verify_identity(ctx, principal, name=body.name, id_number=body.id_number, info=info)
         return 200, status_json(status)
 
-    return run_idempotent(
-        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
-    )
+    return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
 
 
 @router.post("/v1/me/kyc/bank-account", response_model=KycStatusOut)
@@ -192,9 +190,7 @@ def verify_bank_account(
         )
         return 200, status_json(status)
 
-    return run_idempotent(
-        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
-    )
+    return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
 
 
 @router.post("/v1/me/kyc/enhanced", status_code=202, response_model=ApplicationOut)
@@ -213,9 +209,7 @@ def apply_enhanced(
     def work() -> tuple[int, dict[str, Any]]:
         return 202, application_json(kyc.apply_enhanced(ctx, principal, info))
 
-    return run_idempotent(
-        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
-    )
+    return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
 
 
 @router.get("/v1/operator/kyc-applications", response_model=ApplicationList)
@@ -267,6 +261,4 @@ def decide_kyc_application(
         }
         return 202, filed
 
-    return run_idempotent(
-        ctx.db, ctx.clock, request, scope=operator.scope, key=idempotency_key, body=raw, work=work
-    )
+    return run_idempotent(ctx, request, scope=operator.scope, key=idempotency_key, body=raw, work=work)

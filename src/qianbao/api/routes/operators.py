@@ -262,9 +262,7 @@ def request_approval(
         )
         return 202, approval_json(view)
 
-    return run_idempotent(
-        ctx.db, ctx.clock, request, scope=operator.scope, key=idempotency_key, body=raw, work=work
-    )
+    return run_idempotent(ctx, request, scope=operator.scope, key=idempotency_key, body=raw, work=work)
 
 
 @router.get("/v1/operator/approvals")

@@ -156,9 +156,7 @@ def add_passkey(
         view = passkey_enrolment.add_passkey(ctx, principal, body.credential, body.name, info, step_up)
         return 201, _passkey_json(view)
 
-    return run_idempotent(
-        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
-    )
+    return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
 
 
 @router.get("/v1/me/passkeys", response_model=PasskeyList)

@@ -210,9 +210,7 @@ def create_wallet(
         )
         return 201, wallet_json(view)
 
-    return run_idempotent(
-        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
-    )
+    return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
 
 
 @router.get("/v1/wallets/{wallet_id}", response_model=WalletOut)
@@ -268,14 +266,13 @@ def create_transfer(
 
     # The answer holds the memo (personal data): stored encrypted, opened again for a replay.
     return run_idempotent(
-        ctx.db,
-        ctx.clock,
+        ctx,
         request,
         scope=principal.scope,
         key=idempotency_key,
         body=raw,
         work=work,
-        sealed_with=ctx.keys,
+        sealed=True,
     )
 
 
@@ -332,6 +329,4 @@ def sandbox_fund(
             "wallet": wallet_json(wallet),
         }
 
-    return run_idempotent(
-        ctx.db, ctx.clock, request, scope=principal.scope, key=idempotency_key, body=raw, work=work
-    )
+    return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
