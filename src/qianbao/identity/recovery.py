@@ -351,8 +351,7 @@ def reset_password(
             # The SMS code alone is not enough where a passkey is enrolled; a passkey signs in without
             # the password, and PUT /v1/me/password then sets a new one.
             raise SecondFactorRequired(
-                "this account has a passkey: sign in with it, then change the password"
-                " (PUT /v1/me/password)",
+                "this account has a passkey: sign in with it, then use PUT /v1/me/password",
                 methods=["passkey"],
             )
     # The second factor comes before the password policy: the policy's answer (e.g. that the password
