@@ -30,12 +30,11 @@ from qianbao.identity.kyc_records import (
     BANK_ACCOUNT_TIER,
     ENHANCED_TIER,
     IDENTITY_TIER,
-    SYSTEM_DECIDER,
     Application,
     actor_of,
     application_view,
     change_tier,
-    encrypt_field,
+    insert_decided_application,
     record_rejection,
 )
 from qianbao.identity.limits import LOCAL_OFFSET, limit_status
@@ -199,20 +198,10 @@ def verify_identity(
             if taken is not None:
                 raise IdNumberInUse("this ID number is already verified for another account")
             now = ctx.now()
-            application_id = new_id("kyc")
-            conn.execute(
-                insert(kyc_applications).values(
-                    id=application_id,
-                    user_id=user_id,
-                    target_tier=IDENTITY_TIER,
-                    status="approved",
-                    name_cipher=encrypt_field(ctx, clean, "name_cipher"),
-                    id_number_cipher=encrypt_field(ctx, number, "id_number_cipher"),
-                    created_at=now,
-                    decided_at=now,
-                    decided_by=SYSTEM_DECIDER,
-                )
-            )
+            application_id = insert_decided_application(
+                ctx, conn, user_id=user_id, target_tier=IDENTITY_TIER, status="approved", now=now,
+                name=clean, id_number=number,
+            )  # fmt: skip
             change_tier(
                 ctx,
                 uow,
@@ -308,20 +297,10 @@ def verify_bank_account(
         if tier != IDENTITY_TIER:
             raise Conflict("the KYC tier changed meanwhile: reload and try again", kyc_tier=tier)
         now = ctx.now()
-        application_id = new_id("kyc")
-        conn.execute(
-            insert(kyc_applications).values(
-                id=application_id,
-                user_id=user_id,
-                target_tier=BANK_ACCOUNT_TIER,
-                status="approved",
-                name_cipher=encrypt_field(ctx, holder, "name_cipher"),
-                account_number_cipher=encrypt_field(ctx, digits, "account_number_cipher"),
-                created_at=now,
-                decided_at=now,
-                decided_by=SYSTEM_DECIDER,
-            )
-        )
+        application_id = insert_decided_application(
+            ctx, conn, user_id=user_id, target_tier=BANK_ACCOUNT_TIER, status="approved", now=now,
+            name=holder, account_number=digits,
+        )  # fmt: skip
         change_tier(
             ctx,
             uow,

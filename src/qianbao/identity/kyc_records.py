@@ -193,6 +193,39 @@ def encrypt_field(ctx: IdentityContext, value: str | None, column: str) -> str |
     return ctx.keys.encrypt(value, context=context("kyc_applications", column))
 
 
+def insert_decided_application(
+    ctx: IdentityContext,
+    conn: Connection,
+    *,
+    user_id: str,
+    target_tier: int,
+    status: str,
+    now: int,
+    name: str | None = None,
+    id_number: str | None = None,
+    account_number: str | None = None,
+    reason: str | None = None,
+) -> str:
+    """A verification the system decided at once (approved or rejected), its details encrypted."""
+    application_id = new_id("kyc")
+    conn.execute(
+        insert(kyc_applications).values(
+            id=application_id,
+            user_id=user_id,
+            target_tier=target_tier,
+            status=status,
+            name_cipher=encrypt_field(ctx, name, "name_cipher"),
+            id_number_cipher=encrypt_field(ctx, id_number, "id_number_cipher"),
+            account_number_cipher=encrypt_field(ctx, account_number, "account_number_cipher"),
+            reason=reason,
+            created_at=now,
+            decided_at=now,
+            decided_by=SYSTEM_DECIDER,
+        )
+    )
+    return application_id
+
+
 def record_rejection(
     ctx: IdentityContext,
     user_id: str,
@@ -206,23 +239,11 @@ def record_rejection(
 ) -> None:
     """A declined verification is kept (encrypted) for fraud review and audited; in its own transaction."""
     now = ctx.now()
-    application_id = new_id("kyc")
     with ctx.db.write() as conn:
-        conn.execute(
-            insert(kyc_applications).values(
-                id=application_id,
-                user_id=user_id,
-                target_tier=target_tier,
-                status="rejected",
-                name_cipher=encrypt_field(ctx, name, "name_cipher"),
-                id_number_cipher=encrypt_field(ctx, id_number, "id_number_cipher"),
-                account_number_cipher=encrypt_field(ctx, account_number, "account_number_cipher"),
-                reason=reason,
-                created_at=now,
-                decided_at=now,
-                decided_by=SYSTEM_DECIDER,
-            )
-        )
+        application_id = insert_decided_application(
+            ctx, conn, user_id=user_id, target_tier=target_tier, status="rejected", now=now, name=name,
+            id_number=id_number, account_number=account_number, reason=reason,
+        )  # fmt: skip
         audit.record(
             conn,
             now,
