@@ -7,6 +7,7 @@ HMAC-signed (`Qianbao-Key`, `Qianbao-Timestamp`, `Qianbao-Nonce`, `Qianbao-Signa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -97,7 +98,7 @@ def user_principal(principal: Annotated[Principal, Depends(current_principal)]) 
     return principal
 
 
-def user_or_key(scope: str):  # type: ignore[no-untyped-def]
+def user_or_key(scope: str) -> Callable[[Principal], Principal]:
     """A user session, or an API key holding `scope` (acting for the key's owner)."""
 
     def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

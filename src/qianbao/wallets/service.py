@@ -10,8 +10,9 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Row, func, select
 
 from qianbao.errors import Conflict, InvalidInput, NotFound
 from qianbao.identity.context import IdentityContext
@@ -69,8 +70,8 @@ def plausible_id(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable()
 
 
-def _row(r: object) -> WalletRow:
-    m = r._mapping  # type: ignore[attr-defined]
+def _row(r: Row[Any]) -> WalletRow:
+    m = r._mapping
     return WalletRow(
         str(m["id"]),
         str(m["user_id"]),
