@@ -7,9 +7,18 @@ sign-in even when no device id was sent.
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
+import hashlib
+import json
+import threading
 
-from tests.support.api import STRONG_PASSWORD, SignedUp, reset_limits
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from qianbao.errors import RateLimited, Unauthenticated
+from qianbao.identity.model import RequestInfo
+from qianbao.identity.sessions import sign_in_with_password
+from qianbao.store.idempotency_tables import idempotency_keys
+from tests.support.api import STRONG_PASSWORD, SignedUp, latest_code, reset_limits
 from tests.support.authenticator import SoftwareAuthenticator
 
 
@@ -72,3 +81,56 @@ def test_signing_in_without_a_device_id_still_alerts_the_owner(client: TestClien
     intruder_session(client, alice, device=None)
     after = client.get("/v1/sandbox/messages", params={"to": alice.phone}).json()["data"]
     assert len(after) == before + 1 and "new device" in after[0]["text"]
+
+
+def test_a_burst_of_concurrent_password_guesses_cannot_pass_the_account_limit(
+    client: TestClient, alice: SignedUp
+) -> None:
+    """Every attempt is counted before the password is checked, so 30 guesses at once reach the check at
+    most 10 times (the rule's limit) and the rest are refused as rate-limited."""
+    ctx = client.app.state.container.identity  # type: ignore[attr-defined]
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def guess(n: int) -> None:
+        try:
+            sign_in_with_password(
+                ctx, phone_text=alice.phone, password=f"Wrong-Guess-{n}", device_key=None, info=RequestInfo()
+            )
+            result = "signed_in"
+        except RateLimited:
+            result = "limited"
+        except Unauthenticated:
+            result = "checked"
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("checked") <= 10 and outcomes.count("signed_in") == 0
+    assert outcomes.count("limited") >= 20
+
+
+def test_opening_step_up_challenges_is_rate_limited(client: TestClient, alice: SignedUp) -> None:
+    assert client.put("/v1/me/pin", json={"pin": "384729"}, headers=alice.auth).status_code == 204
+    statuses = [
+        client.put("/v1/me/pin", json={"pin": "615283"}, headers=alice.auth).status_code for _ in range(31)
+    ]
+    assert statuses[:30] == [401] * 30 and statuses[30] == 429
+
+
+def test_idempotency_fingerprints_are_keyed(client: TestClient) -> None:
+    """A plain hash of a body with a phone number could be reversed by trying every number."""
+    phone = "+8613912340000"
+    client.post("/v1/verifications", json={"phone": phone})
+    body = {"phone": phone, "code": latest_code(client, phone), "password": STRONG_PASSWORD, "name": "A"}
+    assert client.post("/v1/users", json=body, headers={"Idempotency-Key": "fp-1"}).status_code == 201
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    plain = hashlib.sha256(f"POST /v1/users\n{canonical}".encode()).hexdigest()
+    db = client.app.state.container.db  # type: ignore[attr-defined]
+    with db.read() as conn:
+        stored = set(conn.execute(select(idempotency_keys.c.request_hash)).scalars())
+    assert stored and plain not in stored
