@@ -12,7 +12,7 @@ from qianbao import __version__
 from qianbao.api import log_redaction
 from qianbao.api.guards import refuse_nul_characters
 from qianbao.api.problems import install_problem_handlers
-from qianbao.api.routes import api_keys, kyc, operators, recovery, second_factors, wallets
+from qianbao.api.routes import api_keys, kyc, operators, qr, recovery, second_factors, wallets
 from qianbao.api.routes import identity as identity_routes
 from qianbao.api.routes import sandbox as sandbox_routes
 from qianbao.bootstrap import Container, build_container
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     log_redaction.install()
     app.include_router(identity_routes.router)
-    for routes in (second_factors, kyc, wallets, api_keys, operators, recovery):
+    for routes in (second_factors, kyc, wallets, api_keys, operators, recovery, qr):
         app.include_router(routes.router)
     if settings.is_sandbox:
         app.include_router(sandbox_routes.router)

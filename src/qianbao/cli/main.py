@@ -12,6 +12,7 @@ from qianbao.cli.bench import bench_app
 from qianbao.cli.keys import app as keys_app
 from qianbao.cli.ledger import ledger_app
 from qianbao.cli.operators import app as operators_app
+from qianbao.cli.qr import app as qr_app
 from qianbao.config import Environment, Settings
 from qianbao.errors import QianbaoError
 
@@ -24,6 +25,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(bench_app, name="bench")
 app.add_typer(keys_app, name="keys")
 app.add_typer(operators_app, name="operators")
+app.add_typer(qr_app, name="qr")
 console = Console()
 
 DatabaseUrl = Annotated[
