@@ -130,3 +130,21 @@ def test_requires_a_signed_in_user(client: TestClient) -> None:
     response = client.post(URL, json={"payload": PIX_BCB})
     assert response.status_code == 401
     assert response.json()["code"] == "unauthenticated"
+
+
+def test_decoding_an_uploaded_picture(client: TestClient, alice: SignedUp) -> None:
+    from qianbao.payments.emvco import build_merchant_qr, qr_png
+
+    payload = build_merchant_qr(
+        merchant_id="mer_9", name="Lotus", city="Hangzhou", mcc="5812", amount_minor=None, dynamic=False
+    )
+    headers = {**alice.auth, "Content-Type": "image/png"}
+    ok = client.post("/v1/qr-codes/decode", content=qr_png(payload), headers=headers)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["payload"] == payload and ok.json()["point_of_initiation"] == "static"
+    bad = client.post("/v1/qr-codes/decode", content=b"not an image", headers=headers)
+    assert bad.status_code == 422 and bad.json()["reason"] == "not_an_image"
+    anonymous = client.post(
+        "/v1/qr-codes/decode", content=qr_png(payload), headers={"Content-Type": "image/png"}
+    )
+    assert anonymous.status_code == 401

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from qianbao.api.deps import CurrentUser
 from qianbao.payments import emvco
+from qianbao.payments.qr_images import decode_qr_image
 
 router = APIRouter(tags=["qr-codes"])
 
@@ -41,3 +42,27 @@ def parse_qr_code(body: ParseRequest, _principal: CurrentUser) -> dict[str, Any]
     """Decode an EMVCo merchant-presented QR payload. Malformed TLV answers 422 `validation_error` with a
     `reason`; a wrong CRC still decodes, with `crc_ok: false`."""
     return emvco.parse(body.payload).as_json()
+
+
+class DecodedQrOut(ParsedQrOut):
+    payload: str = Field(description="the text read from the image")
+
+
+@router.post(
+    "/v1/qr-codes/decode",
+    response_model=DecodedQrOut,
+    response_model_exclude_unset=True,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/png", "image/jpeg")
+            },
+        }
+    },
+)
+async def decode_qr_code(request: Request, _principal: CurrentUser) -> dict[str, Any]:
+    """Read a QR code from a photo or screenshot sent as the request body (PNG, JPEG, WebP), then decode it
+    like `/v1/qr-codes/parse`. No QR code in the image, or not an image: 422 with a `reason`."""
+    payload = decode_qr_image(await request.body())
+    return {"payload": payload, **emvco.parse(payload).as_json()}
