@@ -23,7 +23,7 @@ from sqlalchemy import Connection, select, update
 
 from qianbao.errors import InvalidInput, Locked
 from qianbao.identity import pin as pins
-from qianbao.identity import stepup
+from qianbao.identity import proofs
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.errors import (
     PhoneTaken,
@@ -137,7 +137,7 @@ def _second_factor_ok(ctx: IdentityContext, user_id: str, proof: SecondFactorPro
     """Check (not spend) a second factor. A TOTP step is remembered at once (its own transaction); a
     recovery code is spent later, in the operation's unit of work."""
     if proof.method == "totp":
-        return stepup.check_totp(ctx, user_id, proof.code)
+        return proofs.check_totp(ctx, user_id, proof.code)
     with ctx.db.read() as conn:
         return _recovery_code_usable(conn, user_id, proof.code)
 
@@ -242,7 +242,7 @@ def _recover(
         row = open_rows[0] if len(open_rows) == 1 else None
         enrolled = row is not None and (
             credential_row(conn, row.id).totp_enabled_at is not None
-            or stepup.unused_recovery_codes(conn, row.id) > 0
+            or proofs.unused_recovery_codes(conn, row.id) > 0
         )
     if row is None:
         ctx.hasher.dummy_verify(pin)  # about as slow as a real PIN check

@@ -18,22 +18,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, case, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, case, insert, select, update
 
 from qianbao.errors import InvalidInput, NotFound, StepUpRequired
 from qianbao.identity import passkeys as webauthn
 from qianbao.identity import pin as pins
+from qianbao.identity import proofs
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.errors import ChallengeInvalid, SecondFactorInvalid
 from qianbao.identity.model import Method, Operation, Principal, RequestInfo
 from qianbao.identity.sessions import trust_device
-from qianbao.identity.tables import challenges, passkeys, recovery_codes, users
-from qianbao.identity.totp import (
-    RECOVERY_CODE_ALPHABET,
-    hash_recovery_code,
-    normalize_recovery_code,
-    verify_totp,
-)
+from qianbao.identity.tables import challenges, passkeys
 from qianbao.identity.users import credential_row
 from qianbao.ids import new_id
 from qianbao.security import audit
@@ -64,7 +59,7 @@ def available_methods(conn: Connection, user_id: str, operation: Operation | str
         methods.append(Method.PIN.value)
     if row.totp_enabled_at is not None:
         methods.append(Method.TOTP.value)
-    if unused_recovery_codes(conn, user_id):
+    if proofs.unused_recovery_codes(conn, user_id):
         methods.append(Method.RECOVERY_CODE.value)
     if conn.execute(select(passkeys.c.id).where(passkeys.c.user_id == user_id).limit(1)).first():
         methods.append(Method.PASSKEY.value)
@@ -356,12 +351,12 @@ def _check_proof(ctx: IdentityContext, row: Any, method: str, proof: Mapping[str
         code = proof.get("code")
         if not isinstance(code, str):
             raise InvalidInput("code is required", field="code")
-        return check_totp(ctx, row.user_id, code)
+        return proofs.check_totp(ctx, row.user_id, code)
     if method == Method.RECOVERY_CODE.value:
         code = proof.get("code")
         if not isinstance(code, str):
             raise InvalidInput("code is required", field="code")
-        return check_recovery_code(ctx, row.user_id, code)
+        return proofs.check_recovery_code(ctx, row.user_id, code)
     if method == Method.SMS.value:
         code = proof.get("code")
         if not isinstance(code, str):
@@ -375,94 +370,7 @@ def _check_proof(ctx: IdentityContext, row: Any, method: str, proof: Mapping[str
         credential = proof.get("credential")
         if not isinstance(credential, (dict, str)) or row.webauthn_challenge is None:
             raise InvalidInput("credential is required (ask for passkey options first)", field="credential")
-        return check_passkey(ctx, row.user_id, credential, webauthn.from_b64url(row.webauthn_challenge))
+        return proofs.check_passkey(
+            ctx, row.user_id, credential, webauthn.from_b64url(row.webauthn_challenge)
+        )
     raise InvalidInput("unknown method", field="method")
-
-
-def check_totp(ctx: IdentityContext, user_id: str, code: str) -> bool:
-    """Verify a TOTP code and remember its time step (a code is never accepted twice)."""
-    with ctx.db.write() as conn:
-        row = credential_row(conn, user_id, lock=True)
-        if row.totp_secret_cipher is None or row.totp_enabled_at is None:
-            return False
-        secret = ctx.keys.decrypt(row.totp_secret_cipher, context=context("users", "totp_secret_cipher"))
-        step = verify_totp(secret, code, at_s=ctx.now() / 1_000_000, last_used_step=row.totp_last_step)
-        if step is None:
-            return False
-        conn.execute(update(users).where(users.c.id == user_id).values(totp_last_step=step))
-        return True
-
-
-def unused_recovery_codes(conn: Connection, user_id: str) -> int:
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(recovery_codes)
-            .where(recovery_codes.c.user_id == user_id, recovery_codes.c.used_at.is_(None))
-        ).scalar_one()
-    )
-
-
-def check_recovery_code(ctx: IdentityContext, user_id: str, code: str) -> bool:
-    """Spend one of the user's recovery codes (each works once); audited and notified by SMS."""
-    normalized = normalize_recovery_code(code)
-    if len(normalized) != 10 or any(c not in RECOVERY_CODE_ALPHABET for c in normalized):
-        return False
-    now = ctx.now()
-    with ctx.db.write() as conn:
-        spent = conn.execute(
-            update(recovery_codes)
-            .where(
-                recovery_codes.c.user_id == user_id,
-                recovery_codes.c.code_hash == hash_recovery_code(normalized),
-                recovery_codes.c.used_at.is_(None),
-            )
-            .values(used_at=now)
-        )
-        if spent.rowcount != 1:
-            return False
-        left = unused_recovery_codes(conn, user_id)
-        audit.record(
-            conn,
-            now,
-            "recovery_code.used",
-            audit.Actor("user", user_id),
-            subject_user_id=user_id,
-            details={"remaining": left},
-        )
-        row = credential_row(conn, user_id)
-        ctx.notifier.send(
-            conn,
-            to=ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher")),
-            template="security.recovery_code_used",
-            user_id=user_id,
-            text=f"【钱包 qianbao】您使用了一个恢复码，还剩 {left} 个。如非本人操作，请立即联系客服。"
-            f" A qianbao recovery code was used; {left} left. If this wasn't you, contact support.",
-        )
-        return True
-
-
-def check_passkey(
-    ctx: IdentityContext, user_id: str, credential: Mapping[str, Any] | str, challenge: bytes
-) -> bool:
-    credential_id = webauthn.b64url(webauthn.credential_id_of(credential))
-    with ctx.db.write() as conn:
-        row = conn.execute(
-            select(passkeys).where(passkeys.c.credential_id == credential_id, passkeys.c.user_id == user_id)
-        ).first()
-        if row is None:
-            return False
-        try:
-            count = webauthn.verify_authentication(
-                ctx.relying_party,
-                credential,
-                expected_challenge=challenge,
-                public_key=webauthn.from_b64url(row.public_key),
-                current_sign_count=row.sign_count,
-            )
-        except webauthn.PasskeyError:
-            return False
-        conn.execute(
-            update(passkeys).where(passkeys.c.id == row.id).values(sign_count=count, last_used_at=ctx.now())
-        )
-        return True
