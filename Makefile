@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev run test lint typecheck unit integration bench clean
+.PHONY: install install-dev run test lint typecheck unit integration bench clean errors-docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,8 @@ run: $(STAMP)
 	$(BIN)/qianbao serve
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench docs/examples
+	$(BIN)/ruff format --check src tests bench docs/examples
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy src
@@ -42,6 +42,12 @@ integration: $(DEV_STAMP)
 # Lint, type-check, then the whole suite: unit, integration and API tests on SQLite and PostgreSQL.
 test: lint typecheck
 	$(BIN)/pytest -q
+
+# After adding an error code to src/qianbao/error_codes.py: new msgids into the .po catalogs (translate the
+# empty msgstr lines), then docs/errors.md regenerated. The catalogs are read as .po at run time: no compile.
+errors-docs: $(STAMP)
+	$(BIN)/qianbao errors sync-catalogs
+	$(BIN)/qianbao errors docs --output docs/errors.md
 
 bench: $(STAMP)
 	bash bench/run.sh

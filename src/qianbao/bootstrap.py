@@ -15,6 +15,7 @@ from qianbao.ledger.batcher import TransferBatcher
 from qianbao.ledger.engine import LedgerEngine
 from qianbao.ledger.queries import LedgerReader
 from qianbao.notify.service import Notifier
+from qianbao.payments import charges, intents
 from qianbao.security.crypto import KeyMaterial, load_key_material
 from qianbao.security.keyring import KeyRing
 from qianbao.security.ratelimit import RateLimiter
@@ -68,6 +69,9 @@ class Container:
                 if now - last_purge > PURGE_INTERVAL_US:
                     last_purge = now
                     purge_expired(self.db, now)
+                # Held payment-code payments nobody confirmed, and checkouts past their deadline.
+                charges.finalize_expired(self.identity)
+                intents.finalize_expired_intents(self.identity)
             except Exception:  # noqa: BLE001 - a sweep failure must not kill the sweeper; it retries
                 log.exception("sweeping expired holds failed; retrying next interval")
 

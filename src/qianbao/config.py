@@ -92,6 +92,21 @@ class Settings(BaseSettings):
     # --- Operators (staff): their sessions end after this, however active.
     operator_session_lifetime_s: int = Field(default=8 * 3600, ge=60)
     operator_session_idle_s: int = Field(default=30 * 60, ge=60)
+    # --- Events: `inline` runs the outbox dispatcher (webhooks, notifications) inside each server process;
+    # `off` leaves it to `qianbao worker` (docs/webhooks.md).
+    dispatcher: str = Field(default="inline", pattern="^(inline|off)$")
+    # --- Merchant payments. The merchant discount rate is in parts per million of the amount (3800 =
+    # 0.38 %), per MCC with a default; fees are rounded half-up to the fen and refunded pro-rata.
+    merchant_fee_ppm: int = Field(default=3800, ge=0, le=100_000)
+    merchant_fee_ppm_by_mcc: dict[str, int] = Field(default_factory=dict)
+    refund_fees_pro_rata: bool = True
+    dynamic_qr_ttl_s: int = Field(default=300, ge=30, le=24 * 3600)
+    # Payment codes (付款码): password-free (免密) payments up to these amounts (users may lower them, to
+    # zero); above them the customer confirms within `payment_code_confirm_s` while a hold keeps the money.
+    no_pin_per_payment: int = Field(default=100_000, ge=0)
+    no_pin_daily: int = Field(default=200_000, ge=0)
+    payment_code_confirm_s: int = Field(default=60, ge=10, le=600)
+    payment_intent_ttl_s: int = Field(default=1800, ge=60, le=7 * 24 * 3600)
 
     @property
     def is_sandbox(self) -> bool:

@@ -1,7 +1,8 @@
 """The qianbao error tree.
 
 Every error a caller can cause is a `QianbaoError` with a stable snake_case `code`; the API maps the
-class (never the message) to an HTTP status in one table, `qianbao.api.problems.STATUS_BY_CODE`.
+class (never the message) to an HTTP status in one registry, `qianbao.error_codes` (with its default next
+step and gettext message ids; `qianbao.api.problems.STATUS_BY_CODE` is built from it).
 
     QianbaoError                      code                      meaning
     ├── InvalidInput                  validation_error          bad input; nothing was changed

@@ -11,24 +11,19 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from qianbao.bootstrap import Container, build_container
+from qianbao.bootstrap import Container
 from qianbao.errors import QianbaoError
-from qianbao.identity.context import IdentityContext
-from qianbao.identity.model import Principal, PrincipalKind, RequestInfo
-from qianbao.identity.signup import register_user, send_code
+from qianbao.identity.model import Principal, PrincipalKind
 from qianbao.identity.tables import limit_usage
 from qianbao.ledger.verify import verify_ledger
 from qianbao.payments.funding import sandbox_fund
 from qianbao.payments.tables import transfers
 from qianbao.payments.transfers import TransferRequest, send_transfer
-from tests.conftest import PostgresServer
-from tests.support.api import STRONG_PASSWORD, make_settings, new_phone
+from tests.support.population import register
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -37,37 +32,6 @@ AMOUNT = 40_000  # ¥400
 FUNDED = 900_000  # ¥9,000 (tier 4's balance cap is ¥10,000)
 DAILY_LIMIT = 500_000  # tier 4: ¥5,000
 EXPECTED_OK = DAILY_LIMIT // AMOUNT  # 12
-
-
-@pytest.fixture
-def container(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Container]:
-    url = postgres_server.create(template=postgres_server.migrated_template())
-    built = build_container(make_settings(url, tmp_path / "var"))
-    try:
-        yield built
-    finally:
-        built.close()
-
-
-def register(ctx: IdentityContext, name: str) -> tuple[str, str]:
-    """A signed-up user (tier 4) through the sign-up use case: (user id, main wallet id)."""
-    phone = new_phone()
-    with ctx.uow() as uow:
-        send_code(ctx, uow.conn, phone, "signup")
-        uow.commit()
-    with ctx.db.read() as conn:
-        code = ctx.notifier.sent_to(conn, phone)[0].code
-    assert code is not None
-    user = register_user(
-        ctx,
-        phone_text=phone,
-        code=code,
-        password=STRONG_PASSWORD,
-        name=name,
-        device_key=None,
-        info=RequestInfo(),
-    )
-    return user.id, user.main_wallet_id
 
 
 @pytest.mark.parametrize("round_", range(3))

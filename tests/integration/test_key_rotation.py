@@ -15,8 +15,12 @@ from qianbao.api.app import create_app
 from qianbao.bootstrap import key_material
 from qianbao.cli.main import app as cli
 from qianbao.clock import SystemClock
+from qianbao.events.tables import webhook_endpoints
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.tables import api_keys, kyc_applications, operators, users
+from qianbao.payments.code_tables import payment_code_devices
+from qianbao.payments.merchant_tables import merchant_payments, refunds
+from qianbao.payments.request_tables import money_requests
 from qianbao.payments.tables import transfers
 from qianbao.security.crypto import generate_key_b64, token_key_id
 from qianbao.security.fields import ENCRYPTED, context
@@ -107,6 +111,84 @@ def fill_every_encrypted_column(ctx: IdentityContext, user_id: str) -> None:
                 password_hash="not-a-hash",  # noqa: S106 - never used to sign in
                 totp_secret_cipher=enc("operators", "totp_secret_cipher", "JBSWY3DPEHPK3PXP"),
                 roles=[],
+                status="active",
+                created_at=now,
+            )
+        )
+        conn.execute(
+            insert(money_requests).values(
+                id=f"mrq_{user_id}",
+                requester_user_id=user_id,
+                to_wallet_id=f"wal_{user_id}",
+                payer_user_id=f"usr_other_{user_id}",
+                amount=100,
+                currency="CNY",
+                memo_cipher=enc("money_requests", "memo_cipher", "欧阳娜娜的饭钱"),
+                status="declined",
+                decline_reason_cipher=enc("money_requests", "decline_reason_cipher", "不认识你"),
+                created_at=now,
+                expires_at=now + 1,
+                resolved_at=now,
+            )
+        )
+        payment = {
+            "id": f"pay_{user_id}",
+            "ledger_transfer_id": f"pay:{user_id}",
+            "method": "qr_static",
+            "merchant_id": f"mch_{user_id}",
+            "merchant_user_id": user_id,
+            "merchant_wallet_id": f"mwl_{user_id}",
+            "payer_user_id": user_id,
+            "payer_wallet_id": f"wal_{user_id}",
+            "amount": 100,
+            "currency": "CNY",
+            "fee": 0,
+            "refunded_amount": 100,
+            "fee_refunded": 0,
+            "status": "succeeded",
+            "memo_cipher": enc("merchant_payments", "memo_cipher", "欧阳娜娜的午饭"),
+            "created_at": now,
+        }
+        conn.execute(insert(merchant_payments).values(**payment))
+        conn.execute(
+            insert(refunds).values(
+                id=f"rfd_{user_id}",
+                payment_id=payment["id"],
+                ledger_transfer_id=f"rfd:{user_id}",
+                amount=100,
+                fee_refunded=0,
+                currency="CNY",
+                to_wallet_id=f"wal_{user_id}",
+                status="succeeded",
+                reason_cipher=enc("refunds", "reason_cipher", "欧阳娜娜退货"),
+                created_at=now,
+            )
+        )
+        conn.execute(
+            insert(webhook_endpoints).values(
+                id=f"whe_{user_id}",
+                owner_user_id=user_id,
+                url="https://hooks.example.com/qianbao",
+                description=None,
+                events=["*"],
+                enabled=True,
+                secret_cipher=enc("webhook_endpoints", "secret_cipher", "whsec_current"),
+                previous_secret_cipher=enc("webhook_endpoints", "previous_secret_cipher", "whsec_previous"),
+                previous_secret_expires_at=now + 1,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            insert(payment_code_devices).values(
+                id=f"pcd_{user_id}",
+                user_id=user_id,
+                device_id=f"device-{user_id}",
+                wallet_id=f"wal_{user_id}",
+                number=user_id[-7:],
+                secret_cipher=enc(
+                    "payment_code_devices", "secret_cipher", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+                ),
                 status="active",
                 created_at=now,
             )

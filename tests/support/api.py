@@ -28,6 +28,7 @@ def make_settings(database_url: str, var_dir: Path, **overrides: Any) -> Setting
         "argon2_memory_kib": 8,
         "argon2_parallelism": 1,
         "cookie_secure": False,
+        "dispatcher": "off",  # tests run the event dispatcher themselves (events.dispatcher.dispatch_once)
     }
     values.update(overrides)
     return Settings(**values)

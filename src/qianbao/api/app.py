@@ -9,15 +9,25 @@ from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel
 
 from qianbao import __version__
-from qianbao.api import log_redaction
+from qianbao.api import log_redaction, openapi
 from qianbao.api.guards import refuse_nul_characters
 from qianbao.api.problems import install_problem_handlers
 from qianbao.api.routes import api_keys, kyc, operators, qr, recovery, second_factors, wallets
+from qianbao.api.routes import checkout as checkout_routes
+from qianbao.api.routes import events as event_routes
+from qianbao.api.routes import history as history_routes
 from qianbao.api.routes import identity as identity_routes
+from qianbao.api.routes import merchants as merchant_routes
+from qianbao.api.routes import money_requests as money_request_routes
+from qianbao.api.routes import notifications as notification_routes
+from qianbao.api.routes import payment_codes as payment_code_routes
+from qianbao.api.routes import payments as payment_routes
 from qianbao.api.routes import sandbox as sandbox_routes
+from qianbao.api.routes import webhooks as webhook_routes
 from qianbao.bootstrap import Container, build_container
 from qianbao.config import Settings
 from qianbao.errors import ServiceUnavailable
+from qianbao.events.dispatcher import start_inline
 from qianbao.store.migrate import current_revision
 
 
@@ -37,9 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         container = build_container(settings)
         container.start()
         app.state.container = container
+        dispatcher = start_inline(container.identity) if settings.dispatcher == "inline" else None
         try:
             yield
         finally:
+            if dispatcher is not None:
+                dispatcher.stop()
             container.close()
 
     app = FastAPI(
@@ -50,10 +63,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(refuse_nul_characters)],
     )
     install_problem_handlers(app)
+    openapi.install(app)
     log_redaction.install()
     app.include_router(identity_routes.router)
     for routes in (second_factors, kyc, wallets, api_keys, operators, recovery, qr):
         app.include_router(routes.router)
+    for routes in (webhook_routes, event_routes, notification_routes):
+        app.include_router(routes.router)
+    app.include_router(merchant_routes.router)
+    # Before the payments router: /v1/payments/pending must not be read as a payment id.
+    app.include_router(payment_code_routes.router)
+    app.include_router(payment_routes.router)
+    app.include_router(checkout_routes.router)
+    app.include_router(history_routes.router)
+    app.include_router(money_request_routes.router)
     if settings.is_sandbox:
         app.include_router(sandbox_routes.router)
 

@@ -7,8 +7,8 @@ HMAC-signed (`Qianbao-Key`, `Qianbao-Timestamp`, `Qianbao-Nonce`, `Qianbao-Signa
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
@@ -28,11 +28,13 @@ def container(request: Request) -> Container:
     return found
 
 
-def identity(request: Request) -> IdentityContext:
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in the thread pool,
+# and each such hop (event loop -> thread -> event loop) costs more than the dependency's own work.
+async def identity(request: Request) -> IdentityContext:
     return container(request).identity
 
 
-def request_info(
+async def request_info(
     request: Request, device_id: Annotated[str | None, Header(alias="Device-Id")] = None
 ) -> RequestInfo:
     return RequestInfo(
@@ -47,7 +49,7 @@ async def raw_body(request: Request) -> bytes:
 
 
 def _principal(request: Request, body: bytes) -> Principal:
-    ctx = identity(request)
+    ctx = container(request).identity
     header = request.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")
@@ -91,17 +93,17 @@ def optional_principal(request: Request, body: Annotated[bytes, Depends(raw_body
     return None
 
 
-def user_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+async def user_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     """A signed-in user (session): the consumer endpoints."""
     if principal.kind is not PrincipalKind.USER:
         raise Forbidden("this endpoint is for signed-in users")
     return principal
 
 
-def user_or_key(scope: str) -> Callable[[Principal], Principal]:
+def user_or_key(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A user session, or an API key holding `scope` (acting for the key's owner)."""
 
-    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if principal.kind is PrincipalKind.USER:
             return principal
         if principal.kind is PrincipalKind.API_KEY and scope in principal.scopes:
@@ -111,7 +113,7 @@ def user_or_key(scope: str) -> Callable[[Principal], Principal]:
     return dependency
 
 
-def operator_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+async def operator_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if principal.kind is not PrincipalKind.OPERATOR:
         raise Forbidden("this endpoint is for operators")
     return principal

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Executable, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from qianbao.api.problems import problem
 from qianbao.clock import Clock
@@ -29,7 +31,6 @@ from qianbao.errors import Conflict, IdempotencyKeyReused, InvalidInput, Qianbao
 from qianbao.identity.context import IdentityContext
 from qianbao.security.keyring import KeyRing
 from qianbao.store.database import Database
-from qianbao.store.errors import DATABASE_ERRORS
 from qianbao.store.idempotency_tables import idempotency_keys
 
 IN_PROGRESS = 0
@@ -127,57 +128,74 @@ def run_idempotent(
 def _claim(db: Database, clock: Clock, scope: str, key: str, fingerprint: str) -> tuple[int, Any] | None:
     now = clock.now_us()
     for _ in range(3):
-        with db.read() as conn:
-            row = conn.execute(
-                select(idempotency_keys).where(
-                    idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
-                )
+        # The usual case, a new key, is one statement: claim it unless a row exists (then read that row).
+        with db.write() as conn:
+            claimed = conn.execute(
+                _claim_statement(conn.dialect.name),
+                {"scope": scope, "key": key, "request_hash": fingerprint, "created_at": now},
             ).first()
-        if row is not None:
-            if row.request_hash != fingerprint:
-                raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
-            if row.status_code != IN_PROGRESS:
-                return int(row.status_code), row.response
-            if now - row.created_at < ABANDONED_AFTER_US:
-                raise IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
-            with db.write() as conn:
-                taken = conn.execute(
-                    update(idempotency_keys)
-                    .where(
-                        idempotency_keys.c.scope == scope,
-                        idempotency_keys.c.key == key,
-                        idempotency_keys.c.created_at == row.created_at,
-                    )
-                    .values(created_at=now)
-                )
-            if taken.rowcount == 1:
-                return None
-            continue
-        try:
-            with db.write() as conn:
-                conn.execute(
-                    insert(idempotency_keys).values(
-                        scope=scope,
-                        key=key,
-                        request_hash=fingerprint,
-                        status_code=IN_PROGRESS,
-                        response={},
-                        created_at=now,
-                    )
-                )
+        if claimed is not None:
             return None
-        except DATABASE_ERRORS:
-            continue  # another request claimed it first: read what it stored
+        with db.read() as conn:
+            row = conn.execute(_BY_KEY, {"scope": scope, "key": key}).first()
+        if row is None:
+            continue  # released meanwhile (a refusal before execution): claim it again
+        if row.request_hash != fingerprint:
+            raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
+        if row.status_code != IN_PROGRESS:
+            return int(row.status_code), row.response
+        if now - row.created_at < ABANDONED_AFTER_US:
+            raise IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
+        with db.write() as conn:
+            taken = conn.execute(
+                update(idempotency_keys)
+                .where(
+                    idempotency_keys.c.scope == scope,
+                    idempotency_keys.c.key == key,
+                    idempotency_keys.c.created_at == row.created_at,
+                )
+                .values(created_at=now)
+            )
+        if taken.rowcount == 1:
+            return None
     raise IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
+
+
+_BY_KEY = select(idempotency_keys).where(
+    idempotency_keys.c.scope == bindparam("scope"), idempotency_keys.c.key == bindparam("key")
+)
+
+
+@cache
+def _claim_statement(dialect: str) -> Executable:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING: a row back means the key is ours. Built once per dialect
+    (every idempotent POST runs it)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(idempotency_keys)
+        .values(
+            scope=bindparam("scope"),
+            key=bindparam("key"),
+            request_hash=bindparam("request_hash"),
+            status_code=IN_PROGRESS,
+            response={},
+            created_at=bindparam("created_at"),
+        )
+        .on_conflict_do_nothing(index_elements=[idempotency_keys.c.scope, idempotency_keys.c.key])
+        .returning(idempotency_keys.c.created_at)
+    )
+
+
+_STORE = (
+    update(idempotency_keys)
+    .where(idempotency_keys.c.scope == bindparam("w_scope"), idempotency_keys.c.key == bindparam("w_key"))
+    .values(status_code=bindparam("status_code"), response=bindparam("response"))
+)
 
 
 def _store(db: Database, scope: str, key: str, status: int, payload: dict[str, Any]) -> None:
     with db.write() as conn:
-        conn.execute(
-            update(idempotency_keys)
-            .where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
-            .values(status_code=status, response=payload)
-        )
+        conn.execute(_STORE, {"w_scope": scope, "w_key": key, "status_code": status, "response": payload})
 
 
 def _release(db: Database, scope: str, key: str) -> None:

@@ -9,10 +9,12 @@ import typer
 from rich.console import Console
 
 from qianbao.cli.bench import bench_app
+from qianbao.cli.errors import app as errors_app
 from qianbao.cli.keys import app as keys_app
 from qianbao.cli.ledger import ledger_app
 from qianbao.cli.operators import app as operators_app
 from qianbao.cli.qr import app as qr_app
+from qianbao.cli.worker import worker
 from qianbao.config import Environment, Settings
 from qianbao.errors import QianbaoError
 
@@ -23,9 +25,11 @@ db_app = typer.Typer(help="Database schema: upgrade and inspect migrations.", no
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(bench_app, name="bench")
+app.add_typer(errors_app, name="errors")
 app.add_typer(keys_app, name="keys")
 app.add_typer(operators_app, name="operators")
 app.add_typer(qr_app, name="qr")
+app.command()(worker)
 console = Console()
 
 DatabaseUrl = Annotated[
@@ -76,6 +80,10 @@ def serve(
                     f" main wallet {u.wallet_id} ({balance})",
                     soft_wrap=True,
                 )
+                if u.merchant is not None:
+                    console.print(
+                        f"    owns the shop {u.merchant[0]}: merchant {u.merchant_id}", soft_wrap=True
+                    )
     finally:
         db.dispose()
     # Worker processes build their own settings from the environment: hand the effective ones down.

@@ -1,15 +1,17 @@
-"""`qianbao qr …`: EMVCo merchant-presented QR payloads."""
+"""`qianbao qr …`: EMVCo merchant-presented QR payloads, and the customer's payment codes."""
 
 from __future__ import annotations
 
+import binascii
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from qianbao.errors import InvalidInput
-from qianbao.payments import emvco
+from qianbao.payments import emvco, payment_code_model
 from qianbao.payments.qr_images import decode_qr_image
 
 app = typer.Typer(help="EMVCo merchant-presented QR codes.", no_args_is_help=True)
@@ -45,3 +47,19 @@ def decode(
         typer.echo(f"error {exc.code} ({exc.extra.get('reason')}): {exc.detail}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(json.dumps({"payload": payload, **parsed.as_json()}, ensure_ascii=False, indent=2))
+
+
+@app.command("payment-code")
+def payment_code(
+    secret: Annotated[str, typer.Option(help="The device secret (base32) shown when codes were enabled.")],
+    number: Annotated[str, typer.Option(help="The device's 7-digit number.")],
+    seq: Annotated[int, typer.Option(min=0, max=9, help="The sequence digit: 0-9, one per payment.")] = 0,
+) -> None:
+    """Print the payment code (付款码) a device shows now: what the wallet app computes offline. Handy
+    to test a till against the sandbox without a phone."""
+    try:
+        code = payment_code_model.payment_code(secret, number, time.time(), seq)
+    except (ValueError, binascii.Error) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(code)

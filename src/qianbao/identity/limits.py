@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import BigInteger, Connection, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import ReturningInsert
 
 from qianbao.config import Settings, TierLimits
 from qianbao.errors import LimitExceeded
@@ -44,35 +47,56 @@ class LimitStatus:
     cooling_off: bool
 
 
-def limits_for(
-    conn: Connection, settings: Settings, user_id: str, now_us: int
-) -> tuple[int, TierLimits, bool]:
-    """(tier, the limits in force, cooling off?) for a user: the tier's, an operator override, cooling-off."""
-    row = conn.execute(select(users.c.kyc_tier, users.c.cooling_off_until).where(users.c.id == user_id)).one()
+# One statement for a user's tier, cooling-off and operator override; every payment reads it several
+# times (pre-checks, then the unit of work), so it is built once. The locked variant serialises credits
+# to the same user (check_inflow); FOR UPDATE OF users, as the override side of the join may be empty.
+_LIMITS = (
+    select(
+        users.c.kyc_tier,
+        users.c.cooling_off_until,
+        limit_overrides.c.user_id.label("override_user_id"),
+        limit_overrides.c.balance_cap,
+        limit_overrides.c.single_payment,
+        limit_overrides.c.daily_outflow,
+        limit_overrides.c.expires_at,
+    )
+    .select_from(users.outerjoin(limit_overrides, limit_overrides.c.user_id == users.c.id))
+    .where(users.c.id == bindparam("user_id"))
+)
+_LIMITS_LOCKED = _LIMITS.with_for_update(of=users)
+_USED_TODAY = select(limit_usage.c.outflow).where(
+    limit_usage.c.user_id == bindparam("user_id"),
+    limit_usage.c.day == bindparam("day"),
+    limit_usage.c.currency == bindparam("currency"),
+)
+_LIMITS_AND_USED = _LIMITS.add_columns(_USED_TODAY.scalar_subquery().label("used_today"))
+
+
+def _limits_of(row: Any, settings: Settings, now_us: int) -> tuple[int, TierLimits, bool]:
     tier_limits = settings.kyc_tiers[int(row.kyc_tier)]
-    override = conn.execute(select(limit_overrides).where(limit_overrides.c.user_id == user_id)).first()
-    if override is not None and (override.expires_at is None or override.expires_at > now_us):
+    if row.override_user_id is not None and (row.expires_at is None or row.expires_at > now_us):
         tier_limits = TierLimits(
-            balance_cap=override.balance_cap if override.balance_cap is not None else tier_limits.balance_cap,
-            single_payment=override.single_payment
-            if override.single_payment is not None
+            balance_cap=row.balance_cap if row.balance_cap is not None else tier_limits.balance_cap,
+            single_payment=row.single_payment
+            if row.single_payment is not None
             else tier_limits.single_payment,
-            daily_outflow=override.daily_outflow
-            if override.daily_outflow is not None
-            else tier_limits.daily_outflow,
+            daily_outflow=row.daily_outflow if row.daily_outflow is not None else tier_limits.daily_outflow,
         )
     cooling = row.cooling_off_until is not None and row.cooling_off_until > now_us
     limits = effective_limits(tier_limits, cooling_off=cooling, divisor=settings.cooling_off_limit_divisor)
     return int(row.kyc_tier), limits, cooling
 
 
+def limits_for(
+    conn: Connection, settings: Settings, user_id: str, now_us: int
+) -> tuple[int, TierLimits, bool]:
+    """(tier, the limits in force, cooling off?) for a user: the tier's, an operator override, cooling-off."""
+    return _limits_of(conn.execute(_LIMITS, {"user_id": user_id}).one(), settings, now_us)
+
+
 def used_today(conn: Connection, user_id: str, currency: str, now_us: int) -> int:
     used = conn.execute(
-        select(limit_usage.c.outflow).where(
-            limit_usage.c.user_id == user_id,
-            limit_usage.c.day == local_day(now_us),
-            limit_usage.c.currency == currency,
-        )
+        _USED_TODAY, {"user_id": user_id, "day": local_day(now_us), "currency": currency}
     ).scalar()
     return int(used or 0)
 
@@ -80,8 +104,11 @@ def used_today(conn: Connection, user_id: str, currency: str, now_us: int) -> in
 def limit_status(
     conn: Connection, settings: Settings, user_id: str, currency: str, now_us: int
 ) -> LimitStatus:
-    tier, limits, cooling = limits_for(conn, settings, user_id, now_us)
-    used = used_today(conn, user_id, currency, now_us)
+    row = conn.execute(
+        _LIMITS_AND_USED, {"user_id": user_id, "day": local_day(now_us), "currency": currency}
+    ).one()
+    tier, limits, cooling = _limits_of(row, settings, now_us)
+    used = int(row.used_today or 0)
     remaining = None if limits.daily_outflow is None else max(0, limits.daily_outflow - used)
     return LimitStatus(tier, limits, used, remaining, cooling)
 
@@ -103,6 +130,26 @@ def check_single(limits: TierLimits, tier: int, amount: int, currency: str) -> N
         )
 
 
+@cache
+def _reserve_statement(dialect: str, *, limited: bool) -> ReturningInsert[Any]:
+    """One upsert: a new day's row starts at the amount; an existing one grows only while it stays within
+    the limit. A concurrent payment of the same user waits for the row, then re-checks the condition against
+    the committed total (ON CONFLICT DO UPDATE … WHERE), so no interleaving takes the day past the limit.
+    Built once per dialect: building a statement costs about as much as running it."""
+    amount = bindparam("amount", type_=BigInteger)
+    insert = postgresql.insert(limit_usage) if dialect == "postgresql" else sqlite.insert(limit_usage)
+    insert = insert.values(
+        user_id=bindparam("user_id"), day=bindparam("day"), currency=bindparam("currency"), outflow=amount,
+        payments=1,
+    )  # fmt: skip
+    within = limit_usage.c.outflow + amount <= bindparam("daily", type_=BigInteger) if limited else None
+    return insert.on_conflict_do_update(
+        index_elements=[limit_usage.c.user_id, limit_usage.c.day, limit_usage.c.currency],
+        set_={"outflow": limit_usage.c.outflow + amount, "payments": limit_usage.c.payments + 1},
+        where=within,
+    ).returning(limit_usage.c.outflow)
+
+
 def reserve_outflow(
     conn: Connection, settings: Settings, user_id: str, amount: int, currency: str, now_us: int
 ) -> None:
@@ -110,33 +157,34 @@ def reserve_outflow(
     tier, limits, _cooling = limits_for(conn, settings, user_id, now_us)
     check_single(limits, tier, amount, currency)
     day = local_day(now_us)
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(
-        dialect.insert(limit_usage)
-        .values(user_id=user_id, day=day, currency=currency, outflow=0, payments=0)
-        .on_conflict_do_nothing()
-    )
-    key = and_(limit_usage.c.user_id == user_id, limit_usage.c.day == day, limit_usage.c.currency == currency)
-    query = update(limit_usage).where(key)
-    if limits.daily_outflow is not None:
-        query = query.where(limit_usage.c.outflow + amount <= limits.daily_outflow)
-    done = conn.execute(
-        query.values(outflow=limit_usage.c.outflow + amount, payments=limit_usage.c.payments + 1)
-    )
-    if done.rowcount == 1:
-        return
-    assert limits.daily_outflow is not None  # noqa: S101 - without a limit the UPDATE always matches
-    used = int(conn.execute(select(limit_usage.c.outflow).where(key)).scalar_one())
-    remaining = max(0, limits.daily_outflow - used)
+    daily = limits.daily_outflow
+    if daily is None or amount <= daily:
+        upsert = _reserve_statement(conn.dialect.name, limited=daily is not None)
+        values = {"user_id": user_id, "day": day, "currency": currency, "amount": amount}
+        if conn.execute(upsert, values if daily is None else {**values, "daily": daily}).first() is not None:
+            return
+    assert daily is not None  # noqa: S101 - without a limit the upsert always applies
+    remaining = max(0, daily - used_today(conn, user_id, currency, now_us))
     raise LimitExceeded(
         "limit_exceeded_daily",
-        f"the daily outflow limit of tier {tier} is {format_money(Money(limits.daily_outflow, currency))};"
+        f"the daily outflow limit of tier {tier} is {format_money(Money(daily, currency))};"
         f" {format_money(Money(remaining, currency))} remains today",
-        limit=_money(limits.daily_outflow, currency),
+        limit=_money(daily, currency),
         remaining=_money(remaining, currency),
         kyc_tier=tier,
         next_step="verify_identity" if tier > 1 else "try_tomorrow",
     )
+
+
+# What a user's wallets hold together, counting money on its way in (the balance cap's measure).
+_HELD = select(
+    func.coalesce(
+        func.sum(accounts.c.credits_posted + accounts.c.credits_pending - accounts.c.debits_posted), 0
+    )
+).where(
+    accounts.c.id.in_(select(wallets.c.id).where(wallets.c.user_id == bindparam("user_id"))),
+    accounts.c.currency == bindparam("currency"),
+)
 
 
 def check_inflow(
@@ -157,24 +205,13 @@ def check_inflow(
     user queue (PostgreSQL; SQLite's write lock already serialises them). `reveal_room` is false when
     the payer is someone else: the room left would tell them the recipient's balance. Without `lock` it
     is the read-only pre-check that refuses before any step-up is asked for."""
-    query = select(users.c.id).where(users.c.id == user_id)
-    if lock:
-        query = query.with_for_update()
-    if conn.execute(query).first() is None:
+    row = conn.execute(_LIMITS_LOCKED if lock else _LIMITS, {"user_id": user_id}).first()
+    if row is None:
         return
-    tier, limits, _cooling = limits_for(conn, settings, user_id, now_us)
+    tier, limits, _cooling = _limits_of(row, settings, now_us)
     if limits.balance_cap is None:
         return
-    held = conn.execute(
-        select(
-            func.coalesce(
-                func.sum(accounts.c.credits_posted + accounts.c.credits_pending - accounts.c.debits_posted), 0
-            )
-        ).where(
-            accounts.c.id.in_(select(wallets.c.id).where(wallets.c.user_id == user_id)),
-            accounts.c.currency == currency,
-        )
-    ).scalar_one()
+    held = conn.execute(_HELD, {"user_id": user_id, "currency": currency}).scalar_one()
     room = max(0, limits.balance_cap - int(held))
     if amount <= room:
         return

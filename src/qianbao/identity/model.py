@@ -39,6 +39,7 @@ class Operation(StrEnum):
     CHANGE_PASSWORD = "password.change"  # noqa: S105 - an operation name
     SIGN_IN = "session.create"
     API_KEY_CREATE = "api_key.create"
+    PAYMENT_CODE_SETUP = "payment_code.setup"  # enable payment codes on a device, raise the no-PIN allowance
 
 
 SECURITY_CHANGES = frozenset(
@@ -48,6 +49,7 @@ SECURITY_CHANGES = frozenset(
         Operation.CHANGE_SECOND_FACTOR,
         Operation.CHANGE_PASSWORD,
         Operation.API_KEY_CREATE,
+        Operation.PAYMENT_CODE_SETUP,
     }
 )
 

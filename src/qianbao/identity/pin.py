@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
+from qianbao.clock import rfc3339
 from qianbao.errors import Conflict, InvalidInput, Locked, WeakCredential
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
@@ -41,7 +42,8 @@ def verify_pin(ctx: IdentityContext, user_id: str, pin: str) -> bool:
                 "pin_locked",
                 "the payment PIN is locked after too many wrong attempts",
                 retry_after=retry,
-                locked_until_us=row.pin_locked_until,
+                locked_until=rfc3339(row.pin_locked_until),
+                locked_until_us=row.pin_locked_until,  # kept for clients that read it (issue 3)
             )
         if ctx.hasher.verify(row.pin_hash, pin):
             if row.pin_failures:

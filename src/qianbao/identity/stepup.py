@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, case, insert, select, update
 
+from qianbao.clock import rfc3339
 from qianbao.errors import InvalidInput, NotFound, StepUpRequired
 from qianbao.identity import passkeys as webauthn
 from qianbao.identity import pin as pins
@@ -113,7 +114,8 @@ def require_step_up(
         challenge_id=challenge.id,
         methods=challenge.methods,
         reasons=challenge.reasons,
-        expires_at_us=challenge.expires_at,
+        expires_at=rfc3339(challenge.expires_at),
+        expires_at_us=challenge.expires_at,  # kept for clients that read it (issue 3)
     )
 
 

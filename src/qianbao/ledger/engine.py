@@ -194,22 +194,26 @@ class LedgerEngine:
 
     def set_account_status(self, account_id: str, status: AccountStatus) -> Account:
         """Freeze, unfreeze or close an account. Closing needs a zero balance and no holds."""
+        return self._with_retries(lambda conn: self.set_account_status_in(conn, account_id, status))
 
-        def change(conn: Connection) -> Account:
-            account = self.repo.lock_accounts(conn, [account_id]).get(account_id)
-            if account is None:
-                raise NotFound(f"no ledger account {account_id!r}")
-            if account.status is AccountStatus.CLOSED and status is not AccountStatus.CLOSED:
-                raise Conflict(f"account {account_id!r} is closed; closing is final")
-            if status is AccountStatus.CLOSED and (
-                account.net_posted != 0 or account.debits_pending or account.credits_pending
-            ):
-                raise Conflict(f"account {account_id!r} still has a balance or holds; empty it first")
-            self.repo.set_status(conn, account_id, status)
-            account.status = status
-            return account
+    def set_account_status_in(self, conn: Connection, account_id: str, status: AccountStatus) -> Account:
+        """`set_account_status` inside the caller's transaction (closing a wallet after emptying it)."""
+        account = self.repo.lock_accounts(conn, [account_id]).get(account_id)
+        if account is None:
+            raise NotFound(f"no ledger account {account_id!r}")
+        if account.status is AccountStatus.CLOSED and status is not AccountStatus.CLOSED:
+            raise Conflict(f"account {account_id!r} is closed; closing is final")
+        if status is AccountStatus.CLOSED and (
+            account.net_posted != 0 or account.debits_pending or account.credits_pending
+        ):
+            raise Conflict(f"account {account_id!r} still has a balance or holds; empty it first")
+        self.repo.set_status(conn, account_id, status)
+        account.status = status
+        return account
 
-        return self._with_retries(change)
+    def lock_accounts_in(self, conn: Connection, account_ids: list[str]) -> dict[str, Account]:
+        """The accounts, locked for the rest of the caller's transaction (in a fixed order)."""
+        return self.repo.lock_accounts(conn, account_ids)
 
     def set_balance_ceiling(self, account_id: str, ceiling: int | None) -> Account:
         return self._with_retries(lambda conn: self.set_balance_ceiling_in(conn, account_id, ceiling))

@@ -50,6 +50,19 @@ class HistoryPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """Filters `account_history_filtered` applies in SQL (None: no filter on that)."""
+
+    codes: frozenset[str] | None = None  # transfer codes; an empty set matches nothing
+    direction: Literal["debit", "credit"] | None = None  # the account's side
+    since_us: int | None = None  # created_at >= since_us
+    until_us: int | None = None  # created_at < until_us
+    counterparty: str | None = None  # the other account of the transfer
+    min_amount: int | None = None
+    max_amount: int | None = None
+
+
 class LedgerReader:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -111,6 +124,74 @@ class LedgerReader:
             rows = conn.exec_driver_sql(
                 sql, (account_id, before, limit + 1, account_id, before, limit + 1, limit + 1)
             ).fetchall()
+        sign = 1 if account.normal_balance is NormalBalance.CREDIT else -1
+        entries = []
+        for row in rows[:limit]:
+            t = transfer_from_row(row)
+            if t.debit_account_id == account_id:
+                entries.append(HistoryEntry(t, "debit", sign * t.debit_net_after))
+            else:
+                entries.append(HistoryEntry(t, "credit", sign * t.credit_net_after))
+        next_cursor = str(entries[-1].transfer.seq) if len(rows) > limit else None
+        return HistoryPage(entries, next_cursor)
+
+    def account_history_filtered(
+        self,
+        account_id: str,
+        limit: int = 20,
+        cursor: str | None = None,
+        filters: HistoryFilter | None = None,
+    ) -> HistoryPage:
+        """Like `account_history`, with filters applied in SQL; the cursor is the same kind of position,
+        so a page's `next_cursor` continues the same filtered listing when the filters are passed again."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        before = _parse_cursor(cursor)
+        f = filters or HistoryFilter()
+        account = self.get_account(account_id)
+        if account is None or (f.codes is not None and not f.codes):
+            return HistoryPage([], None)
+        if f.counterparty is not None and not storable_text(f.counterparty):
+            return HistoryPage([], None)
+        p = self._p
+        sides: list[tuple[str, list[object]]] = []
+        for own, other, direction in (
+            ("debit_account_id", "credit_account_id", "debit"),
+            ("credit_account_id", "debit_account_id", "credit"),
+        ):
+            if f.direction is not None and f.direction != direction:
+                continue
+            where = [f"{own} = {p}", f"seq < {p}"]
+            params: list[object] = [account_id, before]
+            if f.codes is not None:
+                where.append(self._repo.in_list("code"))
+                params.append(self._repo.list_param(sorted(f.codes)))
+            for clause, value in (
+                (f"created_at >= {p}", f.since_us),
+                (f"created_at < {p}", f.until_us),
+                (f"{other} = {p}", f.counterparty),
+                (f"amount >= {p}", f.min_amount),
+                (f"amount <= {p}", f.max_amount),
+            ):
+                if value is not None:
+                    where.append(clause)
+                    params.append(value)
+            sql = (
+                f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE {' AND '.join(where)}"
+                f" ORDER BY seq DESC LIMIT {p}"
+            )
+            sides.append((sql, [*params, limit + 1]))
+        if len(sides) == 1:
+            sql, params = sides[0]
+        else:
+            (debit_sql, debit_params), (credit_sql, credit_params) = sides
+            sql = (
+                f"SELECT * FROM ({debit_sql}) d UNION ALL SELECT * FROM ({credit_sql}) c"
+                f" ORDER BY seq DESC LIMIT {p}"
+            )
+            params = [*debit_params, *credit_params, limit + 1]
+        with self.db.read() as conn:
+            rows = conn.exec_driver_sql(sql, tuple(params)).fetchall()
         sign = 1 if account.normal_balance is NormalBalance.CREDIT else -1
         entries = []
         for row in rows[:limit]:

@@ -40,7 +40,9 @@ __all__ = [
     "REASONS",
     "TEMPLATE_TAGS",
     "ParsedQr",
+    "PERSONAL_KIND",
     "build_merchant_qr",
+    "build_personal_qr",
     "crc16_ccitt_false",
     "parse",
     "qr_png",
@@ -56,6 +58,10 @@ MAX_NAME_CHARS = 25
 MAX_CITY_CHARS = 15
 MAX_REFERENCE_CHARS = 25
 MAX_AMOUNT_CHARS = 13
+# A qianbao personal receive code: the account template's ID 02 says so (merchant codes have no ID 02),
+# and ID 01 is then a wallet id, not a merchant id. P2P codes carry MCC 0000 (no merchant category).
+PERSONAL_KIND = "personal"
+PERSONAL_MCC = "0000"
 
 # Stable `reason` codes carried by InvalidInput (problem+json field `reason`).
 REASONS = (
@@ -151,14 +157,28 @@ class ParsedQr:
         value = self.fields.get(tag)
         return value if isinstance(value, Mapping) else None
 
-    @property
-    def qianbao_merchant_id(self) -> str | None:
-        """The merchant id from qianbao's merchant account template (GUI ``dev.qianbao``), if any."""
+    def _qianbao_account(self) -> Mapping[str, str] | None:
         for tag in (f"{t:02d}" for t in range(26, 52)):
             account = self.template(tag)
             if account is not None and account.get("00") == GLOBALLY_UNIQUE_ID:
-                return account.get("01")
+                return account
         return None
+
+    @property
+    def qianbao_merchant_id(self) -> str | None:
+        """The merchant id from qianbao's merchant account template (GUI ``dev.qianbao``), if any."""
+        account = self._qianbao_account()
+        if account is None or "02" in account:  # ID 02: a personal code (or a kind we do not know)
+            return None
+        return account.get("01")
+
+    @property
+    def qianbao_wallet_id(self) -> str | None:
+        """The wallet id of a qianbao personal receive code (account template ID 02 = personal), if any."""
+        account = self._qianbao_account()
+        if account is None or account.get("02") != PERSONAL_KIND:
+            return None
+        return account.get("01")
 
     @property
     def order_ref(self) -> str | None:
@@ -179,6 +199,9 @@ class ParsedQr:
             body["amount"] = {"amount": self.amount_minor, "currency": self.currency}
         body["country"] = self.country
         body["fields"] = {tag: v if isinstance(v, str) else dict(v) for tag, v in self.fields.items()}
+        wallet_id = self.qianbao_wallet_id
+        if wallet_id is not None:
+            body["qianbao"] = {"kind": PERSONAL_KIND, "wallet_id": wallet_id}
         return body
 
 
@@ -340,6 +363,50 @@ def build_merchant_qr(
     if len(payload.encode("utf-8")) > MAX_PAYLOAD_BYTES:  # pragma: no cover - the field limits prevent it
         raise _malformed("too_long", f"the QR payload would be longer than {MAX_PAYLOAD_BYTES} bytes")
     return payload
+
+
+def build_personal_qr(
+    *, wallet_id: str, name: str, city: str, currency: str = "CNY", amount_minor: int | None = None
+) -> str:
+    """Build a qianbao personal receive code (P2P): static (`11`, it can be paid any number of times),
+    the account template carrying the wallet id and the personal marker, MCC 0000, and optionally a fixed
+    amount (ID 54), which the payer's app then cannot change. Name ≤ 25 and city ≤ 15 characters."""
+    _text("wallet_id", wallet_id, 99 - 4 - len(GLOBALLY_UNIQUE_ID) - 4 - 4 - len(PERSONAL_KIND) - 4)
+    _text("name", name, MAX_NAME_CHARS)
+    _text("city", city, MAX_CITY_CHARS)
+    try:
+        info = currency_info(currency)
+    except (UnknownCurrencyError, TypeError):
+        raise _malformed(
+            "invalid_currency", "the currency must be an ISO 4217 code with a minor unit", field="currency"
+        ) from None
+    account = (
+        _data_object("00", GLOBALLY_UNIQUE_ID)
+        + _data_object("01", wallet_id)
+        + _data_object("02", PERSONAL_KIND)
+    )
+    parts = [
+        _data_object("00", "01"),
+        _data_object("01", "11"),
+        _data_object("26", account),
+        _data_object("52", PERSONAL_MCC),
+        _data_object("53", f"{info.numeric:03d}"),
+    ]
+    if amount_minor is not None:
+        if type(amount_minor) is not int or amount_minor <= 0:
+            raise _malformed(
+                "invalid_amount", "the amount must be a positive integer of minor units", field="amount_minor"
+            )
+        whole, fraction = divmod(amount_minor, 10**info.exponent)
+        amount_text = f"{whole}.{fraction:0{info.exponent}d}" if info.exponent else str(whole)
+        if len(amount_text) > MAX_AMOUNT_CHARS:
+            raise _malformed(
+                "invalid_amount", "the amount is too large for an EMVCo code", field="amount_minor"
+            )
+        parts.append(_data_object("54", amount_text))
+    parts += [_data_object("58", "CN"), _data_object("59", name), _data_object("60", city)]
+    body = "".join(parts) + "6304"
+    return body + crc16_ccitt_false(body)
 
 
 def _symbol(payload: str) -> segno.QRCode:

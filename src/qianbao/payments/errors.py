@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qianbao.error_codes import lookup
 from qianbao.errors import Conflict, InvalidInput, LimitExceeded, NotFound, QianbaoError
 from qianbao.ledger.model import Account, ResultCode
 from qianbao.payments.inputs import MAX_PAYMENT
@@ -67,6 +68,8 @@ def decline_error(code: str, *, currency_code: str, room: int | None = None, **e
         return CurrencyMismatch("the wallets hold different currencies", **extra)
     if code in ("limit_exceeded_single", "limit_exceeded_daily"):
         return LimitExceeded(code, "the payment is over a KYC limit", **extra)
+    if lookup(code) is not None:  # a stored decline replayed (wallet_locked, budget_exceeded, …)
+        return PaymentDeclined(code, f"the payment was declined ({code})", **extra)
     return Conflict(f"the ledger refused the transfer ({code})", **extra)
 
 

@@ -20,6 +20,7 @@ from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_account_id, system_account_specs
 from qianbao.payments.errors import LEDGER_DECLINES, CurrencyMismatch, decline_error, room_under_cap
 from qianbao.payments.inputs import check_amount, derived_id, require_user_id
+from qianbao.wallets import spending
 from qianbao.wallets.service import own_wallet_row
 
 FUNDING_CODE = "sandbox.funding"
@@ -71,6 +72,9 @@ def sandbox_fund(
     with ctx.uow() as uow:
         check_inflow(uow.conn, ctx.settings, user_id, amount, currency_code, ctx.now(), reveal_room=True)
         (result,) = ctx.ledger.apply_in(uow.conn, [spec])
+        if result.code is ResultCode.OK:  # a savings goal may just have been reached
+            for event in spending.after_credit(uow.conn, wallet.id, ctx.now()):
+                uow.emit(event)
         uow.commit()
     if result.code is ResultCode.EXISTS_WITH_DIFFERENT_FIELDS:
         raise IdempotencyKeyReused("this Idempotency-Key was used for a different funding")

@@ -26,6 +26,7 @@ and `history` (a wallet's transactions).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, select
@@ -35,20 +36,18 @@ from qianbao.errors import (
     IdempotencyKeyReused,
     InvalidInput,
     LimitExceeded,
-    Locked,
     NotFound,
     QianbaoError,
 )
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.limits import check_inflow, check_single, limit_status, limits_for, reserve_outflow
+from qianbao.identity.limits import check_inflow, reserve_outflow
 from qianbao.identity.model import Operation, Principal, StepUpFacts
 from qianbao.identity.phones import normalise_phone
-from qianbao.identity.users import credential_row, find_user_id_by_phone, get_user
+from qianbao.identity.users import find_user_id_by_phone, get_user
 from qianbao.ids import new_id
 from qianbao.ledger.model import AccountStatus, ResultCode, TransferSpec
 from qianbao.ledger.queries import LedgerReader
-from qianbao.money import Money, format_money
 from qianbao.payments.errors import (
     LEDGER_DECLINES,
     CurrencyMismatch,
@@ -59,7 +58,9 @@ from qianbao.payments.errors import (
     recipient_cap_error,
     room_under_cap,
 )
+from qianbao.payments.guards import AlreadyApplied, Declined, check_hard_limits, ensure_can_pay
 from qianbao.payments.inputs import check_amount, clean_memo, derived_id, require_user_id
+from qianbao.payments.receive_qr import qr_recipient
 from qianbao.payments.records import (
     TransferRecord,
     insert_record,
@@ -71,11 +72,14 @@ from qianbao.payments.tables import transfers
 from qianbao.security.masking import mask_name_for_payee, mask_phone
 from qianbao.store.errors import DATABASE_ERRORS, is_retryable
 from qianbao.store.outbox import append_events
+from qianbao.wallets import spending
 from qianbao.wallets.service import WalletRow, main_wallet_id, own_wallet_row, plausible_id, wallet_row
 
 P2P_CODE = "p2p"
 MOVE_CODE = "wallet.move"
 _RETRIES = 5
+# A caller's own step inside the transfer's unit of work (e.g. a money request marking itself paid).
+AppliedHook = Callable[[Connection, TransferRecord], None]
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -89,6 +93,7 @@ class TransferRequest:
     to_wallet_id: str | None = None
     to_phone: str | None = None
     memo: str | None = None
+    to_qr: str | None = None  # a personal receive code's payload (payments.receive_qr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,18 +189,6 @@ def _payer_view(ctx: IdentityContext, error: QianbaoError, source_id: str, amoun
     return recipient_cap_error()
 
 
-class _AlreadyApplied(Exception):  # noqa: N818 - internal control flow
-    """The ledger already holds this transfer id: an earlier attempt with the same key committed."""
-
-
-class _Declined(Exception):  # noqa: N818 - internal control flow
-    """The daily limit or the ledger declined the transfer inside the unit of work (rolled back)."""
-
-    def __init__(self, error: QianbaoError) -> None:
-        super().__init__(error.code)
-        self.error = error
-
-
 def _replay(record: TransferRecord) -> TransferRecord:
     if record.status != "failed":
         return record
@@ -221,11 +214,6 @@ def _record_failure(ctx: IdentityContext, record: TransferRecord, scope: str, ke
 # -- sending ---------------------------------------------------------------------------------------
 
 
-def _ensure_can_pay(conn: Connection, user_id: str) -> None:
-    if str(credential_row(conn, user_id).status) != "active":
-        raise Locked("account_frozen", "the account is frozen: payments are not possible")
-
-
 def _payee_is_new(conn: Connection, user_id: str, payee_user_id: str) -> bool:
     earlier = conn.execute(
         select(transfers.c.id)
@@ -239,27 +227,6 @@ def _payee_is_new(conn: Connection, user_id: str, payee_user_id: str) -> bool:
     return earlier is None
 
 
-def _check_hard_limits(
-    conn: Connection, ctx: IdentityContext, user_id: str, amount: int, currency_code: str, now: int
-) -> None:
-    """Single-payment limit and today's remaining allowance, read-only (reserve_outflow re-checks
-    atomically in the unit of work)."""
-    tier, limits, _cooling = limits_for(conn, ctx.settings, user_id, now)
-    check_single(limits, tier, amount, currency_code)
-    status = limit_status(conn, ctx.settings, user_id, currency_code, now)
-    if status.remaining_today is not None and amount > status.remaining_today:
-        daily = status.limits.daily_outflow or 0
-        raise LimitExceeded(
-            "limit_exceeded_daily",
-            f"the daily outflow limit of tier {tier} is {format_money(Money(daily, currency_code))};"
-            f" {format_money(Money(status.remaining_today, currency_code))} remains today",
-            limit=money_json(daily, currency_code),
-            remaining=money_json(status.remaining_today, currency_code),
-            kyc_tier=tier,
-            next_step="verify_identity" if tier > 1 else "try_tomorrow",
-        )
-
-
 def send_transfer(
     ctx: IdentityContext,
     principal: Principal,
@@ -267,14 +234,17 @@ def send_transfer(
     *,
     idempotency_key: str | None = None,
     step_up: str | None = None,
+    on_applied: AppliedHook | None = None,
 ) -> TransferRecord:
-    """Pay from one of the caller's wallets to a wallet id or a phone number's main wallet."""
+    """Pay from one of the caller's wallets to a wallet id, a phone number's main wallet or a personal
+    receive code's wallet. `on_applied` runs inside the unit of work right after the transfer is
+    recorded (a money request marks itself paid there); if it raises, nothing is paid."""
     user_id = require_user_id(principal)
     check_amount(request.amount, request.currency)
     memo = clean_memo(request.memo)
     amount, code = request.amount, request.currency
-    if (request.to_wallet_id is None) == (request.to_phone is None):
-        raise InvalidInput("to needs exactly one of wallet_id or phone", field="to")
+    if [request.to_wallet_id, request.to_phone, request.to_qr].count(None) != 2:
+        raise InvalidInput("to needs exactly one of wallet_id, phone or qr", field="to")
     scope = principal.scope
     ledger_id = (
         derived_id(P2P_CODE, scope, idempotency_key) if idempotency_key else f"{P2P_CODE}:{new_id('trf')}"
@@ -288,7 +258,7 @@ def send_transfer(
         ctx.limiter.hit("recipient_lookup", user_id)
     now = ctx.now()
     with ctx.db.read() as conn:
-        _ensure_can_pay(conn, user_id)
+        ensure_can_pay(conn, user_id)
         source = own_wallet_row(conn, user_id, request.from_wallet_id)
         if request.to_wallet_id == source.id:
             raise SameWallet("choose a different wallet to pay into")
@@ -297,6 +267,8 @@ def send_transfer(
         target: WalletRow | None
         if phone is not None:
             target = wallet_row(conn, _recipient_by_phone(ctx, conn, phone, source.currency).wallet_id)
+        elif request.to_qr is not None:
+            target = qr_recipient(ctx, conn, request.to_qr, amount=amount, currency_code=code)
         else:
             target = wallet_row(conn, str(request.to_wallet_id))
         if target is None:
@@ -306,8 +278,9 @@ def send_transfer(
         if target.currency != source.currency:
             raise CurrencyMismatch("the wallets hold different currencies")
         own = target.user_id == user_id
+        spending.check_spend(conn, source.id, amount, now, own_move=own)  # wallet_locked, budget_exceeded
         if not own:
-            _check_hard_limits(conn, ctx, user_id, amount, code, now)
+            check_hard_limits(conn, ctx, user_id, amount, code, now)
         payee_is_new = not own and _payee_is_new(conn, user_id, target.user_id)
     _check_payer_then_recipient(ctx, source, target, amount, code, own=own, now=now)
     proof = None
@@ -342,8 +315,10 @@ def send_transfer(
     while True:
         attempt += 1
         try:
-            return _execute(ctx, principal, record, spec, proof, own=own, key=idempotency_key)
-        except _Declined as declined:
+            return _execute(
+                ctx, principal, record, spec, proof, own=own, key=idempotency_key, on_applied=on_applied
+            )
+        except Declined as declined:
             error = declined.error if own else _payer_view(ctx, declined.error, source.id, amount)
             failed = replace(record, status="failed", failure_code=error.code, created_at=ctx.now())
             _record_failure(ctx, failed, scope, idempotency_key)
@@ -352,7 +327,7 @@ def send_transfer(
                 target_account = LedgerReader(ctx.db).lookup_accounts([target.id])[target.id]
                 error.extra["remaining"] = money_json(room_under_cap(target_account), code)
             raise error from None
-        except _AlreadyApplied:
+        except AlreadyApplied:
             found = record_by_ledger_id(ctx, ledger_id)
             if found is None:
                 raise Conflict("this transfer was already applied") from None
@@ -371,12 +346,13 @@ def _execute(
     *,
     own: bool,
     key: str | None,
+    on_applied: AppliedHook | None = None,
 ) -> TransferRecord:
     """The unit of work. Leaving it by an exception rolls everything back (the outflow reservation too)."""
     with ctx.uow() as uow:
         conn = uow.conn
         stepup.consume(ctx, conn, proof)
-        _ensure_can_pay(conn, record.from_user_id)
+        ensure_can_pay(conn, record.from_user_id)
         now = ctx.now()
         if not own:
             try:
@@ -386,17 +362,34 @@ def _execute(
                     reveal_room=record.to_user_id == record.from_user_id,
                 )  # fmt: skip
             except LimitExceeded as exc:
-                raise _Declined(exc) from None
+                raise Declined(exc) from None
+        try:  # a lock or a blocking budget may have come since the pre-check
+            spending.check_spend(conn, record.from_wallet_id, record.amount, now, own_move=own)
+        except QianbaoError as exc:
+            raise Declined(exc) from None
         (result,) = ctx.ledger.apply_in(conn, [spec])
         if result.code is ResultCode.EXISTS:
-            raise _AlreadyApplied
+            raise AlreadyApplied
         if result.code is ResultCode.EXISTS_WITH_DIFFERENT_FIELDS:
             raise IdempotencyKeyReused("this Idempotency-Key was used for a different transfer")
         if result.code is not ResultCode.OK:
             declined = LEDGER_DECLINES.get(result.code, str(result.code))
-            raise _Declined(decline_error(declined, currency_code=record.currency))
+            raise Declined(decline_error(declined, currency_code=record.currency))
+        try:  # spending counts against the payer's monthly budget; a move between own wallets does not
+            events = (
+                []
+                if own
+                else spending.record_spend(conn, record.from_wallet_id, record.amount, record.currency, now)
+            )
+        except QianbaoError as exc:
+            raise Declined(exc) from None
+        events += spending.after_credit(conn, record.to_wallet_id, now)
         applied = replace(record, created_at=now)
         insert_record(conn, ctx.keys, applied, principal.scope, key)
+        if on_applied is not None:
+            on_applied(conn, applied)
         uow.emit(transfer_event(applied))
+        for event in events:
+            uow.emit(event)
         uow.commit()
         return applied

@@ -26,6 +26,11 @@ ENCRYPTED: tuple[EncryptedTable, ...] = (
     EncryptedTable("api_keys", ("id",), ("secret_cipher",)),
     EncryptedTable("operators", ("id",), ("totp_secret_cipher",)),
     EncryptedTable("transfers", ("id",), ("memo_cipher",)),
+    EncryptedTable("webhook_endpoints", ("id",), ("secret_cipher", "previous_secret_cipher")),
+    EncryptedTable("money_requests", ("id",), ("memo_cipher", "decline_reason_cipher")),
+    EncryptedTable("merchant_payments", ("id",), ("memo_cipher",)),
+    EncryptedTable("refunds", ("id",), ("reason_cipher",)),
+    EncryptedTable("payment_code_devices", ("id",), ("secret_cipher",)),
 )
 
 

@@ -45,11 +45,15 @@ DEFAULT_RULES: dict[str, str] = {
     "recovery_id": "5/hour;10/day",  # account-recovery attempts per ID number
     "recovery_ip": "20/hour",  # account-recovery attempts per IP
     "recipient_lookup": "30/hour;100/day",  # phone look-ups per user (against enumeration)
+    "money_request_create": "10/hour;50/day",  # money requests sent per user (against request spam)
     # Step-up proof attempts per user. The daily cap bounds TOTP guessing at sign-in, where each correct
     # password would otherwise open a fresh challenge: 50 guesses a day at ~3e-6 each.
     "challenge_verify": "10/10 minutes;50/day",
     "challenge_create": "30/10 minutes;300/day",  # step-up challenges opened per user (audit rows too)
     "api_key_request": "600/minute",
+    # Wrong payment codes a merchant may present: each guess has ~3e-8 odds; this bounds a till that
+    # tries to guess customers' codes.
+    "payment_code_failure": "20/10 minutes;100/day",
 }
 
 # Rule names and the prefix become parts of a '/'-separated storage key: keep them to a safe alphabet.

@@ -9,6 +9,7 @@ when it upgrades a read lock (several server processes may share the file).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,13 +17,17 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from qianbao.errors import InvalidInput
 
 Dialect = Literal["sqlite", "postgresql"]
 
 _READ_ONLY = "qianbao_read_only"
+# A pooled PostgreSQL connection that sat idle this long is pinged before use (the server may have
+# restarted, or a firewall dropped it). Pinging on every checkout (`pool_pre_ping`) cost a round trip per
+# transaction, and a payment has about ten; a connection in steady use is not pinged.
+IDLE_PING_S = 5.0
 
 
 def normalise_url(url: str) -> str:
@@ -64,9 +69,9 @@ class Database:
                 self.url,
                 pool_size=pool_size,
                 max_overflow=pool_size * 2,
-                pool_pre_ping=True,
                 connect_args={"application_name": f"qianbao-{os.getpid()}"},
             )
+            _ping_idle_connections(self.engine)
 
     @property
     def is_postgresql(self) -> bool:
@@ -102,6 +107,27 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a connection before use only if it was idle for `IDLE_PING_S`. A connection that broke while
+    in use fails its request once, and SQLAlchemy then replaces every pooled connection older than it."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if getattr(dbapi_connection, "closed", False):
+            raise DisconnectionError("the connection is closed")
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001 - any failure means: use a fresh connection
+            raise DisconnectionError("the idle connection did not answer a ping") from exc
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:

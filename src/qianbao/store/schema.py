@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import qianbao.events.tables
 import qianbao.identity.tables
 import qianbao.ledger.tables
 import qianbao.notify.tables
+import qianbao.payments.code_tables
+import qianbao.payments.merchant_tables
+import qianbao.payments.request_tables
 import qianbao.payments.tables
 import qianbao.security.tables
 import qianbao.store.idempotency_tables
@@ -15,9 +19,13 @@ from qianbao.store.metadata import metadata
 __all__ = ["metadata"]
 
 _MODULES = (
+    qianbao.events.tables,
     qianbao.identity.tables,
     qianbao.ledger.tables,
     qianbao.notify.tables,
+    qianbao.payments.code_tables,
+    qianbao.payments.merchant_tables,
+    qianbao.payments.request_tables,
     qianbao.payments.tables,
     qianbao.security.tables,
     qianbao.store.idempotency_tables,

@@ -3,6 +3,10 @@
 A wallet IS a ledger account with the same id (`wallets.accounts.open_wallet`); the ledger is the only
 source of balances. A wallet that is not the caller's is "not found" (never reveal that it exists).
 Sub-wallets are pockets (travel, shopping…) in CNY; each has the owner's KYC balance cap as its ceiling.
+
+A wallet's view adds its settings (`settings`: colour, icon, budget, goal, lock) and this month's spending
+(`budgets`). Around this module: `editing` (PATCH), `closing` (close a sub-wallet), `spending` (what
+payment code calls: locks, budgets, goals) and `accounts` (opening the ledger account).
 """
 
 from __future__ import annotations
@@ -23,7 +27,18 @@ from qianbao.ledger.queries import LedgerReader
 from qianbao.money import UnknownCurrencyError, currency
 from qianbao.security import audit
 from qianbao.store.outbox import OutboxEvent
+from qianbao.wallets import budgets, goals
 from qianbao.wallets.accounts import open_wallet
+from qianbao.wallets.budgets import BudgetStatus
+from qianbao.wallets.goals import GoalProgress
+from qianbao.wallets.settings import (
+    WalletChanges,
+    WalletSettings,
+    appearance,
+    apply_changes,
+    load_settings,
+    save_settings,
+)
 from qianbao.wallets.tables import wallets
 
 SUB_WALLET_PURPOSES = ("travel", "shopping", "savings", "bills", "custom")
@@ -48,6 +63,7 @@ class WalletRow:
     purpose: str
     currency: str
     created_at: int
+    closed_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +79,22 @@ class WalletView:
     balance_cap: int | None
     status: str
     created_at: int
+    colour: str = ""
+    colour_hex: str = ""
+    icon: str = ""
+    budget: BudgetStatus | None = None
+    goal: GoalProgress | None = None
+    locked_until: int | None = None  # only while the lock lasts
+    closed_at: int | None = None
+
+    @property
+    def payable(self) -> bool:
+        """Money may leave it now (to pay or to move): active and not locked."""
+        return self.status == "active" and self.locked_until is None
+
+    @property
+    def receivable(self) -> bool:
+        return self.status in ("active", "debit_frozen")
 
 
 def plausible_id(value: object) -> bool:
@@ -80,6 +112,7 @@ def _row(r: Row[Any]) -> WalletRow:
         str(m["purpose"]),
         str(m["currency"]),
         int(m["created_at"]),
+        None if m["closed_at"] is None else int(m["closed_at"]),
     )
 
 
@@ -110,9 +143,33 @@ def main_wallet_id(conn: Connection, user_id: str, currency_code: str) -> str | 
     return None if found is None else str(found)
 
 
-def _view(row: WalletRow, account: Account | None) -> WalletView:
+@dataclass(frozen=True, slots=True)
+class _Extras:
+    """What the wallets capability adds to a ledger account: settings and this month's spending."""
+
+    settings: dict[str, WalletSettings]
+    spent: dict[str, int]
+    month: str
+    now: int
+
+
+def _extras(conn: Connection, wallet_ids: list[str], now: int) -> _Extras:
+    month = budgets.month_of(now)
+    return _Extras(load_settings(conn, wallet_ids), budgets.spent_in(conn, wallet_ids, month), month, now)
+
+
+def _view(row: WalletRow, account: Account | None, extras: _Extras) -> WalletView:
     if account is None:  # every wallet is opened with its ledger account in one transaction
         raise Conflict(f"wallet {row.id} has no ledger account")
+    found = extras.settings.get(row.id)
+    colour, colour_hex, icon = appearance(row.purpose, found)
+    budget = goal = None
+    if found is not None and found.budget is not None:
+        spent = extras.spent.get(row.id, 0)
+        budget = budgets.BudgetStatus(found.budget.amount, found.budget.on_limit, extras.month, spent)
+    if found is not None and found.goal is not None:
+        goal = goals.progress(found.goal, account.balance, found.goal_reached_at)
+    locked = found is not None and found.locked_at(extras.now)
     return WalletView(
         id=row.id,
         user_id=row.user_id,
@@ -125,6 +182,13 @@ def _view(row: WalletRow, account: Account | None) -> WalletView:
         balance_cap=account.balance_ceiling,
         status=STATUS_BY_LEDGER[account.status],
         created_at=row.created_at,
+        colour=colour,
+        colour_hex=colour_hex,
+        icon=icon,
+        budget=budget,
+        goal=goal,
+        locked_until=found.locked_until if locked and found is not None else None,
+        closed_at=row.closed_at,
     )
 
 
@@ -139,15 +203,17 @@ def list_wallets(ctx: IdentityContext, user_id: str) -> list[WalletView]:
                 .order_by(wallets.c.created_at, wallets.c.id)
             )
         ]
+        extras = _extras(conn, [r.id for r in rows], ctx.now())
     rows.sort(key=lambda r: r.kind != "main")  # stable: keeps creation order within each kind
     accounts = LedgerReader(ctx.db).lookup_accounts(r.id for r in rows)
-    return [_view(r, accounts.get(r.id)) for r in rows]
+    return [_view(r, accounts.get(r.id), extras) for r in rows]
 
 
 def get_wallet(ctx: IdentityContext, user_id: str, wallet_id: str) -> WalletView:
     with ctx.db.read() as conn:
         row = own_wallet_row(conn, user_id, wallet_id)
-    return _view(row, LedgerReader(ctx.db).get_account(row.id))
+        extras = _extras(conn, [row.id], ctx.now())
+    return _view(row, LedgerReader(ctx.db).get_account(row.id), extras)
 
 
 def clean_wallet_name(name: str) -> str:
@@ -169,8 +235,10 @@ def create_sub_wallet(
     purpose: str | None,
     currency_code: str | None,
     info: RequestInfo,
+    changes: WalletChanges | None = None,
 ) -> WalletView:
-    """Open a sub-wallet (a pocket) for the caller; its ceiling is the caller's balance cap."""
+    """Open a sub-wallet (a pocket) for the caller; its ceiling is the caller's balance cap. `changes`
+    may set its colour, icon, budget, goal and lock at once (its name and purpose are the arguments)."""
     if principal.user_id is None:
         raise InvalidInput("this operation needs a user")
     user_id = principal.user_id
@@ -190,7 +258,7 @@ def create_sub_wallet(
         count = conn.execute(
             select(func.count())
             .select_from(wallets)
-            .where(wallets.c.user_id == user_id, wallets.c.kind == "sub")
+            .where(wallets.c.user_id == user_id, wallets.c.kind == "sub", wallets.c.closed_at.is_(None))
         ).scalar_one()
         if count >= MAX_SUB_WALLETS:
             raise Conflict(f"at most {MAX_SUB_WALLETS} sub-wallets", limit=MAX_SUB_WALLETS)
@@ -207,6 +275,11 @@ def create_sub_wallet(
             balance_cap=limits.balance_cap,
             now_us=now,
         )
+        if changes is not None:
+            empty = WalletSettings(wallet_id)
+            chosen = apply_changes(empty, changes, kind="sub", currency=code, now_us=now)
+            if chosen != empty:
+                save_settings(conn, chosen, now)
         audit.record(
             conn,
             now,

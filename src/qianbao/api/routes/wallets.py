@@ -1,8 +1,8 @@
-"""Wallets, their history, P2P transfers, recipient look-up, and sandbox funding (API.md)."""
+"""Wallets, P2P transfers, recipient look-up, and sandbox funding (API.md); history is in `history`."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -13,10 +13,14 @@ from qianbao.api.idempotency import run_idempotent
 from qianbao.clock import rfc3339
 from qianbao.errors import NotFound
 from qianbao.money import UnknownCurrencyError, currency
-from qianbao.payments import funding, history, records
+from qianbao.payments import funding, records
 from qianbao.payments import transfers as payments
 from qianbao.payments.inputs import MAX_PAYMENT
+from qianbao.wallets import closing, editing
 from qianbao.wallets import service as wallets
+from qianbao.wallets.budgets import BudgetStatus
+from qianbao.wallets.goals import GoalProgress
+from qianbao.wallets.settings import BudgetChange, GoalChange, WalletChanges
 
 router = APIRouter(tags=["wallets"])
 
@@ -39,20 +43,50 @@ class MoneyIn(Strict):
         return value
 
 
-class WalletRequest(Strict):
+class BudgetIn(Strict):
+    amount: MoneyIn = Field(description="spending allowed per calendar month (China time)")
+    on_limit: Literal["warn", "block"] = Field(
+        "warn", description="at 100 %: warn (notify only) or block payments that would go over"
+    )
+
+
+class GoalIn(Strict):
+    target: MoneyIn
+    target_date: StrictStr | None = Field(None, description="YYYY-MM-DD, today or later (China time)")
+
+
+class WalletSettingsIn(Strict):
+    colour: StrictStr | None = Field(None, description="a palette name (red, blue, …) or #RRGGBB")
+    icon: StrictStr | None = Field(None, description="one of the icon names in docs/wallets.md")
+    budget: BudgetIn | None = None
+    goal: GoalIn | None = None
+    locked_until: StrictStr | None = Field(
+        None, description="RFC 3339; no money may leave the wallet before then (extend only)"
+    )
+
+
+class WalletRequest(WalletSettingsIn):
     name: StrictStr
     purpose: StrictStr | None = None
     currency: StrictStr | None = None
 
 
+class WalletPatch(WalletSettingsIn):
+    """Only the fields given change; null removes a budget, goal or (ended) lock, or resets colour/icon."""
+
+    name: StrictStr | None = None
+    purpose: StrictStr | None = None
+
+
 class Destination(Strict):
     wallet_id: StrictStr | None = None
     phone: StrictStr | None = None
+    qr: StrictStr | None = Field(None, description="the text of a personal receive code (收款码)")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Destination:
-        if (self.wallet_id is None) == (self.phone is None):
-            raise ValueError("give exactly one of wallet_id or phone")
+        if [self.wallet_id, self.phone, self.qr].count(None) != 2:
+            raise ValueError("give exactly one of wallet_id, phone or qr")
         return self
 
 
@@ -73,6 +107,25 @@ class MoneyOut(BaseModel):
     currency: str
 
 
+class BudgetOut(BaseModel):
+    amount: MoneyOut
+    on_limit: str = Field(description="warn or block")
+    month: str = Field(description="the calendar month counted, YYYY-MM (China time)")
+    spent: MoneyOut
+    remaining: MoneyOut
+    percent: int
+
+
+class GoalOut(BaseModel):
+    target: MoneyOut
+    target_date: str | None
+    balance: MoneyOut
+    remaining: MoneyOut
+    percent: int = Field(description="balance / target, 0 to 100")
+    reached: bool
+    reached_at: str | None
+
+
 class WalletOut(BaseModel):
     id: str
     name: str
@@ -84,6 +137,22 @@ class WalletOut(BaseModel):
     balance_cap: MoneyOut | None = Field(description="the KYC balance cap (the ledger ceiling); null: none")
     status: str = Field(description="active, frozen, debit_frozen or closed")
     created_at: str
+    colour: str = Field(description="as chosen: a palette name or #RRGGBB")
+    colour_hex: str = Field(description="the colour as #RRGGBB")
+    icon: str
+    budget: BudgetOut | None
+    goal: GoalOut | None
+    locked_until: str | None = Field(description="while locked: no money may leave the wallet before then")
+    closed_at: str | None
+    payable: bool = Field(description="money may leave it now (not locked, frozen or closed)")
+    receivable: bool = Field(description="money may come into it (not frozen or closed)")
+
+
+class ClosedWalletOut(BaseModel):
+    wallet: WalletOut
+    main_wallet_id: str = Field(description="where the balance went")
+    moved: MoneyOut
+    transaction_id: str | None = Field(description="the ledger transfer that emptied it; null if empty")
 
 
 class WalletList(BaseModel):
@@ -100,24 +169,6 @@ class TransferOut(BaseModel):
     memo: str | None
     created_at: str
     failure_code: str | None = None
-
-
-class TransactionOut(BaseModel):
-    id: str
-    type: str = Field(description="p2p, wallet_move, top_up, …")
-    direction: str = Field(description="debit (money out) or credit (money in)")
-    amount: MoneyOut
-    balance_after: MoneyOut
-    counterparty: dict[str, Any] = Field(description="kind (wallet|system), wallet_id, name_masked, own")
-    memo: str | None
-    status: str
-    created_at: str
-    transfer_id: str | None
-
-
-class TransactionList(BaseModel):
-    data: list[TransactionOut]
-    next_cursor: str | None
 
 
 class RecipientOut(BaseModel):
@@ -149,7 +200,56 @@ def wallet_json(w: wallets.WalletView) -> dict[str, Any]:
         "balance_cap": _money(w.balance_cap, w.currency),
         "status": w.status,
         "created_at": rfc3339(w.created_at),
+        "colour": w.colour,
+        "colour_hex": w.colour_hex,
+        "icon": w.icon,
+        "budget": None if w.budget is None else budget_json(w.budget, w.currency),
+        "goal": None if w.goal is None else goal_json(w.goal, w.currency),
+        "locked_until": None if w.locked_until is None else rfc3339(w.locked_until),
+        "closed_at": None if w.closed_at is None else rfc3339(w.closed_at),
+        "payable": w.payable,
+        "receivable": w.receivable,
     }
+
+
+def budget_json(b: BudgetStatus, code: str) -> dict[str, Any]:
+    return {
+        "amount": _money(b.amount, code),
+        "on_limit": b.on_limit,
+        "month": b.month,
+        "spent": _money(b.spent, code),
+        "remaining": _money(b.remaining, code),
+        "percent": b.percent,
+    }
+
+
+def goal_json(g: GoalProgress, code: str) -> dict[str, Any]:
+    return {
+        "target": _money(g.target, code),
+        "target_date": g.target_date,
+        "balance": _money(g.balance, code),
+        "remaining": _money(g.remaining, code),
+        "percent": g.percent,
+        "reached": g.reached_at is not None,
+        "reached_at": None if g.reached_at is None else rfc3339(g.reached_at),
+    }
+
+
+def wallet_changes(body: WalletSettingsIn) -> WalletChanges:
+    """The fields the client sent (null included), as the wallets service takes them."""
+    given = body.model_fields_set
+    found: dict[str, Any] = {name: getattr(body, name) for name in ("name", "purpose", "colour", "icon")}
+    found["locked_until"] = body.locked_until
+    budget, goal = body.budget, body.goal
+    found["budget"] = (
+        None
+        if budget is None
+        else BudgetChange(budget.amount.amount, budget.amount.currency, budget.on_limit)
+    )
+    found["goal"] = (
+        None if goal is None else GoalChange(goal.target.amount, goal.target.currency, goal.target_date)
+    )
+    return WalletChanges(**{name: value for name, value in found.items() if name in given})
 
 
 def transfer_json(t: records.TransferRecord) -> dict[str, Any]:
@@ -165,21 +265,6 @@ def transfer_json(t: records.TransferRecord) -> dict[str, Any]:
     if t.failure_code is not None:
         shown["failure_code"] = t.failure_code
     return shown
-
-
-def transaction_json(t: history.Transaction) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "type": t.type,
-        "direction": t.direction,
-        "amount": _money(t.amount, t.currency),
-        "balance_after": _money(t.balance_after, t.currency),
-        "counterparty": t.counterparty,
-        "memo": t.memo,
-        "status": t.status,
-        "created_at": rfc3339(t.created_at),
-        "transfer_id": t.transfer_id,
-    }
 
 
 @router.get("/v1/wallets", response_model=WalletList)
@@ -206,7 +291,13 @@ def create_wallet(
 
     def work() -> tuple[int, dict[str, Any]]:
         view = wallets.create_sub_wallet(
-            ctx, principal, name=body.name, purpose=body.purpose, currency_code=body.currency, info=info
+            ctx,
+            principal,
+            name=body.name,
+            purpose=body.purpose,
+            currency_code=body.currency,
+            info=info,
+            changes=wallet_changes(body),
         )
         return 201, wallet_json(view)
 
@@ -219,17 +310,39 @@ def get_wallet(wallet_id: str, principal: CurrentUser, ctx: Identity) -> dict[st
     return wallet_json(wallets.get_wallet(ctx, principal.user_id, wallet_id))
 
 
-@router.get("/v1/wallets/{wallet_id}/transactions", response_model=TransactionList)
-def wallet_transactions(
+@router.patch("/v1/wallets/{wallet_id}", response_model=WalletOut)
+def update_wallet(
+    wallet_id: str, body: WalletPatch, principal: CurrentUser, ctx: Identity, info: Info
+) -> dict[str, Any]:
+    """Change a wallet: only the fields given change. The main wallet takes colour, icon and budget only.
+    A lock can be extended but not shortened or removed before it ends (`423 wallet_locked`)."""
+    return wallet_json(editing.update_wallet(ctx, principal, wallet_id, wallet_changes(body), info))
+
+
+@router.post("/v1/wallets/{wallet_id}/close", response_model=ClosedWalletOut)
+def close_wallet(
     wallet_id: str,
+    request: Request,
+    raw: Body,
     principal: CurrentUser,
     ctx: Identity,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
-) -> dict[str, Any]:
-    """The wallet's history, newest first, with the balance after each entry."""
-    page, next_cursor = history.wallet_history(ctx, principal, wallet_id, limit=limit, cursor=cursor)
-    return {"data": [transaction_json(t) for t in page], "next_cursor": next_cursor}
+    info: Info,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """Close a sub-wallet: its whole balance moves to the main wallet and it takes no more payments; it
+    still shows in the list and history. Closing again answers the same. Refused for the main wallet or
+    with holds pending (`409 wallet_close_refused`), for a locked wallet (`423 wallet_locked`)."""
+
+    def work() -> tuple[int, dict[str, Any]]:
+        closed = closing.close_wallet(ctx, principal, wallet_id, info)
+        return 200, {
+            "wallet": wallet_json(closed.wallet),
+            "main_wallet_id": closed.main_wallet_id,
+            "moved": _money(closed.moved, closed.wallet.currency),
+            "transaction_id": closed.transaction_id,
+        }
+
+    return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
 
 
 @router.post("/v1/transfers", status_code=201, response_model=TransferOut, response_model_exclude_unset=True)
@@ -253,6 +366,7 @@ def create_transfer(
         from_wallet_id=body.from_wallet_id,
         to_wallet_id=body.to.wallet_id,
         to_phone=body.to.phone,
+        to_qr=body.to.qr,
         amount=body.amount.amount,
         currency=body.amount.currency,
         memo=body.memo,

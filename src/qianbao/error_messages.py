@@ -1,0 +1,151 @@
+"""User-facing error text in zh-CN and en, read from the gettext catalogs with Babel.
+
+The catalogs are `qianbao/locale/<en|zh_CN>/LC_MESSAGES/qianbao.po`, shipped as package data and parsed
+once per process (`babel.messages.pofile.read_po`): reading the .po needs no compile step, so a clean
+`pip install -e .` and a wheel behave the same. msgids are symbolic (`error.<code>`,
+`next_step.<name>`), so the English text is a translation like the Chinese one and can change without
+touching code. Messages may use `{reference}` (the support reference) and, in `.until` variants,
+`{until}` (the end of a lock, in China time).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta, timezone
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from types import MappingProxyType
+
+from babel.dates import format_date, format_time
+from babel.messages.catalog import Catalog
+from babel.messages.pofile import read_po
+
+from qianbao.error_codes import NEXT_STEP_BY_NAME, lookup
+
+DOMAIN = "qianbao"
+LANGUAGES = ("en", "zh-CN")
+DEFAULT_LANGUAGE = "en"
+LOCALE_DIRS = {"en": "en", "zh-CN": "zh_CN"}
+# Dates in messages are shown in China time (no daylight saving), like the daily limits' local day.
+CHINA_TIME = timezone(timedelta(hours=8))
+# An Accept-Language header is short; a longer one is cut rather than parsed at length.
+MAX_HEADER_ENTRIES = 32
+
+
+def catalog_file(language: str) -> Traversable:
+    return files("qianbao") / "locale" / LOCALE_DIRS[language] / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+def load_catalog(language: str) -> Catalog:
+    with catalog_file(language).open("rb") as handle:
+        return read_po(handle, locale=LOCALE_DIRS[language], domain=DOMAIN)
+
+
+@functools.cache
+def messages(language: str) -> Mapping[str, str]:
+    """msgid → text for one language; fuzzy and empty entries are left out (they are not reviewed)."""
+    catalog = load_catalog(language)
+    return MappingProxyType(
+        {
+            message.id: message.string
+            for message in catalog
+            if isinstance(message.id, str)
+            and message.id
+            and isinstance(message.string, str)
+            and message.string
+            and not message.fuzzy
+        }
+    )
+
+
+def negotiate_language(header: str | None) -> str:
+    """The best of `LANGUAGES` for an Accept-Language header (RFC 9110 §12.5.4), else the default.
+
+    Any Chinese tag (`zh`, `zh-CN`, `zh-Hans`, `zh-Hans-CN`, even `zh-TW`) reads the simplified Chinese
+    catalog, the only Chinese one there is; `q=0` refuses a language; `*` stands for the default."""
+    if not header:
+        return DEFAULT_LANGUAGE
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate(header.split(",")[:MAX_HEADER_ENTRIES]):
+        tag, _, params = part.strip().partition(";")
+        quality = _quality(params)
+        tag = tag.strip().lower()
+        if quality is None or quality <= 0 or not tag:
+            continue
+        ranked.append((-quality, position, tag))
+    for _rank, _position, tag in sorted(ranked):
+        if tag == "*":
+            return DEFAULT_LANGUAGE
+        primary = tag.split("-", 1)[0]
+        if primary == "zh":
+            return "zh-CN"
+        if primary == "en":
+            return "en"
+    return DEFAULT_LANGUAGE
+
+
+def _quality(params: str) -> float | None:
+    """The q-value of one Accept-Language entry (1 when absent); None when malformed."""
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() != "q":
+            continue
+        try:
+            quality = float(value.strip())
+        except ValueError:
+            return None
+        return quality if 0 <= quality <= 1 else None
+    return 1.0
+
+
+def user_message(code: str, language: str, status: int) -> str:
+    """The message for a code; an unregistered code gets the generic one for its class of status."""
+    texts = messages(language)
+    entry = lookup(code)
+    if entry is not None and entry.msgid in texts:
+        return texts[entry.msgid]
+    return texts["error.internal_error" if status >= 500 else "error.validation_error"]
+
+
+def next_step_message(step: str, language: str, *, reference: str, until: object = None) -> str | None:
+    """What to do, in words; None for a next step the registry does not know."""
+    known = NEXT_STEP_BY_NAME.get(step)
+    if known is None:
+        return None
+    texts = messages(language)
+    until_text = format_until(until, language)
+    if until_text is not None and known.until_msgid is not None and known.until_msgid in texts:
+        return texts[known.until_msgid].format_map({"reference": reference, "until": until_text})
+    text = texts.get(known.msgid)
+    return None if text is None else text.format_map({"reference": reference})
+
+
+def format_until(value: object, language: str) -> str | None:
+    """A lock's end (RFC 3339 text, a date, or epoch microseconds) as a local date and time, or None."""
+    when: datetime | None = None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
+    elif isinstance(value, datetime):
+        when = value
+    elif isinstance(value, date):
+        return format_date(value, "long", locale=LOCALE_DIRS[language])
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if len(value) == len("2026-03-01"):  # a bare date: the lock ends when that day begins
+            return format_date(when.date(), "long", locale=LOCALE_DIRS[language])
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    local = when.astimezone(CHINA_TIME)
+    locale = LOCALE_DIRS[language]
+    shown = format_date(local.date(), "long", locale=locale)
+    if (local.hour, local.minute) != (0, 0):
+        shown = f"{shown} {format_time(local.time(), 'short', locale=locale)}"
+    return shown

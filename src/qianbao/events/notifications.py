@@ -1,0 +1,209 @@
+"""In-app notifications: both sides of a payment hear about it, in their language, when they look.
+
+The dispatcher turns events into notification rows (`notifications_for`): a kind (which side the person
+is on) and the event's ids and amounts. The text is rendered when read (`render`), in zh-CN or en by
+`Accept-Language`, so a user who switches language sees old notifications in the new one too. Events
+carry no names or memos, and neither do notifications.
+
+Moving money between one's own wallets (the same user on both sides) notifies nobody.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from qianbao.errors import InvalidInput
+from qianbao.events.tables import notifications
+from qianbao.identity.context import IdentityContext
+from qianbao.money import Money, MoneyError, format_money
+
+MAX_IDS = 100
+
+# Event type → (payload key naming the person, the kind of notification they get).
+RULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "transfer.succeeded": (("from_user_id", "transfer_sent"), ("to_user_id", "transfer_received")),
+    "payment.succeeded": (("payer_user_id", "payment_paid"), ("merchant_user_id", "payment_received")),
+    "refund.succeeded": (("payer_user_id", "refund_received"), ("merchant_user_id", "refund_sent")),
+    "payment.confirmation_required": (("payer_user_id", "payment_confirmation_required"),),
+    "wallet.budget_threshold_reached": (("user_id", "budget_threshold"),),
+    "wallet.goal_reached": (("user_id", "goal_reached"),),
+    # A money request's money would flow from `from_user_id` (the person asked) to `to_user_id` (the
+    # requester). Paying one is a P2P transfer: its transfer.succeeded already tells both sides.
+    "money_request.created": (("from_user_id", "money_request_received"),),
+    "money_request.declined": (("to_user_id", "money_request_declined"),),
+    "money_request.canceled": (("from_user_id", "money_request_canceled"),),
+}
+
+# kind → language → (title, body). `{amount}` is the event's amount; `{percent}` the budget threshold.
+TEXTS: dict[str, dict[str, tuple[str, str]]] = {
+    "transfer_sent": {
+        "en": ("Money sent", "You sent {amount}."),
+        "zh-CN": ("转账成功", "您已成功转出 {amount}。"),
+    },
+    "transfer_received": {
+        "en": ("Money received", "You received {amount}."),
+        "zh-CN": ("收到转账", "您收到一笔转账 {amount}。"),
+    },
+    "payment_paid": {
+        "en": ("Payment successful", "You paid {amount}."),
+        "zh-CN": ("支付成功", "您已成功支付 {amount}。"),
+    },
+    "payment_received": {
+        "en": ("Payment received", "Your shop received a payment of {amount}."),
+        "zh-CN": ("收款到账", "您的店铺收到一笔付款 {amount}。"),
+    },
+    "refund_received": {
+        "en": ("Refund received", "A refund of {amount} was paid back to your wallet."),
+        "zh-CN": ("退款到账", "一笔 {amount} 的退款已退回您的钱包。"),
+    },
+    "refund_sent": {
+        "en": ("Refund issued", "Your shop refunded {amount}."),
+        "zh-CN": ("退款成功", "您的店铺已退款 {amount}。"),
+    },
+    "budget_threshold": {
+        "en": ("Budget alert", "You have used {percent}% of this month's budget for this wallet."),
+        "zh-CN": ("预算提醒", "该钱包本月预算已使用 {percent}%。"),
+    },
+    "goal_reached": {
+        "en": ("Savings goal reached", "Congratulations! Your savings goal of {amount} is reached."),
+        "zh-CN": ("储蓄目标达成", "恭喜！您已达成 {amount} 的储蓄目标。"),
+    },
+    "money_request_received": {
+        "en": ("Money request", "You have been asked to pay {amount}."),
+        "zh-CN": ("收款请求", "有人向您发起了 {amount} 的收款请求。"),
+    },
+    "money_request_declined": {
+        "en": ("Request declined", "Your request for {amount} was declined."),
+        "zh-CN": ("请求被拒绝", "您发起的 {amount} 收款请求已被拒绝。"),
+    },
+    "money_request_canceled": {
+        "en": ("Request canceled", "A request asking you for {amount} was canceled."),
+        "zh-CN": ("请求已取消", "向您发起的 {amount} 收款请求已取消。"),
+    },
+    "payment_confirmation_required": {
+        "en": ("Confirm your payment", "Confirm the payment of {amount} in the app, or it will be canceled."),
+        "zh-CN": ("请确认付款", "请在应用中确认 {amount} 的付款，超时将自动取消。"),
+    },
+}
+# When the event lacks the amount (or the percentage), the sentence without it.
+FALLBACK_BODIES: dict[str, dict[str, str]] = {
+    "en": {
+        "budget_threshold": "You have reached a budget threshold for this wallet this month.",
+        "default": "Open the app for details.",
+    },
+    "zh-CN": {"budget_threshold": "该钱包本月预算已达到提醒额度。", "default": "请打开应用查看详情。"},
+}
+# The amount of each kind: which payload field holds it.
+AMOUNT_KEYS: dict[str, tuple[str, ...]] = {
+    "goal_reached": ("target", "amount"),
+    "budget_threshold": ("budget",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationView:
+    id: str
+    kind: str
+    event_id: str
+    event_seq: int
+    data: Mapping[str, Any]
+    created_at: int
+    read_at: int | None
+
+
+def notifications_for(event_type: str, payload: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(user id, kind) for each person to notify about an event; nobody when one person is every side."""
+    found: list[tuple[str, str]] = []
+    for key, kind in RULES.get(event_type, ()):
+        user = payload.get(key)
+        if isinstance(user, str) and user:
+            found.append((user, kind))
+    if len(found) > 1 and len({user for user, _ in found}) == 1:
+        return []
+    return found
+
+
+def _amount(data: Mapping[str, Any], kind: str) -> str | None:
+    for key in AMOUNT_KEYS.get(kind, ("amount",)):
+        value = data.get(key)
+        if isinstance(value, Mapping):
+            minor, code = value.get("amount"), value.get("currency")
+            if isinstance(minor, int) and isinstance(code, str):
+                try:
+                    return format_money(Money(minor, code))
+                except (MoneyError, TypeError):
+                    return None
+    return None
+
+
+def _percent(data: Mapping[str, Any]) -> int | None:
+    for key in ("threshold", "threshold_percent", "percent"):
+        value = data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def render(kind: str, data: Mapping[str, Any], language: str) -> tuple[str, str]:
+    """(title, body) in `language` ("en" or "zh-CN"), amounts formatted like "¥12.34"."""
+    lang = "zh-CN" if language == "zh-CN" else "en"
+    texts = TEXTS.get(kind)
+    if texts is None:
+        return kind, FALLBACK_BODIES[lang]["default"]
+    title, body = texts[lang]
+    values = {"amount": _amount(data, kind), "percent": _percent(data)}
+    needed = [name for name in values if "{" + name + "}" in body]
+    if any(values[name] is None for name in needed):
+        return title, FALLBACK_BODIES[lang].get(kind, FALLBACK_BODIES[lang]["default"])
+    return title, body.format(**{name: values[name] for name in needed})
+
+
+def _view(row: Any) -> NotificationView:
+    return NotificationView(
+        id=row.id,
+        kind=row.kind,
+        event_id=row.event_id,
+        event_seq=row.event_seq,
+        data=dict(row.data),
+        created_at=row.created_at,
+        read_at=row.read_at,
+    )
+
+
+def list_notifications(
+    ctx: IdentityContext, user_id: str, *, limit: int, before_seq: int | None, unread_only: bool = False
+) -> tuple[list[NotificationView], str | None, int]:
+    """The user's notifications, newest first, the next cursor, and how many are unread in all."""
+    query = select(notifications).where(notifications.c.user_id == user_id)
+    if before_seq is not None:
+        query = query.where(notifications.c.event_seq < before_seq)
+    if unread_only:
+        query = query.where(notifications.c.read_at.is_(None))
+    query = query.order_by(notifications.c.event_seq.desc()).limit(limit + 1)
+    with ctx.db.read() as conn:
+        rows = conn.execute(query).all()
+        unread = conn.execute(
+            select(func.count())
+            .select_from(notifications)
+            .where(notifications.c.user_id == user_id, notifications.c.read_at.is_(None))
+        ).scalar_one()
+    found = [_view(r) for r in rows[:limit]]
+    next_cursor = str(found[-1].event_seq) if len(rows) > limit and found else None
+    return found, next_cursor, int(unread)
+
+
+def mark_read(ctx: IdentityContext, user_id: str, ids: Sequence[str] | None) -> int:
+    """Mark the user's notifications `ids` (None: all of them) read; others' ids are ignored."""
+    if ids is not None and (len(ids) > MAX_IDS or not all(isinstance(i, str) and len(i) <= 40 for i in ids)):
+        raise InvalidInput(f"ids must be at most {MAX_IDS} notification ids", field="ids")
+    if ids is not None and not ids:
+        return 0
+    query = update(notifications).where(notifications.c.user_id == user_id, notifications.c.read_at.is_(None))
+    if ids is not None:
+        query = query.where(notifications.c.id.in_(list(ids)))
+    with ctx.db.write() as conn:
+        return int(conn.execute(query.values(read_at=ctx.now())).rowcount)

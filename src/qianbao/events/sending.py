@@ -1,0 +1,292 @@
+"""Sending webhook deliveries: claim under a lease, POST signed, record the attempt.
+
+A worker *claims* due deliveries by moving their `next_attempt_at` to the end of a lease and stamping its
+own `lease_token` (`SKIP LOCKED` on PostgreSQL, the single writer on SQLite), so no other worker takes
+the same attempt while the lease runs. It POSTs outside any transaction and records the attempt under its
+token: 2xx is delivered; anything else is retried with backoff and jitter (`model.next_attempt_at`)
+until 24 hours after the event, then failed. A worker that dies mid-send loses its lease and the
+delivery is attempted again later (at-least-once: receivers deduplicate by event id).
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2 as httpx
+from sqlalchemy import Connection, insert, select, update
+
+from qianbao import __version__
+from qianbao.events import signing
+from qianbao.events.model import (
+    SNIPPET_CHARS,
+    DeliveryStatus,
+    Uniform,
+    address_allowed,
+    event_body,
+    next_attempt_at,
+    snippet,
+)
+from qianbao.events.tables import webhook_attempts, webhook_deliveries, webhook_endpoints
+from qianbao.events.webhooks import signing_secrets
+from qianbao.ids import new_id
+from qianbao.security.keyring import KeyRing
+from qianbao.store.database import Database
+from qianbao.store.outbox import outbox
+
+DEFAULT_TIMEOUT_S = 10.0
+READ_LIMIT = 4 * SNIPPET_CHARS  # bytes of an answer read: enough for the snippet, never a whole body
+USER_AGENT = f"qianbao-webhooks/{__version__}"
+
+Resolver = Callable[[str, int], Sequence[str]]
+deliveries = webhook_deliveries
+endpoints = webhook_endpoints
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A claimed delivery, ready to send."""
+
+    delivery_id: str
+    endpoint_id: str
+    url: str
+    secrets: tuple[str, ...]
+    event_id: str
+    event_type: str
+    event_created_at: int
+    payload: Mapping[str, Any]
+
+    @property
+    def body(self) -> bytes:
+        return event_body(self.event_id, self.event_type, self.event_created_at, self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    status_code: int | None
+    latency_ms: int
+    response_snippet: str | None
+    error: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def new_http_client(
+    timeout_s: float = DEFAULT_TIMEOUT_S, transport: httpx.BaseTransport | None = None
+) -> httpx.Client:
+    return httpx.Client(
+        transport=transport,
+        timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+        follow_redirects=False,  # a redirect is an answer (not 2xx), never followed to another host
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+def lease_due(
+    conn: Connection, *, now_us: int, limit: int, lease_us: int, token: str, due_by: int | None = None
+) -> list[Any]:
+    """In the caller's transaction: lease up to `limit` deliveries of enabled endpoints due by `due_by`
+    (default: now) to `token`, until `now_us + lease_us`; returns them ready to load (`outgoing`)."""
+    due_by = now_us if due_by is None else due_by
+    due = (
+        select(deliveries.c.id)
+        .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
+        .where(
+            deliveries.c.status == DeliveryStatus.PENDING.value,
+            deliveries.c.next_attempt_at <= due_by,
+            endpoints.c.enabled.is_(True),
+        )
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        # Rows another worker is leasing right now are skipped, not waited for.
+        due = due.with_for_update(skip_locked=True, of=deliveries)
+    ids = list(conn.execute(due).scalars())
+    if not ids:
+        return []
+    # Conditional: only rows still due are taken, whatever another worker did in between.
+    conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.id.in_(ids),
+            deliveries.c.status == DeliveryStatus.PENDING.value,
+            deliveries.c.next_attempt_at <= due_by,
+        )
+        .values(next_attempt_at=now_us + lease_us, lease_token=token)
+    )
+    return list(conn.execute(_outgoing_query().where(deliveries.c.lease_token == token)).all())
+
+
+def claim_due(
+    db: Database, keys: KeyRing, *, now_us: int, limit: int, lease_us: int, due_by: int | None = None
+) -> tuple[str, list[Outgoing]]:
+    """Lease up to `limit` due deliveries to this caller: (lease token, deliveries to send)."""
+    token = secrets.token_hex(16)
+    with db.write() as conn:
+        rows = lease_due(conn, now_us=now_us, limit=limit, lease_us=lease_us, token=token, due_by=due_by)
+    # Secrets are decrypted after COMMIT: the key ring may need the database itself.
+    return token, [outgoing(keys, row, now_us) for row in rows]
+
+
+def _outgoing_query() -> Any:
+    return (
+        select(
+            deliveries.c.id,
+            deliveries.c.endpoint_id,
+            deliveries.c.event_id,
+            deliveries.c.event_type,
+            deliveries.c.event_created_at,
+            endpoints.c.url,
+            endpoints.c.secret_cipher,
+            endpoints.c.previous_secret_cipher,
+            endpoints.c.previous_secret_expires_at,
+            outbox.c.payload,
+        )
+        .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
+        .join(outbox, outbox.c.id == deliveries.c.event_id)
+    )
+
+
+def outgoing(keys: KeyRing, row: Any, now_us: int) -> Outgoing:
+    return Outgoing(
+        delivery_id=row.id,
+        endpoint_id=row.endpoint_id,
+        url=row.url,
+        secrets=signing_secrets(keys, row, now_us),
+        event_id=row.event_id,
+        event_type=row.event_type,
+        event_created_at=row.event_created_at,
+        payload=dict(row.payload),
+    )
+
+
+def load_outgoing(conn: Connection, keys: KeyRing, delivery_id: str, now_us: int) -> Outgoing | None:
+    row = conn.execute(_outgoing_query().where(deliveries.c.id == delivery_id)).first()
+    return None if row is None else outgoing(keys, row, now_us)
+
+
+def destination_problem(url: str, resolver: Resolver) -> str | None:
+    """Production only: the host must resolve to public addresses only (checked at every attempt, so a DNS
+    record changed after registration cannot point deliveries into the private network)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        addresses = list(resolver(host, parts.port or 443))
+    except (OSError, UnicodeError) as exc:
+        return f"could not resolve {host}: {exc}"[:256]
+    if not addresses or not all(address_allowed(a) for a in addresses):
+        return "the host resolves to a private, loopback or local address"
+    return None
+
+
+def send(
+    client: httpx.Client,
+    message: Outgoing,
+    *,
+    timestamp_s: int,
+    production: bool,
+    resolver: Resolver = system_resolver,
+) -> AttemptResult:
+    """POST one delivery (no redirects, bounded reading) and describe what happened. Never raises."""
+    started = time.perf_counter()
+
+    def elapsed_ms() -> int:
+        return int((time.perf_counter() - started) * 1000)
+
+    if production:
+        problem = destination_problem(message.url, resolver)
+        if problem is not None:
+            return AttemptResult(None, elapsed_ms(), None, problem)
+    body = message.body
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        signing.SIGNATURE_HEADER: signing.signature_header(message.secrets, timestamp_s, body),
+        signing.EVENT_ID_HEADER: message.event_id,
+        signing.EVENT_TYPE_HEADER: message.event_type,
+        signing.DELIVERY_ID_HEADER: message.delivery_id,
+    }
+    try:
+        with client.stream("POST", message.url, content=body, headers=headers) as response:
+            received = bytearray()
+            for chunk in response.iter_bytes():
+                received += chunk
+                if len(received) >= READ_LIMIT:
+                    break
+            status = response.status_code
+    except httpx.TimeoutException:
+        return AttemptResult(None, elapsed_ms(), None, "timeout")
+    except Exception as exc:  # noqa: BLE001 - any failure (network, TLS, bad URL) is this attempt's error
+        return AttemptResult(None, elapsed_ms(), None, f"{type(exc).__name__}: {exc}"[:256])
+    text = snippet(bytes(received).decode("utf-8", errors="replace"))
+    return AttemptResult(status, elapsed_ms(), text or None, None)
+
+
+def record_attempt(
+    db: Database,
+    delivery_id: str,
+    result: AttemptResult,
+    *,
+    now_us: int,
+    rng: Uniform,
+    lease_token: str | None,
+    manual: bool = False,
+) -> DeliveryStatus | None:
+    """Log the attempt and move the delivery on; None if the lease was lost or the delivery deleted.
+
+    An automatic attempt (under `lease_token`) schedules the next try or gives up; a manual resend only
+    ever upgrades the delivery to delivered, and leaves any running schedule alone."""
+    with db.write() as conn:
+        query = select(deliveries.c.attempt_count, deliveries.c.status, deliveries.c.event_created_at).where(
+            deliveries.c.id == delivery_id
+        )
+        if lease_token is not None:
+            query = query.where(deliveries.c.lease_token == lease_token)
+        if db.is_postgresql:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            return None
+        number = int(row.attempt_count) + 1
+        status = DeliveryStatus(row.status)
+        values: dict[str, Any] = {"attempt_count": number, "last_attempt_at": now_us}
+        if lease_token is not None:
+            values["lease_token"] = None
+        if result.succeeded:
+            if status is not DeliveryStatus.DELIVERED:
+                values.update(
+                    status=DeliveryStatus.DELIVERED.value, next_attempt_at=None, delivered_at=now_us
+                )
+            status = DeliveryStatus.DELIVERED
+        elif not manual and status is DeliveryStatus.PENDING:
+            retry_at = next_attempt_at(number, now_us=now_us, event_created_us=row.event_created_at, rng=rng)
+            status = DeliveryStatus.PENDING if retry_at is not None else DeliveryStatus.FAILED
+            values.update(status=status.value, next_attempt_at=retry_at)
+        conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+        conn.execute(
+            insert(webhook_attempts).values(
+                id=new_id("wha"),
+                delivery_id=delivery_id,
+                number=number,
+                manual=manual,
+                attempted_at=now_us,
+                status_code=result.status_code,
+                latency_ms=result.latency_ms,
+                response_snippet=result.response_snippet,
+                error=result.error,
+                succeeded=result.succeeded,
+            )
+        )
+    return status

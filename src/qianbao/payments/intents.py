@@ -1,0 +1,328 @@
+"""Online checkout: payment intents, as an explicit state machine.
+
+    requires_confirmation ──confirm──▶ processing ──▶ succeeded
+            │                               └──────▶ failed
+            ├──cancel (merchant)──▶ canceled
+            └──expires_at passes──▶ expired
+
+A merchant's server creates an intent (API key with `payments:write`): amount, order id, description,
+return URL, expiry. The customer, signed in to their wallet, sees it (`GET`, any signed-in user who has
+its id: the id is the checkout link's secret, 128 random bits) and confirms it from one of their wallets
+with the usual checks and step-up. Checks and step-up happen first, while the intent still
+`requires_confirmation` (a refusal such as `insufficient_funds` leaves it there: the customer can top up
+and try again); then the intent moves to `processing` (conditional UPDATE: one confirmation wins) and the
+payment runs; its unit of work moves the intent to `succeeded`. A decline inside it makes the intent
+`failed` with the code. The ledger transfer id is derived from the intent id, so an intent can never be
+paid twice, and a confirmation interrupted in `processing` is resumed by confirming again.
+Every transition writes a `payment_intent.<state>` event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Connection, insert, select, update
+
+from qianbao.errors import Conflict, InvalidInput, Locked, NotFound, QianbaoError
+from qianbao.identity.context import IdentityContext
+from qianbao.identity.model import Principal, PrincipalKind
+from qianbao.ids import new_id
+from qianbao.payments.code_tables import payment_intents
+from qianbao.payments.dynamic_qr import clean_order_id
+from qianbao.payments.inputs import check_amount, require_user_id
+from qianbao.payments.merchant_payments import (
+    PaymentPlan,
+    execute_payment,
+    payment_by_ledger_id,
+    prepare,
+    replay,
+    step_up_for,
+)
+from qianbao.payments.merchant_records import PaymentRecord
+from qianbao.payments.merchants import Merchant, merchant_by_id, own_merchant, payable_merchant
+from qianbao.store.outbox import OutboxEvent, append_events
+from qianbao.wallets.service import own_wallet_row, plausible_id
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "requires_confirmation": frozenset({"processing", "canceled", "expired"}),
+    "processing": frozenset({"succeeded", "failed"}),
+    "succeeded": frozenset(),
+    "failed": frozenset(),
+    "canceled": frozenset(),
+    "expired": frozenset(),
+}
+MAX_DESCRIPTION = 200
+ABANDONED_AFTER_US = 60_000_000  # a confirmation this long in `processing` has died
+MAX_URL = 2000
+
+
+class IntentStateConflict(Conflict):
+    code = "intent_state_conflict"
+
+
+class IntentExpired(QianbaoError):
+    code = "intent_expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    id: str
+    merchant_id: str
+    merchant_user_id: str
+    amount: int
+    currency: str
+    order_id: str | None
+    description: str | None
+    return_url: str | None
+    status: str
+    payer_user_id: str | None
+    payment_id: str | None
+    failure_code: str | None
+    created_at: int
+    updated_at: int
+    expires_at: int
+
+
+def _intent(row: Any) -> Intent:
+    m = row._mapping
+    return Intent(**{name: m[name] for name in Intent.__dataclass_fields__})
+
+
+def can_move(current: str, wanted: str) -> bool:
+    return wanted in TRANSITIONS[current]
+
+
+def _event(intent: Intent) -> OutboxEvent:
+    payload = {
+        "payment_intent_id": intent.id,
+        "status": intent.status,
+        "merchant_id": intent.merchant_id,
+        "merchant_user_id": intent.merchant_user_id,
+        "payer_user_id": intent.payer_user_id,
+        "amount": {"amount": intent.amount, "currency": intent.currency},
+        "order_id": intent.order_id,
+        "payment_id": intent.payment_id,
+        "failure_code": intent.failure_code,
+    }
+    return OutboxEvent(f"payment_intent.{intent.status}", "payment_intent", intent.id, payload)
+
+
+def _move(conn: Connection, intent: Intent, wanted: str, now: int, **values: Any) -> Intent | None:
+    """One transition, if the intent is still where the caller saw it; writes its event. None if not."""
+    if not can_move(intent.status, wanted):
+        raise IntentStateConflict(
+            f"a {intent.status} intent cannot become {wanted}", intent_status=intent.status
+        )
+    moved = conn.execute(
+        update(payment_intents)
+        .where(payment_intents.c.id == intent.id, payment_intents.c.status == intent.status)
+        .values(status=wanted, updated_at=now, **values)
+    ).rowcount
+    if moved != 1:
+        return None
+    after = replace(intent, status=wanted, updated_at=now, **values)
+    append_events(conn, [_event(after)], now)
+    return after
+
+
+def _clean_url(url: object, *, sandbox: bool) -> str | None:
+    if url is None:
+        return None
+    if not isinstance(url, str) or len(url) > MAX_URL or not url.isprintable():
+        raise InvalidInput(f"return_url must be a URL of up to {MAX_URL} characters", field="return_url")
+    parts = urlsplit(url)
+    schemes = ("https", "http") if sandbox else ("https",)
+    if parts.scheme not in schemes or not parts.hostname or parts.username or parts.password:
+        raise InvalidInput(
+            "return_url must be an https URL (http too in sandbox mode) without credentials",
+            field="return_url",
+        )
+    return url
+
+
+def _clean_description(text: object) -> str | None:
+    if text is None:
+        return None
+    if not isinstance(text, str) or not 0 < len(text.strip()) <= MAX_DESCRIPTION or not text.isprintable():
+        raise InvalidInput(
+            f"description must be 1 to {MAX_DESCRIPTION} printable characters", field="description"
+        )
+    return text.strip()
+
+
+def create_intent(
+    ctx: IdentityContext,
+    principal: Principal,
+    *,
+    merchant_id: str,
+    amount: int,
+    currency_code: str,
+    order_id: object,
+    description: object,
+    return_url: object,
+    expires_in_s: int | None,
+) -> Intent:
+    check_amount(amount, currency_code)
+    order = clean_order_id(order_id)
+    text = _clean_description(description)
+    url = _clean_url(return_url, sandbox=ctx.settings.is_sandbox)
+    ttl = ctx.settings.payment_intent_ttl_s if expires_in_s is None else expires_in_s
+    if type(ttl) is not int or not 60 <= ttl <= 7 * 24 * 3600:
+        raise InvalidInput("expires_in must be 60 seconds to 7 days", field="expires_in")
+    now = ctx.now()
+    with ctx.uow() as uow:
+        merchant = own_merchant(uow.conn, principal, merchant_id)
+        if merchant.status != "active":
+            raise Locked("merchant_inactive", "the merchant is not active", merchant_status=merchant.status)
+        if currency_code != merchant.currency:
+            raise InvalidInput(f"the merchant takes {merchant.currency}", field="currency")
+        intent = Intent(
+            id=new_id("pi"),
+            merchant_id=merchant.id,
+            merchant_user_id=merchant.owner_user_id,
+            amount=amount,
+            currency=currency_code,
+            order_id=order,
+            description=text,
+            return_url=url,
+            status="requires_confirmation",
+            payer_user_id=None,
+            payment_id=None,
+            failure_code=None,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + ttl * 1_000_000,
+        )
+        uow.conn.execute(
+            insert(payment_intents).values(**{f: getattr(intent, f) for f in Intent.__dataclass_fields__})
+        )
+        uow.emit(_event(replace(intent, status="created")))
+        uow.commit()
+    return intent
+
+
+def _load(ctx: IdentityContext, intent_id: str) -> Intent:
+    row = None
+    if plausible_id(intent_id):
+        with ctx.db.read() as conn:
+            row = conn.execute(select(payment_intents).where(payment_intents.c.id == intent_id)).first()
+    if row is None:
+        raise NotFound("no such payment intent")
+    return expire_if_due(ctx, _intent(row))
+
+
+def expire_if_due(ctx: IdentityContext, intent: Intent) -> Intent:
+    if intent.status != "requires_confirmation" or ctx.now() < intent.expires_at:
+        return intent
+    with ctx.db.write() as conn:
+        moved = _move(conn, intent, "expired", ctx.now())
+    return moved if moved is not None else _load(ctx, intent.id)
+
+
+def get_intent(ctx: IdentityContext, principal: Principal, intent_id: str) -> tuple[Intent, Merchant]:
+    """Any signed-in customer holding the id may look at an intent (to confirm it); an API key only at
+    its owner's merchant's intents (a server has no business reading other merchants' checkouts)."""
+    user_id = require_user_id(principal)
+    intent = _load(ctx, intent_id)
+    if principal.kind is PrincipalKind.API_KEY and user_id != intent.merchant_user_id:
+        raise NotFound("no such payment intent")
+    with ctx.db.read() as conn:
+        merchant = merchant_by_id(conn, intent.merchant_id)
+    if merchant is None:
+        raise NotFound("no such payment intent")
+    return intent, merchant
+
+
+def cancel_intent(ctx: IdentityContext, principal: Principal, intent_id: str) -> Intent:
+    intent = _load(ctx, intent_id)
+    with ctx.db.read() as conn:
+        own_merchant(conn, principal, intent.merchant_id)  # 404 for anyone but the merchant
+    with ctx.db.write() as conn:
+        moved = _move(conn, intent, "canceled", ctx.now())
+    if moved is None:
+        raise IntentStateConflict("the intent changed meanwhile", intent_status=_load(ctx, intent_id).status)
+    return moved
+
+
+def confirm_intent(
+    ctx: IdentityContext, principal: Principal, intent_id: str, *, from_wallet_id: str, step_up: str | None
+) -> tuple[Intent, PaymentRecord]:
+    user_id = require_user_id(principal)
+    intent = _load(ctx, intent_id)
+    # A confirmation that died in `processing` (a crash) is resumed by its payer confirming again; one
+    # still under way (a double tap) is not: that answers `intent_state_conflict` like any other.
+    resuming = (
+        intent.status == "processing"
+        and intent.payer_user_id == user_id
+        and ctx.now() - intent.updated_at > ABANDONED_AFTER_US
+    )
+    if intent.status == "expired":
+        raise IntentExpired("this checkout has expired: start again from the merchant's site")
+    if intent.status != "requires_confirmation" and not resuming:
+        raise IntentStateConflict(f"this payment intent is {intent.status}", intent_status=intent.status)
+    with ctx.db.read() as conn:
+        merchant = payable_merchant(conn, intent.merchant_id)
+        source = own_wallet_row(conn, user_id, from_wallet_id)
+    plan = PaymentPlan(
+        method="checkout",
+        merchant=merchant,
+        source=source,
+        amount=intent.amount,
+        currency=intent.currency,
+        ledger_id=f"pi:{intent.id}",
+        order_id=intent.order_id,
+        step_up_params=(("payment_intent", intent.id),),
+    )
+    if resuming:  # the payment may have committed before the crash: then only the intent is behind
+        done = payment_by_ledger_id(ctx, plan.ledger_id)
+        if done is not None:  # a declined one is raised again, after the intent caught up
+            return _finish(ctx, intent, done), replay(done)
+    prepare(ctx, principal, plan)
+    proof = step_up_for(ctx, principal, plan, step_up)
+    if not resuming:
+        with ctx.db.write() as conn:
+            processing = _move(conn, intent, "processing", ctx.now(), payer_user_id=user_id)
+        if processing is None:
+            raise IntentStateConflict("this payment intent is being paid already", intent_status="processing")
+        intent = processing
+
+    def succeed(conn: Connection, record: PaymentRecord) -> None:
+        if _move(conn, intent, "succeeded", record.created_at, payment_id=record.id) is None:
+            raise IntentStateConflict("the intent changed meanwhile")
+
+    try:
+        record = execute_payment(ctx, principal, plan, proof, claim=succeed)
+    except QianbaoError as error:
+        if error.code != "intent_state_conflict":  # the payment was declined: so is the intent
+            with ctx.db.write() as conn:
+                _move(conn, intent, "failed", ctx.now(), failure_code=error.code)
+        raise
+    return _finish(ctx, intent, record), record
+
+
+def _finish(ctx: IdentityContext, intent: Intent, record: PaymentRecord) -> Intent:
+    """The intent after its payment; one left in `processing` by a crash catches up with the payment."""
+    current = _load(ctx, intent.id)
+    if current.status == "processing":
+        with ctx.db.write() as conn:
+            if record.status == "succeeded":
+                _move(conn, current, "succeeded", ctx.now(), payment_id=record.id)
+            else:
+                _move(conn, current, "failed", ctx.now(), failure_code=record.failure_code)
+        current = _load(ctx, intent.id)
+    return current
+
+
+def finalize_expired_intents(ctx: IdentityContext, limit: int = 100) -> int:
+    """Expire intents past their deadline (the sweeper calls this; reads also do it lazily)."""
+    with ctx.db.read() as conn:
+        rows = conn.execute(
+            select(payment_intents)
+            .where(
+                payment_intents.c.status == "requires_confirmation", payment_intents.c.expires_at <= ctx.now()
+            )
+            .limit(limit)
+        ).all()
+    return sum(1 for r in rows if expire_if_due(ctx, _intent(r)).status == "expired")

@@ -1,0 +1,73 @@
+"""The customer-presented payment code (付款码): 18 digits a device can compute offline. Pure, no I/O.
+
+    28 | NNNNNNN | S | OOOOOOOO
+    prefix (2) · device number (7) · sequence digit (1) · one-time code (8)
+
+The one-time code is HOTP (RFC 4226, HMAC-SHA1, 8 digits) over the counter `step × 10 + S`, where `step`
+is the Unix time divided by 60: like TOTP, but with ten codes per minute so that a customer can pay twice
+in the same minute (the app moves to the next sequence digit after each use, or when "refresh" is
+tapped). The server finds the device by its number, recomputes the code for the current step and its
+neighbours (`WINDOW`: a code stays valid for about a minute after it is shown, plus clock skew), and
+accepts each (device, step, sequence) once. A code computed with another device's secret, or for
+another device's number, matches nothing: codes are bound to the device and, through it, to the wallet.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+import pyotp
+
+PREFIX = "28"
+LENGTH = 18
+STEP_SECONDS = 60
+OTP_DIGITS = 8
+SEQUENCES = 10
+# Steps accepted around the server's current one: the code shown in the previous minute (up to two
+# minutes old in the worst case) and one step ahead for a device clock that runs fast.
+WINDOW = (-1, 0, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class CodeParts:
+    number: str
+    seq: int
+    otp: str
+
+
+def step_at(unix_s: float) -> int:
+    return int(unix_s // STEP_SECONDS)
+
+
+def one_time_code(secret_b32: str, step: int, seq: int) -> str:
+    if not 0 <= seq < SEQUENCES:
+        raise ValueError("the sequence digit is 0 to 9")
+    return pyotp.HOTP(secret_b32, digits=OTP_DIGITS).at(step * SEQUENCES + seq)
+
+
+def payment_code(secret_b32: str, number: str, unix_s: float, seq: int = 0) -> str:
+    """The code a device shows at `unix_s` (what the wallet app computes offline)."""
+    if not (len(number) == 7 and number.isascii() and number.isdigit()):
+        raise ValueError("the device number is 7 digits")
+    return f"{PREFIX}{number}{seq}{one_time_code(secret_b32, step_at(unix_s), seq)}"
+
+
+def split(code: str) -> CodeParts | None:
+    """The parts of a well-formed code, or None (wrong length, not digits, not a qianbao code)."""
+    if not (isinstance(code, str) and len(code) == LENGTH and code.isascii() and code.isdigit()):
+        return None
+    if not code.startswith(PREFIX):
+        return None
+    return CodeParts(number=code[2:9], seq=int(code[9]), otp=code[10:])
+
+
+def matching_step(secret_b32: str, parts: CodeParts, unix_s: float) -> int | None:
+    """The step (within the window around now) whose code this is, or None. Constant-time comparison."""
+    now_step = step_at(unix_s)
+    found = None
+    for offset in WINDOW:
+        step = now_step + offset
+        if hmac.compare_digest(one_time_code(secret_b32, step, parts.seq), parts.otp):
+            found = step
+    return found

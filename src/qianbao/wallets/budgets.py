@@ -1,0 +1,140 @@
+"""Monthly budgets: how much left a wallet this month (Asia/Shanghai calendar), and when to say so.
+
+Spending is counted per (wallet, local month) in `wallet_budget_months`, for every wallet (a budget set
+in the middle of a month sees the month's spending so far). The row also remembers the highest threshold
+already announced that month, so each of 80 % and 100 % is announced once per month, however many
+payments cross it and however they interleave (the row is updated in the paying transaction), and
+even if the budget is changed during the month.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Connection, and_, case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from qianbao.identity.limits import local_day
+from qianbao.store.outbox import OutboxEvent
+from qianbao.wallets.errors import budget_exceeded, money
+from qianbao.wallets.settings import Budget
+from qianbao.wallets.tables import BUDGET_THRESHOLDS, wallet_budget_months
+
+BUDGET_EVENT = "wallet.budget_threshold_reached"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    amount: int
+    on_limit: str
+    month: str
+    spent: int
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.amount - self.spent)
+
+    @property
+    def percent(self) -> int:
+        return self.spent * 100 // self.amount
+
+
+def month_of(now_us: int) -> str:
+    """The local calendar month, YYYY-MM (China Standard Time, like the daily limits)."""
+    return local_day(now_us)[:7]
+
+
+def level(spent: int, budget: int) -> int:
+    """The highest threshold (0, 80 or 100 percent) that `spent` has reached."""
+    reached = [t for t in BUDGET_THRESHOLDS if spent * 100 >= budget * t]
+    return reached[-1] if reached else 0
+
+
+def crossed(notified: int, spent: int, budget: int) -> list[int]:
+    """Thresholds reached and not yet announced this month, lowest first."""
+    top = level(spent, budget)
+    return [t for t in BUDGET_THRESHOLDS if notified < t <= top]
+
+
+def _key(wallet_id: str, month: str) -> ColumnElement[bool]:
+    return and_(wallet_budget_months.c.wallet_id == wallet_id, wallet_budget_months.c.month == month)
+
+
+def spent_in(conn: Connection, wallet_ids: Iterable[str], month: str) -> dict[str, int]:
+    ids = list(set(wallet_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(wallet_budget_months.c.wallet_id, wallet_budget_months.c.spent).where(
+            wallet_budget_months.c.wallet_id.in_(ids), wallet_budget_months.c.month == month
+        )
+    )
+    return {str(r.wallet_id): int(r.spent) for r in rows}
+
+
+def add_spending(
+    conn: Connection,
+    *,
+    user_id: str,
+    wallet_id: str,
+    amount: int,
+    currency: str,
+    budget: Budget | None,
+    now_us: int,
+) -> list[OutboxEvent]:
+    """Add `amount` to the month's spending in the caller's transaction; raise budget_exceeded if a
+    blocking budget would be passed. One statement: `INSERT … ON CONFLICT DO UPDATE … WHERE spent +
+    amount <= budget`. On PostgreSQL a concurrent payment waits for this row and then re-evaluates the
+    condition against the committed total, so two payments can never both pass the budget."""
+    month = month_of(now_us)
+    block = budget is not None and budget.on_limit == "block"
+    if block and budget is not None and amount > budget.amount:
+        spent = spent_in(conn, [wallet_id], month).get(wallet_id, 0)
+        raise budget_exceeded(budget.amount, spent, currency)
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    table = wallet_budget_months
+    statement = dialect.insert(table).values(wallet_id=wallet_id, month=month, spent=amount, notified=0)
+    upsert = statement.on_conflict_do_update(
+        index_elements=[table.c.wallet_id, table.c.month],
+        set_={"spent": table.c.spent + statement.excluded.spent},
+        where=(table.c.spent + amount <= budget.amount) if block and budget is not None else None,
+    ).returning(table.c.spent, table.c.notified)
+    row = conn.execute(upsert).first()
+    if row is None:  # the blocking condition failed: nothing was added
+        assert budget is not None  # noqa: S101 - only a blocking budget has a condition
+        spent = spent_in(conn, [wallet_id], month).get(wallet_id, 0)
+        raise budget_exceeded(budget.amount, spent, currency)
+    spent, notified = int(row.spent), int(row.notified)
+    if budget is None:
+        return []
+    thresholds = crossed(notified, spent, budget.amount)
+    if not thresholds:
+        return []
+    conn.execute(update(table).where(_key(wallet_id, month)).values(notified=thresholds[-1]))
+    return [threshold_event(user_id, wallet_id, t, budget.amount, spent, currency, month) for t in thresholds]
+
+
+def remove_spending(conn: Connection, wallet_id: str, amount: int, month: str) -> None:
+    """A refund of spending: the month's total goes down (never below zero). Thresholds already
+    announced this month stay announced."""
+    table = wallet_budget_months
+    conn.execute(
+        update(table)
+        .where(_key(wallet_id, month))
+        .values(spent=case((table.c.spent > amount, table.c.spent - amount), else_=0))
+    )
+
+
+def threshold_event(
+    user_id: str, wallet_id: str, threshold: int, budget: int, spent: int, currency: str, month: str
+) -> OutboxEvent:
+    payload = {
+        "user_id": user_id,
+        "wallet_id": wallet_id,
+        "threshold": threshold,
+        "budget": money(budget, currency),
+        "spent": money(spent, currency),
+        "month": month,
+    }
+    return OutboxEvent(BUDGET_EVENT, "wallet", wallet_id, payload)

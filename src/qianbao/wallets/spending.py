@@ -1,0 +1,108 @@
+"""What payment code asks the wallets capability about money leaving or entering a wallet.
+
+Locks and budgets are enforced here, for every way money leaves a wallet (P2P, merchant payments, moves
+between one's own wallets, closing). The calls, in the payment's order:
+
+  check_spend(conn, wallet_id, amount, now_us, own_move=…)   read-only; raises `wallet_locked` (423) or
+      `budget_exceeded` (422). Call it before step-up (a hard limit: no challenge for a payment that
+      cannot happen) and again inside the unit of work, before the ledger transfer.
+  record_spend(conn, wallet_id, amount, currency, now_us)     inside the unit of work, after the ledger
+      said OK, for spending only (not for moves between one's own wallets). Adds the amount to the
+      month's spending atomically (a blocking budget can still refuse here under a race: raises
+      `budget_exceeded`, and the caller must roll back) and returns the budget threshold events to emit.
+  record_unspend(conn, wallet_id, amount, now_us)             a refund of spending, in the refund's unit
+      of work: the month's spending goes down.
+  after_credit(conn, wallet_id, now_us)                       after any credit (payments received, own
+      moves, top-ups), in the same unit of work: the goal event to emit, if the goal was just reached.
+
+"Spending" is money leaving the wallet to someone else; a move between one's own wallets is not spending
+but is still refused by a lock (`own_move=True` checks only the lock). Wallets this module does not know
+(system or merchant accounts) have no lock or budget: every call is then a no-op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select
+
+from qianbao.store.outbox import OutboxEvent
+from qianbao.wallets import budgets, goals
+from qianbao.wallets.errors import budget_exceeded, wallet_locked
+from qianbao.wallets.settings import WalletSettings, settings_from_row
+from qianbao.wallets.tables import wallet_settings, wallets
+
+__all__ = ["after_credit", "check_spend", "record_spend", "record_unspend"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Wallet:
+    user_id: str
+    currency: str
+    settings: WalletSettings | None
+
+
+def _wallet(conn: Connection, wallet_id: str) -> _Wallet | None:
+    """The wallet's owner, currency and settings, in one query (this is on every payment's path)."""
+    row = conn.execute(
+        select(wallets.c.user_id, wallets.c.currency, wallet_settings)
+        .select_from(wallets.outerjoin(wallet_settings, wallet_settings.c.wallet_id == wallets.c.id))
+        .where(wallets.c.id == wallet_id)
+    ).first()
+    if row is None:
+        return None
+    settings = None if row.wallet_id is None else settings_from_row(row._mapping)
+    return _Wallet(str(row.user_id), str(row.currency), settings)
+
+
+def check_spend(conn: Connection, wallet_id: str, amount: int, now_us: int, *, own_move: bool) -> None:
+    """Refuse money leaving a locked wallet, or spending past a blocking monthly budget. Read-only."""
+    wallet = _wallet(conn, wallet_id)
+    if wallet is None or wallet.settings is None:
+        return
+    settings = wallet.settings
+    if settings.locked_until is not None and settings.locked_at(now_us):
+        raise wallet_locked(settings.locked_until, "no money may leave this wallet: it is locked")
+    budget = settings.budget
+    if own_move or budget is None or budget.on_limit != "block":
+        return
+    spent = budgets.spent_in(conn, [wallet_id], budgets.month_of(now_us)).get(wallet_id, 0)
+    if spent + amount > budget.amount:
+        raise budget_exceeded(budget.amount, spent, wallet.currency)
+
+
+def record_spend(
+    conn: Connection, wallet_id: str, amount: int, currency: str, now_us: int
+) -> list[OutboxEvent]:
+    """Count spending against the wallet's month (atomic); the `wallet.budget_threshold_reached` events
+    to emit. Raises `budget_exceeded` when a blocking budget lost a race: roll the payment back."""
+    wallet = _wallet(conn, wallet_id)
+    if wallet is None:
+        return []
+    budget = None if wallet.settings is None else wallet.settings.budget
+    return budgets.add_spending(
+        conn,
+        user_id=wallet.user_id,
+        wallet_id=wallet_id,
+        amount=amount,
+        currency=currency,
+        budget=budget,
+        now_us=now_us,
+    )
+
+
+def record_unspend(
+    conn: Connection, wallet_id: str, amount: int, now_us: int, *, spent_at_us: int | None = None
+) -> None:
+    """A refund of spending: lower the spending of the month it was spent in (`spent_at_us`, the original
+    payment's time, if given; else the current month)."""
+    month = budgets.month_of(now_us if spent_at_us is None else spent_at_us)
+    budgets.remove_spending(conn, wallet_id, amount, month)
+
+
+def after_credit(conn: Connection, wallet_id: str, now_us: int) -> list[OutboxEvent]:
+    """After money came into the wallet: the `wallet.goal_reached` event if its goal was just reached."""
+    wallet = _wallet(conn, wallet_id)
+    if wallet is None:
+        return []
+    return goals.check_goal(conn, wallet.user_id, wallet.currency, wallet.settings, now_us)

@@ -1,0 +1,235 @@
+"""Payment codes (付款码): enabling a device, the code's window, single use, device binding, the no-PIN
+allowance, and the held charge the customer confirms or lets expire."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pyotp
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from qianbao.payments import payment_code_model
+from qianbao.payments.merchant_tables import merchant_payments
+from tests.api.test_merchant_payments import balance, fund, ledger_balances, open_merchant
+from tests.support.api import SignedUp, with_step_up
+
+
+def _key() -> dict[str, str]:
+    return {"Idempotency-Key": str(uuid.uuid4())}
+
+
+def _cny(amount: int) -> dict[str, Any]:
+    return {"amount": amount, "currency": "CNY"}
+
+
+def enable(client: TestClient, user: SignedUp, wallet_id: str | None = None) -> dict[str, Any]:
+    body = {"wallet_id": wallet_id or user.wallet_id}
+    r = with_step_up(client, user, "POST", "/v1/payment-codes/devices", json=body, headers=_key())
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def code_now(device: dict[str, Any], seq: int = 0, offset_s: float = 0) -> str:
+    return payment_code_model.payment_code(device["secret"], device["number"], time.time() + offset_s, seq)
+
+
+def charge(
+    client: TestClient, owner: SignedUp, merchant_id: str, code: str, amount: int, **extra: Any
+) -> Any:
+    body = {"payment_code": code, "amount": _cny(amount), **extra}
+    return client.post(f"/v1/merchants/{merchant_id}/charges", json=body, headers={**owner.auth, **_key()})
+
+
+@pytest.fixture
+def shop(client: TestClient, bob: SignedUp) -> dict[str, Any]:
+    return open_merchant(client, bob, name="便利店", mcc="5411", city="北京")
+
+
+def test_enabling_a_device_needs_step_up_and_shows_the_secret_once(
+    client: TestClient, alice: SignedUp
+) -> None:
+    first = client.post("/v1/payment-codes/devices", json={"wallet_id": alice.wallet_id}, headers=alice.auth)
+    assert first.status_code == 401 and first.json()["code"] == "step_up_required"
+    device = enable(client, alice)
+    assert len(device["number"]) == 7 and pyotp.TOTP(device["secret"]).secret == device["secret"]
+    listed = client.get("/v1/payment-codes/devices", headers=alice.auth).json()["data"]
+    assert [d["id"] for d in listed] == [device["id"]] and "secret" not in listed[0]
+    current = client.get("/v1/payment-codes/current", headers=alice.auth)
+    assert current.status_code == 200 and current.headers["cache-control"] == "no-store"
+    shown = current.json()
+    assert len(shown["code"]) == 18 and shown["code"].startswith("28" + device["number"])
+    assert shown["qr_svg"].lstrip().startswith("<") and "<svg" in shown["barcode_svg"]
+
+
+def test_a_small_charge_needs_no_pin(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 50_000)
+    device = enable(client, alice)
+    r = charge(client, bob, shop["id"], code_now(device), 2_500, order_id="POS-1")
+    assert r.status_code == 201, r.text
+    paid = r.json()
+    assert paid["status"] == "succeeded" and paid["method"] == "payment_code" and paid["order_id"] == "POS-1"
+    assert paid["fee"] == _cny(10)  # 25.00 × 0.38 % = 0.095 → 0.10
+    assert balance(client, alice.wallet_id) == 47_500
+    allowance = client.get("/v1/payment-codes/settings", headers=alice.auth).json()
+    assert allowance["used_today"] == _cny(2_500)
+
+
+def test_a_code_pays_once(client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]) -> None:
+    fund(client, alice, 10_000)
+    device = enable(client, alice)
+    code = code_now(device)
+    assert charge(client, bob, shop["id"], code, 100).status_code == 201
+    again = charge(client, bob, shop["id"], code, 100)
+    assert again.status_code == 422 and again.json()["code"] == "payment_code_invalid"
+    # The next sequence digit of the same minute is a different, valid code.
+    assert charge(client, bob, shop["id"], code_now(device, seq=1), 100).status_code == 201
+    assert balance(client, alice.wallet_id) == 9_800
+
+
+def test_the_window_accepts_last_minutes_code_but_not_older(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 10_000)
+    device = enable(client, alice)
+    assert charge(client, bob, shop["id"], code_now(device, offset_s=-60), 100).status_code == 201
+    stale = charge(client, bob, shop["id"], code_now(device, offset_s=-180), 100)
+    assert stale.status_code == 422 and stale.json()["code"] == "payment_code_invalid"
+    future = charge(client, bob, shop["id"], code_now(device, offset_s=180), 100)
+    assert future.status_code == 422
+
+
+def test_codes_are_bound_to_their_device(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 10_000)
+    device = enable(client, alice)
+    other_secret = pyotp.random_base32()
+    forged = payment_code_model.payment_code(other_secret, device["number"], time.time())
+    r = charge(client, bob, shop["id"], forged, 100)
+    assert r.status_code == 422 and r.json()["code"] == "payment_code_invalid"
+    for bad in ("12345", "2" * 18, "28" + "x" * 16, "99" + code_now(device)[2:]):
+        assert charge(client, bob, shop["id"], bad, 100).json()["code"] == "payment_code_invalid", bad
+    # Revoking the device (a lost phone) stops its codes at once.
+    assert client.delete(f"/v1/payment-codes/devices/{device['id']}", headers=alice.auth).status_code == 204
+    r = charge(client, bob, shop["id"], code_now(device, seq=3), 100)
+    assert r.status_code == 422 and r.json()["code"] == "payment_code_invalid"
+    assert balance(client, alice.wallet_id) == 10_000
+
+
+def test_enabling_again_replaces_the_secret(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 10_000)
+    old = enable(client, alice)
+    new = enable(client, alice)
+    assert new["secret"] != old["secret"]
+    assert charge(client, bob, shop["id"], code_now(old), 100).json()["code"] == "payment_code_invalid"
+    assert charge(client, bob, shop["id"], code_now(new), 100).status_code == 201
+
+
+def test_only_the_merchant_charges(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 10_000)
+    device = enable(client, alice)
+    r = charge(client, alice, shop["id"], code_now(device), 100)
+    assert r.status_code == 404
+    assert balance(client, alice.wallet_id) == 10_000
+
+
+def _held(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any], amount: int
+) -> dict[str, Any]:
+    device = enable(client, alice)
+    r = charge(client, bob, shop["id"], code_now(device), amount)
+    assert r.status_code == 202, r.text
+    return dict(r.json())
+
+
+def test_above_the_allowance_the_money_is_held_until_the_customer_confirms(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 200_000)
+    held = _held(client, alice, bob, shop, 150_000)
+    assert held["status"] == "pending" and "expires_at" in held
+    wallet = client.get(f"/v1/wallets/{alice.wallet_id}", headers=alice.auth).json()
+    assert wallet["available"] == _cny(50_000) and wallet["balance"] == _cny(200_000)
+    pending = client.get("/v1/payments/pending", headers=alice.auth).json()["data"]
+    assert [p["id"] for p in pending] == [held["id"]]
+    unproved = client.post(f"/v1/payments/{held['id']}/confirm", headers=alice.auth)
+    assert unproved.status_code == 401 and unproved.json()["code"] == "step_up_required"
+    done = with_step_up(client, alice, "POST", f"/v1/payments/{held['id']}/confirm")
+    assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
+    assert balance(client, alice.wallet_id) == 50_000
+    assert balance(client, shop["wallet"]["id"]) == 150_000 - 570
+    merchant_view = client.get(f"/v1/payments/{held['id']}", headers=bob.auth).json()
+    assert merchant_view["status"] == "succeeded"
+    ledger_balances(client)
+
+
+def test_a_held_payment_can_be_called_off(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 200_000)
+    held = _held(client, alice, bob, shop, 150_000)
+    r = client.post(f"/v1/payments/{held['id']}/cancel", headers=alice.auth)
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    wallet = client.get(f"/v1/wallets/{alice.wallet_id}", headers=alice.auth).json()
+    assert wallet["available"] == _cny(200_000)
+    late = client.post(f"/v1/payments/{held['id']}/confirm", headers=alice.auth)
+    assert late.status_code == 409 and late.json()["code"] == "payment_not_pending"
+
+
+def test_an_unconfirmed_hold_expires(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 200_000)
+    held = _held(client, alice, bob, shop, 150_000)
+    ctx = client.app.state.container.identity  # type: ignore[attr-defined]
+    with ctx.db.write() as conn:  # as if the minute had passed
+        conn.execute(
+            update(merchant_payments)
+            .where(merchant_payments.c.id == held["id"])
+            .values(expires_at=ctx.now() - 1)
+        )
+    r = client.post(f"/v1/payments/{held['id']}/confirm", headers=alice.auth)
+    assert r.status_code == 422 and r.json()["code"] == "payment_confirmation_expired"
+    shown = client.get(f"/v1/payments/{held['id']}", headers=alice.auth).json()
+    assert shown["status"] == "failed" and shown["failure_code"] == "payment_confirmation_expired"
+    wallet = client.get(f"/v1/wallets/{alice.wallet_id}", headers=alice.auth).json()
+    assert wallet["available"] == _cny(200_000)
+    ledger_balances(client)
+
+
+def test_the_allowance_can_be_lowered_to_zero_and_raised_only_with_step_up(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 10_000)
+    zero = {"no_pin_per_payment": _cny(0), "no_pin_daily": _cny(0)}
+    r = client.put("/v1/payment-codes/settings", json=zero, headers=alice.auth)
+    assert r.status_code == 200 and r.json()["no_pin_per_payment"] == _cny(0)
+    assert _held(client, alice, bob, shop, 100)["status"] == "pending"
+    back = {"no_pin_per_payment": _cny(100_000), "no_pin_daily": _cny(200_000)}
+    r = client.put("/v1/payment-codes/settings", json=back, headers=alice.auth)
+    assert r.status_code == 401 and r.json()["code"] == "step_up_required"
+    assert with_step_up(client, alice, "PUT", "/v1/payment-codes/settings", json=back).status_code == 200
+    too_high = {"no_pin_per_payment": _cny(100_001), "no_pin_daily": _cny(200_000)}
+    r = client.put("/v1/payment-codes/settings", json=too_high, headers=alice.auth)
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+
+
+def test_the_daily_allowance_counts_every_small_payment(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 300_000)
+    device = enable(client, alice)
+    assert charge(client, bob, shop["id"], code_now(device, seq=0), 100_000).status_code == 201
+    assert charge(client, bob, shop["id"], code_now(device, seq=1), 100_000).status_code == 201
+    third = charge(client, bob, shop["id"], code_now(device, seq=2), 100)
+    assert third.status_code == 202 and third.json()["status"] == "pending"  # ¥2,000 a day used up

@@ -1,0 +1,86 @@
+"""End to end with a real HTTP receiver on 127.0.0.1: after a P2P transfer the payee's server gets a signed
+webhook; it fails first (500), succeeds on the scheduled retry, and a manual resend delivers it again.
+The dispatcher's clock is injected (a fixed clock starting now), so the retry is due without waiting."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from qianbao.clock import FixedClock, SystemClock, to_us
+from qianbao.events.dispatcher import dispatch_once
+from qianbao.events.signing import verify_signature
+from tests.api.test_webhook_endpoints import ctx_of, fund, ok, pay
+from tests.support.api import SignedUp
+from tests.support.receiver import LocalReceiver, running_receiver
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[LocalReceiver, str]]:
+    with running_receiver([500, 200]) as running:
+        yield running
+
+
+def test_a_transfer_reaches_the_payees_server_signed_after_a_retry_and_a_manual_resend(
+    client: TestClient, alice: SignedUp, bob: SignedUp, receiver: tuple[LocalReceiver, str]
+) -> None:
+    local, url = receiver
+    endpoint = ok(
+        client.post(
+            "/v1/webhook-endpoints", json={"url": url, "events": ["transfer.succeeded"]}, headers=bob.auth
+        ),
+        201,
+    )
+    secret = endpoint["secret"]
+    fund(client, alice)
+    transfer = pay(client, alice, bob, 8_800)
+    clock = FixedClock(SystemClock().now_us())
+    ctx = ctx_of(client)
+
+    first = dispatch_once(ctx, clock=clock)
+    assert (first.attempts, first.delivered) == (1, 0)
+    base = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
+    [delivery] = ok(client.get(base, headers=bob.auth))["data"]
+    assert delivery["status"] == "pending" and delivery["attempts"][0]["status_code"] == 500
+    assert delivery["attempts"][0]["response_snippet"] == '{"received": false}'
+
+    # The retry is scheduled within the first backoff ceiling (10 s); at that moment it is sent again.
+    due = to_us_from_rfc3339(delivery["next_attempt_at"])
+    assert 0 < due - clock.now_us() <= 10_000_000
+    assert dispatch_once(ctx, clock=clock).attempts == 0  # not due yet
+    clock.advance(microseconds=due - clock.now_us())
+    second = dispatch_once(ctx, clock=clock)
+    assert (second.attempts, second.delivered) == (1, 1)
+    assert ok(client.get(f"{base}/{delivery['id']}", headers=bob.auth))["status"] == "delivered"
+
+    resent = ok(client.post(f"{base}/{delivery['id']}/resend", headers=bob.auth))
+    assert resent["status"] == "delivered" and resent["attempt_count"] == 3
+    assert [(a["number"], a["status_code"], a["manual"]) for a in resent["attempts"]] == [
+        (3, 200, True),
+        (2, 200, False),
+        (1, 500, False),
+    ]
+
+    assert len(local.received) == 3
+    bodies = {r.body for r in local.received}
+    assert len(bodies) == 1  # the same event, byte for byte, every time
+    event = json.loads(bodies.pop())
+    assert event["type"] == "transfer.succeeded" and event["data"]["transfer_id"] == transfer["id"]
+    assert event["data"]["to_user_id"] == bob.user_id
+    for request in local.received:
+        assert request.path == "/hooks/qianbao"
+        assert request.headers["Qianbao-Event-Id"] == event["id"]
+        assert request.headers["Content-Type"] == "application/json"
+        # What a receiver does: verify against its clock, within five minutes.
+        verify_signature(secret, request.headers["Qianbao-Signature"], request.body, tolerance=300)
+    # The receiver would deduplicate by event id: the feed carries the very same id.
+    feed = ok(client.get("/v1/events?type=transfer.succeeded", headers=bob.auth))["data"]
+    assert [e["id"] for e in feed] == [event["id"]]
+
+
+def to_us_from_rfc3339(text: str) -> int:
+    return to_us(datetime.fromisoformat(text.replace("Z", "+00:00")))

@@ -1,0 +1,64 @@
+"""A real HTTP receiver on 127.0.0.1 for webhook tests: it records what it gets and answers the statuses
+it is told to, in turn."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class LocalReceiver:
+    """A tiny webhook receiver: answers the statuses in `answers` in turn (the last one repeats)."""
+
+    answers: list[int]
+    received: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.lock:
+                    receiver.received.append(Received(self.path, dict(self.headers.items()), body))
+                    status = receiver.answers.pop(0) if len(receiver.answers) > 1 else receiver.answers[0]
+                answer = json.dumps({"received": status < 300}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
+                del format, args
+
+        return Handler
+
+
+@contextmanager
+def running_receiver(answers: list[int]) -> Iterator[tuple[LocalReceiver, str]]:
+    """A receiver serving on a free port, and the URL to register for it."""
+    local = LocalReceiver(answers)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), local.handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield local, f"http://127.0.0.1:{server.server_address[1]}/hooks/qianbao"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
