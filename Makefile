@@ -39,9 +39,10 @@ unit: $(DEV_STAMP)
 integration: $(DEV_STAMP)
 	$(BIN)/pytest tests/integration -q
 
-# Lint, type-check, then the whole suite: unit, integration and API tests on SQLite and PostgreSQL.
+# Lint, type-check, then the whole suite: unit, integration and API tests on SQLite and PostgreSQL, in
+# one worker process per core (at most 4): every test has its own databases, so they run side by side.
 test: lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --numprocesses auto --maxprocesses 4
 
 # After adding an error code to src/qianbao/error_codes.py: new msgids into the .po catalogs (translate the
 # empty msgstr lines), then docs/errors.md regenerated. The catalogs are read as .po at run time: no compile.
