@@ -16,6 +16,7 @@ from qianbao.payments import emvco
 from qianbao.payments.merchant_tables import merchant_qr_codes
 from qianbao.payments.qr_images import decode_qr_image
 from tests.support.api import SignedUp, sign_up, with_step_up
+from tests.support.operators import create_operator
 
 
 def _key() -> dict[str, str]:
@@ -450,3 +451,42 @@ def test_payments_and_refunds_show_in_the_customers_history(
     assert {t["type"] for t in found} == {"merchant_payment", "refund"}
     csv_text = client.get(f"{path}.csv", headers=alice.auth).text
     assert "老王面馆" in csv_text and "merchant_payment" in csv_text
+
+
+# -- operators -------------------------------------------------------------------------------------
+
+
+def test_a_suspended_merchant_takes_no_payments_until_reactivated(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 5_000)
+    qr = static_payload(client, bob, shop["id"])
+    support = create_operator(client, roles=("support",))
+    path = f"/v1/operator/merchants/{shop['id']}"
+    assert client.post(f"{path}/suspend", json={"reason": "x"}, headers=support.auth).status_code == 422
+    r = client.post(
+        f"{path}/suspend", json={"reason": "complaint 42: goods not delivered"}, headers=support.auth
+    )
+    assert r.status_code == 200 and r.json()["status"] == "suspended", r.text
+    declined = pay(client, alice, qr, 1_000)
+    assert declined.status_code == 423 and declined.json()["code"] == "merchant_inactive"
+    till = client.post(f"/v1/merchants/{shop['id']}/qr-codes", json={"amount": _cny(100)}, headers=bob.auth)
+    assert till.status_code == 423 and till.json()["code"] == "merchant_inactive"
+    assert client.get(f"/v1/merchants/{shop['id']}", headers=bob.auth).json()["status"] == "suspended"
+    assert balance(client, alice.wallet_id) == 5_000
+    back = client.post(
+        f"{path}/reactivate", json={"reason": "resolved with the customer"}, headers=support.auth
+    )
+    assert back.status_code == 200 and back.json()["status"] == "active"
+    assert pay(client, alice, qr, 1_000).status_code == 201
+    log = client.get("/v1/operator/audit-events", params={"user_id": bob.user_id}, headers=support.auth)
+    changes = [
+        (e["event"], e["details"]["reason"])
+        for e in log.json()["data"]
+        if e["event"] in ("merchant.suspended", "merchant.reactivated")
+    ]
+    assert changes[:2] == [
+        ("merchant.reactivated", "resolved with the customer"),
+        ("merchant.suspended", "complaint 42: goods not delivered"),
+    ]
+    assert client.post(f"{path}/suspend", json={"reason": "by a user"}, headers=alice.auth).status_code == 403

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, insert, select
 
 from qianbao.identity.tables import api_nonces, ceremonies, verifications
+from qianbao.payments.code_tables import payment_code_uses
 from qianbao.security import audit
 from qianbao.security.tables import audit_events
 from qianbao.store.database import Database
@@ -45,12 +46,19 @@ def test_purge_drops_only_rows_past_their_retention(fresh_db: Database) -> None:
                     created_at=created,
                 )
             )
+        for seq, used in ((0, NOW - 2 * HOUR_US), (1, NOW - 90_000_000)):
+            conn.execute(
+                insert(payment_code_uses).values(
+                    device_id="pcd_1", step=1, seq=seq, used_at=used, charge_ref="c"
+                )
+            )
         audit.record(conn, NOW - 1000 * HOUR_US, "ancient.event", audit.Actor.system())
-    assert purge_expired(fresh_db, NOW) == 4
+    assert purge_expired(fresh_db, NOW) == 5
     assert purge_expired(fresh_db, NOW) == 0
     with fresh_db.read() as conn:
         assert conn.execute(select(verifications.c.id)).scalars().all() == ["ver_fresh"]
         assert conn.execute(select(ceremonies.c.id)).scalars().all() == ["cer_fresh"]
         assert conn.execute(select(api_nonces.c.nonce)).scalars().all() == ["new"]
         assert conn.execute(select(idempotency_keys.c.key)).scalars().all() == ["new"]
+        assert conn.execute(select(payment_code_uses.c.seq)).scalars().all() == [1]
         assert conn.execute(select(func.count()).select_from(audit_events)).scalar_one() == 1

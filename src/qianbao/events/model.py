@@ -32,6 +32,8 @@ EVENT_TYPES: dict[str, str] = {
     "wallet.budget_threshold_reached": "Spending from a wallet reached 80% or 100% of its monthly budget.",
     "wallet.goal_reached": "A savings wallet reached its goal.",
     "merchant.created": "A merchant profile was created.",
+    "merchant.suspended": "An operator suspended the merchant: it cannot take payments until reactivated.",
+    "merchant.reactivated": "An operator reactivated a suspended merchant.",
     "qr_code.created": "A merchant created a dynamic QR code.",
     "payment.confirmation_required": "A payment-code charge waits for the payer's confirmation (a hold).",
     "payment.succeeded": "A merchant payment succeeded.",

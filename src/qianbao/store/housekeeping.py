@@ -1,9 +1,10 @@
 """Housekeeping: delete short-lived security rows once nothing can use them any more.
 
-Expired one-time codes, WebAuthn ceremonies and step-up challenges, remembered API nonces and old
-idempotency records would otherwise grow without bound. Each worker's sweeper calls `purge_expired` now
-and then; the deletes are idempotent and bounded, so several workers running them at once is harmless.
-The audit log is never purged (it is append-only in the database).
+Expired one-time codes, WebAuthn ceremonies and step-up challenges, remembered API nonces, old
+idempotency records and the record of used payment codes would otherwise grow without bound. Each
+worker's sweeper calls `purge_expired` now and then; the deletes are idempotent and bounded, so several
+workers running them at once is harmless. The audit log is never purged (it is append-only in the
+database).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import Table, delete, select
 
 from qianbao.identity.tables import api_nonces, ceremonies, challenges, verifications
+from qianbao.payments.code_tables import payment_code_uses
 from qianbao.store.database import Database
 from qianbao.store.idempotency_tables import idempotency_keys
 
@@ -22,6 +24,8 @@ RETENTION_US: dict[str, int] = {
     "challenges": 30 * 24 * HOUR_US,
     "api_nonces": 1 * HOUR_US,  # the replay window is 5 minutes
     "idempotency_keys": 48 * HOUR_US,  # API.md promises at least 24 hours
+    # A payment code is accepted for about two minutes; its "used" row must outlive that, no more.
+    "payment_code_uses": 1 * HOUR_US,
 }
 BATCH = 1000
 
@@ -49,5 +53,12 @@ def purge_expired(db: Database, now_us: int) -> int:
         + _purge(db, api_nonces, "seen_at", now_us - RETENTION_US["api_nonces"], ("key_id", "nonce"))
         + _purge(
             db, idempotency_keys, "created_at", now_us - RETENTION_US["idempotency_keys"], ("scope", "key")
+        )
+        + _purge(
+            db,
+            payment_code_uses,
+            "used_at",
+            now_us - RETENTION_US["payment_code_uses"],
+            ("device_id", "step", "seq"),
         )
     )

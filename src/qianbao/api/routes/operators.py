@@ -21,6 +21,8 @@ from qianbao.identity import approvals, customer_admin, operators, sessions
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.identity.operators import Permission, roles_for
+from qianbao.payments import merchant_admin
+from qianbao.payments.merchants import Merchant
 from qianbao.security import audit
 
 router = APIRouter(tags=["operators"])
@@ -201,6 +203,29 @@ def freeze_user(
 ) -> dict[str, Any]:
     """Freeze the customer and all their wallets (no money in or out); they are told by SMS."""
     return customer_json(customer_admin.freeze_customer(ctx, operator, user_id, body.reason, info))
+
+
+@router.post("/v1/operator/merchants/{merchant_id}/suspend")
+def suspend_merchant(
+    merchant_id: str, body: ReasonRequest, operator: Freezer, ctx: Identity, info: Info
+) -> dict[str, Any]:
+    """Stop a merchant taking payments (`merchant_inactive` everywhere); its wallet keeps its money."""
+    return merchant_status_json(
+        merchant_admin.set_merchant_status(ctx, operator, merchant_id, "suspended", body.reason, info)
+    )
+
+
+@router.post("/v1/operator/merchants/{merchant_id}/reactivate")
+def reactivate_merchant(
+    merchant_id: str, body: ReasonRequest, operator: Freezer, ctx: Identity, info: Info
+) -> dict[str, Any]:
+    return merchant_status_json(
+        merchant_admin.set_merchant_status(ctx, operator, merchant_id, "active", body.reason, info)
+    )
+
+
+def merchant_status_json(m: Merchant) -> dict[str, Any]:
+    return {"id": m.id, "name": m.name, "owner_user_id": m.owner_user_id, "status": m.status}
 
 
 @router.post("/v1/operator/users/{user_id}/unfreeze")
