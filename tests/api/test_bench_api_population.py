@@ -8,16 +8,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from qianbao.benchmarks.api import (
-    ApiBenchParams,
-    WrkResult,
-    answered,
-    check_books,
-    close_body,
-    create_population,
-    payment_transfers,
-    request_lines,
-)
+from qianbao.benchmarks.api import answered, check_books, payment_transfers
+from qianbao.benchmarks.api_params import ApiBenchParams
+from qianbao.benchmarks.api_population import close_body, create_population, request_lines
+from qianbao.benchmarks.api_wrk import WrkResult
 from qianbao.ledger.queries import LedgerReader
 from qianbao.store.database import Database
 

@@ -9,22 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from qianbao.benchmarks.api import (
-    DEFAULT_SCRIPT,
-    RESULT_MARKER,
-    ApiBenchParams,
-    ApiBenchResult,
-    BenchError,
+from qianbao.benchmarks.api import ApiBenchResult, check_loopback
+from qianbao.benchmarks.api_params import DEFAULT_SCRIPT, RESULT_MARKER, ApiBenchParams, BenchError
+from qianbao.benchmarks.api_population import (
     BenchMerchant,
     BenchUser,
     Population,
-    check_loopback,
     close_body,
-    parse_wrk_output,
     request_lines,
     source_addresses,
-    wrk_command,
 )
+from qianbao.benchmarks.api_wrk import parse_wrk_output, wrk_command
 
 # The tail of a real `wrk … -s bench/api_payments.lua` run (one thread, 64 connections, 5 s).
 WRK_SAMPLE = """Running 5s test @ http://127.0.0.1:40123

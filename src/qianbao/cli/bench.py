@@ -132,7 +132,9 @@ def bench_api(
 
     Needs wrk (`apt-get install -y wrk`). Starts `qianbao serve` on a scratch database unless --url is
     given; what the bench changes from a default server is in docs/benchmarks.md."""
-    from qianbao.benchmarks.api import DEFAULT_SCRIPT, ApiBenchParams, BenchError, find_wrk, run_api_bench
+    from qianbao.benchmarks.api import run_api_bench
+    from qianbao.benchmarks.api_params import DEFAULT_SCRIPT, ApiBenchParams, BenchError
+    from qianbao.benchmarks.api_wrk import find_wrk
 
     if amount_max < amount_min:
         raise typer.BadParameter("--amount-max must be at least --amount-min")
