@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
 
 from qianbao.bootstrap import Container
-from qianbao.errors import QianbaoError
 from qianbao.identity.model import Principal, PrincipalKind, RequestInfo
 from qianbao.ledger.verify import verify_ledger
 from qianbao.payments.funding import sandbox_fund
@@ -29,7 +30,7 @@ from qianbao.wallets.service import create_sub_wallet
 from qianbao.wallets.settings import BudgetChange, WalletChanges
 from qianbao.wallets.spending import check_spend, record_spend
 from qianbao.wallets.tables import wallet_budget_months
-from tests.support.population import register
+from tests.support.population import race, register
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -105,28 +106,12 @@ def test_concurrent_payments_never_exceed_a_blocking_budget(container: Container
     ctx = container.identity
     payer, wallet_id = budgeted_wallet(container)
     recipients = [register(ctx, f"收款人{i}")[1] for i in range(PAYMENTS)]
-    barrier = threading.Barrier(PAYMENTS)
-    outcomes: list[str] = []
-    lock = threading.Lock()
 
-    def pay(recipient_wallet: str) -> None:
+    def pay(recipient_wallet: str) -> Callable[[], Any]:
         request = TransferRequest(wallet_id, AMOUNT, "CNY", to_wallet_id=recipient_wallet)
-        barrier.wait()
-        try:
-            send_transfer(ctx, payer, request)
-            outcome = "ok"
-        except QianbaoError as exc:
-            outcome = exc.code
-        except Exception as exc:  # noqa: BLE001 - any other failure is recorded and fails the test
-            outcome = f"{type(exc).__name__}: {exc}"
-        with lock:
-            outcomes.append(outcome)
+        return lambda: send_transfer(ctx, payer, request)
 
-    threads = [threading.Thread(target=pay, args=(w,)) for w in recipients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    outcomes = [code for code, _ in race([pay(w) for w in recipients])]
 
     assert Counter(outcomes) == {"ok": EXPECTED_OK, "budget_exceeded": PAYMENTS - EXPECTED_OK}, round_
     assert spent(container, wallet_id) == BUDGET

@@ -9,21 +9,21 @@ and 8 are refused with `limit_exceeded_daily`, however the threads interleave.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from qianbao.bootstrap import Container
-from qianbao.errors import QianbaoError
 from qianbao.identity.model import Principal, PrincipalKind
 from qianbao.identity.tables import limit_usage
 from qianbao.ledger.verify import verify_ledger
 from qianbao.payments.funding import sandbox_fund
 from qianbao.payments.tables import transfers
 from qianbao.payments.transfers import TransferRequest, send_transfer
-from tests.support.population import register
+from tests.support.population import race, register
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -41,28 +41,12 @@ def test_concurrent_payments_never_exceed_the_daily_limit(container: Container, 
     recipients = [register(ctx, f"收款人{i}")[1] for i in range(PAYMENTS)]
     payer = Principal(PrincipalKind.USER, payer_id, payer_id, device_trusted=True)
     sandbox_fund(ctx, payer, wallet_id=payer_wallet, amount=FUNDED, currency_code="CNY")
-    barrier = threading.Barrier(PAYMENTS)
-    outcomes: list[str] = []
-    lock = threading.Lock()
 
-    def pay(recipient_wallet: str) -> None:
+    def pay(recipient_wallet: str) -> Callable[[], Any]:
         request = TransferRequest(payer_wallet, AMOUNT, "CNY", to_wallet_id=recipient_wallet)
-        barrier.wait()
-        try:
-            send_transfer(ctx, payer, request)
-            outcome = "ok"
-        except QianbaoError as exc:
-            outcome = exc.code
-        except Exception as exc:  # noqa: BLE001 - any other failure is recorded and fails the test
-            outcome = f"{type(exc).__name__}: {exc}"
-        with lock:
-            outcomes.append(outcome)
+        return lambda: send_transfer(ctx, payer, request)
 
-    threads = [threading.Thread(target=pay, args=(w,)) for w in recipients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    outcomes = [code for code, _ in race([pay(w) for w in recipients])]
 
     assert Counter(outcomes) == {"ok": EXPECTED_OK, "limit_exceeded_daily": PAYMENTS - EXPECTED_OK}, round_
     with ctx.db.read() as conn:

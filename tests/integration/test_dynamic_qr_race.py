@@ -23,7 +23,8 @@ from qianbao.payments.merchant_records import PaymentRecord
 from qianbao.payments.merchant_tables import merchant_payments, merchant_qr_codes
 from qianbao.payments.merchants import Merchant
 from qianbao.payments.qr_payments import QrPaymentRequest, pay_by_qr
-from tests.integration.test_refund_race import balances, open_shop, race, register
+from tests.integration.test_refund_race import balances, open_shop, register
+from tests.support.population import race
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

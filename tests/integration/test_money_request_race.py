@@ -9,14 +9,14 @@ of work stands between them and a double payment: exactly one succeeds, the othe
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from qianbao.bootstrap import Container
-from qianbao.errors import QianbaoError
 from qianbao.identity.model import RequestInfo
 from qianbao.identity.tables import limit_usage
 from qianbao.ledger.verify import verify_ledger
@@ -27,6 +27,7 @@ from qianbao.payments.tables import transfers
 from qianbao.payments.transfers import TransferRequest, send_transfer
 from qianbao.store.outbox import outbox
 from qianbao.wallets.service import create_sub_wallet
+from tests.support.population import race
 from tests.support.population import register_principal as register
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -53,29 +54,13 @@ def test_concurrent_accepts_pay_a_request_once(container: Container, round_: int
             to_wallet_id=requester_wallet, amount=AMOUNT, currency="CNY", payer_wallet_id=payer_wallet
         ),
     ).request
-    barrier = threading.Barrier(ATTEMPTS)
-    outcomes: list[str] = []
-    lock = threading.Lock()
 
-    def attempt(i: int) -> None:
+    def attempt(i: int) -> Callable[[], Any]:
         source = payer_wallet if i % 2 else sub
         key = f"accept-{round_}-{i}" if i % 3 else None
-        barrier.wait()
-        try:
-            accept_request(ctx, payer, request.id, from_wallet_id=source, idempotency_key=key)
-            outcome = "paid"
-        except QianbaoError as exc:
-            outcome = exc.code
-        except Exception as exc:  # noqa: BLE001 - any other failure is recorded and fails the test
-            outcome = f"{type(exc).__name__}: {exc}"
-        with lock:
-            outcomes.append(outcome)
+        return lambda: accept_request(ctx, payer, request.id, from_wallet_id=source, idempotency_key=key)
 
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(ATTEMPTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    outcomes = ["paid" if code == "ok" else code for code, _ in race([attempt(i) for i in range(ATTEMPTS)])]
 
     assert Counter(outcomes) == {"paid": 1, "request_not_pending": ATTEMPTS - 1}, outcomes
     with ctx.db.read() as conn:

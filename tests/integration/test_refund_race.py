@@ -11,7 +11,6 @@ asked for (what is left only ever shrinks).
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -21,7 +20,6 @@ import pytest
 from sqlalchemy import func, select
 
 from qianbao.bootstrap import Container
-from qianbao.errors import QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, RequestInfo
 from qianbao.ledger.system_accounts import FEES, system_account_id
@@ -34,6 +32,7 @@ from qianbao.payments.merchant_tables import merchant_payments, refunds
 from qianbao.payments.merchants import Merchant
 from qianbao.payments.qr_payments import QrPaymentRequest, pay_by_qr
 from qianbao.payments.refunds import RefundRequest, refund_payment
+from tests.support.population import race
 from tests.support.population import register_principal as register
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -60,29 +59,6 @@ def pay_static(
 ) -> PaymentRecord:
     request = QrPaymentRequest(wallet_id, merchants.static_qr_payload(merchant), amount, "CNY")
     return pay_by_qr(ctx, payer, request)
-
-
-def race(calls: list[Callable[[], Any]]) -> list[tuple[str, Any]]:
-    """Run the calls in threads released together: each outcome is ("ok", result) or (error code, error)."""
-    barrier = threading.Barrier(len(calls))
-    outcomes: list[tuple[str, Any]] = [("not run", None)] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            outcomes[i] = ("ok", calls[i]())
-        except QianbaoError as exc:
-            outcomes[i] = (exc.code, exc)
-        except Exception as exc:  # noqa: BLE001 - any other failure is recorded and fails the test
-            outcomes[i] = (f"{type(exc).__name__}: {exc}", exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not any(t.is_alive() for t in threads), "a thread is stuck"
-    return outcomes
 
 
 def balances(container: Container, *ids: str) -> list[int]:

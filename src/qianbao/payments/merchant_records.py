@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Row, Table, insert, select
 
 from qianbao.errors import InvalidInput
 from qianbao.payments.merchant_tables import merchant_payments, refunds
@@ -109,17 +109,19 @@ def refund_from_row(row: Any, keys: KeyRing) -> RefundRecord:
     )
 
 
+def _one(conn: Connection, table: Table, id: str | None, ledger_id: str | None) -> Row[Any] | None:
+    """The row with this id or this ledger transfer id (both are unique)."""
+    if id is not None:
+        return conn.execute(select(table).where(table.c.id == id)).first()
+    if ledger_id is not None:
+        return conn.execute(select(table).where(table.c.ledger_transfer_id == ledger_id)).first()
+    raise ValueError("give id or ledger_id")
+
+
 def payment_by(
     conn: Connection, keys: KeyRing, *, id: str | None = None, ledger_id: str | None = None
 ) -> PaymentRecord | None:
-    query = select(merchant_payments)
-    if id is not None:
-        query = query.where(merchant_payments.c.id == id)
-    elif ledger_id is not None:
-        query = query.where(merchant_payments.c.ledger_transfer_id == ledger_id)
-    else:
-        raise ValueError("give id or ledger_id")
-    row = conn.execute(query).first()
+    row = _one(conn, merchant_payments, id, ledger_id)
     return None if row is None else payment_from_row(row, keys)
 
 
@@ -138,14 +140,7 @@ def payments_by_ledger_ids(
 def refund_by(
     conn: Connection, keys: KeyRing, *, id: str | None = None, ledger_id: str | None = None
 ) -> RefundRecord | None:
-    query = select(refunds)
-    if id is not None:
-        query = query.where(refunds.c.id == id)
-    elif ledger_id is not None:
-        query = query.where(refunds.c.ledger_transfer_id == ledger_id)
-    else:
-        raise ValueError("give id or ledger_id")
-    row = conn.execute(query).first()
+    row = _one(conn, refunds, id, ledger_id)
     return None if row is None else refund_from_row(row, keys)
 
 
