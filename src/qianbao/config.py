@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    # Threads per worker for blocking work (sync endpoints and dependencies, i.e. every database call).
+    # They share one GIL: beyond a few, more threads add switching, not throughput (docs/benchmarks.md).
+    threads: int = Field(default=8, ge=1, le=256)
     var_dir: Path = Path("./var")
     # Group commit: how long the ledger waits for more transfers once one arrives, and the batch cap.
     ledger_batch_window_ms: float = Field(default=1.0, ge=0, le=100)

@@ -169,14 +169,14 @@ def test_a_ledger_decline_is_referenced_by_its_transfer_id(
     """A decline that reached the ledger has a failed transfer on record: that id is the reference, in
     the body and in every replay of the same Idempotency-Key."""
     funded(client, alice, 40_000)
-    real_lookup = LedgerReader.lookup_accounts
+    real_lookup = LedgerReader.lookup_accounts_in  # the pre-checks' balance read
 
-    def frozen_after_checks(self: LedgerReader, ids: Any) -> Any:
-        found = real_lookup(self, ids)
+    def frozen_after_checks(self: LedgerReader, conn: Any, ids: Any) -> Any:
+        found = real_lookup(self, conn, ids)
         container(client).ledger.set_account_status(bob.wallet_id, AccountStatus.FROZEN)
         return found
 
-    monkeypatch.setattr(LedgerReader, "lookup_accounts", frozen_after_checks)
+    monkeypatch.setattr(LedgerReader, "lookup_accounts_in", frozen_after_checks)
     first = transfer(client, alice, money(30_000), {"wallet_id": bob.wallet_id}, ZH, key="frozen-payee")
     monkeypatch.undo()
 

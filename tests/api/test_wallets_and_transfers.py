@@ -565,14 +565,14 @@ def test_a_ledger_decline_is_recorded_and_releases_the_daily_reservation(
     ctx = container(client).identity
     principal = Principal(PrincipalKind.USER, alice.user_id, alice.user_id, device_trusted=True)
     # Bob's wallet is frozen after the checks, before the unit of work: the ledger has the last word.
-    real_lookup = LedgerReader.lookup_accounts
+    real_lookup = LedgerReader.lookup_accounts_in  # the pre-checks' balance read
 
-    def frozen_after_checks(self: LedgerReader, ids: Any) -> Any:
-        found = real_lookup(self, ids)
+    def frozen_after_checks(self: LedgerReader, conn: Any, ids: Any) -> Any:
+        found = real_lookup(self, conn, ids)
         container(client).ledger.set_account_status(bob.wallet_id, AccountStatus.FROZEN)
         return found
 
-    monkeypatch.setattr(LedgerReader, "lookup_accounts", frozen_after_checks)
+    monkeypatch.setattr(LedgerReader, "lookup_accounts_in", frozen_after_checks)
     request = TransferRequest(alice.wallet_id, 30_000, "CNY", to_wallet_id=bob.wallet_id)
     with pytest.raises(PaymentDeclined) as declined:
         send_transfer(ctx, principal, request, idempotency_key="declined")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
 
 from qianbao.benchmarks.api import ApiBenchResult, check_loopback
+from qianbao.benchmarks.api_floor_app import floor_metadata, floor_writes
+from qianbao.benchmarks.api_floors import _rows_settled
 from qianbao.benchmarks.api_params import DEFAULT_SCRIPT, RESULT_MARKER, ApiBenchParams, BenchError
 from qianbao.benchmarks.api_population import (
     BenchMerchant,
@@ -20,6 +23,7 @@ from qianbao.benchmarks.api_population import (
     source_addresses,
 )
 from qianbao.benchmarks.api_wrk import parse_wrk_output, wrk_command
+from qianbao.store.database import Database
 
 # The tail of a real `wrk … -s bench/api_payments.lua` run (one thread, 64 connections, 5 s).
 WRK_SAMPLE = """Running 5s test @ http://127.0.0.1:40123
@@ -163,3 +167,72 @@ def test_the_wrk_script_prints_the_line_the_parser_reads() -> None:
     script = DEFAULT_SCRIPT.read_text()
     assert RESULT_MARKER.strip() in script
     assert "Idempotency-Key" in script
+
+
+def test_floor_requests_are_the_bench_requests_sent_to_the_floor_endpoint() -> None:
+    from qianbao.benchmarks.api_floors import floor_lines
+
+    lines = request_lines(_population(), ApiBenchParams(payers=5, merchants=2), random.Random(3))
+    rewritten = floor_lines(lines, "group")
+    assert len(rewritten) == len(lines)
+    for before, after in zip(lines, rewritten, strict=True):
+        kind, _path, rest = before.split("\t", 2)
+        assert after == "\t".join((kind, "/floor/group", rest))  # same token, device and body
+
+
+def test_the_summary_gives_each_floor_and_the_ratio_to_it() -> None:
+    from qianbao.benchmarks.api_floors import Floor
+
+    wrk = parse_wrk_output(WRK_SAMPLE)
+    floor = Floor("transaction", wrk, server_cores=0.5, rows_written=235)
+    assert floor.cpu_ms_per_request == pytest.approx(0.5 / (235 / 5.020114) * 1000, abs=0.001)
+    result = ApiBenchResult(
+        database="postgresql",
+        params=ApiBenchParams(),
+        server="started, 2 worker(s)",
+        population_seconds=1.0,
+        wrk=wrk,
+        books=None,
+        ledger=None,
+        cpu_cores={},
+        synchronous_commit="on",
+        floors=[floor],
+    )
+    summary = result.summary()
+    assert summary["floors"]["transaction"]["per_s"] == pytest.approx(46.8, abs=0.1)
+    assert summary["floors"]["transaction"]["p99_ms"] == pytest.approx(2714.93)
+    assert summary["api_over_floor"] == {"transaction": 1.0}
+    json.dumps(summary)
+
+
+@pytest.fixture
+def floor_db(tmp_path: Path) -> Iterator[Database]:
+    """A SQLite database with the floors' table (the row check does not care which database)."""
+    db = Database(f"sqlite:///{tmp_path / 'floor.db'}")
+    floor_metadata.create_all(db.engine)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+def _write_rows(db: Database, prefix: str, count: int, start: int = 0) -> None:
+    with db.write() as conn:
+        conn.execute(
+            floor_writes.insert(), [{"key": f"{prefix}-1-{i}", "amount": 1} for i in range(start, count)]
+        )
+
+
+def test_a_floor_that_answered_201_without_writing_fails_the_bench(floor_db: Database) -> None:
+    _write_rows(floor_db, "floor-x-", 200)
+    wrk = parse_wrk_output(WRK_SAMPLE)  # 235 answers of 201
+    with pytest.raises(BenchError, match="235 times 201 but wrote 200 rows, not 235"):
+        _rows_settled(floor_db, "floor-x-", wrk, seconds=0)
+    _write_rows(floor_db, "floor-x-", 235, start=200)
+    assert _rows_settled(floor_db, "floor-x-", wrk, seconds=0) == 235
+
+
+def test_with_several_statements_per_request_every_201_must_be_that_many_rows(floor_db: Database) -> None:
+    _write_rows(floor_db, "floor-y-", 235)
+    with pytest.raises(BenchError, match="wrote 235 rows, not 470"):
+        _rows_settled(floor_db, "floor-y-", parse_wrk_output(WRK_SAMPLE), seconds=0, per_request=2)

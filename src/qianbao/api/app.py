@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Starlette runs sync endpoints and dependencies on anyio's default thread limiter (40 tokens).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         container = build_container(settings)
         container.start()
         app.state.container = container

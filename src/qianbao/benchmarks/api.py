@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -44,12 +44,13 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from qianbao.benchmarks.api_floors import Floor, run_floors
 from qianbao.benchmarks.api_params import PAYMENT_CODE, SERVER_ENV, ApiBenchParams, BenchError
 from qianbao.benchmarks.api_population import Http, LoopbackHttp, create_population, request_lines
 from qianbao.benchmarks.api_wrk import WrkResult, cpu_cores, cpu_sample, run_wrk, wrk_command
 from qianbao.ledger.tables import transfers as ledger_transfers
 from qianbao.ledger.verify import verify_ledger
-from qianbao.store.database import Database
+from qianbao.store.database import Database, normalise_url
 from qianbao.store.idempotency_tables import idempotency_keys
 
 Progress = Callable[[int], None]
@@ -93,15 +94,27 @@ def wait_healthy(http: Http, deadline_s: float, alive: Callable[[], bool] = lamb
 def started_server(database_url: str, workers: int, work_dir: Path) -> Iterator[Server]:
     """`qianbao serve` on a free loopback port with the bench's environment; stopped afterwards."""
     port = free_port()
-    log_path = work_dir / "server.log"
-    env = {**os.environ, **SERVER_ENV, "QIANBAO_VAR_DIR": str(work_dir / "var")}
     command = [
         sys.executable, "-m", "qianbao.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--workers", str(workers), "--database-url", database_url,
     ]  # fmt: skip
+    env = {**SERVER_ENV, "QIANBAO_VAR_DIR": str(work_dir / "var")}
+    with started_process(command, env, work_dir, "server", port=port) as server:
+        yield server
+
+
+@contextmanager
+def started_process(
+    command: list[str], env: dict[str, str], work_dir: Path, name: str, *, port: int | None = None
+) -> Iterator[Server]:
+    """A server process (its own session, log in `work_dir/<name>.log`) once it answers /healthz on
+    the port given in `command` (`--port`); SIGINT afterwards (uvicorn's supervisor stops its workers)."""
+    if port is None:
+        port = int(command[command.index("--port") + 1])
+    log_path = work_dir / f"{name}.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True
         )
     server = Server(f"http://127.0.0.1:{port}", process.pid, log_path)
     try:
@@ -112,7 +125,7 @@ def started_server(database_url: str, workers: int, work_dir: Path) -> Iterator[
         yield server
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGINT)  # uvicorn's supervisor stops its workers and exits
+            process.send_signal(signal.SIGINT)
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
@@ -263,6 +276,7 @@ class ApiBenchResult:
     ledger: LedgerOnly | None
     cpu_cores: dict[str, float]
     synchronous_commit: str | None
+    floors: list[Floor] = field(default_factory=list)
 
     @property
     def server_cpu_ms_per_payment(self) -> float | None:
@@ -300,6 +314,12 @@ class ApiBenchResult:
             "ledger_p99_ms": None if self.ledger is None else round(self.ledger.p99_ms, 2),
             "ledger_clients": None if self.ledger is None else self.ledger.clients,
             "api_over_ledger": ratio,
+            "floors": {floor.name: floor.summary() for floor in self.floors},
+            "api_over_floor": {
+                floor.name: round(w.payments_per_s / floor.per_second, 3)
+                for floor in self.floors
+                if floor.per_second
+            },
             "books_ok": None if self.books is None else self.books.ok,
             "ledger_verified": None if self.books is None else self.books.verified,
             "server_succeeded": None if self.books is None else self.books.server_succeeded,
@@ -311,6 +331,10 @@ class ApiBenchResult:
             "synchronous_commit": self.synchronous_commit,
             **{k: v for k, v in asdict(self.params).items() if k != "ledger_clients"},
         }
+
+
+def _is_postgresql(database_url: str) -> bool:
+    return make_url(normalise_url(database_url)).get_backend_name() == "postgresql"
 
 
 def _synchronous_commit(db: Database) -> str | None:
@@ -359,6 +383,13 @@ def run_api_bench(
                         raise BenchError(
                             f"{exc}\nthe server's log ends with:\n{tail(server.log_path)}"
                         ) from None
+        if params.floor_s and database_url is not None and not _is_postgresql(database_url):
+            log("floors skipped: they run on PostgreSQL")
+        elif params.floor_s and database_url is not None:
+            lines = (work_dir / "population.tsv").read_text().splitlines()
+            result.floors = run_floors(
+                params, database_url, lines, script=script, wrk=wrk, work_dir=work_dir, log=log
+            )
         if params.ledger_transfers and database_url is not None:
             clients = params.ledger_clients or params.connections
             log(f"ledger engine alone: {params.ledger_transfers:,} transfers, {clients} clients")

@@ -45,5 +45,7 @@ class ApiBenchParams:
     setup_concurrency: int = 16
     ledger_transfers: int = 60_000
     ledger_clients: int = 0  # 0: as many as the HTTP run has connections
+    floor_s: int = 10  # seconds per floor (api_floors); 0: skip the floors
+    floor_statements: int = 1  # statements (rows written) per request in the writing floors
     timeout_s: int = 10
     seed: int = 1

@@ -14,6 +14,12 @@ from rich.table import Table
 
 from qianbao.config import Settings
 
+FLOOR_LABELS = {
+    "http": "framework only",
+    "transaction": "1 transaction/request",
+    "async": "1 async transaction/request",
+    "group": "group commit",
+}
 bench_app = typer.Typer(help="Benchmarks (the last output line is one JSON object).", no_args_is_help=True)
 console = Console(stderr=False)
 
@@ -121,6 +127,18 @@ def bench_api(
     ledger_clients: Annotated[
         int, typer.Option(min=0, help="Its concurrent clients (0: as many as --connections).")
     ] = 0,
+    floor_seconds: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Seconds of each floor: the same requests against a no-payment server of the same stack"
+            " (framework only; one transaction each, threaded or async; group commit). 0: skip them.",
+        ),
+    ] = 10,
+    floor_statements: Annotated[
+        int,
+        typer.Option(min=1, max=100, help="INSERT statements per request in the floors that write."),
+    ] = 1,
     script: Annotated[
         Path | None, typer.Option(help="The wrk Lua script (default: bench/api_payments.lua).")
     ] = None,
@@ -141,7 +159,8 @@ def bench_api(
     params = ApiBenchParams(
         workers=workers, connections=connections, threads=threads, duration_s=duration, warmup_s=warmup,
         payers=payers, merchants=merchants, qr_share=qr_share, amount_min=amount_min, amount_max=amount_max,
-        ledger_transfers=ledger_transfers, ledger_clients=ledger_clients,
+        ledger_transfers=ledger_transfers, ledger_clients=ledger_clients, floor_s=floor_seconds,
+        floor_statements=floor_statements,
     )  # fmt: skip
     if database_url is None and url is None:
         database_url = Settings().database_url
@@ -181,6 +200,12 @@ def bench_api(
             f"ledger engine alone ({result.ledger.clients} clients)", f"{result.ledger.per_second:,.0f}",
             f"{result.ledger.p50_ms:.1f}", f"{result.ledger.p99_ms:.1f}", "", f"{result.ledger.transfers:,}",
         )  # fmt: skip
+    for floor in result.floors:
+        table.add_row(
+            f"floor: {FLOOR_LABELS[floor.name]}", f"{floor.per_second:,.0f}",
+            f"{floor.wrk.latency_ms['p50']:.1f}", f"{floor.wrk.latency_ms['p99']:.1f}",
+            f"{floor.wrk.latency_ms['p999']:.1f}", f"{floor.wrk.succeeded:,}",
+        )  # fmt: skip
     console.print(table)
     statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(w.statuses.items()))
     console.print(f"answers by status: {statuses} · kinds: {w.kinds} · socket errors: {w.socket_errors}")
@@ -191,6 +216,11 @@ def bench_api(
     console.print(f"CPU cores used during the run: {result.cpu_cores}")
     if result.server_cpu_ms_per_payment is not None:
         console.print(f"server CPU per successful payment: {result.server_cpu_ms_per_payment} ms")
+    for floor in result.floors:
+        console.print(
+            f"floor {floor.name}: server CPU per request {floor.cpu_ms_per_request} ms;"
+            f" API / this floor: {summary['api_over_floor'].get(floor.name)}"
+        )
     books = result.books
     if books is None:
         console.print("books not checked (give --database-url with --url)")

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_INTERVAL_S = 1.0
+# After a pass that found work, the next waits this long: events of payments arriving meanwhile are then
+# fanned out together. Passing again at once costs several transactions for one or two events each
+# (measured: 2.4 ms of server CPU per payment at 60 payments/s, about one payment in six).
+GATHER_S = 0.1
 
 
 @dataclass
@@ -148,16 +152,18 @@ class Dispatcher:
         report = DispatchReport(events=self.fan_out())
         return self.deliver_due(report)
 
-    def run(self, stop: threading.Event, interval_s: float = DEFAULT_INTERVAL_S) -> None:
-        """Pass after pass until `stop` is set; sleeps between passes only when there was nothing to do."""
+    def run(
+        self, stop: threading.Event, interval_s: float = DEFAULT_INTERVAL_S, gather_s: float = GATHER_S
+    ) -> None:
+        """Pass after pass until `stop` is set: `interval_s` apart while there is nothing to do, `gather_s`
+        apart while there is (each pass drains what it finds, so a backlog never waits behind this)."""
         while not stop.is_set():
             busy = False
             try:
                 busy = self.dispatch_once().busy
             except Exception:  # noqa: BLE001 - the database may be down for a while: log and retry
                 log.exception("dispatching events failed; retrying")
-            if not busy:
-                stop.wait(interval_s)
+            stop.wait(min(gather_s, interval_s) if busy else interval_s)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

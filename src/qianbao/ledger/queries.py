@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from sqlalchemy import Connection
+
 from qianbao.errors import InvalidInput
 from qianbao.ledger.model import (
     PENDING_STATUS_BY_RESOLUTION,
@@ -77,8 +79,15 @@ class LedgerReader:
         if not ids:
             return {}
         with self.db.read() as conn:
-            sql = f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE {self._repo.in_list('id')}"
-            rows = conn.exec_driver_sql(sql, (self._repo.list_param(ids),)).fetchall()
+            return self.lookup_accounts_in(conn, ids)
+
+    def lookup_accounts_in(self, conn: Connection, ids: Iterable[str]) -> dict[str, Account]:
+        """`lookup_accounts` inside a transaction the caller holds (a payment's pre-checks)."""
+        ids = [i for i in ids if storable_text(i)]
+        if not ids:
+            return {}
+        sql = f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE {self._repo.in_list('id')}"
+        rows = conn.exec_driver_sql(sql, (self._repo.list_param(ids),)).fetchall()
         return {row[0]: account_from_row(row) for row in rows}
 
     def get_transfer(self, transfer_id: str) -> TransferView | None:

@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from qianbao.errors import IdempotencyKeyReused, LimitExceeded, Locked, QianbaoError
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.limits import check_single, limit_status, limits_for
+from qianbao.identity.limits import check_single, limit_status
 from qianbao.identity.users import credential_row
 from qianbao.ledger.model import ResultCode, TransferResult
 from qianbao.money import Money, format_money
@@ -38,10 +38,10 @@ def ensure_can_pay(conn: Connection, user_id: str) -> None:
 def check_hard_limits(
     conn: Connection, ctx: IdentityContext, user_id: str, amount: int, currency_code: str, now: int
 ) -> None:
-    """Single-payment limit and today's remaining allowance, read-only."""
-    tier, limits, _cooling = limits_for(conn, ctx.settings, user_id, now)
-    check_single(limits, tier, amount, currency_code)
+    """Single-payment limit and today's remaining allowance, read-only (one statement)."""
     status = limit_status(conn, ctx.settings, user_id, currency_code, now)
+    tier = status.tier
+    check_single(status.limits, tier, amount, currency_code)
     if status.remaining_today is not None and amount > status.remaining_today:
         daily = status.limits.daily_outflow or 0
         raise LimitExceeded(

@@ -87,8 +87,8 @@ def replay(record: PaymentRecord) -> PaymentRecord:
     )
 
 
-def _check_balances(ctx: IdentityContext, plan: PaymentPlan) -> None:
-    accounts = LedgerReader(ctx.db).lookup_accounts([plan.source.id, plan.merchant.wallet_id])
+def _check_balances(ctx: IdentityContext, conn: Connection, plan: PaymentPlan) -> None:
+    accounts = LedgerReader(ctx.db).lookup_accounts_in(conn, [plan.source.id, plan.merchant.wallet_id])
     payer, merchant_wallet = accounts[plan.source.id], accounts[plan.merchant.wallet_id]
     if payer.status is not AccountStatus.OPEN:
         raise decline_error("wallet_frozen", currency_code=plan.currency)
@@ -100,15 +100,20 @@ def _check_balances(ctx: IdentityContext, plan: PaymentPlan) -> None:
 
 def prepare(ctx: IdentityContext, principal: Principal, plan: PaymentPlan) -> None:
     """The read-only checks before step-up (the unit of work re-checks what can change)."""
+    with ctx.db.read() as conn:
+        prepare_in(ctx, conn, principal, plan)
+
+
+def prepare_in(ctx: IdentityContext, conn: Connection, principal: Principal, plan: PaymentPlan) -> None:
+    """`prepare` in a read transaction the caller holds (sharing it with its own look-ups)."""
     user_id = require_user_id(principal)
     if plan.source.currency != plan.currency:
         raise CurrencyMismatch(f"the wallet holds {plan.source.currency}, not {plan.currency}")
     now = ctx.now()
-    with ctx.db.read() as conn:
-        ensure_can_pay(conn, user_id)
-        check_hard_limits(conn, ctx, user_id, plan.amount, plan.currency, now)
-        spending.check_spend(conn, plan.source.id, plan.amount, now, own_move=False)
-    _check_balances(ctx, plan)
+    ensure_can_pay(conn, user_id)
+    check_hard_limits(conn, ctx, user_id, plan.amount, plan.currency, now)
+    spending.check_spend(conn, plan.source.id, plan.amount, now, own_move=False)
+    _check_balances(ctx, conn, plan)
 
 
 def step_up_for(

@@ -1,7 +1,7 @@
 """Paying a merchant by scanning its QR code: a static code (`11`) with the amount the customer enters,
 or a dynamic code (`12`) with its own amount, once, before it expires. The scanned payload becomes a
-`PaymentPlan` for the merchant payment path (`merchant_payments.run_payment`); a dynamic code is claimed
-inside the payment's unit of work, so two customers cannot both pay it.
+`PaymentPlan` for the merchant payment path (`merchant_payments`: checks, step-up, unit of work); a
+dynamic code is claimed inside the payment's unit of work, so two customers cannot both pay it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,15 @@ from qianbao.ids import new_id
 from qianbao.payments import dynamic_qr, emvco
 from qianbao.payments.errors import CurrencyMismatch
 from qianbao.payments.inputs import check_amount, clean_memo, derived_id, require_user_id
-from qianbao.payments.merchant_payments import PaymentPlan, payment_by_ledger_id, replay, run_payment
-from qianbao.payments.merchant_records import PaymentRecord
+from qianbao.payments.merchant_payments import (
+    PaymentPlan,
+    execute_payment,
+    payment_by_ledger_id,
+    prepare_in,
+    replay,
+    step_up_for,
+)
+from qianbao.payments.merchant_records import PaymentRecord, payment_by
 from qianbao.payments.merchants import payable_merchant
 from qianbao.payments.scanning import AmountMismatch, QrCodeInvalid, parse_scanned
 from qianbao.wallets.service import own_wallet_row
@@ -42,20 +49,22 @@ def parse_merchant_qr(payload: object) -> emvco.ParsedQr:
 
 
 def _plan_for_qr(
-    ctx: IdentityContext, principal: Principal, request: QrPaymentRequest, ledger_id: str
+    ctx: IdentityContext,
+    conn: Connection,
+    principal: Principal,
+    request: QrPaymentRequest,
+    parsed: emvco.ParsedQr,
+    ledger_id: str,
 ) -> tuple[PaymentPlan, dynamic_qr.DynamicQr | None]:
     user_id = require_user_id(principal)
-    parsed = parse_merchant_qr(request.qr)
     memo = clean_memo(request.memo)
     now = ctx.now()
-    with ctx.db.read() as conn:
-        merchant = payable_merchant(conn, parsed.qianbao_merchant_id)
-        source = own_wallet_row(conn, user_id, request.from_wallet_id)
-        code: dynamic_qr.DynamicQr | None = None
-        if parsed.point_of_initiation == "dynamic":
-            code = dynamic_qr.check_payable(
-                dynamic_qr.code_by_reference(conn, merchant.id, parsed.order_ref), now
-            )
+    merchant = payable_merchant(conn, parsed.qianbao_merchant_id)
+    source = own_wallet_row(conn, user_id, request.from_wallet_id)
+    code: dynamic_qr.DynamicQr | None = None
+    if parsed.point_of_initiation == "dynamic":
+        found = dynamic_qr.code_by_reference(conn, merchant.id, parsed.order_ref)
+        code = dynamic_qr.check_payable(found, now)
     if code is not None:
         if request.amount is not None and (request.amount, request.currency or code.currency) != (
             code.amount,
@@ -101,12 +110,16 @@ def pay_by_qr(
     ledger_id = (
         derived_id("pay", principal.scope, idempotency_key) if idempotency_key else f"pay:{new_id('pay')}"
     )
-    if idempotency_key is not None:
-        done = payment_by_ledger_id(ctx, ledger_id)
-        if done is not None:
-            return replay(done)
+    parsed = parse_merchant_qr(request.qr)
     try:
-        plan, code = _plan_for_qr(ctx, principal, request, ledger_id)
+        # The replay look-up, the plan and every check before step-up share one read transaction.
+        with ctx.db.read() as conn:
+            if idempotency_key is not None:
+                done = payment_by(conn, ctx.keys, ledger_id=ledger_id)
+                if done is not None:
+                    return replay(done)
+            plan, code = _plan_for_qr(ctx, conn, principal, request, parsed, ledger_id)
+            prepare_in(ctx, conn, principal, plan)
     except (dynamic_qr.QrCodeUsed, dynamic_qr.QrCodeExpired):
         # A retry that overlapped its own first attempt finds the code paid, by that attempt: replay it.
         done = None if idempotency_key is None else payment_by_ledger_id(ctx, ledger_id)
@@ -118,4 +131,5 @@ def pay_by_qr(
         if code is not None:
             dynamic_qr.claim(conn, code, record.id, record.created_at)
 
-    return run_payment(ctx, principal, plan, claim=claim, idempotency_key=idempotency_key, step_up=step_up)
+    proof = step_up_for(ctx, principal, plan, step_up)
+    return execute_payment(ctx, principal, plan, proof, claim=claim, idempotency_key=idempotency_key)

@@ -66,6 +66,7 @@ from qianbao.payments.records import (
     insert_record,
     record_by_ledger_id,
     record_from_row,
+    records_by_ledger_ids,
     transfer_event,
 )
 from qianbao.payments.tables import transfers
@@ -148,14 +149,22 @@ def get_transfer(ctx: IdentityContext, principal: Principal, transfer_id: str) -
 
 
 def _check_payer_then_recipient(
-    ctx: IdentityContext, source: WalletRow, target: WalletRow, amount: int, code: str, *, own: bool, now: int
+    ctx: IdentityContext,
+    conn: Connection,
+    source: WalletRow,
+    target: WalletRow,
+    amount: int,
+    code: str,
+    *,
+    own: bool,
+    now: int,
 ) -> None:
     """The balance checks before step-up, the payer's own first (read-only; the unit of work re-checks).
 
     Whoever cannot pay the amount hears `insufficient_funds` and nothing about the recipient: answering
     the recipient's cap first would let an empty wallet bisect the recipient's exact balance. A cap
     refusal for someone else's wallet carries no limit, room or tier (`recipient_cap_error`)."""
-    accounts = LedgerReader(ctx.db).lookup_accounts([source.id, target.id])
+    accounts = LedgerReader(ctx.db).lookup_accounts_in(conn, [source.id, target.id])
     payer, payee = accounts[source.id], accounts[target.id]
     if payer.status is not AccountStatus.OPEN:  # debit-frozen, frozen or closed: cannot pay out
         raise decline_error("wallet_frozen", currency_code=code)
@@ -169,8 +178,7 @@ def _check_payer_then_recipient(
             raise decline_error("balance_cap_exceeded", currency_code=code, room=room)
         return
     try:
-        with ctx.db.read() as conn:
-            check_inflow(conn, ctx.settings, target.user_id, amount, code, now, reveal_room=False, lock=False)
+        check_inflow(conn, ctx.settings, target.user_id, amount, code, now, reveal_room=False, lock=False)
     except LimitExceeded:
         raise recipient_cap_error() from None
     if room_under_cap(payee) < amount:
@@ -249,15 +257,17 @@ def send_transfer(
     ledger_id = (
         derived_id(P2P_CODE, scope, idempotency_key) if idempotency_key else f"{P2P_CODE}:{new_id('trf')}"
     )
-    if idempotency_key is not None:
-        done = record_by_ledger_id(ctx, ledger_id)
-        if done is not None:
-            return _replay(done)
     phone = None if request.to_phone is None else normalise_phone(request.to_phone)
-    if phone is not None:
-        ctx.limiter.hit("recipient_lookup", user_id)
     now = ctx.now()
+    # All the checks before step-up share one read transaction (each transaction is a pool checkout and
+    # two round trips more on every payment).
     with ctx.db.read() as conn:
+        if idempotency_key is not None:
+            done = records_by_ledger_ids(conn, ctx.keys, [ledger_id]).get(ledger_id)
+            if done is not None:
+                return _replay(done)
+        if phone is not None:
+            ctx.limiter.hit("recipient_lookup", user_id)
         ensure_can_pay(conn, user_id)
         source = own_wallet_row(conn, user_id, request.from_wallet_id)
         if request.to_wallet_id == source.id:
@@ -282,7 +292,7 @@ def send_transfer(
         if not own:
             check_hard_limits(conn, ctx, user_id, amount, code, now)
         payee_is_new = not own and _payee_is_new(conn, user_id, target.user_id)
-    _check_payer_then_recipient(ctx, source, target, amount, code, own=own, now=now)
+        _check_payer_then_recipient(ctx, conn, source, target, amount, code, own=own, now=now)
     proof = None
     if not own:
         facts = StepUpFacts(Operation.PAYMENT, amount, payee_is_new, principal.device_trusted)
