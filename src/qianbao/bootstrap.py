@@ -21,7 +21,7 @@ from qianbao.security.keyring import KeyRing
 from qianbao.security.ratelimit import RateLimiter
 from qianbao.store.database import Database
 from qianbao.store.errors import DATABASE_ERRORS
-from qianbao.store.housekeeping import purge_expired
+from qianbao.store.housekeeping import DAY_US, purge_expired
 
 log = logging.getLogger(__name__)
 PURGE_INTERVAL_US = 60_000_000
@@ -58,7 +58,7 @@ class Container:
         self.db.dispose()
 
     def _sweep_forever(self) -> None:
-        """Expire timed-out holds, and now and then purge expired security rows. Every worker runs one;
+        """Expire timed-out holds, and now and then purge expired rows (housekeeping). Every worker runs one;
         deterministic ids and idempotent deletes make that harmless."""
         last_purge = 0
         while not self._stop.wait(self.settings.ledger_sweep_interval_s):
@@ -68,7 +68,12 @@ class Container:
                 now = self.clock.now_us()
                 if now - last_purge > PURGE_INTERVAL_US:
                     last_purge = now
-                    purge_expired(self.db, now)
+                    purge_expired(
+                        self.db,
+                        now,
+                        event_retention_us=self.settings.event_retention_days * DAY_US,
+                        notification_retention_us=self.settings.notification_retention_days * DAY_US,
+                    )
                 # Held payment-code payments nobody confirmed, and checkouts past their deadline.
                 charges.finalize_expired(self.identity)
                 intents.finalize_expired_intents(self.identity)

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # --- Events: `inline` runs the outbox dispatcher (webhooks, notifications) inside each server process;
     # `off` leaves it to `qianbao worker` (docs/webhooks.md).
     dispatcher: str = Field(default="inline", pattern="^(inline|off)$")
+    # How long the event feed, webhook deliveries (with their attempts) and published outbox rows are kept,
+    # and how long in-app notifications are kept (housekeeping deletes older ones).
+    event_retention_days: int = Field(default=30, ge=1, le=3650)
+    notification_retention_days: int = Field(default=90, ge=1, le=3650)
     # --- Merchant payments. The merchant discount rate is in parts per million of the amount (3800 =
     # 0.38 %), per MCC with a default; fees are rounded half-up to the fen and refunded pro-rata.
     merchant_fee_ppm: int = Field(default=3800, ge=0, le=100_000)

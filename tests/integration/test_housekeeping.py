@@ -1,16 +1,27 @@
-"""Expired security rows are purged after their retention; live ones and the audit log stay."""
+"""Expired rows are purged after their retention (security rows, events, deliveries, notifications);
+live ones and the audit log stay."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, insert, select
 
+from qianbao.events.tables import (
+    event_recipients,
+    notifications,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
+)
 from qianbao.identity.tables import api_nonces, ceremonies, verifications
 from qianbao.payments.code_tables import payment_code_uses
 from qianbao.security import audit
 from qianbao.security.tables import audit_events
 from qianbao.store.database import Database
-from qianbao.store.housekeeping import HOUR_US, purge_expired
+from qianbao.store.housekeeping import BATCH, HOUR_US, purge_events, purge_expired
 from qianbao.store.idempotency_tables import idempotency_keys
+from qianbao.store.outbox import outbox
 
 NOW = 1_800_000_000_000_000
 
@@ -62,3 +73,147 @@ def test_purge_drops_only_rows_past_their_retention(fresh_db: Database) -> None:
         assert conn.execute(select(idempotency_keys.c.key)).scalars().all() == ["new"]
         assert conn.execute(select(payment_code_uses.c.seq)).scalars().all() == [1]
         assert conn.execute(select(func.count()).select_from(audit_events)).scalar_one() == 1
+
+
+DAY = 24 * HOUR_US
+
+
+def _event_rows(conn: Any, name: str, created: int, *, published: bool = True) -> None:
+    """An outbox event with its feed row, a webhook delivery with one attempt, and a notification."""
+    conn.execute(
+        insert(outbox).values(
+            id=f"evt_{name}",
+            type="transfer.succeeded",
+            aggregate_type="transfer",
+            aggregate_id=f"trf_{name}",
+            payload={"transfer_id": f"trf_{name}"},
+            created_at=created,
+            published_at=created if published else None,
+        )  # fmt: skip
+    )
+    conn.execute(
+        insert(event_recipients).values(
+            user_id="usr_1",
+            event_id=f"evt_{name}",
+            event_seq=1,
+            type="transfer.succeeded",
+            created_at=created,
+        )
+    )
+    conn.execute(
+        insert(webhook_deliveries).values(
+            id=f"whd_{name}",
+            endpoint_id="whe_1",
+            event_id=f"evt_{name}",
+            event_type="transfer.succeeded",
+            event_created_at=created,
+            status="delivered",
+            attempt_count=1,
+            next_attempt_at=None,
+            lease_token=None,
+            created_at=created,
+            last_attempt_at=created,
+            delivered_at=created,
+        )  # fmt: skip
+    )
+    conn.execute(
+        insert(webhook_attempts).values(
+            id=f"wha_{name}",
+            delivery_id=f"whd_{name}",
+            number=1,
+            manual=False,
+            attempted_at=created,
+            status_code=200,
+            latency_ms=5,
+            response_snippet="ok",
+            error=None,
+            succeeded=True,
+        )  # fmt: skip
+    )
+    conn.execute(
+        insert(notifications).values(
+            id=f"ntf_{name}",
+            user_id="usr_1",
+            event_id=f"evt_{name}",
+            event_seq=1,
+            kind="transfer_received",
+            data={},
+            created_at=created,
+            read_at=None,
+        )  # fmt: skip
+    )
+
+
+def _endpoint(conn: Any) -> None:
+    """The webhook endpoint the deliveries belong to (housekeeping never deletes endpoints)."""
+    conn.execute(
+        insert(webhook_endpoints).values(
+            id="whe_1",
+            owner_user_id="usr_1",
+            url="https://example.com/hook",
+            description=None,
+            events=["*"],
+            enabled=True,
+            secret_cipher="not-a-secret",  # noqa: S106 - never read here
+            previous_secret_cipher=None,
+            previous_secret_expires_at=None,
+            created_at=NOW - 400 * DAY,
+            updated_at=NOW - 400 * DAY,
+        )
+    )
+
+
+def _ids(conn: Any, table: Any) -> list[str]:
+    column = table.c.event_id if table is event_recipients else table.c.id
+    return sorted(conn.execute(select(column)).scalars().all())
+
+
+def test_events_deliveries_and_notifications_are_kept_for_their_retention_then_purged(
+    fresh_db: Database,
+) -> None:
+    with fresh_db.write() as conn:
+        _endpoint(conn)
+        _event_rows(conn, "ancient", NOW - 100 * DAY)  # past both retentions
+        _event_rows(conn, "old", NOW - 31 * DAY)  # past the event retention, not the notifications'
+        _event_rows(conn, "stuck", NOW - 40 * DAY, published=False)  # never fanned out: kept
+        _event_rows(conn, "recent", NOW - 29 * DAY)
+    purge_events(fresh_db, NOW)
+    with fresh_db.read() as conn:
+        assert _ids(conn, outbox) == ["evt_recent", "evt_stuck"]
+        assert _ids(conn, event_recipients) == ["evt_recent"]
+        assert _ids(conn, webhook_deliveries) == ["whd_recent"]
+        assert _ids(conn, webhook_attempts) == ["wha_recent"]  # attempts go with their delivery
+        assert _ids(conn, notifications) == ["ntf_old", "ntf_recent", "ntf_stuck"]
+        assert conn.execute(select(webhook_endpoints.c.id)).scalars().all() == ["whe_1"]
+    assert purge_events(fresh_db, NOW) == 0
+
+
+def test_event_retention_follows_the_settings(fresh_db: Database) -> None:
+    with fresh_db.write() as conn:
+        _endpoint(conn)
+        _event_rows(conn, "week", NOW - 8 * DAY)
+    assert purge_expired(fresh_db, NOW, event_retention_us=10 * DAY, notification_retention_us=10 * DAY) == 0
+    assert purge_expired(fresh_db, NOW, event_retention_us=7 * DAY, notification_retention_us=9 * DAY) == 3
+    with fresh_db.read() as conn:
+        assert _ids(conn, notifications) == ["ntf_week"]
+        assert _ids(conn, outbox) == []
+
+
+def test_a_large_backlog_goes_in_bounded_batches(fresh_db: Database) -> None:
+    with fresh_db.write() as conn:
+        conn.execute(
+            insert(event_recipients),
+            [
+                {
+                    "user_id": "usr_1",
+                    "event_id": f"evt_{i}",
+                    "event_seq": i,
+                    "type": "t",
+                    "created_at": NOW - 60 * DAY + i,
+                }
+                for i in range(BATCH + 10)
+            ],
+        )
+    assert purge_events(fresh_db, NOW) == BATCH
+    assert purge_events(fresh_db, NOW) == 10
+    assert purge_events(fresh_db, NOW) == 0

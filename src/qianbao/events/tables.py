@@ -39,6 +39,7 @@ event_recipients = Table(
     PrimaryKeyConstraint("user_id", "event_id"),
     Index("ix_event_recipients_user_id_event_seq", "user_id", "event_seq"),
     Index("ix_event_recipients_user_id_type_event_seq", "user_id", "type", "event_seq"),
+    Index("ix_event_recipients_created_at", "created_at"),  # housekeeping
 )
 
 webhook_endpoints = Table(
@@ -83,6 +84,7 @@ webhook_deliveries = Table(
     CheckConstraint("(status = 'pending') = (next_attempt_at IS NOT NULL)", name="due_iff_pending"),
     UniqueConstraint("endpoint_id", "event_id"),
     Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+    Index("ix_webhook_deliveries_created_at", "created_at"),  # housekeeping
     Index(
         "ix_webhook_deliveries_due",
         "next_attempt_at",
@@ -123,4 +125,5 @@ notifications = Table(
     Column("read_at", BigInteger, nullable=True),
     UniqueConstraint("user_id", "event_id"),
     Index("ix_notifications_user_id_event_seq", "user_id", "event_seq"),
+    Index("ix_notifications_created_at", "created_at"),  # housekeeping
 )

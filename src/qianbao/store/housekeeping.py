@@ -1,20 +1,24 @@
-"""Housekeeping: delete short-lived security rows once nothing can use them any more.
+"""Housekeeping: delete rows once nothing can use them any more.
 
 Expired one-time codes, WebAuthn ceremonies and step-up challenges, remembered API nonces, old
-idempotency records and the record of used payment codes would otherwise grow without bound. Each
-worker's sweeper calls `purge_expired` now and then; the deletes are idempotent and bounded, so several
-workers running them at once is harmless. The audit log is never purged (it is append-only in the
-database).
+idempotency records and the record of used payment codes would otherwise grow without bound; so would
+the event feed, webhook deliveries (with their attempt logs) and published outbox rows, kept for
+`event_retention_days`, and in-app notifications, kept for `notification_retention_days`. Each worker's
+sweeper calls `purge_expired` now and then; the deletes are idempotent and bounded, so several workers
+running them at once is harmless. The audit log is never purged (it is append-only in the database), nor
+are payments, transfers or the ledger.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import ColumnElement, Table, delete, select, true
 
+from qianbao.events.tables import event_recipients, notifications, webhook_deliveries
 from qianbao.identity.tables import api_nonces, ceremonies, challenges, verifications
 from qianbao.payments.code_tables import payment_code_uses
 from qianbao.store.database import Database
 from qianbao.store.idempotency_tables import idempotency_keys
+from qianbao.store.outbox import outbox
 
 HOUR_US = 3_600_000_000
 # Keep expired rows a while for support and investigations, then drop them.
@@ -27,6 +31,9 @@ RETENTION_US: dict[str, int] = {
     # A payment code is accepted for about two minutes; its "used" row must outlive that, no more.
     "payment_code_uses": 1 * HOUR_US,
 }
+DAY_US = 24 * HOUR_US
+DEFAULT_EVENT_RETENTION_US = 30 * DAY_US
+DEFAULT_NOTIFICATION_RETENTION_US = 90 * DAY_US
 BATCH = 1000
 
 
@@ -44,9 +51,51 @@ def _purge(db: Database, table: Table, column: str, before_us: int, key: tuple[s
         return len(keys)
 
 
-def purge_expired(db: Database, now_us: int) -> int:
-    """Delete one batch of each kind of expired row; returns how many rows went."""
+def _purge_older(db: Database, table: Table, before_us: int, also: ColumnElement[bool] | None = None) -> int:
+    """Delete about one batch of the oldest rows created before `before_us` (by the `created_at` index):
+    everything up to the created_at of the BATCH-th oldest, so rows sharing that time go together."""
+    created = table.c.created_at
+    old = created < before_us
+    if also is not None:
+        old = old & also
+    with db.write() as conn:
+        edge = conn.execute(select(created).where(old).order_by(created).offset(BATCH - 1).limit(1)).scalar()
+        bound = created <= edge if edge is not None else true()
+        return int(conn.execute(delete(table).where(old, bound)).rowcount or 0)
+
+
+def purge_events(
+    db: Database,
+    now_us: int,
+    *,
+    event_retention_us: int = DEFAULT_EVENT_RETENTION_US,
+    notification_retention_us: int = DEFAULT_NOTIFICATION_RETENTION_US,
+) -> int:
+    """One batch each of old webhook deliveries (their attempts go with them), feed rows, published
+    outbox rows and notifications. An unpublished outbox row is never deleted: it has not been fanned
+    out yet. A delivery outlives its event by at most the fan-out delay; resending one whose event is
+    gone answers that there is nothing to send."""
+    cutoff = now_us - event_retention_us
     return (
+        _purge_older(db, webhook_deliveries, cutoff)
+        + _purge_older(db, event_recipients, cutoff)
+        + _purge_older(db, outbox, cutoff, outbox.c.published_at.is_not(None))
+        + _purge_older(db, notifications, now_us - notification_retention_us)
+    )
+
+
+def purge_expired(
+    db: Database,
+    now_us: int,
+    *,
+    event_retention_us: int = DEFAULT_EVENT_RETENTION_US,
+    notification_retention_us: int = DEFAULT_NOTIFICATION_RETENTION_US,
+) -> int:
+    """Delete one batch of each kind of expired row; returns how many rows went."""
+    events = purge_events(
+        db, now_us, event_retention_us=event_retention_us, notification_retention_us=notification_retention_us
+    )
+    return events + (
         _purge(db, verifications, "expires_at", now_us - RETENTION_US["verifications"], ("id",))
         + _purge(db, ceremonies, "expires_at", now_us - RETENTION_US["auth_ceremonies"], ("id",))
         + _purge(db, challenges, "expires_at", now_us - RETENTION_US["challenges"], ("id",))

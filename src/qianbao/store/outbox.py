@@ -38,6 +38,7 @@ outbox = Table(
     Column("payload", JSON, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("published_at", BigInteger, nullable=True),
+    Index("ix_outbox_created_at", "created_at"),  # housekeeping
     Index(
         "ix_outbox_unpublished",
         "seq",
