@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qianbao.benchmarks.api import ApiBenchResult, check_loopback
+from qianbao.benchmarks.api import ApiBenchResult
 from qianbao.benchmarks.api_floor_app import floor_metadata, floor_writes
 from qianbao.benchmarks.api_floors import _rows_settled
 from qianbao.benchmarks.api_params import DEFAULT_SCRIPT, RESULT_MARKER, ApiBenchParams, BenchError
@@ -22,6 +22,7 @@ from qianbao.benchmarks.api_population import (
     request_lines,
     source_addresses,
 )
+from qianbao.benchmarks.api_server import check_loopback
 from qianbao.benchmarks.api_wrk import parse_wrk_output, wrk_command
 from qianbao.store.database import Database
 

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from qianbao.benchmarks.api_floor_app import DATABASE_ENV, STATEMENTS_ENV, floor_metadata, floor_writes
 from qianbao.benchmarks.api_params import ApiBenchParams, BenchError
+from qianbao.benchmarks.api_server import free_port, started_process
 from qianbao.benchmarks.api_wrk import WrkResult, cpu_cores, cpu_sample, run_wrk, wrk_command
 from qianbao.store.database import Database
 
@@ -87,7 +88,6 @@ def run_floors(
     log: Any,
 ) -> list[Floor]:
     """Start the floor server on a scratch database next to `database_url` and measure each floor."""
-    from qianbao.benchmarks.api import free_port, started_process
     from qianbao.benchmarks.scratch import scratch_database
 
     floors = []
