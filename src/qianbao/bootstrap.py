@@ -21,7 +21,7 @@ from qianbao.security.keyring import KeyRing
 from qianbao.security.ratelimit import RateLimiter
 from qianbao.store.database import Database
 from qianbao.store.errors import DATABASE_ERRORS
-from qianbao.store.housekeeping import DAY_US, purge_expired
+from qianbao.store.housekeeping import DAY_US, purge_due
 
 log = logging.getLogger(__name__)
 PURGE_INTERVAL_US = 60_000_000
@@ -68,7 +68,7 @@ class Container:
                 now = self.clock.now_us()
                 if now - last_purge > PURGE_INTERVAL_US:
                     last_purge = now
-                    purge_expired(
+                    purge_due(
                         self.db,
                         now,
                         event_retention_us=self.settings.event_retention_days * DAY_US,

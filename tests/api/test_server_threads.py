@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio.to_thread
+import pytest
 from fastapi.testclient import TestClient
 
 from qianbao.api.app import create_app
@@ -19,7 +20,8 @@ def test_the_server_runs_blocking_work_on_the_configured_number_of_threads(setti
         assert client.get("/healthz").status_code == 200
 
 
-def test_the_default_is_eight_threads(settings: Settings) -> None:
+def test_the_default_is_eight_threads(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QIANBAO_THREADS", raising=False)
     assert Settings().threads == 8
     with TestClient(create_app(settings)) as client:
         assert client.portal.call(_tokens) == 8

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from qianbao.clock import FixedClock, SystemClock, to_us
+from qianbao.events import deliveries
 from qianbao.events.dispatcher import dispatch_once
 from qianbao.events.signing import verify_signature
 from tests.api.test_webhook_endpoints import ctx_of, fund, ok, pay
@@ -25,16 +27,17 @@ def receiver() -> Iterator[tuple[LocalReceiver, str]]:
         yield running
 
 
+def subscribe(client: TestClient, owner: SignedUp, url: str) -> Any:
+    """An endpoint of `owner` at `url` for transfer.succeeded (its secret is in the answer)."""
+    body = {"url": url, "events": ["transfer.succeeded"]}
+    return ok(client.post("/v1/webhook-endpoints", json=body, headers=owner.auth), 201)
+
+
 def test_a_transfer_reaches_the_payees_server_signed_after_a_retry_and_a_manual_resend(
     client: TestClient, alice: SignedUp, bob: SignedUp, receiver: tuple[LocalReceiver, str]
 ) -> None:
     local, url = receiver
-    endpoint = ok(
-        client.post(
-            "/v1/webhook-endpoints", json={"url": url, "events": ["transfer.succeeded"]}, headers=bob.auth
-        ),
-        201,
-    )
+    endpoint = subscribe(client, bob, url)
     secret = endpoint["secret"]
     fund(client, alice)
     transfer = pay(client, alice, bob, 8_800)
@@ -84,3 +87,30 @@ def test_a_transfer_reaches_the_payees_server_signed_after_a_retry_and_a_manual_
 
 def to_us_from_rfc3339(text: str) -> int:
     return to_us(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def test_manual_resends_are_capped_per_process_so_they_cannot_take_every_request_thread(
+    client: TestClient, alice: SignedUp, bob: SignedUp, receiver: tuple[LocalReceiver, str]
+) -> None:
+    local, url = receiver
+    endpoint = subscribe(client, bob, url)
+    fund(client, alice)
+    pay(client, alice, bob, 1_200)
+    dispatch_once(ctx_of(client))
+    base = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
+    [delivery] = ok(client.get(base, headers=bob.auth))["data"]
+    resend = f"{base}/{delivery['id']}/resend"
+    # Other resends are in flight (each holds a slot while it waits for its receiver).
+    for _ in range(deliveries.MAX_CONCURRENT_RESENDS):
+        assert deliveries._resends.acquire(blocking=False)
+    try:
+        refused = client.post(resend, headers={**bob.auth, "Idempotency-Key": "resend-1"})
+        assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
+        assert refused.headers["Retry-After"] == "5"
+        assert len(local.received) == 1  # nothing was sent for the refused resend
+    finally:
+        for _ in range(deliveries.MAX_CONCURRENT_RESENDS):
+            deliveries._resends.release()
+    # The refusal did not bind the key: the same request now goes through.
+    again = ok(client.post(resend, headers={**bob.auth, "Idempotency-Key": "resend-1"}))
+    assert again["attempt_count"] == 2 and len(local.received) == 2

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import anyio.to_thread
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
@@ -113,3 +114,20 @@ def test_with_several_statements_each_request_writes_that_many_rows(floor_db: Da
         rows = conn.execute(select(floor_writes.c.key, func.count()).group_by(floor_writes.c.key)).all()
     counts = {str(key): int(count) for key, count in rows}
     assert counts == {f"{floor}-0": 4, f"{floor}-1": 4}
+
+
+def test_the_threaded_floor_uses_the_servers_thread_count(
+    floor_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QIANBAO_THREADS", "5")
+
+    async def tokens() -> float:
+        return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    with TestClient(create_floor_app(floor_db.url)) as client:
+        assert client.portal.call(tokens) == 5
+
+
+def test_zero_statements_is_refused(floor_db: Database) -> None:
+    with pytest.raises(RuntimeError, match="at least 1"):
+        create_floor_app(floor_db.url, statements=0)

@@ -19,7 +19,7 @@ from qianbao.payments.code_tables import payment_code_uses
 from qianbao.security import audit
 from qianbao.security.tables import audit_events
 from qianbao.store.database import Database
-from qianbao.store.housekeeping import BATCH, HOUR_US, purge_events, purge_expired
+from qianbao.store.housekeeping import BATCH, HOUR_US, purge_due, purge_events, purge_expired
 from qianbao.store.idempotency_tables import idempotency_keys
 from qianbao.store.outbox import outbox
 
@@ -199,21 +199,34 @@ def test_event_retention_follows_the_settings(fresh_db: Database) -> None:
         assert _ids(conn, outbox) == []
 
 
-def test_a_large_backlog_goes_in_bounded_batches(fresh_db: Database) -> None:
-    with fresh_db.write() as conn:
-        conn.execute(
-            insert(event_recipients),
-            [
-                {
-                    "user_id": "usr_1",
-                    "event_id": f"evt_{i}",
-                    "event_seq": i,
-                    "type": "t",
-                    "created_at": NOW - 60 * DAY + i,
-                }
-                for i in range(BATCH + 10)
-            ],
+def _backlog(db: Database, count: int, *, tie_at: int | None = None) -> None:
+    """`count` old feed rows, oldest first; with `tie_at`, row `tie_at` shares the time of the row before."""
+    rows = []
+    for i in range(count):
+        created = NOW - 60 * DAY + (i - 1 if tie_at is not None and i == tie_at else i)
+        rows.append(
+            {"user_id": "usr_1", "event_id": f"evt_{i}", "event_seq": i, "type": "t", "created_at": created}
         )
+    with db.write() as conn:
+        conn.execute(insert(event_recipients), rows)
+
+
+def test_a_large_backlog_goes_in_bounded_batches(fresh_db: Database) -> None:
+    _backlog(fresh_db, BATCH + 10)
     assert purge_events(fresh_db, NOW) == BATCH
     assert purge_events(fresh_db, NOW) == 10
     assert purge_events(fresh_db, NOW) == 0
+
+
+def test_rows_sharing_the_batch_edge_time_go_together(fresh_db: Database) -> None:
+    _backlog(fresh_db, BATCH + 10, tie_at=BATCH)  # rows BATCH-1 and BATCH were created at the same time
+    assert purge_events(fresh_db, NOW) == BATCH + 1
+
+
+def test_a_sweep_purges_batch_after_batch_until_nothing_is_left(fresh_db: Database) -> None:
+    _backlog(fresh_db, 2 * BATCH + 5)
+    assert purge_due(fresh_db, NOW) == 2 * BATCH + 5
+    _backlog(fresh_db, 2 * BATCH + 5)
+    assert (
+        purge_due(fresh_db, NOW, budget_s=0) == BATCH
+    )  # out of time after one round: the next sweep goes on

@@ -203,7 +203,11 @@ def test_the_summary_gives_each_floor_and_the_ratio_to_it() -> None:
     assert summary["floors"]["transaction"]["per_s"] == pytest.approx(46.8, abs=0.1)
     assert summary["floors"]["transaction"]["p99_ms"] == pytest.approx(2714.93)
     assert summary["api_over_floor"] == {"transaction": 1.0}
+    assert summary["floor_error"] is None
     json.dumps(summary)
+    result.floors, result.floor_error = [], "the floor server exited during start-up"
+    assert result.summary()["floor_error"] == "the floor server exited during start-up"
+    assert result.summary()["floors"] == {}
 
 
 @pytest.fixture

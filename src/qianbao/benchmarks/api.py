@@ -35,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from qianbao.benchmarks.api_floors import Floor, run_floors
 from qianbao.benchmarks.api_params import PAYMENT_CODE, ApiBenchParams, BenchError
@@ -177,6 +178,7 @@ class ApiBenchResult:
     cpu_cores: dict[str, float]
     synchronous_commit: str | None
     floors: list[Floor] = field(default_factory=list)
+    floor_error: str | None = None
 
     @property
     def server_cpu_ms_per_payment(self) -> float | None:
@@ -215,6 +217,7 @@ class ApiBenchResult:
             "ledger_clients": None if self.ledger is None else self.ledger.clients,
             "api_over_ledger": ratio,
             "floors": {floor.name: floor.summary() for floor in self.floors},
+            "floor_error": self.floor_error,
             "api_over_floor": {
                 floor.name: round(w.payments_per_s / floor.per_second, 3)
                 for floor in self.floors
@@ -287,9 +290,14 @@ def run_api_bench(
             log("floors skipped: they run on PostgreSQL")
         elif params.floor_s and database_url is not None:
             lines = (work_dir / "population.tsv").read_text().splitlines()
-            result.floors = run_floors(
-                params, database_url, lines, script=script, wrk=wrk, work_dir=work_dir, log=log
-            )
+            try:
+                result.floors = run_floors(
+                    params, database_url, lines, script=script, wrk=wrk, work_dir=work_dir, log=log
+                )
+            except (BenchError, OSError, SQLAlchemyError) as exc:
+                # The payments were measured and their books checked: report that, and why no floors.
+                result.floor_error = str(exc)
+                log(f"floors failed: {exc}")
         if params.ledger_transfers and database_url is not None:
             clients = params.ledger_clients or params.connections
             log(f"ledger engine alone: {params.ledger_transfers:,} transfers, {clients} clients")

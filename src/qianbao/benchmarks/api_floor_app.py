@@ -2,10 +2,11 @@
 
 The same stack as `qianbao serve` (uvicorn with uvloop and httptools, FastAPI, SQLAlchemy Core on psycopg,
 the same `Database` settings), serving the bench's payment requests (same bodies, headers and
-connections) with three endpoints that do less and less besides:
+connections) with four endpoints that do less than a payment:
   - `POST /floor/http`: parse the JSON body and answer 201. The framework's ceiling for any endpoint.
   - `POST /floor/transaction`: the same, plus ONE database transaction of one INSERT, run in the thread
-    pool like qianbao's sync endpoints. The ceiling of any design that commits once per request.
+    pool like qianbao's sync endpoints (as many threads as `QIANBAO_THREADS` gives `qianbao serve`).
+    The ceiling of any design that commits once per request.
   - `POST /floor/async`: the same one-INSERT transaction per request, but on the event loop with
     psycopg's async connections (a pool of `ASYNC_CONNECTIONS` per worker): no thread pool, no SQLAlchemy.
     The most generous version of a commit-per-request design in Python.
@@ -31,12 +32,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio.to_thread
 import psycopg
 from fastapi import FastAPI, Header
 from pydantic import BaseModel
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 from sqlalchemy.engine import make_url
 
+from qianbao.config import Settings
 from qianbao.store.database import Database, normalise_url
 
 DATABASE_ENV = "QIANBAO_FLOOR_DATABASE_URL"
@@ -131,6 +134,8 @@ class AsyncConnections:
         self._opening = asyncio.Lock()
 
     async def _queue(self) -> asyncio.Queue[psycopg.AsyncConnection[Any]]:
+        if self._free is not None:
+            return self._free
         async with self._opening:
             if self._free is None:
                 free: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
@@ -169,7 +174,8 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
 
 def create_floor_app(database_url: str | None = None, statements: int | None = None) -> FastAPI:
     url = database_url or os.environ.get(DATABASE_ENV)
-    statements = statements or int(os.environ.get(STATEMENTS_ENV) or 1)
+    if statements is None:
+        statements = int(os.environ.get(STATEMENTS_ENV) or 1)
     if statements < 1:
         raise RuntimeError(f"{STATEMENTS_ENV} must be at least 1")
     if not url:
@@ -180,8 +186,13 @@ def create_floor_app(database_url: str | None = None, statements: int | None = N
     state: dict[str, GroupWriter] = {}
     connections = AsyncConnections(db, ASYNC_CONNECTIONS, statements)
 
+    threads = Settings().threads
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The same thread pool as `qianbao serve` (QIANBAO_THREADS), so the threaded floor compares like
+        # with like.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         state["writer"] = GroupWriter(db, asyncio.get_running_loop(), statements).start()
         try:
             yield

@@ -216,6 +216,8 @@ def bench_api(
     console.print(f"CPU cores used during the run: {result.cpu_cores}")
     if result.server_cpu_ms_per_payment is not None:
         console.print(f"server CPU per successful payment: {result.server_cpu_ms_per_payment} ms")
+    if result.floor_error is not None:
+        console.print(f"[red]floors not measured:[/] {result.floor_error}", markup=True)
     for floor in result.floors:
         console.print(
             f"floor {floor.name}: server CPU per request {floor.cpu_ms_per_request} ms;"

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2 as httpx
 from sqlalchemy import Connection, select
 
-from qianbao.errors import InvalidInput, NotFound
+from qianbao.errors import InvalidInput, NotFound, RateLimited
 from qianbao.events.model import DeliveryStatus
 from qianbao.events.sending import AttemptResult, load_outgoing, record_attempt, send
 from qianbao.events.tables import webhook_attempts, webhook_deliveries
@@ -153,6 +154,12 @@ def get_delivery(
         return _view(row, _attempts_of(conn, [row.id], latest_only=False)[row.id])
 
 
+# Manual resends wait on a receiver the caller chose (up to the request timeout) on one of the server's
+# few request threads; at most this many at once per process, so they can never occupy all of them.
+MAX_CONCURRENT_RESENDS = 2
+_resends = threading.BoundedSemaphore(MAX_CONCURRENT_RESENDS)
+
+
 def resend_delivery(
     ctx: IdentityContext,
     principal: Principal,
@@ -168,8 +175,13 @@ def resend_delivery(
         message = load_outgoing(conn, ctx.keys, delivery_id, now)
     if message is None:  # the event's outbox row is gone: nothing to send
         raise NotFound("no such delivery")
-    # Outside any transaction: a slow receiver holds no database lock.
-    result = send(client, message, timestamp_s=now // 1_000_000, production=not ctx.settings.is_sandbox)
+    if not _resends.acquire(blocking=False):
+        raise RateLimited("other manual resends are being sent: try again in a few seconds", retry_after=5)
+    try:
+        # Outside any transaction: a slow receiver holds no database lock.
+        result = send(client, message, timestamp_s=now // 1_000_000, production=not ctx.settings.is_sandbox)
+    finally:
+        _resends.release()
     record_attempt(
         ctx.db,
         delivery_id,

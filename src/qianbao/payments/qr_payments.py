@@ -110,7 +110,6 @@ def pay_by_qr(
     ledger_id = (
         derived_id("pay", principal.scope, idempotency_key) if idempotency_key else f"pay:{new_id('pay')}"
     )
-    parsed = parse_merchant_qr(request.qr)
     try:
         # The replay look-up, the plan and every check before step-up share one read transaction.
         with ctx.db.read() as conn:
@@ -118,6 +117,7 @@ def pay_by_qr(
                 done = payment_by(conn, ctx.keys, ledger_id=ledger_id)
                 if done is not None:
                     return replay(done)
+            parsed = parse_merchant_qr(request.qr)
             plan, code = _plan_for_qr(ctx, conn, principal, request, parsed, ledger_id)
             prepare_in(ctx, conn, principal, plan)
     except (dynamic_qr.QrCodeUsed, dynamic_qr.QrCodeExpired):

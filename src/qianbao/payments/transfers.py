@@ -257,7 +257,6 @@ def send_transfer(
     ledger_id = (
         derived_id(P2P_CODE, scope, idempotency_key) if idempotency_key else f"{P2P_CODE}:{new_id('trf')}"
     )
-    phone = None if request.to_phone is None else normalise_phone(request.to_phone)
     now = ctx.now()
     # All the checks before step-up share one read transaction (each transaction is a pool checkout and
     # two round trips more on every payment).
@@ -266,6 +265,7 @@ def send_transfer(
             done = records_by_ledger_ids(conn, ctx.keys, [ledger_id]).get(ledger_id)
             if done is not None:
                 return _replay(done)
+        phone = None if request.to_phone is None else normalise_phone(request.to_phone)
         if phone is not None:
             ctx.limiter.hit("recipient_lookup", user_id)
         ensure_can_pay(conn, user_id)

@@ -4,12 +4,15 @@ Expired one-time codes, WebAuthn ceremonies and step-up challenges, remembered A
 idempotency records and the record of used payment codes would otherwise grow without bound; so would
 the event feed, webhook deliveries (with their attempt logs) and published outbox rows, kept for
 `event_retention_days`, and in-app notifications, kept for `notification_retention_days`. Each worker's
-sweeper calls `purge_expired` now and then; the deletes are idempotent and bounded, so several workers
-running them at once is harmless. The audit log is never purged (it is append-only in the database), nor
-are payments, transfers or the ledger.
+sweeper calls `purge_due` every minute: batches of deletes until nothing is past its retention or a time
+budget is spent (a busy server writes thousands of event rows a minute, more than one batch per table).
+The deletes are idempotent and bounded, so several workers running them at once is harmless. The audit
+log is never purged (it is append-only in the database), nor are payments, transfers or the ledger.
 """
 
 from __future__ import annotations
+
+import time
 
 from sqlalchemy import ColumnElement, Table, delete, select, true
 
@@ -111,3 +114,29 @@ def purge_expired(
             ("device_id", "step", "seq"),
         )
     )
+
+
+def purge_due(
+    db: Database,
+    now_us: int,
+    *,
+    event_retention_us: int = DEFAULT_EVENT_RETENTION_US,
+    notification_retention_us: int = DEFAULT_NOTIFICATION_RETENTION_US,
+    budget_s: float = 5.0,
+    max_rounds: int = 100,
+) -> int:
+    """`purge_expired` again and again until a round finds nothing, the time budget is spent or
+    `max_rounds` ran (the next sweep carries on); returns how many rows went."""
+    started = time.monotonic()
+    total = 0
+    for _ in range(max_rounds):
+        done = purge_expired(
+            db,
+            now_us,
+            event_retention_us=event_retention_us,
+            notification_retention_us=notification_retention_us,
+        )
+        total += done
+        if done == 0 or time.monotonic() - started >= budget_s:
+            break
+    return total

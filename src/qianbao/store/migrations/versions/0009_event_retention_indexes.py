@@ -1,5 +1,8 @@
 """Indexes for purging old events, webhook deliveries and notifications by age (housekeeping).
 
+On PostgreSQL they are built CONCURRENTLY, outside the migration's transaction: every payment writes to
+`outbox`, and a plain CREATE INDEX would block those writes for as long as a large table takes to index.
+
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-11-22
@@ -23,8 +26,16 @@ INDEXES = (
 
 
 def upgrade() -> None:
-    for name, table in INDEXES:
-        op.create_index(name, table, ["created_at"], unique=False)
+    context = op.get_context()
+    if context.dialect.name != "postgresql":
+        for name, table in INDEXES:
+            op.create_index(name, table, ["created_at"], unique=False)
+        return
+    with context.autocommit_block():
+        for name, table in INDEXES:
+            # A build interrupted earlier leaves an invalid index behind: drop it and build again.
+            op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
+            op.create_index(name, table, ["created_at"], unique=False, postgresql_concurrently=True)
 
 
 def downgrade() -> None:
