@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -14,14 +15,35 @@ from rich.table import Table
 
 from qianbao.config import Settings
 
+console = Console(stderr=False)
 FLOOR_LABELS = {
     "http": "framework only",
     "transaction": "1 transaction/request",
     "async": "1 async transaction/request",
     "group": "group commit",
 }
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+@contextmanager
+def progress_bars() -> Iterator[tuple[Progress, ProgressFactory]]:
+    """Rich progress bars, and a factory giving each stage of a bench its own bar (label, total)."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+
+        def factory(label: str, total: int) -> Callable[[int], None]:
+            task = progress.add_task(label, total=total)
+            return lambda done: progress.update(task, completed=done)
+
+        yield progress, factory
+
+
 bench_app = typer.Typer(help="Benchmarks (the last output line is one JSON object).", no_args_is_help=True)
-console = Console(stderr=False)
 
 
 @bench_app.command("ledger")
@@ -59,20 +81,8 @@ def bench_ledger(
         transfers=transfers, accounts=accounts, clients=clients, hot_share=hot_share, batch_max=batch_max,
         window_ms=window_ms, baseline_transfers=baseline_transfers, baseline_connections=baseline_connections,
     )  # fmt: skip
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-
-        def factory(label: str, total: int) -> Callable[[int], None]:
-            task = progress.add_task(label, total=total)
-            return lambda done: progress.update(task, completed=done)
-
-        with scratch_database(url, keep=keep) as scratch:
-            result = run_ledger_bench(scratch, params, factory)
+    with progress_bars() as (_progress, factory), scratch_database(url, keep=keep) as scratch:
+        result = run_ledger_bench(scratch, params, factory)
     summary = result.summary()
     table = Table(title=f"ledger benchmark on {result.database}")
     for column in ("design", "transfers/s", "p50 ms", "p99 ms", "transfers", "declined"):
@@ -166,18 +176,7 @@ def bench_api(
         database_url = Settings().database_url
     try:
         wrk_path = find_wrk(wrk)
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-
-            def factory(label: str, total: int) -> Callable[[int], None]:
-                task = progress.add_task(label, total=total)
-                return lambda done: progress.update(task, completed=done)
-
+        with progress_bars() as (progress, factory):
             result = run_api_bench(
                 params, database_url=database_url, url=url, script=script or DEFAULT_SCRIPT, wrk=wrk_path,
                 progress_factory=factory, log=progress.console.print, keep=keep,
