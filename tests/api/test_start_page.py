@@ -95,8 +95,9 @@ def test_the_language_switch_overrides_accept_language(sandbox: TestClient) -> N
 
 
 def test_the_page_assets_are_served(sandbox: TestClient) -> None:
-    text = sandbox.get("/").text
-    for asset in re.findall(r'<link [^>]*href="([^"]+)"', text):
+    assets = re.findall(r'<link [^>]*href="([^"]+)"', sandbox.get("/").text)
+    assert sorted(assets) == ["/static/favicon.svg", "/static/start.css"]
+    for asset in assets:
         response = sandbox.get(asset)
         assert response.status_code == 200, asset
         assert response.headers["content-type"].split(";")[0] in ("text/css", "image/svg+xml"), asset
