@@ -140,9 +140,13 @@ class DemoRow:
     opening_balance: str
 
 
+def shows_demo_users(settings: Settings) -> bool:
+    """The demo users exist (`qianbao serve` seeds them) only in sandbox mode with the demo data."""
+    return settings.is_sandbox and settings.seed_demo_data
+
+
 def demo_rows(settings: Settings) -> list[DemoRow]:
-    """The demo users `qianbao serve` seeds: none outside sandbox mode or without the demo data."""
-    if not (settings.is_sandbox and settings.seed_demo_data):
+    if not shows_demo_users(settings):
         return []
     return [
         DemoRow(
@@ -157,13 +161,12 @@ def demo_rows(settings: Settings) -> list[DemoRow]:
 
 
 def demo_shops(settings: Settings, text: StartText) -> list[str]:
-    if not demo_rows(settings):
+    """A sentence for each demo user who owns a shop."""
+    if not shows_demo_users(settings):
         return []
+    shops = [(demo.label, demo.merchant) for demo in DEMO_USERS if demo.merchant is not None]
     return [
-        text.shop.format(owner=demo.label, name=name, mcc=mcc, city=city)
-        for demo in DEMO_USERS
-        if demo.merchant is not None
-        for name, mcc, city in [demo.merchant]
+        text.shop.format(owner=owner, name=name, mcc=mcc, city=city) for owner, (name, mcc, city) in shops
     ]
 
 
