@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./var/qianbao.db"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # The base URL clients reach this server at (behind a proxy: the proxy's), listed as the OpenAPI
+    # document's `servers`; by default http://<host>:<port>. An e-mail address for integrators' questions,
+    # listed as its `info.contact`.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+    api_contact_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
     workers: int = Field(default=1, ge=1, le=64)
     # Threads per worker for blocking work (sync endpoints and dependencies, i.e. every database call).
     # They share one GIL: beyond a few, more threads add switching, not throughput (docs/benchmarks.md).

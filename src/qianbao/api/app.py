@@ -30,6 +30,7 @@ from qianbao.config import Settings
 from qianbao.errors import ServiceUnavailable
 from qianbao.events.dispatcher import start_inline
 from qianbao.store.migrate import current_revision
+from qianbao.web import install as install_web_pages
 
 
 class Health(BaseModel):
@@ -64,9 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Digital wallet platform: ledger, wallets, payments. Errors are problem+json.",
         lifespan=lifespan,
         dependencies=[Depends(refuse_nul_characters)],
+        docs_url=None,  # /docs and /redoc are served by qianbao.web, from vendored assets (no CDN)
+        redoc_url=None,
     )
     install_problem_handlers(app)
-    openapi.install(app)
+    openapi.install(app, settings)
+    install_web_pages(app, settings)
     log_redaction.install()
     app.include_router(identity_routes.router)
     for routes in (second_factors, kyc, wallets, api_keys, operators, recovery, qr):

@@ -19,7 +19,7 @@ from qianbao.clock import rfc3339
 from qianbao.identity import api_keys
 from qianbao.identity.model import Principal, PrincipalKind
 
-router = APIRouter(tags=["api_keys"])
+router = APIRouter(tags=["api-keys"])
 
 
 class Strict(BaseModel):

@@ -20,7 +20,7 @@ from qianbao.payments import charges, payment_code_model, payment_codes
 from qianbao.payments.merchant_records import PaymentRecord
 from qianbao.payments.merchants import merchant_by_id
 
-router = APIRouter(tags=["payment codes"])
+router = APIRouter(tags=["payment-codes"])
 
 Charger = Annotated[Principal, Depends(user_or_key("payments:write"))]
 NO_STORE = {"Cache-Control": "no-store"}
@@ -139,6 +139,7 @@ def enable_device(
 
 @router.get("/v1/payment-codes/devices", response_model=DeviceList)
 def list_devices(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    """The caller's devices enabled for payment codes, with the wallet each pays from."""
     return {
         "data": [_device_json(d) for d in payment_codes.list_devices(ctx, principal)],
         "next_cursor": None,

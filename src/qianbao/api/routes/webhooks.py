@@ -190,6 +190,7 @@ def list_webhook_endpoints(
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointOut)
 def get_webhook_endpoint(endpoint_id: str, principal: Manager, ctx: Identity) -> dict[str, Any]:
+    """One of your endpoints (its URL, event types, status), without its secret."""
     return endpoint_json(webhooks.get_endpoint(ctx, principal, endpoint_id))
 
 
