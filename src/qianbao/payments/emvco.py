@@ -321,10 +321,8 @@ def _check_numeric(fields: Mapping[str, str | Mapping[str, str]]) -> None:
     for tag in _DECIMAL_TAGS:
         value = fields.get(tag)
         if isinstance(value, str) and (_AMOUNT.fullmatch(value) is None or len(value) > MAX_AMOUNT_CHARS):
-            raise _malformed(
-                "invalid_numeric", f"ID {tag} must be a decimal number (0-9 and '.')", tag=tag,
-                field=FIELD_NAMES[tag],
-            )  # fmt: skip
+            detail = f"ID {tag} must be a decimal number (0-9 and '.')"
+            raise _malformed("invalid_numeric", detail, tag=tag, field=FIELD_NAMES[tag])
     country = fields.get("58")
     if isinstance(country, str) and _COUNTRY.fullmatch(country) is None:
         raise _malformed("invalid_country", "the country code (ID 58) must be two letters (A-Z)", tag="58")
@@ -435,7 +433,7 @@ def _amount_text(amount_minor: int, exponent: int) -> str:
     return text
 
 
-def _currency_exponent(currency: str) -> tuple[int, int]:
+def _iso4217(currency: str) -> tuple[int, int]:
     """(ISO 4217 numeric code, exponent) of a currency with a minor unit, or ``invalid_currency``."""
     try:
         info = currency_info(currency)
@@ -470,7 +468,7 @@ def build_merchant_qr(
         _text("order_ref", order_ref, MAX_REFERENCE_CHARS)
     if not (len(mcc) == 4 and set(mcc) <= _DIGITS):
         raise _malformed("invalid_mcc", "the merchant category code must be four digits", field="mcc")
-    numeric, exponent = _currency_exponent(currency)
+    numeric, exponent = _iso4217(currency)
     if amount_minor is not None and not dynamic:
         raise _malformed(
             "invalid_amount_for_static",
@@ -524,7 +522,7 @@ def build_personal_qr(
     _text("wallet_id", wallet_id, 99 - 4 - len(GLOBALLY_UNIQUE_ID) - 4 - 4 - len(PERSONAL_KIND) - 4)
     _text("name", name, MAX_NAME_CHARS)
     _text("city", city, MAX_CITY_CHARS)
-    numeric, exponent = _currency_exponent(currency)
+    numeric, exponent = _iso4217(currency)
     if signature is not None and _SIGNATURE.fullmatch(signature) is None:
         raise _malformed(
             "invalid_signature",

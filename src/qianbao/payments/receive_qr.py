@@ -126,7 +126,7 @@ class PersonalCheck:
 def check_personal_code(ctx: IdentityContext, conn: Connection, parsed: emvco.ParsedQr) -> PersonalCheck:
     """Check a personal code's signature, then compare it with the code its wallet's records give."""
     wallet_id, signature = parsed.qianbao_wallet_id, parsed.qianbao_signature
-    if wallet_id is None or signature is None:
+    if wallet_id is None or signature is None:  # (no wallet id: not a personal code; callers check first)
         return PersonalCheck("unsigned", ())
     expected = code_signature(
         ctx.keys, wallet_id=wallet_id, currency=parsed.currency, amount=parsed.amount_minor
