@@ -88,6 +88,11 @@ NEXT_STEPS: tuple[NextStep, ...] = (
     NextStep("refresh_code", "Refresh the payment code (付款码) and show the new one."),
     NextStep("ask_merchant", "Ask the merchant for a new QR code or to start the payment again."),
     NextStep("contact_merchant", "Contact the merchant."),
+    NextStep(
+        "ask_payee",
+        "Do not pay this code; ask the payee (merchant or person) to show a fresh code, and check the "
+        "name the app shows.",
+    ),
     NextStep("adjust_budget", "Lower the amount or raise the sub-wallet's monthly budget."),
     NextStep("wait_for_approval", "Another operator must approve the action (four-eyes rule)."),
 )
@@ -243,6 +248,24 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         "ask_merchant",
         MERCHANTS,
         "A dynamic (single-use) merchant QR code was already paid.",
+    ),
+    ErrorCode(
+        "qr_code_altered",
+        422,
+        "ask_payee",
+        MERCHANTS,
+        "A qianbao QR code differs from the code qianbao issued for the payee its id names (another "
+        "merchant's name, an edited amount…), or a receive code's signature does not hold (a swapped "
+        "wallet id or amount). Nothing is paid. Extras: `mismatches` (`field`, `tag`, `in_code`, "
+        "`on_record`).",
+    ),
+    ErrorCode(
+        "qr_code_unsigned",
+        422,
+        "ask_payee",
+        MERCHANTS,
+        "A personal receive code without a signature (issued before receive codes were signed): it "
+        "cannot be verified. The payee shows a fresh code.",
     ),
     ErrorCode(
         "amount_mismatch",

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from qianbao.api.deps import CurrentUser, Identity
-from qianbao.payments import emvco, receive_qr
+from qianbao.payments import emvco, qr_verification, receive_qr
 from qianbao.payments.inputs import MAX_PAYMENT
 from qianbao.payments.qr_images import decode_qr_image
 
@@ -46,11 +46,71 @@ class ParsedQrOut(BaseModel):
     )
 
 
-@router.post("/v1/qr-codes/parse", response_model=ParsedQrOut, response_model_exclude_unset=True)
-def parse_qr_code(body: ParseRequest, _principal: CurrentUser) -> dict[str, Any]:
+class QrMismatchOut(BaseModel):
+    field: str = Field(description="what the data object is: merchant_name, amount, signature…")
+    tag: str = Field(description="its EMVCo ID (59, 54, 80…)")
+    in_code: str | None = Field(description="what the scanned code says (null: absent from it)")
+    on_record: str | None = Field(
+        description="what the code qianbao issued says, from the server's records (null: absent, or "
+        "not shown: a receive code's true signature is never revealed)"
+    )
+
+
+class VerifiedMerchantOut(BaseModel):
+    id: str
+    name: str = Field(description="the merchant's registered name: show this to the payer")
+    city: str
+    mcc: str
+
+
+class VerifiedPayeeOut(BaseModel):
+    wallet_id: str
+    name_masked: str = Field(description="the wallet owner's name as payers see it (*四), from the records")
+
+
+class QrVerificationOut(BaseModel):
+    verified: bool = Field(
+        description="true: the code is exactly what qianbao issued for this payee; false: do not pay it "
+        "(see reason and mismatches)"
+    )
+    kind: Literal["merchant", "personal", "unknown"]
+    reason: str | None = Field(
+        description="null when verified; else bad_crc, merchant_not_found, qr_code_not_found, unsigned, "
+        "bad_signature, recipient_not_found, altered or unknown_kind"
+    )
+    merchant: VerifiedMerchantOut | None = Field(description="merchant codes: the merchant its id names")
+    payee: VerifiedPayeeOut | None = Field(
+        description="personal receive codes whose signature holds: the wallet paid and its owner"
+    )
+    amount: QrAmountOut | None = Field(
+        description="what will be paid per the records: a dynamic code's stored amount, a receive code's "
+        "signed fixed amount; null when the payer enters it"
+    )
+    qr_code_status: str | None = Field(description="dynamic codes: active, paid, expired or canceled")
+    mismatches: list[QrMismatchOut] = Field(
+        description="every data object in which the code differs from the one qianbao issued"
+    )
+
+
+class ParsedQianbaoQrOut(ParsedQrOut):
+    verification: QrVerificationOut | None = Field(
+        default=None,
+        description="present for codes carrying qianbao's identifier (dev.qianbao): what the server's "
+        "records say. Show these values, not the code's own, and pay only when verified is true",
+    )
+
+
+@router.post("/v1/qr-codes/parse", response_model=ParsedQianbaoQrOut, response_model_exclude_unset=True)
+def parse_qr_code(body: ParseRequest, _principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
     """Decode an EMVCo merchant-presented QR payload. Malformed TLV answers 422 `validation_error` with a
-    `reason`; a wrong CRC still decodes, with `crc_ok: false`."""
-    return emvco.parse(body.payload).as_json()
+    `reason`; a wrong CRC still decodes, with `crc_ok: false`. A qianbao code also gets `verification`:
+    the merchant or payee, amount and fields as the server's records have them, and what differs."""
+    parsed = emvco.parse(body.payload)
+    shown = parsed.as_json()
+    verification = qr_verification.verify_scanned(ctx, parsed)
+    if verification is not None:
+        shown["verification"] = verification.as_json()
+    return shown
 
 
 class DecodedQrOut(ParsedQrOut):
