@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from qianbao.api.deps import Body, CurrentUser, Identity, user_or_key
-from qianbao.api.idempotency import run_idempotent
+from qianbao.api.idempotency import SHOWN_ONCE_NOTE, run_idempotent, shown_once
 from qianbao.api.routes.merchants import PaymentList, PaymentOut, payment_json
 from qianbao.api.routes.wallets import MoneyIn, MoneyOut, Strict
 from qianbao.clock import rfc3339
@@ -39,7 +39,9 @@ class DeviceOut(BaseModel):
 
 
 class EnabledDeviceOut(DeviceOut):
-    secret: str = Field(description="base32 HOTP secret, shown once: the app computes codes offline with it")
+    secret: str | None = Field(
+        description=f"base32 HOTP secret: the app computes codes offline with it; {SHOWN_ONCE_NOTE}"
+    )
     algorithm: dict[str, Any]
 
 
@@ -133,7 +135,13 @@ def enable_device(
         }
 
     return run_idempotent(
-        ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work, sealed=True
+        ctx,
+        request,
+        scope=principal.scope,
+        key=idempotency_key,
+        body=raw,
+        work=work,
+        once=shown_once(principal, "secret"),
     )
 
 
