@@ -171,7 +171,13 @@ def create_webhook_endpoint(
 
     return _no_store(
         run_idempotent(
-            ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work, once=shown_once(principal, "secret")
+            ctx,
+            request,
+            scope=principal.scope,
+            key=idempotency_key,
+            body=raw,
+            work=work,
+            once=shown_once(principal, "secret"),
         )
     )
 
@@ -233,7 +239,13 @@ def rotate_webhook_secret(
 
     return _no_store(
         run_idempotent(
-            ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work, once=shown_once(principal, "secret")
+            ctx,
+            request,
+            scope=principal.scope,
+            key=idempotency_key,
+            body=raw,
+            work=work,
+            once=shown_once(principal, "secret"),
         )
     )
 
