@@ -39,7 +39,7 @@ class PaymentCodeBlocked(QianbaoError):
     code = "payment_code_blocked"
 
 
-def refuse_blocked_merchant(ctx: IdentityContext, merchant_id: str) -> None:
+def refuse_merchant_over_limit(ctx: IdentityContext, merchant_id: str) -> None:
     """`RateLimited` (429, Retry-After) if the merchant has presented too many wrong codes: checked before
     any code is tried, so a right guess after the limit pays nothing either. Counts nothing."""
     if not ctx.limiter.check(MERCHANT_RULE, merchant_id):

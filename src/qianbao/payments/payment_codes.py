@@ -237,7 +237,7 @@ def redeem(ctx: IdentityContext, code: object, merchant_id: str, charge_ref: str
     revoked codes are `payment_code_invalid` and count against the merchant; wrong and stale ones (the
     one-time code does not match: a guess) also against the device number they name, whichever merchant
     presents them. A right code of a device blocked by such guesses is `payment_code_blocked`."""
-    payment_code_guard.refuse_blocked_merchant(ctx, merchant_id)
+    payment_code_guard.refuse_merchant_over_limit(ctx, merchant_id)
     parts = payment_code_model.split(code) if isinstance(code, str) else None
     guessed = parts is not None
     if parts is not None:
