@@ -86,6 +86,10 @@ NEXT_STEPS: tuple[NextStep, ...] = (
     NextStep("sign_in", "Sign in (again)."),
     NextStep("confirm_identity", "Pass a step-up challenge (SMS code, PIN, authenticator or passkey)."),
     NextStep("refresh_code", "Refresh the payment code (付款码) and show the new one."),
+    NextStep(
+        "enable_payment_codes",
+        "Turn payment codes on again in the app (with step-up): a new secret, and new codes.",
+    ),
     NextStep("ask_merchant", "Ask the merchant for a new QR code or to start the payment again."),
     NextStep("contact_merchant", "Contact the merchant."),
     NextStep(
@@ -280,6 +284,14 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         "refresh_code",
         MERCHANTS,
         "The customer's payment code is wrong, expired, already used or from another device.",
+    ),
+    ErrorCode(
+        "payment_code_blocked",
+        423,
+        "enable_payment_codes",
+        MERCHANTS,
+        "Too many wrong codes named this device, from any merchants: its codes pay no more (a right one "
+        "included) until the customer enables payment codes again. Also `GET /v1/payment-codes/current`.",
     ),
     ErrorCode(
         "intent_state_conflict",

@@ -29,6 +29,7 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "payment.succeeded": (("payer_user_id", "payment_paid"), ("merchant_user_id", "payment_received")),
     "refund.succeeded": (("payer_user_id", "refund_received"), ("merchant_user_id", "refund_sent")),
     "payment.confirmation_required": (("payer_user_id", "payment_confirmation_required"),),
+    "payment_code.device_blocked": (("user_id", "payment_code_blocked"),),
     "wallet.budget_threshold_reached": (("user_id", "budget_threshold"),),
     "wallet.goal_reached": (("user_id", "goal_reached"),),
     # A money request's money would flow from `from_user_id` (the person asked) to `to_user_id` (the
@@ -87,6 +88,18 @@ TEXTS: dict[str, dict[str, tuple[str, str]]] = {
     "payment_confirmation_required": {
         "en": ("Confirm your payment", "Confirm the payment of {amount} in the app, or it will be canceled."),
         "zh-CN": ("请确认付款", "请在应用中确认 {amount} 的付款，超时将自动取消。"),
+    },
+    "payment_code_blocked": {
+        "en": (
+            "Payment codes paused",
+            "Shops presented too many wrong payment codes for this phone, so its codes are paused. If you "
+            "did not try to pay, someone may be guessing. Turn payment codes on again to get new codes.",
+        ),
+        "zh-CN": (
+            "付款码已暂停",
+            "商户多次提交了该设备的错误付款码，付款码已暂停使用。如非本人操作，可能有人在尝试猜测您的付款码。"
+            "重新开启付款码即可获得新的付款码。",
+        ),
     },
 }
 # When the event lacks the amount (or the percentage), the sentence without it.
