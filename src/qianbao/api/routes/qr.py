@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from qianbao.api.deps import CurrentUser, Identity
 from qianbao.payments import emvco, receive_qr
 from qianbao.payments.inputs import MAX_PAYMENT
-from qianbao.payments.qr_images import decode_qr_image
+from qianbao.payments.qr_images import ACCEPTED_FORMATS, decode_qr_image_in_thread
 
 router = APIRouter(tags=["qr-codes"])
 
@@ -65,15 +65,17 @@ class DecodedQrOut(ParsedQrOut):
         "requestBody": {
             "required": True,
             "content": {
-                t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/png", "image/jpeg")
+                f"image/{f.lower()}": {"schema": {"type": "string", "format": "binary"}}
+                for f in ACCEPTED_FORMATS
             },
         }
     },
 )
 async def decode_qr_code(request: Request, _principal: CurrentUser) -> dict[str, Any]:
-    """Read a QR code from a photo or screenshot sent as the request body (PNG, JPEG, WebP), then decode it
-    like `/v1/qr-codes/parse`. No QR code in the image, or not an image: 422 with a `reason`."""
-    payload = decode_qr_image(await request.body())
+    """Read a QR code from a photo or screenshot sent as the request body (PNG, JPEG, WebP or GIF, at most
+    8 MiB and 16.7 megapixels), then decode it like `/v1/qr-codes/parse`. No QR code in the image, another
+    format, or not an image: 422 with a `reason`; a body over the size limit: 413 `payload_too_large`."""
+    payload = await decode_qr_image_in_thread(await request.body())
     return {"payload": payload, **emvco.parse(payload).as_json()}
 
 
