@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL)$")
     seed_demo_data: bool = True
     log_level: str = "info"
-    # --- What one HTTP request may be (docs/security.md#request-limits). JSON bodies are small: the largest
+    # --- What one HTTP request may be (docs/security.md, "Requests"). JSON bodies are small: the largest
     # legitimate one, a passkey attestation, is a few KiB. Only the QR image upload takes more, and never
     # more than the decoder reads (8 MiB). Header limits hold for the request line and all header lines.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=8 * 1024 * 1024)

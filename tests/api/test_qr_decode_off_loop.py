@@ -91,8 +91,12 @@ def test_at_most_a_few_pictures_decode_at_once(
     with ThreadPoolExecutor(uploads) as pool:
         decodings = [pool.submit(decode, client, alice) for _ in range(uploads)]
         # Every upload has arrived: some decode, the others wait for a slot.
-        assert wait_until(lambda: decode_slots().statistics().tasks_waiting == uploads - DECODE_CONCURRENCY)
-        assert held.inside == DECODE_CONCURRENCY
+        assert wait_until(
+            lambda: (
+                decode_slots().statistics().tasks_waiting == uploads - DECODE_CONCURRENCY
+                and held.inside == DECODE_CONCURRENCY
+            )
+        )
         held.release.set()
         answers = [d.result() for d in decodings]
     assert [a.status_code for a in answers] == [200] * uploads

@@ -29,7 +29,6 @@ class PayloadTooLarge(QianbaoError):
         super().__init__(
             f"the request body is larger than {limit} bytes, the limit of this route", limit=limit
         )
-        self.limit = limit
 
 
 def route_limits(settings: Settings) -> dict[tuple[str, str], int]:
