@@ -480,6 +480,22 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("conflict", 409, None, GENERAL, "The request clashes with the object's current state."),
     ErrorCode("method_not_allowed", 405, None, GENERAL, "The HTTP method is not supported on this path."),
     ErrorCode(
+        "payload_too_large",
+        413,
+        "check_input",
+        GENERAL,
+        "The request body is larger than the route accepts (64 KiB for JSON, 8 MiB for an image upload by "
+        "default); it was not read. Extras: `limit` (bytes).",
+    ),
+    ErrorCode(
+        "headers_too_large",
+        431,
+        None,
+        GENERAL,
+        "The request line and headers are too large, or there are too many header lines. Extras: `limit`, "
+        "`limit_count`.",
+    ),
+    ErrorCode(
         "service_unavailable",
         503,
         "retry_later",

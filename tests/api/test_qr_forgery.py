@@ -58,6 +58,30 @@ def mallory(client: TestClient) -> SignedUp:
 # -- static merchant codes ------------------------------------------------------------------------------
 
 
+def test_a_photo_of_a_forged_code_is_flagged_like_its_text(
+    client: TestClient, alice: SignedUp, bob: SignedUp, mallory: SignedUp
+) -> None:
+    shop = open_merchant(client, bob)
+    stall = open_merchant(client, mallory, name="赵记小卖部", city="杭州", mcc="5411")
+    genuine = static_payload(client, bob, shop["id"])
+    forged = reissued(genuine, _26={"00": emvco.GLOBALLY_UNIQUE_ID, "01": stall["id"]})
+
+    def decoded(payload: str) -> dict[str, Any]:
+        headers = {**alice.auth, "Content-Type": "image/png"}
+        response = client.post("/v1/qr-codes/decode", content=emvco.qr_png(payload), headers=headers)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    photo_of_forgery = decoded(forged)
+    photo_of_genuine = decoded(genuine)
+
+    assert photo_of_forgery["payload"] == forged
+    assert photo_of_forgery["verification"] == parse(client, alice, forged)["verification"]
+    assert photo_of_forgery["verification"]["verified"] is False
+    assert photo_of_forgery["verification"]["merchant"]["name"] == "赵记小卖部"
+    assert photo_of_genuine["verification"]["verified"] is True
+
+
 def test_a_static_code_with_another_merchants_id_shows_who_is_really_paid_and_is_refused(
     client: TestClient, alice: SignedUp, bob: SignedUp, mallory: SignedUp
 ) -> None:

@@ -11,6 +11,8 @@ from pydantic import BaseModel
 
 from qianbao import __version__
 from qianbao.api import log_redaction, openapi
+from qianbao.api.body_limits import BodySizeLimitMiddleware, route_limits
+from qianbao.api.client_address import TrustedProxyMiddleware
 from qianbao.api.guards import refuse_nul_characters
 from qianbao.api.problems import install_problem_handlers
 from qianbao.api.routes import api_keys, kyc, operators, qr, recovery, second_factors, wallets
@@ -69,6 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_problem_handlers(app)
+    app.add_middleware(
+        BodySizeLimitMiddleware, default_limit=settings.max_body_bytes, limits=route_limits(settings)
+    )
+    app.add_middleware(TrustedProxyMiddleware, trusted_proxies=settings.trusted_proxies)
     openapi.install(app, settings)
     install_web_pages(app, settings)
     log_redaction.install()

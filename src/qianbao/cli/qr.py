@@ -12,7 +12,7 @@ import typer
 
 from qianbao.errors import InvalidInput
 from qianbao.payments import emvco, payment_code_model
-from qianbao.payments.qr_images import decode_qr_image
+from qianbao.payments.qr_images import MAX_IMAGE_BYTES, decode_qr_image
 
 app = typer.Typer(help="EMVCo merchant-presented QR codes.", no_args_is_help=True)
 
@@ -60,10 +60,12 @@ def decode(
         Path, typer.Argument(help="A photo or screenshot of a QR code.", exists=True, dir_okay=False)
     ],
 ) -> None:
-    """Read the QR code in an image and print its text and EMVCo fields as JSON (exit status as for
-    `qr parse`)."""
+    """Read the QR code in an image (PNG, JPEG, WebP or GIF) and print its text and EMVCo fields as JSON
+    (exit status as for `qr parse`)."""
     try:
-        payload = decode_qr_image(image.read_bytes())
+        with image.open("rb") as file:
+            # One byte past the limit is enough for the decoder to refuse a file too large to read whole.
+            payload = decode_qr_image(file.read(MAX_IMAGE_BYTES + 1))
         parsed = emvco.parse(payload)
     except InvalidInput as exc:
         typer.echo(f"error {exc.code} ({exc.extra.get('reason')}): {exc.detail}", err=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from qianbao.api.deps import CurrentUser, Identity
+from qianbao.identity.context import IdentityContext
 from qianbao.payments import emvco, qr_verification, receive_qr
 from qianbao.payments.inputs import MAX_PAYMENT
-from qianbao.payments.qr_images import decode_qr_image
+from qianbao.payments.qr_images import ACCEPTED_FORMATS, decode_qr_image_in_thread
 
 router = APIRouter(tags=["qr-codes"])
 
@@ -105,7 +107,12 @@ def parse_qr_code(body: ParseRequest, _principal: CurrentUser, ctx: Identity) ->
     """Decode an EMVCo merchant-presented QR payload. Malformed TLV answers 422 `validation_error` with a
     `reason`; a wrong CRC still decodes, with `crc_ok: false`. A qianbao code also gets `verification`:
     the merchant or payee, amount and fields as the server's records have them, and what differs."""
-    parsed = emvco.parse(body.payload)
+    return _verified_view(ctx, body.payload)
+
+
+def _verified_view(ctx: IdentityContext, payload: str) -> dict[str, Any]:
+    """The parsed fields of a payload and, for a qianbao code, what the server's records say."""
+    parsed = emvco.parse(payload)
     shown = parsed.as_json()
     verification = qr_verification.verify_scanned(ctx, parsed)
     if verification is not None:
@@ -113,7 +120,7 @@ def parse_qr_code(body: ParseRequest, _principal: CurrentUser, ctx: Identity) ->
     return shown
 
 
-class DecodedQrOut(ParsedQrOut):
+class DecodedQrOut(ParsedQianbaoQrOut):
     payload: str = Field(description="the text read from the image")
 
 
@@ -125,16 +132,20 @@ class DecodedQrOut(ParsedQrOut):
         "requestBody": {
             "required": True,
             "content": {
-                t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/png", "image/jpeg")
+                f"image/{f.lower()}": {"schema": {"type": "string", "format": "binary"}}
+                for f in ACCEPTED_FORMATS
             },
         }
     },
 )
-async def decode_qr_code(request: Request, _principal: CurrentUser) -> dict[str, Any]:
-    """Read a QR code from a photo or screenshot sent as the request body (PNG, JPEG, WebP), then decode it
-    like `/v1/qr-codes/parse`. No QR code in the image, or not an image: 422 with a `reason`."""
-    payload = decode_qr_image(await request.body())
-    return {"payload": payload, **emvco.parse(payload).as_json()}
+async def decode_qr_code(request: Request, _principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    """Read a QR code from a photo or screenshot sent as the request body (PNG, JPEG, WebP or GIF, at most
+    8 MiB and 16.7 megapixels), then decode it like `/v1/qr-codes/parse`. No QR code in the image, another
+    format, or not an image: 422 with a `reason`; a body over the size limit: 413 `payload_too_large`."""
+    payload = await decode_qr_image_in_thread(await request.body())
+    # The records are read on a worker thread, like every database call: never on the event loop.
+    shown = await anyio.to_thread.run_sync(_verified_view, ctx, payload)
+    return {"payload": payload, **shown}
 
 
 class ReceiveQrOut(BaseModel):
