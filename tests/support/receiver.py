@@ -1,5 +1,5 @@
 """A real HTTP receiver on 127.0.0.1 for webhook tests: it records what it gets and answers the statuses
-it is told to, in turn."""
+it is told to, in turn. And a resolver for tests whose receivers are mocks: every name is public."""
 
 from __future__ import annotations
 
@@ -10,6 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+PUBLIC_ADDRESS = "93.184.216.34"  # a public address; tests behind a MockTransport never connect to it
+
+
+def public_resolver(host: str, port: int) -> list[str]:
+    """Every host name resolves to one public address (no DNS in tests)."""
+    del host, port
+    return [PUBLIC_ADDRESS]
 
 
 @dataclass
