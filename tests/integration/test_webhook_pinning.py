@@ -275,3 +275,30 @@ def test_after_a_verified_connection_a_silent_receiver_is_a_timeout(certificate:
             allow_loopback=True,
         )
     assert outcome(result) == (None, None, "timeout")
+
+
+def test_proxies_from_the_environment_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy would resolve the host itself, after the check: the webhook client never uses one."""
+    with running_receiver([200]) as (proxy, proxy_url):
+        proxy_address = proxy_url.rsplit("/", 2)[0]
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy_address)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        with running_receiver([200]) as (local, url):
+            result = deliver(
+                url.replace("127.0.0.1", "receiver.example"), resolver=to("127.0.0.1"), allow_loopback=True
+            )
+        assert result.status_code == 200 and len(local.received) == 1
+        assert proxy.received == []
+
+
+def test_each_attempt_opens_its_own_connection() -> None:
+    with (
+        running_receiver([200]) as (local, url),
+        new_http_client(0.5, resolver=to("127.0.0.1"), allow_loopback=True) as client,
+    ):
+        for _ in range(3):
+            assert send(client, message(url), timestamp_s=1_700_000_000).status_code == 200
+        ports = {r.client_port for r in local.received}
+    assert len(ports) == 3  # three TCP connections: none kept for another host's request

@@ -25,6 +25,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    client_port: int = 0  # the sender's side of the TCP connection
 
 
 @dataclass
@@ -39,10 +40,14 @@ class LocalReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps connections open, as real receivers do
+
             def do_POST(self) -> None:  # noqa: N802 - the http.server interface
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver.lock:
-                    receiver.received.append(Received(self.path, dict(self.headers.items()), body))
+                    receiver.received.append(
+                        Received(self.path, dict(self.headers.items()), body, self.client_address[1])
+                    )
                     status = receiver.answers.pop(0) if len(receiver.answers) > 1 else receiver.answers[0]
                 answer = json.dumps({"received": status < 300}).encode()
                 self.send_response(status)

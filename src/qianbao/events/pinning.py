@@ -49,10 +49,9 @@ class PinnedTransport(httpx.BaseTransport):
         resolver: Resolver = system_resolver,
         allow_loopback: bool = False,
     ) -> None:
-        # No proxies from the environment: a proxy would resolve the host itself, after our check.
-        self._inner = inner or httpx.HTTPTransport(
-            trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
-        )
+        # A transport built here reads no proxy from the environment (only the CA bundle, SSL_CERT_FILE):
+        # a proxy would resolve the host itself, after our check. No keep-alive (see the module).
+        self._inner = inner or httpx.HTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
         self._resolver = resolver
         self._allow_loopback = allow_loopback
 

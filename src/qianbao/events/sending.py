@@ -121,7 +121,7 @@ def new_http_client(
     pinned requests go through: tests pass a mock), never through an environment's proxy."""
     return httpx.Client(
         transport=PinnedTransport(transport, resolver=resolver, allow_loopback=allow_loopback),
-        trust_env=False,
+        trust_env=False,  # no proxy and no .netrc credentials from the environment
         timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
         follow_redirects=False,  # a redirect is an answer (not 2xx), never followed to another host
         headers={"User-Agent": USER_AGENT},
