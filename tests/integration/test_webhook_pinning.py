@@ -53,6 +53,10 @@ def deliver(url: str, *, transport: httpx.BaseTransport | None = None, **options
         return send(client, message(url), timestamp_s=1_700_000_000)
 
 
+def port_of(url: str) -> int:
+    return int(url.split(":")[2].split("/")[0])
+
+
 def outcome(result: AttemptResult) -> tuple[Any, ...]:
     """Everything the delivery log shows of an attempt, but its latency."""
     return result.status_code, result.response_snippet, result.error
@@ -63,13 +67,12 @@ def outcome(result: AttemptResult) -> tuple[Any, ...]:
 
 def test_a_real_receiver_gets_the_delivery_at_the_vetted_address_under_its_host_name() -> None:
     with running_receiver([200]) as (local, url):
-        port = url.split(":")[2].split("/")[0]
-        named = f"http://receiver.example:{port}/hooks/qianbao"  # a name no DNS resolves to loopback
+        named = f"http://receiver.example:{port_of(url)}/hooks/qianbao"  # a name no DNS resolves to loopback
         result = deliver(named, resolver=to("127.0.0.1"), allow_loopback=True)
         assert result.status_code == 200 and result.error is None
         [request] = local.received
         assert request.path == "/hooks/qianbao"
-        assert request.headers["Host"] == f"receiver.example:{port}"
+        assert request.headers["Host"] == f"receiver.example:{port_of(url)}"
         assert request.headers["Qianbao-Event-Id"] == "evt_test"
 
         # The same loopback address without the setting: refused before any connection.
@@ -101,7 +104,7 @@ def test_dns_rebinding_cannot_reach_loopback(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(socket, "getaddrinfo", rebinding_getaddrinfo)
     monkeypatch.setattr(socket, "create_connection", guarded_connect)
     with running_receiver([200]) as (local, url):
-        port = int(url.split(":")[2].split("/")[0])
+        port = port_of(url)
         result = deliver(f"https://rebind.example:{port}/hooks")
     assert local.received == []  # the loopback receiver never heard of it
     assert looked_up == ["rebind.example"]  # resolved once
@@ -201,33 +204,29 @@ def read_request(sock: ssl.SSLSocket) -> bytes:
     return data
 
 
-def trusting(certificate: tuple[Path, Path]) -> httpx.HTTPTransport:
-    """What the pinned requests go through: a plain transport that trusts the test certificate."""
+def deliver_tls(certificate: tuple[Path, Path], host: str, port: int) -> AttemptResult:
+    """A delivery to https://host:port/hooks, `host` resolving to 127.0.0.1, through a plain transport
+    that trusts the test certificate."""
     context = ssl.create_default_context(cafile=str(certificate[0]))
-    return httpx.HTTPTransport(verify=context, trust_env=False)
+    return deliver(
+        f"https://{host}:{port}/hooks",
+        transport=httpx.HTTPTransport(verify=context, trust_env=False),
+        resolver=to("127.0.0.1"),
+        allow_loopback=True,
+    )
 
 
 def test_tls_checks_the_urls_host_name_while_connecting_to_the_pinned_address(
     certificate: tuple[Path, Path],
 ) -> None:
     with tls_server(certificate, answer=True) as (port, seen):
-        result = deliver(
-            f"https://hooks.example:{port}/hooks",
-            transport=trusting(certificate),
-            resolver=to("127.0.0.1"),
-            allow_loopback=True,
-        )
+        result = deliver_tls(certificate, "hooks.example", port)
         assert result.status_code == 200 and result.response_snippet == "ok"
         assert seen[0] == ("sni", "hooks.example")
         assert b"\r\nHost: hooks.example:" + str(port).encode() + b"\r\n" in seen[1][1]
 
         # A host name the certificate does not cover fails, though the address is the same.
-        other = deliver(
-            f"https://other.example:{port}/hooks",
-            transport=trusting(certificate),
-            resolver=to("127.0.0.1"),
-            allow_loopback=True,
-        )
+        other = deliver_tls(certificate, "other.example", port)
         assert outcome(other) == (None, None, "connection_failed")
 
 
@@ -241,39 +240,19 @@ def closed_port() -> int:
 
 
 def test_a_closed_port_an_open_one_and_a_bad_certificate_look_alike(certificate: tuple[Path, Path]) -> None:
-    def attempt(port: int) -> AttemptResult:
-        return deliver(
-            f"https://hooks.example:{port}/x",
-            transport=trusting(certificate),
-            resolver=to("127.0.0.1"),
-            allow_loopback=True,
-        )
-
-    outcomes = {"closed": outcome(attempt(closed_port()))}
+    outcomes = {"closed": outcome(deliver_tls(certificate, "hooks.example", closed_port()))}
     with running_receiver([200]) as (_local, url):  # open, speaks plain HTTP: WRONG_VERSION_NUMBER
-        outcomes["plain http"] = outcome(attempt(int(url.split(":")[2].split("/")[0])))
+        outcomes["plain http"] = outcome(deliver_tls(certificate, "hooks.example", port_of(url)))
     with socket.create_server(("127.0.0.1", 0)) as silent:  # open, accepts, never says a word
-        outcomes["silent"] = outcome(attempt(silent.getsockname()[1]))
+        outcomes["silent"] = outcome(deliver_tls(certificate, "hooks.example", silent.getsockname()[1]))
     with tls_server(certificate, answer=True) as (port, _seen):  # TLS, but not for this host name
-        outcomes["wrong name"] = outcome(
-            deliver(
-                f"https://wrong.example:{port}/x",
-                transport=trusting(certificate),
-                resolver=to("127.0.0.1"),
-                allow_loopback=True,
-            )
-        )
+        outcomes["wrong name"] = outcome(deliver_tls(certificate, "wrong.example", port))
     assert outcomes == dict.fromkeys(outcomes, (None, None, "connection_failed"))
 
 
 def test_after_a_verified_connection_a_silent_receiver_is_a_timeout(certificate: tuple[Path, Path]) -> None:
     with tls_server(certificate, answer=False) as (port, _seen):
-        result = deliver(
-            f"https://hooks.example:{port}/x",
-            transport=trusting(certificate),
-            resolver=to("127.0.0.1"),
-            allow_loopback=True,
-        )
+        result = deliver_tls(certificate, "hooks.example", port)
     assert outcome(result) == (None, None, "timeout")
 
 
