@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     # and how long in-app notifications are kept (housekeeping deletes older ones).
     event_retention_days: int = Field(default=30, ge=1, le=3650)
     notification_retention_days: int = Field(default=90, ge=1, le=3650)
+    # Sandbox only: webhooks may go to this machine's loopback (127.0.0.0/8, ::1, localhost), for a
+    # developer's own receiver. Off by default; ignored in production (docs/webhooks.md).
+    webhooks_allow_loopback: bool = False
     # --- Merchant payments. The merchant discount rate is in parts per million of the amount (3800 =
     # 0.38 %), per MCC with a default; fees are rounded half-up to the fen and refunded pro-rata.
     merchant_fee_ppm: int = Field(default=3800, ge=0, le=100_000)

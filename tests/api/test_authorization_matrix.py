@@ -18,6 +18,7 @@ from qianbao.events.dispatcher import dispatch_once
 from tests.support.api import SignedUp, latest_code, reset_limits, sign_up
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.operators import identity_of
+from tests.support.receiver import public_resolver
 
 PIN = "384729"
 PUBLIC = {
@@ -118,7 +119,11 @@ def bobs_objects(client: TestClient, bob: SignedUp) -> dict[str, str]:
     merchant, code, payment, intent = merchant_objects(client, bob, carol)
     device = stepped_up(client, bob, "POST", "/v1/payment-codes/devices", json={"wallet_id": bob.wallet_id})
     assert device.status_code == 201, device.text
-    dispatch_once(identity_of(client), transport=httpx.MockTransport(lambda _: httpx.Response(500)))
+    dispatch_once(
+        identity_of(client),
+        transport=httpx.MockTransport(lambda _: httpx.Response(500)),
+        resolver=public_resolver,
+    )
     endpoint_id = endpoint.json()["id"]
     event_id = client.get("/v1/events", headers=bob.auth).json()["data"][0]["id"]
     deliveries = client.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries", headers=bob.auth).json()

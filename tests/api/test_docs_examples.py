@@ -34,6 +34,7 @@ from qianbao.ledger.verify import verify_ledger
 from qianbao.payments import payment_code_model
 from qianbao.payments.emvco import crc16_ccitt_false
 from tests.support.api import make_settings, new_phone
+from tests.support.receiver import public_resolver
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "api.md"
@@ -390,11 +391,13 @@ def test_walkthrough_webhooks_and_polling(
         return httpx.Response(status)
 
     ctx = client.app.state.container.identity  # type: ignore[attr-defined]
-    report = dispatch_once(ctx, transport=httpx.MockTransport(receiver))
+    report = dispatch_once(ctx, transport=httpx.MockTransport(receiver), resolver=public_resolver)
     assert report.delivered == 1
     [event] = acted_on
     assert event["type"] == "payment.succeeded" and event["data"]["payment_id"] == paid["id"]
-    assert raw[0].url == url and raw[0].headers["Qianbao-Event-Id"] == event["id"]
+    # Sent to the vetted address of the URL's host, which `Host` (and TLS, as SNI) still names.
+    assert raw[0].headers["Host"] == "shop.example.com" and raw[0].url.path == "/hooks/qianbao"
+    assert raw[0].headers["Qianbao-Event-Id"] == event["id"]
 
     # The receiver's checks: a repeat is acknowledged and skipped; a changed body or an old
     # timestamp is refused.
@@ -421,7 +424,7 @@ def test_walkthrough_webhooks_and_polling(
     later = merchant_qr.pay_qr(
         client, alice.token, PIN, from_wallet_id=alice.wallet_id, payload=printed, fen=200
     )
-    dispatch_once(ctx, transport=httpx.MockTransport(receiver))
+    dispatch_once(ctx, transport=httpx.MockTransport(receiver), resolver=public_resolver)
     polled = webhooks.new_events(client, events_key, position, event_type="payment.succeeded")
     assert [e["data"]["payment_id"] for e in polled] == [later["id"]]
     everything = webhooks.new_events(client, events_key, webhooks.FeedPosition())
@@ -763,6 +766,8 @@ def server(fresh_database_url: str, tmp_path: Path) -> Iterator[str]:
         "QIANBAO_ARGON2_MEMORY_KIB": "8",
         "QIANBAO_ARGON2_PARALLELISM": "1",
         "QIANBAO_LOG_LEVEL": "warning",
+        # The curl walkthrough registers a receiver on http://127.0.0.1 (a developer's own machine).
+        "QIANBAO_WEBHOOKS_ALLOW_LOOPBACK": "true",
     }
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(

@@ -7,16 +7,26 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from qianbao.config import Settings
 from qianbao.events.dispatcher import dispatch_once
 from qianbao.events.signing import verify_signature
 from qianbao.payments import payment_code_model
-from tests.support.api import SignedUp, sign_up, with_step_up
+from tests.support.api import SignedUp, make_settings, sign_up, with_step_up
 from tests.support.operators import identity_of
 from tests.support.receiver import Received, running_receiver
+
+
+@pytest.fixture
+def settings(fresh_database_url: str, tmp_path: Path) -> Settings:
+    """The sandbox with loopback receivers allowed (QIANBAO_WEBHOOKS_ALLOW_LOOPBACK=true): the receiver here
+    is a real HTTP server on 127.0.0.1."""
+    return make_settings(fresh_database_url, tmp_path / "var", webhooks_allow_loopback=True)
 
 
 def _key() -> dict[str, str]:

@@ -7,18 +7,27 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from qianbao.clock import FixedClock, SystemClock, to_us
+from qianbao.config import Settings
 from qianbao.events import deliveries
 from qianbao.events.dispatcher import dispatch_once
 from qianbao.events.signing import verify_signature
 from tests.api.test_webhook_endpoints import ctx_of, fund, ok, pay
-from tests.support.api import SignedUp
+from tests.support.api import SignedUp, make_settings
 from tests.support.receiver import LocalReceiver, running_receiver
+
+
+@pytest.fixture
+def settings(fresh_database_url: str, tmp_path: Path) -> Settings:
+    """The sandbox with loopback receivers allowed (QIANBAO_WEBHOOKS_ALLOW_LOOPBACK=true): the receiver here
+    is a real HTTP server on 127.0.0.1."""
+    return make_settings(fresh_database_url, tmp_path / "var", webhooks_allow_loopback=True)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from qianbao.store.database import Database
 from qianbao.store.outbox import OutboxEvent, outbox
 from qianbao.store.unit_of_work import UnitOfWork
 from tests.conftest import PostgresServer
+from tests.support.receiver import PUBLIC_ADDRESS, public_resolver
 
 S = 1_000_000
 MONEY = {"amount": 12_345, "currency": "CNY"}
@@ -68,7 +70,7 @@ class Env:
         return [e.id for e in events]
 
     def dispatcher(self, receiver: Receiver, **options: Any) -> Dispatcher:
-        options.setdefault("production", False)
+        options.setdefault("resolver", public_resolver)
         options.setdefault("concurrency", 4)
         return Dispatcher(self.db, self.keys, self.clock, transport=httpx.MockTransport(receiver), **options)
 
@@ -168,7 +170,9 @@ def test_a_delivery_is_signed_with_the_endpoint_secret_and_logged(env: Env) -> N
         dispatcher.close()
     assert (report.events, report.attempts, report.delivered) == (1, 1, 1)
     [request] = receiver.requests
-    assert str(request.url) == "https://hooks.example.com/usr_b"
+    # Sent to the vetted address of the endpoint's host, named in `Host` (and to TLS as SNI).
+    assert str(request.url) == f"https://{PUBLIC_ADDRESS}/usr_b"
+    assert request.headers["Host"] == "hooks.example.com"
     assert request.headers["Qianbao-Event-Id"] == event_id
     assert request.headers["Qianbao-Event-Type"] == "transfer.succeeded"
     assert request.headers["Content-Type"] == "application/json"
@@ -224,7 +228,7 @@ def test_network_errors_are_attempts_too(env: Env) -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     dispatcher = Dispatcher(
-        env.db, env.keys, env.clock, production=False, transport=httpx.MockTransport(refuse)
+        env.db, env.keys, env.clock, transport=httpx.MockTransport(refuse), resolver=public_resolver
     )
     try:
         dispatcher.dispatch_once()
@@ -232,7 +236,7 @@ def test_network_errors_are_attempts_too(env: Env) -> None:
         dispatcher.close()
     [attempt] = env.rows(webhook_attempts)
     assert attempt.status_code is None and not attempt.succeeded
-    assert attempt.error == "ConnectError: connection refused"
+    assert attempt.error == "connection_failed"  # one neutral word, never the exception's text
     assert env.rows(webhook_deliveries)[0].status == "pending"
 
 
@@ -340,11 +344,29 @@ def test_a_rotated_secret_signs_alongside_the_new_one_until_it_expires(env: Env)
 
 
 @pytest.mark.parametrize(
-    ("addresses", "sent"),
-    [(["93.184.216.34"], True), (["93.184.216.34", "10.0.0.7"], False), (["127.0.0.1"], False), ([], False)],
+    ("addresses", "allow_loopback", "sent"),
+    [
+        (["93.184.216.34"], False, True),
+        (["2606:2800:220:1:248:1893:25c8:1946", "93.184.216.34"], False, True),
+        (["64:ff9b::5db8:d822"], False, True),  # NAT64 of a public address (DNS64 networks)
+        (["93.184.216.34", "10.0.0.7"], False, False),  # every address is vetted, not just the first
+        (["127.0.0.1"], False, False),
+        (["127.0.0.1"], True, True),
+        (["::1", "127.0.0.1"], True, True),
+        (["127.0.0.1", "10.0.0.7"], True, False),  # loopback only, never the private network
+        (["169.254.169.254"], True, False),
+        (["::ffff:169.254.169.254"], False, False),
+        (["64:ff9b::a00:7"], False, False),  # NAT64 of 10.0.0.7
+        (["2002:a00:7::1"], False, False),  # 6to4 of 10.0.0.7
+        (["::a00:7"], False, False),  # IPv4-compatible 10.0.0.7
+        (["fd00:ec2::254"], False, False),  # a unique-local metadata address
+        (["fe80::1%2"], False, False),
+        (["100.100.100.200"], False, False),  # shared address space (a metadata service)
+        ([], False, False),
+    ],
 )
-def test_production_checks_where_the_host_resolves_at_every_attempt(
-    env: Env, addresses: list[str], sent: bool
+def test_each_attempt_resolves_once_vets_every_address_and_is_sent_to_a_vetted_one(
+    env: Env, addresses: list[str], allow_loopback: bool, sent: bool
 ) -> None:
     env.endpoint("usr_b", ["*"])
     env.emit(transfer("usr_a", "usr_b"))
@@ -355,17 +377,71 @@ def test_production_checks_where_the_host_resolves_at_every_attempt(
         resolved.append(f"{host}:{port}")
         return addresses
 
-    dispatcher = env.dispatcher(receiver, production=True, resolver=resolver)
+    dispatcher = env.dispatcher(receiver, allow_loopback=allow_loopback, resolver=resolver)
     try:
         dispatcher.dispatch_once()
     finally:
         dispatcher.close()
     assert resolved == ["hooks.example.com:443"]
-    assert bool(receiver.requests) is sent
     [attempt] = env.rows(webhook_attempts)
     assert attempt.succeeded is sent
-    if not sent:
-        assert "private" in attempt.error
+    if sent:
+        [request] = receiver.requests
+        # The connection goes to the first vetted address; TLS and the Host header name the host.
+        assert request.url.host == addresses[0] and request.url.path == "/usr_b"
+        assert request.headers["Host"] == "hooks.example.com"
+        assert request.extensions["sni_hostname"] == "hooks.example.com"
+    else:
+        assert receiver.requests == []
+        assert attempt.error == "destination_not_allowed"
+
+
+def test_a_host_that_does_not_resolve_is_not_allowed_either(env: Env) -> None:
+    env.endpoint("usr_b", ["*"])
+    env.emit(transfer("usr_a", "usr_b"))
+    receiver = Receiver([200])
+
+    def unknown(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, f"{host}:{port} not known")
+
+    dispatcher = env.dispatcher(receiver, resolver=unknown)
+    try:
+        dispatcher.dispatch_once()
+    finally:
+        dispatcher.close()
+    [attempt] = env.rows(webhook_attempts)
+    # The same word as a private address: the log does not tell which internal names exist.
+    assert receiver.requests == [] and attempt.error == "destination_not_allowed"
+
+
+def test_a_rebinding_answer_reaches_only_the_address_that_was_vetted(env: Env) -> None:
+    env.endpoint("usr_b", ["*"])
+    env.emit(transfer("usr_a", "usr_b"))
+    receiver = Receiver([500, 200])
+    answers = [["93.184.216.34"], ["127.0.0.1"], ["93.184.216.35"]]
+    resolved: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[str]:
+        resolved.append(host)
+        return answers.pop(0)
+
+    dispatcher = env.dispatcher(receiver, resolver=rebinding)
+    try:
+        dispatcher.dispatch_once()  # public at the only look-up: sent there (and answered 500)
+        env.clock.advance(seconds=3600)
+        dispatcher.dispatch_once()  # loopback now: refused, nothing sent
+        env.clock.advance(seconds=3600)
+        dispatcher.dispatch_once()  # public again: sent to the new address
+    finally:
+        dispatcher.close()
+    assert resolved == ["hooks.example.com"] * 3  # once per attempt, never again to connect
+    assert [r.url.host for r in receiver.requests] == ["93.184.216.34", "93.184.216.35"]
+    attempts = sorted(env.rows(webhook_attempts), key=lambda a: a.number)
+    assert [(a.status_code, a.error) for a in attempts] == [
+        (500, None),
+        (None, "destination_not_allowed"),
+        (200, None),
+    ]
 
 
 # --- PostgreSQL: real races -----------------------------------------------------------------------------

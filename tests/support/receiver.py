@@ -1,5 +1,5 @@
 """A real HTTP receiver on 127.0.0.1 for webhook tests: it records what it gets and answers the statuses
-it is told to, in turn."""
+it is told to, in turn. And a resolver for tests whose receivers are mocks: every name is public."""
 
 from __future__ import annotations
 
@@ -11,12 +11,21 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+PUBLIC_ADDRESS = "93.184.216.34"  # a public address; tests behind a MockTransport never connect to it
+
+
+def public_resolver(host: str, port: int) -> list[str]:
+    """Every host name resolves to one public address (no DNS in tests)."""
+    del host, port
+    return [PUBLIC_ADDRESS]
+
 
 @dataclass
 class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    client_port: int = 0  # the sender's side of the TCP connection
 
 
 @dataclass
@@ -31,10 +40,14 @@ class LocalReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps connections open, as real receivers do
+
             def do_POST(self) -> None:  # noqa: N802 - the http.server interface
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver.lock:
-                    receiver.received.append(Received(self.path, dict(self.headers.items()), body))
+                    receiver.received.append(
+                        Received(self.path, dict(self.headers.items()), body, self.client_address[1])
+                    )
                     status = receiver.answers.pop(0) if len(receiver.answers) > 1 else receiver.answers[0]
                 answer = json.dumps({"received": status < 300}).encode()
                 self.send_response(status)

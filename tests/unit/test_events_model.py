@@ -152,14 +152,21 @@ def test_production_refuses(url: str, why: str) -> None:
     [
         "http://127.0.0.1:9000/hooks",
         "http://localhost:3000/webhooks",
+        "http://LOCALHOST.:3000/webhooks",
         "http://[::1]:8080/",
         "https://127.0.0.1/hooks",
-        "https://shop.example.com/hooks",
-        "https://10.0.0.5/hooks",  # sandbox developers may use their own network over https
+        "http://127.0.0.2:9000/hooks",  # all of 127.0.0.0/8 is this machine
     ],
 )
-def test_sandbox_allows_local_development(url: str) -> None:
-    assert url_problem(url, production=False) is None
+def test_sandbox_allows_loopback_receivers_only_when_asked_to(url: str) -> None:
+    assert url_problem(url, production=False, allow_loopback=True) is None
+    problem = url_problem(url, production=False)
+    assert problem is not None and "QIANBAO_WEBHOOKS_ALLOW_LOOPBACK" in problem
+    assert url_problem(url, production=True, allow_loopback=True) is not None  # never in production
+
+
+def test_sandbox_allows_public_https_receivers() -> None:
+    assert url_problem("https://shop.example.com/hooks", production=False) is None
 
 
 @pytest.mark.parametrize(
@@ -168,11 +175,27 @@ def test_sandbox_allows_local_development(url: str) -> None:
         ("http://shop.example.com/hooks", "only to localhost"),
         ("http://192.168.1.4/hooks", "only to localhost"),
         ("http://user:pw@127.0.0.1/hooks", "credentials"),
+        # The private network and metadata services are off limits in sandbox mode too.
+        ("https://10.0.0.1/hooks", "private"),
+        ("https://10.0.0.5/hooks", "private"),
+        ("https://192.168.1.1/hooks", "private"),
+        ("https://169.254.169.254/latest/meta-data", "private"),
+        ("https://metadata.google.internal/computeMetadata/v1/", "private"),
+        ("https://metadata/computeMetadata/v1/", "private"),
+        ("https://instance-data/latest/meta-data", "private"),
+        ("https://metadata.tencentyun.com/latest/meta-data", "private"),
+        ("https://[fd00:ec2::254]/latest/meta-data", "private"),
+        ("https://100.100.100.200/latest/meta-data", "private"),
+        ("http://2130706433/hooks", "only to localhost"),  # 127.0.0.1, but not spelled as such
+        ("https://2130706433/hooks", "private"),
+        ("https://0x7f000001/hooks", "private"),
+        ("https://017700000001/hooks", "private"),
     ],
 )
 def test_sandbox_still_refuses(url: str, why: str) -> None:
-    problem = url_problem(url, production=False)
-    assert problem is not None and why in problem
+    for allow_loopback in (False, True):
+        problem = url_problem(url, production=False, allow_loopback=allow_loopback)
+        assert problem is not None and why in problem
 
 
 # --- retries --------------------------------------------------------------------------------------------

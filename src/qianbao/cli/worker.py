@@ -38,6 +38,7 @@ def worker(
     from qianbao.clock import SystemClock
     from qianbao.config import Settings
     from qianbao.events.dispatcher import Dispatcher
+    from qianbao.events.webhooks import loopback_allowed
     from qianbao.security.keyring import KeyRing
     from qianbao.store.database import Database
 
@@ -48,7 +49,7 @@ def worker(
         db,
         KeyRing(db, clock, key_material(settings)),
         clock,
-        production=not settings.is_sandbox,
+        allow_loopback=loopback_allowed(settings),
         concurrency=concurrency,
         timeout_s=timeout,
     )

@@ -18,9 +18,10 @@ from sqlalchemy import Connection, select
 
 from qianbao.errors import InvalidInput, NotFound, RateLimited
 from qianbao.events.model import DeliveryStatus
-from qianbao.events.sending import AttemptResult, load_outgoing, record_attempt, send
+from qianbao.events.pinning import Resolver, system_resolver
+from qianbao.events.sending import AttemptResult, load_outgoing, new_http_client, record_attempt, send
 from qianbao.events.tables import webhook_attempts, webhook_deliveries
-from qianbao.events.webhooks import own_endpoint_row, owner_of
+from qianbao.events.webhooks import loopback_allowed, own_endpoint_row, owner_of
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 
@@ -166,9 +167,11 @@ def resend_delivery(
     endpoint_id: str,
     delivery_id: str,
     *,
-    client: httpx.Client,
+    transport: httpx.BaseTransport | None = None,
+    resolver: Resolver = system_resolver,
 ) -> tuple[DeliveryView, AttemptResult]:
-    """Send the delivery again now (one manual attempt, signed afresh) and log it."""
+    """Send the delivery again now (one manual attempt, signed afresh, to a vetted address) and log it.
+    `transport` and `resolver` are for tests."""
     now = ctx.now()
     with ctx.db.read() as conn:
         _own_delivery(conn, principal, endpoint_id, delivery_id)
@@ -179,7 +182,10 @@ def resend_delivery(
         raise RateLimited("other manual resends are being sent: try again in a few seconds", retry_after=5)
     try:
         # Outside any transaction: a slow receiver holds no database lock.
-        result = send(client, message, timestamp_s=now // 1_000_000, production=not ctx.settings.is_sandbox)
+        with new_http_client(
+            transport=transport, resolver=resolver, allow_loopback=loopback_allowed(ctx.settings)
+        ) as client:
+            result = send(client, message, timestamp_s=now // 1_000_000)
     finally:
         _resends.release()
     record_attempt(

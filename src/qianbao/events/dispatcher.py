@@ -22,18 +22,18 @@ from sqlalchemy import select
 from qianbao.clock import Clock
 from qianbao.events.fanout import fan_out_pending
 from qianbao.events.model import DeliveryStatus, Uniform
+from qianbao.events.pinning import Resolver, system_resolver
 from qianbao.events.sending import (
     DEFAULT_TIMEOUT_S,
     Outgoing,
-    Resolver,
     claim_due,
     new_http_client,
     record_attempt,
     send,
-    system_resolver,
 )
 from qianbao.events.tables import webhook_deliveries as deliveries
 from qianbao.events.tables import webhook_endpoints as endpoints
+from qianbao.events.webhooks import loopback_allowed
 from qianbao.identity.context import IdentityContext
 from qianbao.security.keyring import KeyRing
 from qianbao.store.database import Database
@@ -85,8 +85,7 @@ class Dispatcher:
         keys: KeyRing,
         clock: Clock,
         *,
-        production: bool,
-        client: httpx.Client | None = None,
+        allow_loopback: bool = False,
         transport: httpx.BaseTransport | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -96,13 +95,10 @@ class Dispatcher:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.db, self.keys, self.clock = db, keys, clock
-        self.production = production
         self.concurrency = concurrency
-        # A client given by the caller stays theirs to close; one built here (around `transport`) is ours.
-        self.client = client or new_http_client(timeout_s, transport)
-        self._owns_client = client is None
+        # Always pinned to vetted addresses; `transport` (tests) is what the pinned requests go through.
+        self.client = new_http_client(timeout_s, transport, resolver=resolver, allow_loopback=allow_loopback)
         self.rng: Uniform = rng or random.SystemRandom()
-        self.resolver = resolver
         # The lease outlasts one send (connect + read timeouts) with room to record it.
         self.lease_us = int((2 * timeout_s + 30) * 1_000_000)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="webhook")
@@ -135,13 +131,7 @@ class Dispatcher:
         return report
 
     def _attempt(self, message: Outgoing, token: str) -> tuple[str, DeliveryStatus | None]:
-        result = send(
-            self.client,
-            message,
-            timestamp_s=self.clock.now_us() // 1_000_000,
-            production=self.production,
-            resolver=self.resolver,
-        )
+        result = send(self.client, message, timestamp_s=self.clock.now_us() // 1_000_000)
         status = record_attempt(
             self.db, message.delivery_id, result, now_us=self.clock.now_us(), rng=self.rng, lease_token=token
         )
@@ -167,28 +157,28 @@ class Dispatcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        if self._owns_client:
-            self.client.close()
+        self.client.close()
 
 
 def dispatcher_for(
     ctx: IdentityContext,
     *,
     clock: Clock | None = None,
-    client: httpx.Client | None = None,
     transport: httpx.BaseTransport | None = None,
+    resolver: Resolver = system_resolver,
     rng: Uniform | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Dispatcher:
-    """A dispatcher on the context's database and keys (tests inject the clock and the HTTP transport)."""
+    """A dispatcher on the context's database and keys (tests inject the clock, the HTTP transport under
+    the pinning and the resolver)."""
     return Dispatcher(
         ctx.db,
         ctx.keys,
         clock or ctx.clock,
-        production=not ctx.settings.is_sandbox,
-        client=client,
+        allow_loopback=loopback_allowed(ctx.settings),
         transport=transport,
+        resolver=resolver,
         concurrency=concurrency,
         timeout_s=timeout_s,
         rng=rng,

@@ -11,7 +11,6 @@ people involved under these keys; nothing else in the payload routes it.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from qianbao.clock import rfc3339
+from qianbao.events.addresses import Reach, host_reach
 
 RECIPIENT_KEYS = ("user_id", "from_user_id", "to_user_id", "payer_user_id", "merchant_user_id")
 
@@ -112,39 +112,15 @@ def event_body(event_id: str, event_type: str, created_at_us: int, data: Mapping
 
 # --- webhook URLs ---------------------------------------------------------------------------------------
 
-_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan")
 
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-def address_allowed(address: str) -> bool:
-    """A production webhook may only reach public unicast addresses (no loopback, private, link-local…)."""
-    ip = _ip(address.split("%", 1)[0])
-    if ip is None:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
-def is_loopback_host(host: str) -> bool:
-    ip = _ip(host)
-    if ip is not None:
-        return ip.is_loopback
-    return host == "localhost" or host.endswith(".localhost")
-
-
-def url_problem(url: str, *, production: bool) -> str | None:
+def url_problem(url: str, *, production: bool, allow_loopback: bool = False) -> str | None:
     """Why `url` cannot be a webhook endpoint (None: it can).
 
-    Production: https only, to a public host name or address. Sandbox: https anywhere, or plain http to
-    localhost / 127.0.0.1 / [::1] for local development. Never credentials in the URL (they would be
-    sent to, and logged by, every proxy on the way), never a fragment."""
+    Everywhere: to a public host only (`addresses.host_reach`: no private, link-local, metadata or
+    local name, no IP address in an unusual spelling; where it resolves is checked again at every
+    delivery). Production: https only. Sandbox: https, and loopback receivers (plain http too) only with
+    `allow_loopback`. Never credentials in the URL (they would be sent to, and logged by, every proxy on
+    the way), never a fragment."""
     if not url or len(url) > MAX_URL_LENGTH:
         return f"url must be 1 to {MAX_URL_LENGTH} characters"
     if not url.isprintable() or any(c.isspace() for c in url):
@@ -161,27 +137,24 @@ def url_problem(url: str, *, production: bool) -> str | None:
         return "url must not contain credentials (user:password@)"
     if parts.fragment or url.endswith("#"):
         return "url must not contain a fragment (#…)"
-    host = (parts.hostname or "").rstrip(".")
-    if not host:
+    host = parts.hostname or ""
+    if not host.rstrip("."):
         return "url must name a host"
-    if production:
-        if scheme != "https":
-            return "url must use https"
-        if not _public_host(host):
-            return "url must not point to a private, loopback or local address"
-    elif scheme == "http" and not is_loopback_host(host):
-        return "plain http is allowed only to localhost, 127.0.0.1 or [::1] in sandbox mode; use https"
+    if production and scheme != "https":
+        return "url must use https"
+    where = host_reach(host)
+    if where is Reach.LOOPBACK and allow_loopback and not production:
+        return None  # a developer's own receiver, http or https
+    if scheme == "http":
+        return (
+            "plain http is allowed only to localhost, 127.0.0.1 or [::1], in sandbox mode with "
+            "QIANBAO_WEBHOOKS_ALLOW_LOOPBACK=true; use https"
+        )
+    if where is Reach.LOOPBACK and not production:
+        return "url points to this machine (loopback): allowed only with QIANBAO_WEBHOOKS_ALLOW_LOOPBACK=true"
+    if where is not Reach.PUBLIC:
+        return "url must not point to a private, loopback or local address (write IPs as a.b.c.d or [v6])"
     return None
-
-
-def _public_host(host: str) -> bool:
-    if _ip(host) is not None:
-        return address_allowed(host)
-    if "." not in host or host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
-        return False
-    # A numeric last label is an IP address in disguise to many resolvers ("127.1", "0x7f.1").
-    last = host.rsplit(".", 1)[1]
-    return not (last.isdigit() or last.startswith("0x"))
 
 
 # --- retries --------------------------------------------------------------------------------------------

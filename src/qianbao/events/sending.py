@@ -6,17 +6,21 @@ the same attempt while the lease runs. It POSTs outside any transaction and reco
 token: 2xx is delivered; anything else is retried with backoff and jitter (`model.next_attempt_at`)
 until 24 hours after the event, then failed. A worker that dies mid-send loses its lease and the
 delivery is attempted again later (at-least-once: receivers deduplicate by event id).
+
+Every request goes through `pinning.PinnedTransport` (the host resolved once, every address vetted, the
+connection made to a vetted address). An attempt that got no answer records one word of `AttemptError`,
+never the exception's text: the full error is logged on the server only.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
-import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2 as httpx
 from sqlalchemy import Connection, insert, select, update
@@ -27,11 +31,11 @@ from qianbao.events.model import (
     SNIPPET_CHARS,
     DeliveryStatus,
     Uniform,
-    address_allowed,
     event_body,
     next_attempt_at,
     snippet,
 )
+from qianbao.events.pinning import DestinationRefused, PinnedTransport, Resolver, system_resolver
 from qianbao.events.tables import webhook_attempts, webhook_deliveries, webhook_endpoints
 from qianbao.events.webhooks import signing_secrets
 from qianbao.ids import new_id
@@ -43,13 +47,37 @@ DEFAULT_TIMEOUT_S = 10.0
 READ_LIMIT = 4 * SNIPPET_CHARS  # bytes of an answer read: enough for the snippet, never a whole body
 USER_AGENT = f"qianbao-webhooks/{__version__}"
 
-Resolver = Callable[[str, int], Sequence[str]]
 deliveries = webhook_deliveries
 endpoints = webhook_endpoints
+log = logging.getLogger(__name__)
 
 
-def system_resolver(host: str, port: int) -> list[str]:
-    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+class AttemptError(StrEnum):
+    """What the delivery log says of an attempt that got no answer: a fixed word, never the exception.
+
+    The log is read by whoever registered the URL, who may aim it at somebody else's host. So every
+    failure before a connection to the URL's host is established (for https: a TLS session whose
+    certificate is valid for that host name) is the one word `connection_failed`: a refused port, a
+    silent one, a service that is not TLS (`WRONG_VERSION_NUMBER`) and a bad certificate look alike, and
+    the log cannot be used to scan ports. Only after that, on a server that proved it is the URL's host,
+    a timeout and a broken answer are told apart."""
+
+    DESTINATION_NOT_ALLOWED = "destination_not_allowed"  # no public address (or did not resolve): not sent
+    CONNECTION_FAILED = "connection_failed"  # no (verified) connection to the host
+    TIMEOUT = "timeout"  # connected, but no complete answer in time
+    BAD_RESPONSE = "bad_response"  # connected, but the connection broke or the answer was not HTTP
+
+
+def attempt_error(exc: Exception) -> AttemptError:
+    # httpx raises Connect* for everything up to an established (TLS-verified) connection, and Read*,
+    # Write* or protocol errors only afterwards (httpcore's backends map the TLS handshake to Connect*).
+    if isinstance(exc, DestinationRefused):
+        return AttemptError.DESTINATION_NOT_ALLOWED
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
+        return AttemptError.TIMEOUT
+    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError | httpx.DecodingError):
+        return AttemptError.BAD_RESPONSE
+    return AttemptError.CONNECTION_FAILED  # connect errors and timeouts, TLS, anything unforeseen
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +111,17 @@ class AttemptResult:
 
 
 def new_http_client(
-    timeout_s: float = DEFAULT_TIMEOUT_S, transport: httpx.BaseTransport | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    transport: httpx.BaseTransport | None = None,
+    *,
+    resolver: Resolver = system_resolver,
+    allow_loopback: bool = False,
 ) -> httpx.Client:
+    """The client webhooks are sent with: pinned to vetted addresses (`transport`, if given, is what the
+    pinned requests go through: tests pass a mock), never through an environment's proxy."""
     return httpx.Client(
-        transport=transport,
+        transport=PinnedTransport(transport, resolver=resolver, allow_loopback=allow_loopback),
+        trust_env=False,  # no proxy and no .netrc credentials from the environment
         timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
         follow_redirects=False,  # a redirect is an answer (not 2xx), never followed to another host
         headers={"User-Agent": USER_AGENT},
@@ -177,38 +212,15 @@ def load_outgoing(conn: Connection, keys: KeyRing, delivery_id: str, now_us: int
     return None if row is None else outgoing(keys, row, now_us)
 
 
-def destination_problem(url: str, resolver: Resolver) -> str | None:
-    """Production only: the host must resolve to public addresses only (checked at every attempt, so a DNS
-    record changed after registration cannot point deliveries into the private network)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        addresses = list(resolver(host, parts.port or 443))
-    except (OSError, UnicodeError) as exc:
-        return f"could not resolve {host}: {exc}"[:256]
-    if not addresses or not all(address_allowed(a) for a in addresses):
-        return "the host resolves to a private, loopback or local address"
-    return None
+def send(client: httpx.Client, message: Outgoing, *, timestamp_s: int) -> AttemptResult:
+    """POST one delivery (no redirects, bounded reading) and describe what happened. Never raises.
 
-
-def send(
-    client: httpx.Client,
-    message: Outgoing,
-    *,
-    timestamp_s: int,
-    production: bool,
-    resolver: Resolver = system_resolver,
-) -> AttemptResult:
-    """POST one delivery (no redirects, bounded reading) and describe what happened. Never raises."""
+    `client` comes from `new_http_client`: its transport decides where the request may go."""
     started = time.perf_counter()
 
     def elapsed_ms() -> int:
         return int((time.perf_counter() - started) * 1000)
 
-    if production:
-        problem = destination_problem(message.url, resolver)
-        if problem is not None:
-            return AttemptResult(None, elapsed_ms(), None, problem)
     body = message.body
     headers = {
         "Content-Type": "application/json",
@@ -226,10 +238,19 @@ def send(
                 if len(received) >= READ_LIMIT:
                     break
             status = response.status_code
-    except httpx.TimeoutException:
-        return AttemptResult(None, elapsed_ms(), None, "timeout")
     except Exception as exc:  # noqa: BLE001 - any failure (network, TLS, bad URL) is this attempt's error
-        return AttemptResult(None, elapsed_ms(), None, f"{type(exc).__name__}: {exc}"[:256])
+        error = attempt_error(exc)
+        log.log(
+            logging.WARNING if error is AttemptError.DESTINATION_NOT_ALLOWED else logging.INFO,
+            "webhook delivery %s (endpoint %s) failed: %s (%s: %s)",
+            message.delivery_id,
+            message.endpoint_id,
+            error.value,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        return AttemptResult(None, elapsed_ms(), None, error.value)
     text = snippet(bytes(received).decode("utf-8", errors="replace"))
     return AttemptResult(status, elapsed_ms(), text or None, None)
 

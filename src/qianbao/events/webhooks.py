@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from qianbao.config import Settings
 from qianbao.errors import Conflict, InvalidInput, NotFound
 from qianbao.events.model import filter_is_known, url_problem
 from qianbao.events.tables import webhook_endpoints
@@ -67,10 +68,15 @@ def owner_of(principal: Principal) -> str:
     return principal.user_id
 
 
-def clean_url(url: object, *, production: bool) -> str:
+def loopback_allowed(settings: Settings) -> bool:
+    """Loopback receivers are for a developer's own machine: sandbox only, and only when asked for."""
+    return settings.is_sandbox and settings.webhooks_allow_loopback
+
+
+def clean_url(url: object, settings: Settings) -> str:
     if not isinstance(url, str):
         raise InvalidInput("url must be a string", field="url")
-    problem = url_problem(url, production=production)
+    problem = url_problem(url, production=not settings.is_sandbox, allow_loopback=loopback_allowed(settings))
     if problem is not None:
         raise InvalidInput(problem, field="url")
     return url
@@ -174,7 +180,7 @@ def create_endpoint(
     info: RequestInfo,
 ) -> EndpointWithSecret:
     owner = owner_of(principal)
-    clean = clean_url(url, production=not ctx.settings.is_sandbox)
+    clean = clean_url(url, ctx.settings)
     filters = clean_events(events)
     text = clean_description(description)
     with ctx.db.read() as conn:
@@ -251,7 +257,7 @@ def update_endpoint(
     owner = owner_of(principal)
     values: dict[str, Any] = {}
     if "url" in changes:
-        values["url"] = clean_url(changes["url"], production=not ctx.settings.is_sandbox)
+        values["url"] = clean_url(changes["url"], ctx.settings)
     if "events" in changes:
         values["events"] = list(clean_events(changes["events"]))
     if "enabled" in changes:

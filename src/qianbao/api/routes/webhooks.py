@@ -13,7 +13,6 @@ from qianbao.api.deps import Body, Identity, Info, user_or_key
 from qianbao.api.idempotency import SHOWN_ONCE_NOTE, run_idempotent, shown_once
 from qianbao.clock import rfc3339
 from qianbao.events import deliveries, webhooks
-from qianbao.events.sending import new_http_client
 from qianbao.identity.model import Principal
 
 router = APIRouter(tags=["webhooks"])
@@ -291,10 +290,7 @@ def resend_webhook_delivery(
     answer marks it delivered; otherwise its status and retry schedule stay as they were."""
 
     def work() -> tuple[int, dict[str, Any]]:
-        with new_http_client() as client:
-            delivery, _result = deliveries.resend_delivery(
-                ctx, principal, endpoint_id, delivery_id, client=client
-            )
+        delivery, _result = deliveries.resend_delivery(ctx, principal, endpoint_id, delivery_id)
         return 200, delivery_json(delivery)
 
     return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
