@@ -13,6 +13,7 @@ import warnings
 import zxingcpp
 from PIL import Image, UnidentifiedImageError
 
+from qianbao import invalid
 from qianbao.errors import InvalidInput
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
@@ -23,27 +24,33 @@ QR_ONLY = zxingcpp.barcode_formats_from_str("QRCode")
 def decode_qr_image(data: bytes) -> str:
     """The text of the first QR code in the image; InvalidInput (with a `reason`) otherwise."""
     if not data:
-        raise InvalidInput("send the image as the request body", reason="empty")
+        raise invalid.because("image_missing", "send the image as the request body", reason="empty")
     if len(data) > MAX_IMAGE_BYTES:
-        raise InvalidInput(f"images are limited to {MAX_IMAGE_BYTES // 2**20} MiB", reason="image_too_large")
+        raise _too_large(f"images are limited to {MAX_IMAGE_BYTES // 2**20} MiB")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
-                raise InvalidInput("the image has too many pixels", reason="image_too_large")
+                raise _too_large("the image has too many pixels")
             image.load()
     except InvalidInput:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InvalidInput("the image has too many pixels", reason="image_too_large") from exc
+        raise _too_large("the image has too many pixels") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidInput(
-            "this is not an image we can read (PNG, JPEG, WebP…)", reason="not_an_image"
+        raise invalid.because(
+            "not_an_image", "this is not an image we can read (PNG, JPEG, WebP…)", reason="not_an_image"
         ) from exc
     found = zxingcpp.read_barcodes(image.convert("L"), formats=QR_ONLY)
     texts = [r.text for r in found if r.valid and r.text]
     if not texts:
-        raise InvalidInput("no QR code was found in the image", reason="no_qr_code")
+        raise invalid.because("no_qr_code", "no QR code was found in the image", reason="no_qr_code")
     return texts[0]
+
+
+def _too_large(detail: str) -> InvalidInput:
+    return invalid.because(
+        "image_too_large", detail, reason="image_too_large", params={"max": MAX_IMAGE_BYTES // 2**20}
+    )

@@ -22,7 +22,7 @@ from qianbao.identity.users import get_user
 from qianbao.ledger.model import AccountStatus
 from qianbao.ledger.queries import LedgerReader
 from qianbao.payments import emvco
-from qianbao.payments.errors import CurrencyMismatch, RecipientNotFound, decline_error
+from qianbao.payments.errors import CurrencyMismatch, decline_error, recipient_not_found
 from qianbao.payments.inputs import check_amount, require_user_id
 from qianbao.payments.scanning import AmountMismatch, QrCodeInvalid, parse_scanned
 from qianbao.security.masking import mask_name_for_payee
@@ -96,12 +96,12 @@ def qr_recipient(
     wallet_id = parsed.qianbao_wallet_id
     target = wallet_row(conn, wallet_id) if plausible_id(wallet_id) and wallet_id is not None else None
     if target is None:
-        raise RecipientNotFound("the wallet of this code does not exist")
+        raise recipient_not_found("the wallet of this code does not exist", by="receive_code")
     account = LedgerReader(ctx.db).get_account(target.id)
     if account is None or account.status is AccountStatus.CLOSED:
-        raise RecipientNotFound("the wallet of this code is closed")
+        raise recipient_not_found("the wallet of this code is closed", by="receive_code")
     if get_user(conn, ctx.keys, target.user_id).status == "closed":
-        raise RecipientNotFound("the wallet of this code is closed")
+        raise recipient_not_found("the wallet of this code is closed", by="receive_code")
     return target
 
 
