@@ -44,6 +44,9 @@ LIST_SEPARATORS = {"en": ", ", "zh-CN": "、"}
 # How a field without a label is quoted: its JSON path as sent.
 UNLABELLED_FIELD = {"en": '"{path}"', "zh-CN": "「{path}」"}
 _INDEX = re.compile(r"\[\d+\]$")
+# Chinese text puts a space between Han characters and Latin letters or digits ("钱包 ID 无效"); a label
+# or value filled into a template may bring either side.
+_HAN_LATIN_BOUNDARY = re.compile(r"(?<=[A-Za-z0-9])(?=[\u4e00-\u9fff])|(?<=[\u4e00-\u9fff])(?=[A-Za-z0-9])")
 
 
 def catalog_file(language: str) -> Traversable:
@@ -134,6 +137,8 @@ def specific_message(text: UserText, language: str, *, field: object = None) -> 
         rendered = template.format_map(shown)
     except (KeyError, IndexError, ValueError):
         return None  # a parameter the error did not carry: the code's message is better than a hole
+    if language == "zh-CN":
+        return _HAN_LATIN_BOUNDARY.sub(" ", rendered)
     return rendered[:1].upper() + rendered[1:]
 
 

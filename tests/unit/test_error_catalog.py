@@ -222,7 +222,8 @@ def test_placeholders_are_only_those_the_renderer_fills() -> None:
                 assert "{" not in text and "}" not in text, msgid
     broken = copy.deepcopy(load_catalog("en"))
     broken["error.validation_error.too_long"].string = "{field} is longer than {limit}."
-    assert "error.validation_error.too_long: unknown placeholder(s) ['limit']" in catalog_problems("en", broken)
+    found = catalog_problems("en", broken)
+    assert "error.validation_error.too_long: unknown placeholder(s) ['limit']" in found
 
 
 # -- docs/errors.md ----------------------------------------------------------------------------------
