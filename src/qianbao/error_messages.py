@@ -43,6 +43,7 @@ FIELD_PARAMS = ("field", "other")
 LIST_SEPARATORS = {"en": ", ", "zh-CN": "、"}
 # How a field without a label is quoted: its JSON path as sent.
 UNLABELLED_FIELD = {"en": '"{path}"', "zh-CN": "「{path}」"}
+MAX_SHOWN_PATH = 64
 _INDEX = re.compile(r"\[\d+\]$")
 # Chinese text puts a space between Han characters and Latin letters or digits ("钱包 ID 无效"); a label
 # or value filled into a template may bring either side.
@@ -147,7 +148,11 @@ def field_label(path: str, language: str) -> str:
     segment in `language`, else the path itself, quoted."""
     name = _INDEX.sub("", path.rsplit(".", 1)[-1])
     label = messages(language).get(f"field.{name}")
-    return label if label else UNLABELLED_FIELD[language].format(path=path)
+    if label:
+        return label
+    if len(path) > MAX_SHOWN_PATH:  # an unknown field's name comes from the client: keep it short
+        path = path[: MAX_SHOWN_PATH - 1] + "…"
+    return UNLABELLED_FIELD[language].format(path=path)
 
 
 def _shown(name: str, value: object, language: str) -> str:

@@ -113,13 +113,9 @@ def cursor(field: str = "cursor") -> InvalidInput:
     return because("cursor", f"invalid {field}: pass back the next_cursor of a previous page", field=field)
 
 
-def out_of_range(field: str, low: int, high: int, *, unit: str = "") -> InvalidInput:
-    suffix = f" {unit}" if unit else ""
+def out_of_range(field: str, low: int, high: int) -> InvalidInput:
     return because(
-        "out_of_range",
-        f"{field} must be {low} to {high}{suffix}",
-        field=field,
-        params={"min": low, "max": high},
+        "out_of_range", f"{field} must be {low} to {high}", field=field, params={"min": low, "max": high}
     )
 
 

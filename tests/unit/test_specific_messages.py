@@ -95,6 +95,11 @@ def test_a_field_is_named_by_its_label_or_else_its_path(path: str, en: str, zh: 
     assert (field_label(path, "en"), field_label(path, "zh-CN")) == (en, zh)
 
 
+def test_a_long_unknown_field_name_is_shortened() -> None:
+    shown = field_label("x" * 5000, "en")
+    assert len(shown) == 66 and shown.endswith('…"')
+
+
 def test_messages_read_as_written() -> None:
     name_too_long = UserText("validation_error", "text_length", {"min": 1, "max": 32})
     assert specific_message(name_too_long, "zh-CN", field="name") == "名称须为 1 到 32 个字符。"
