@@ -43,6 +43,7 @@ SAMPLE_PARAMS: dict[str, Any] = {
     "names": ["transfer_id"],
     "currency": "CNY",
     "suggestion": "CNY",
+    "format": "TIFF",
 }
 
 
