@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+SPECTRAL_DIR := tools/spectral
+SPECTRAL_STAMP := $(SPECTRAL_DIR)/node_modules/.installed
 
-.PHONY: install install-dev run test lint typecheck unit integration bench clean errors-docs
+.PHONY: install install-dev run test lint typecheck unit integration bench clean errors-docs spectral
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,15 +35,26 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy src
 
+# Spectral, the OpenAPI linter (its version and every dependency pinned in tools/spectral/package-lock.json),
+# for tests/api/test_openapi_lint.py. Without npm that test is skipped, except with CI=true, where it fails.
+$(SPECTRAL_STAMP): $(SPECTRAL_DIR)/package.json $(SPECTRAL_DIR)/package-lock.json
+	cd $(SPECTRAL_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+spectral:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(SPECTRAL_STAMP); \
+	else echo "npm not found: Spectral is not installed (tests/api/test_openapi_lint.py will skip it)"; fi
+
 unit: $(DEV_STAMP)
 	$(BIN)/pytest tests/unit -q
 
 integration: $(DEV_STAMP)
 	$(BIN)/pytest tests/integration -q
 
-# Lint, type-check, then the whole suite: unit, integration and API tests on SQLite and PostgreSQL, in
-# one worker process per core (at most 4): every test has its own databases, so they run side by side.
-test: lint typecheck
+# Lint, type-check, install Spectral, then the whole suite: unit, integration and API tests on SQLite and
+# PostgreSQL, in one worker process per core (at most 4): every test has its own databases, so they run
+# side by side.
+test: lint typecheck spectral
 	$(BIN)/pytest -q --numprocesses auto --maxprocesses 4
 
 # After adding an error code to src/qianbao/error_codes.py: new msgids into the .po catalogs (translate the
@@ -54,4 +67,4 @@ bench: $(STAMP)
 	bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(SPECTRAL_DIR)/node_modules

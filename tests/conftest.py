@@ -75,7 +75,7 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(pytestconfig: pytest.Config) -> Iterator[PostgresServer]:
     server = PostgresServer(POSTGRES_URL)
     try:
         with server.admin.connect() as conn:
@@ -86,8 +86,11 @@ def postgres_server() -> Iterator[PostgresServer]:
         if IN_CI:
             pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
         pytest.skip(message)
+    # Dropped when pytest exits, not in this fixture's teardown: that teardown runs inside the last
+    # test's timeout (some tests set 40 s), and dropping every database of a worker on a loaded
+    # machine can take longer than that.
+    pytestconfig.add_cleanup(server.drop_all)
     yield server
-    server.drop_all()
 
 
 class SqliteFiles:

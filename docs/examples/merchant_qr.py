@@ -102,6 +102,22 @@ def refund(
 # --- the customer's wallet app --------------------------------------------------------------------------
 
 
+class NotGenuine(Exception):
+    """The scanned code is not the code qianbao issued for its payee: show the reason, pay nothing."""
+
+
+def look_before_paying(client: httpx.Client, token: str, payload: str) -> dict[str, Any]:
+    """What the app shows before the customer confirms: the payee and amount from qianbao's records
+    (`verification`), never the code's own text, which anyone can edit. A code that is not `verified`
+    (see `reason` and `mismatches`) is not offered for payment; paying it would be refused anyway."""
+    body = {"payload": payload}
+    parsed = expect(client.post("/v1/qr-codes/parse", json=body, headers=bearer(token)), 200)
+    verification: dict[str, Any] = parsed["verification"]
+    if not verification["verified"]:
+        raise NotGenuine(verification["reason"], verification["mismatches"])
+    return verification  # {"merchant": {"name": "老王面馆", …}, "amount": {…} or None, …}
+
+
 def pay_qr(
     client: httpx.Client,
     token: str,
@@ -139,8 +155,9 @@ def walkthrough(
     merchant = open_merchant(client, owner_token, "老王面馆", mcc="5812", city="上海")
     key = create_api_key(client, owner_token, owner_pin, "till", ["read", "payments:write", "refunds:write"])
 
-    # Static code: printed on the counter; the customer scans it and types ¥25.00.
+    # Static code: printed on the counter; the customer scans it, sees 老王面馆 and types ¥25.00.
     printed = static_qr(client, key, merchant["id"])
+    shown_static = look_before_paying(client, customer_token, printed)
     by_static = pay_qr(
         client,
         customer_token,
@@ -153,6 +170,7 @@ def walkthrough(
 
     # Dynamic code: the till asks for ¥100.00 for order A-1001; the customer scans and pays it.
     code = dynamic_qr(client, key, merchant["id"], 10_000, order_id="A-1001")
+    shown_dynamic = look_before_paying(client, customer_token, code["payload"])
     by_dynamic = pay_qr(
         client, customer_token, customer_pin, from_wallet_id=customer_wallet_id, payload=code["payload"]
     )
@@ -164,6 +182,8 @@ def walkthrough(
         "merchant": merchant,
         "key": key,
         "static_payload": printed,
+        "shown_static": shown_static,
+        "shown_dynamic": shown_dynamic,
         "by_static": by_static,
         "code": code,
         "by_dynamic": by_dynamic,

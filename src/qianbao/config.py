@@ -5,11 +5,14 @@ See docs/configuration.md for every setting. Nothing here builds connections: `b
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Environment(StrEnum):
@@ -41,6 +44,11 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./var/qianbao.db"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # The base URL clients reach this server at (behind a proxy: the proxy's), listed as the OpenAPI
+    # document's `servers`; by default http://<host>:<port>. An e-mail address for integrators' questions,
+    # listed as its `info.contact`.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+    api_contact_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
     workers: int = Field(default=1, ge=1, le=64)
     # Threads per worker for blocking work (sync endpoints and dependencies, i.e. every database call).
     # They share one GIL: beyond a few, more threads add switching, not throughput (docs/benchmarks.md).
@@ -55,6 +63,16 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL)$")
     seed_demo_data: bool = True
     log_level: str = "info"
+    # --- What one HTTP request may be (docs/security.md, "Requests"). JSON bodies are small: the largest
+    # legitimate one, a passkey attestation, is a few KiB. Only the QR image upload takes more, and never
+    # more than the decoder reads (8 MiB). Header limits hold for the request line and all header lines.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=8 * 1024 * 1024)
+    max_image_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=8 * 1024 * 1024)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    max_header_count: int = Field(default=100, ge=10, le=1000)
+    # --- Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For is believed; none by default.
+    # From the environment: comma-separated (`10.0.0.0/8,127.0.0.1`) or a JSON list.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- Keys for personal data (docs/security.md). Without them, sandbox creates var_dir/keys.json.
     master_key: SecretStr | None = None
@@ -114,6 +132,17 @@ class Settings(BaseSettings):
     no_pin_daily: int = Field(default=200_000, ge=0)
     payment_code_confirm_s: int = Field(default=60, ge=10, le=600)
     payment_intent_ttl_s: int = Field(default=1800, ge=60, le=7 * 24 * 3600)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_networks(cls, value: Any) -> Any:
+        """Each entry as a network (`127.0.0.1` → `127.0.0.1/32`); a typo fails at start, not silently."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [p for p in text.split(",") if p.strip()]
+        if not isinstance(value, list):
+            return value
+        return [str(ipaddress.ip_network(str(entry).strip(), strict=False)) for entry in value]
 
     @property
     def is_sandbox(self) -> bool:

@@ -86,8 +86,17 @@ NEXT_STEPS: tuple[NextStep, ...] = (
     NextStep("sign_in", "Sign in (again)."),
     NextStep("confirm_identity", "Pass a step-up challenge (SMS code, PIN, authenticator or passkey)."),
     NextStep("refresh_code", "Refresh the payment code (付款码) and show the new one."),
+    NextStep(
+        "enable_payment_codes",
+        "Turn payment codes on again in the app (with step-up): a new secret, and new codes.",
+    ),
     NextStep("ask_merchant", "Ask the merchant for a new QR code or to start the payment again."),
     NextStep("contact_merchant", "Contact the merchant."),
+    NextStep(
+        "ask_payee",
+        "Do not pay this code; ask the payee (merchant or person) to show a fresh code, and check the "
+        "name the app shows.",
+    ),
     NextStep("adjust_budget", "Lower the amount or raise the sub-wallet's monthly budget."),
     NextStep("wait_for_approval", "Another operator must approve the action (four-eyes rule)."),
 )
@@ -245,6 +254,24 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         "A dynamic (single-use) merchant QR code was already paid.",
     ),
     ErrorCode(
+        "qr_code_altered",
+        422,
+        "ask_payee",
+        MERCHANTS,
+        "A qianbao QR code differs from the code qianbao issued for the payee its id names (another "
+        "merchant's name, an edited amount…), or a receive code's signature does not hold (a swapped "
+        "wallet id or amount). Nothing is paid. Extras: `mismatches` (`field`, `tag`, `in_code`, "
+        "`on_record`).",
+    ),
+    ErrorCode(
+        "qr_code_unsigned",
+        422,
+        "ask_payee",
+        MERCHANTS,
+        "A personal receive code without a signature (issued before receive codes were signed): it "
+        "cannot be verified. The payee shows a fresh code.",
+    ),
+    ErrorCode(
         "amount_mismatch",
         422,
         "check_input",
@@ -257,6 +284,14 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         "refresh_code",
         MERCHANTS,
         "The customer's payment code is wrong, expired, already used or from another device.",
+    ),
+    ErrorCode(
+        "payment_code_blocked",
+        423,
+        "enable_payment_codes",
+        MERCHANTS,
+        "Too many wrong codes named this device, from any merchants: its codes pay no more (a right one "
+        "included) until the customer enables payment codes again. Also `GET /v1/payment-codes/current`.",
     ),
     ErrorCode(
         "intent_state_conflict",
@@ -444,6 +479,22 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("not_found", 404, None, GENERAL, "No such object, or it is not the caller's."),
     ErrorCode("conflict", 409, None, GENERAL, "The request clashes with the object's current state."),
     ErrorCode("method_not_allowed", 405, None, GENERAL, "The HTTP method is not supported on this path."),
+    ErrorCode(
+        "payload_too_large",
+        413,
+        "check_input",
+        GENERAL,
+        "The request body is larger than the route accepts (64 KiB for JSON, 8 MiB for an image upload by "
+        "default); it was not read. Extras: `limit` (bytes).",
+    ),
+    ErrorCode(
+        "headers_too_large",
+        431,
+        None,
+        GENERAL,
+        "The request line and headers are too large, or there are too many header lines. Extras: `limit`, "
+        "`limit_count`.",
+    ),
     ErrorCode(
         "service_unavailable",
         503,

@@ -32,6 +32,7 @@ from qianbao.events.model import EVENT_TYPES
 from qianbao.events.signing import signature_header
 from qianbao.ledger.verify import verify_ledger
 from qianbao.payments import payment_code_model
+from qianbao.payments.emvco import crc16_ccitt_false
 from tests.support.api import make_settings, new_phone
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,6 +225,12 @@ def test_walkthrough_merchant_qr_and_refund(client: TestClient) -> None:
         "/v1/qr-codes/parse", json={"payload": out["static_payload"]}, headers=bearer(alice.token)
     )
     assert parsed.json()["point_of_initiation"] == "static" and parsed.json()["merchant_name"] == "老王面馆"
+    assert out["shown_static"]["merchant"]["name"] == "老王面馆" and out["shown_static"]["amount"] is None
+    assert out["shown_dynamic"]["amount"] == {"amount": 10_000, "currency": "CNY"}
+    forged = out["code"]["payload"].replace("5406100.00", "54041.00")[:-4]
+    forged += crc16_ccitt_false(forged)
+    with pytest.raises(merchant_qr.NotGenuine):
+        merchant_qr.look_before_paying(client, alice.token, forged)  # ¥1.00 in the code, ¥100.00 on record
     assert out["by_static"]["method"] == "qr_static" and out["by_static"]["amount"]["amount"] == 2_500
     assert "fee" not in out["by_static"]  # the customer never sees the fee
     assert out["code"]["status"] == "active" and out["code"]["payload"].startswith("000201010212")

@@ -1,5 +1,6 @@
 """Payment codes (付款码): enabling a device, the code's window, single use, device binding, the no-PIN
-allowance, and the held charge the customer confirms or lets expire."""
+allowance, the held charge the customer confirms or lets expire, and the limits on guessing codes (per
+merchant, and per device from many merchants together)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from sqlalchemy import update
 from qianbao.payments import payment_code_model
 from qianbao.payments.merchant_tables import merchant_payments
 from tests.api.test_merchant_payments import balance, fund, ledger_balances, open_merchant
-from tests.support.api import SignedUp, with_step_up
+from tests.api.test_webhook_endpoints import dispatch
+from tests.support.api import SignedUp, reset_limits, sign_up, with_step_up
 
 
 def _key() -> dict[str, str]:
@@ -233,3 +235,100 @@ def test_the_daily_allowance_counts_every_small_payment(
     assert charge(client, bob, shop["id"], code_now(device, seq=1), 100_000).status_code == 201
     third = charge(client, bob, shop["id"], code_now(device, seq=2), 100)
     assert third.status_code == 202 and third.json()["status"] == "pending"  # ¥2,000 a day used up
+
+
+# -- guessing: per merchant, and per device from many merchants ----------------------------------
+
+
+def wrong_code(device: dict[str, Any], seq: int = 0, number: str | None = None) -> str:
+    """A code for this device number whose one-time part is not the device's (a guess)."""
+    right = code_now(device, seq)
+    otp = f"{(int(right[10:]) + 1) % 10**8:08d}"
+    return f"28{number or device['number']}{seq}{otp}"
+
+
+def other_number(device: dict[str, Any]) -> str:
+    return f"{(int(device['number']) + 1) % 10**7:07d}"
+
+
+def test_a_merchant_over_its_limit_is_refused_before_a_right_code_is_tried(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 10_000)
+    device = enable(client, alice)
+    nobody = other_number(device)  # wrong codes for a number no device has: the merchant limit only
+    for i in range(20):
+        r = charge(client, bob, shop["id"], wrong_code(device, i % 10, nobody), 100)
+        assert r.status_code == 422 and r.json()["code"] == "payment_code_invalid", (i, r.text)
+    right = charge(client, bob, shop["id"], code_now(device), 100)
+    assert right.status_code == 429 and right.json()["code"] == "rate_limited", right.text
+    assert int(right.headers["Retry-After"]) > 0
+    assert balance(client, alice.wallet_id) == 10_000
+    assert client.get(f"/v1/merchants/{shop['id']}/payments", headers=bob.auth).json()["data"] == []
+    # The refused code was not spent: once the till may try again, it pays.
+    reset_limits(client)
+    assert charge(client, bob, shop["id"], code_now(device), 100).status_code == 201
+
+
+def test_wrong_codes_from_many_merchants_block_the_device_and_tell_its_owner(
+    client: TestClient, alice: SignedUp, bob: SignedUp
+) -> None:
+    fund(client, alice, 10_000)
+    device = enable(client, alice)
+    shops = [open_merchant(client, bob, name=f"店{i}") for i in range(5)]
+    carol = sign_up(client, name="赵六")
+    elsewhere = open_merchant(client, carol, name="书店")
+    limit = payment_code_model.DEVICE_FAILURE_LIMIT
+    # Five merchants, each far below its own limit, together present the limit's worth of guesses.
+    refusals = []
+    for i in range(limit):
+        r = charge(client, bob, shops[i % 5]["id"], wrong_code(device, i % 10), 100)
+        refusals.append(r.json())
+        assert r.status_code == 422 and r.json()["code"] == "payment_code_invalid", (i, r.text)
+    # A wrong code for a number nobody has answers exactly like one for a real device.
+    unknown = charge(client, carol, elsewhere["id"], wrong_code(device, 0, other_number(device)), 100).json()
+    assert _comparable(unknown) == _comparable(refusals[0])
+
+    # Blocked: even the right code pays nothing, at a merchant that never failed.
+    right = charge(client, carol, elsewhere["id"], code_now(device, seq=9), 100)
+    assert right.status_code == 423 and right.json()["code"] == "payment_code_blocked", right.text
+    assert right.json()["next_step"] == "enable_payment_codes"
+    assert balance(client, alice.wallet_id) == 10_000
+    [listed] = client.get("/v1/payment-codes/devices", headers=alice.auth).json()["data"]
+    assert listed["id"] == device["id"] and listed["blocked_at"] is not None
+    shown = client.get("/v1/payment-codes/current", headers=alice.auth)
+    assert shown.status_code == 423 and shown.json()["code"] == "payment_code_blocked"
+
+    # Its owner is told: in the app, and in their security events (once).
+    dispatch(client)
+    notes = client.get("/v1/notifications", headers={**alice.auth, "Accept-Language": "en"}).json()["data"]
+    assert [n["type"] for n in notes] == ["payment_code_blocked"]
+    assert notes[0]["title"] == "Payment codes paused"
+    events = client.get("/v1/me/security-events", headers=alice.auth).json()["data"]
+    blocked = [e for e in events if e["event"] == "payment_code.device_blocked"]
+    assert len(blocked) == 1 and blocked[0]["details"]["wrong_codes"] == limit
+    assert len(blocked[0]["details"]["merchant_ids"]) == 5
+
+    # Enabling again (step-up) gives a new secret and number; the new codes pay.
+    fresh = enable(client, alice)
+    assert fresh["number"] != device["number"] and fresh["blocked_at"] is None
+    reset_limits(client)
+    assert charge(client, carol, elsewhere["id"], code_now(fresh), 100).status_code == 201
+
+
+def test_a_used_code_presented_again_is_not_a_guess(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    """A till that scans a code twice presents a right code that was already spent: refused, counted
+    against the merchant, but not against the customer's device."""
+    fund(client, alice, 10_000)
+    device = enable(client, alice)
+    code = code_now(device)
+    assert charge(client, bob, shop["id"], code, 100).status_code == 201
+    for _ in range(payment_code_model.DEVICE_FAILURE_LIMIT):
+        assert charge(client, bob, shop["id"], code, 100).json()["code"] == "payment_code_invalid"
+    assert charge(client, bob, shop["id"], code_now(device, seq=1), 100).status_code == 201
+
+
+def _comparable(problem: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in problem.items() if k not in ("instance", "support_reference")}

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from qianbao.ledger.model import AccountStatus
 from qianbao.payments import emvco
 from qianbao.payments.qr_images import decode_qr_image
+from qianbao.payments.receive_qr import code_signature
 from tests.api.test_wallets_and_transfers import balance, container, funded, money, pay, sub_wallet
 from tests.support.api import SignedUp
 
@@ -137,7 +138,10 @@ def test_bad_codes_are_refused_and_pay_nothing(client: TestClient, alice: Signed
     merchant = emvco.build_merchant_qr(
         merchant_id="mch_1", name="星巴克", city="上海", mcc="5814", dynamic=False
     )
-    unknown = emvco.build_personal_qr(wallet_id="wal_nobody", name="*四", city="China")
+    keys = container(client).identity.keys
+    signature = code_signature(keys, wallet_id="wal_nobody", currency="CNY", amount=None)
+    unknown = emvco.build_personal_qr(wallet_id="wal_nobody", name="*四", city="China", signature=signature)
+    unsigned = emvco.build_personal_qr(wallet_id=bob.wallet_id, name="*四", city="China", signature=None)
     cases: list[tuple[object, int, str, str | None]] = [
         (with_bad_crc(code), 422, "qr_code_invalid", "bad_crc"),
         (code[:-10], 422, "qr_code_invalid", None),
@@ -145,6 +149,7 @@ def test_bad_codes_are_refused_and_pay_nothing(client: TestClient, alice: Signed
         ("", 422, "qr_code_invalid", "empty"),
         (merchant, 422, "qr_code_invalid", "not_personal"),
         (unknown, 404, "recipient_not_found", None),
+        (unsigned, 422, "qr_code_unsigned", None),
         (payload_of(client, alice), 422, "same_wallet", None),
     ]
     for qr, status, code_name, reason in cases:

@@ -223,7 +223,8 @@ def test_creating_is_idempotent_and_the_stored_answer_is_sealed(client: TestClie
         )
         [response] = stored.scalars().all()
         ciphers = conn.execute(select(webhook_endpoints.c.secret_cipher)).scalars().all()
-    assert first["secret"] not in json.dumps(response) and set(response) == {"sealed"}
+    # The answer sealed, and beside it a keyed digest of the session it was shown to (shown once).
+    assert first["secret"] not in json.dumps(response) and set(response) == {"sealed", "shown_to"}
     assert [first["secret"] not in c for c in ciphers] == [True]
 
 

@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx2 as httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -21,6 +14,7 @@ from qianbao.ledger.model import AccountSpec, NormalBalance, TransferSpec
 from qianbao.store import migrate
 from qianbao.store.database import Database
 from tests.conftest import unique
+from tests.support.server import serve
 
 runner = CliRunner()
 
@@ -113,42 +107,11 @@ def test_bench_ledger_prints_json_last_line(
         assert key in summary
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_migrates_seeds_and_answers_with_two_workers(tmp_path: Path) -> None:
-    port = _free_port()
-    env = {**os.environ, "QIANBAO_LOG_LEVEL": "warning"}
-    env.pop("QIANBAO_DATABASE_URL", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "qianbao.cli", "serve", "--port", str(port), "--workers", "2"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        body = None
-        while time.monotonic() < deadline:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                body = response.json()
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None:
-                    break
-                time.sleep(0.3)
-        assert body is not None, "server did not come up"
-        assert body["database"] == "sqlite"
+    with serve(tmp_path, "--workers", "2") as served:
+        assert served.health["database"] == "sqlite"
         assert (tmp_path / "var" / "qianbao.db").exists()
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            output, _ = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
+    output = served.output
     assert "+8613800000001" in output and "Demo-Wallet-2026" in output
     assert "¥5,000.00" in output
     db = Database(f"sqlite:///{tmp_path / 'var' / 'qianbao.db'}")

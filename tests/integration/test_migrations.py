@@ -191,11 +191,11 @@ def _approval(conn: Any, approval_id: str, status: str, requested_by: str, decid
     )
 
 
-def test_0010_turns_self_rejections_into_withdrawals_and_the_database_says_who_decides(
+def test_0011_turns_self_rejections_into_withdrawals_and_the_database_says_who_decides(
     empty_database: Database,
 ) -> None:
     db = empty_database
-    migrate.upgrade(db, "0009")
+    migrate.upgrade(db, "0010")
     with db.write() as conn:
         _approval(conn, "apr_self", "rejected", "opr_maker", "opr_maker")  # the requester took it back
         _approval(conn, "apr_checker", "rejected", "opr_maker", "opr_checker")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import binascii
 import json
+import re
 import struct
 import xml.etree.ElementTree as ET  # noqa: S405 - parses only SVG this module generated
 import zlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -15,8 +18,11 @@ from qianbao.errors import InvalidInput
 from qianbao.payments.emvco import (
     GLOBALLY_UNIQUE_ID,
     build_merchant_qr,
+    build_personal_qr,
     crc16_ccitt_false,
+    differences,
     parse,
+    personal_signing_message,
     qr_png,
     qr_svg,
 )
@@ -421,3 +427,242 @@ def test_cli_parse_refuses_malformed_payloads() -> None:
     assert result.exit_code == 2
     assert "missing_payload_format_indicator" in result.stderr
     assert result.stdout == ""
+
+
+# --- numeric fields: ASCII digits only ---------------------------------------------------------------
+
+# Decimal digits of other scripts: Arabic-Indic, full-width, Devanagari, Bengali, mathematical bold…
+OTHER_DIGITS = st.characters(categories=["Nd"]).filter(lambda ch: ch not in "0123456789")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "tag"),
+    [
+        ("000201" + "5303156" + "5403١٢٣", "invalid_amount", "54"),  # "١٢٣" once read as ¥123.00
+        ("000201" + "5303156" + "5405１２.３４", "invalid_amount", "54"),
+        ("000201" + "5303１５６", "invalid_numeric", "53"),
+        ("000201" + "5204٥٨١٢", "invalid_numeric", "52"),
+        ("000201" + "5203581", "invalid_numeric", "52"),
+        ("0002٠١", "invalid_numeric", "00"),
+        ("000201" + "0102١٢", "invalid_numeric", "01"),
+        ("000201" + "5502٠١", "invalid_numeric", "55"),
+        ("000201" + "5603١.٥", "invalid_numeric", "56"),
+        ("000201" + "57043.0%", "invalid_numeric", "57"),
+        ("000201" + "5802C1", "invalid_country", "58"),
+        ("000201" + "5802中国", "invalid_country", "58"),
+    ],
+)
+def test_numeric_fields_take_ascii_digits_only(body: str, reason: str, tag: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse(with_crc(body))
+    assert (caught.value.extra["reason"], caught.value.extra["tag"]) == (reason, tag)
+
+
+@given(
+    tag=st.sampled_from(["52", "53", "54", "55", "56", "57"]),
+    digits=st.text(alphabet="0123456789", min_size=0, max_size=3),
+    other=OTHER_DIGITS,
+    position=st.integers(min_value=0, max_value=3),
+)
+def test_any_non_ascii_digit_in_a_numeric_field_is_refused(
+    tag: str, digits: str, other: str, position: int
+) -> None:
+    value = {"52": "5812", "53": "156", "54": "12.34", "55": "01", "56": "1.00", "57": "3.00"}[tag]
+    position = min(position, len(value) - 1)
+    if value[position] == ".":
+        position -= 1
+    forged = value[:position] + other + value[position + 1 :]
+    fields = {"52": "5812", "53": "156", tag: forged}
+    body = "000201" + "".join(f"{t}{len(v):02d}{v}" for t, v in fields.items())
+    with pytest.raises(InvalidInput) as caught:
+        parse(with_crc(body))
+    assert caught.value.extra["tag"] == tag
+    assert caught.value.extra["reason"] in {"invalid_numeric", "invalid_amount"}
+
+
+@given(amount=st.integers(min_value=0, max_value=10**9), decimals=st.sampled_from([0, 1, 2]))
+def test_ascii_amounts_still_parse(amount: int, decimals: int) -> None:
+    text = str(amount) if decimals == 0 else f"{amount}.{'5' * decimals}"
+    parsed = parse(with_crc(f"000201530315654{len(text):02d}{text}"))
+    assert parsed.amount_minor == amount * 100 + (0 if decimals == 0 else [50, 55][decimals - 1])
+
+
+# --- personal codes and their signature --------------------------------------------------------------
+
+SIGNATURE = "0123456789abcdef" * 2
+
+
+def test_personal_code_layout_carries_the_signature_in_template_80() -> None:
+    payload = build_personal_qr(
+        wallet_id="wal_01", name="*四", city="China", amount_minor=1234, signature=SIGNATURE
+    )
+    assert payload == with_crc(
+        "000201010211" + "26370011dev.qianbao0106wal_010208personal" + "52040000" + "5303156"
+        "540512.34" + "5802CN" + "5902*四" + "6005China" + "80510011dev.qianbao0132" + SIGNATURE
+    )
+    parsed = parse(payload)
+    assert (parsed.qianbao_wallet_id, parsed.qianbao_signature, parsed.is_qianbao) == (
+        "wal_01",
+        SIGNATURE,
+        True,
+    )
+    assert parse(PIX_BCB).qianbao_signature is None and not parse(PIX_BCB).is_qianbao
+
+
+@pytest.mark.parametrize("signature", ["", "ABCDEF" * 6, "0" * 31, "0" * 33, "g" * 32, "٠" * 32])
+def test_build_refuses_a_malformed_signature(signature: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        build_personal_qr(wallet_id="wal_01", name="*四", city="China", signature=signature)
+    assert caught.value.extra["reason"] == "invalid_signature"
+
+
+def test_the_signed_message_cannot_be_confused() -> None:
+    one = personal_signing_message(wallet_id="wal_a", currency="CNY", amount_minor=None)
+    other = personal_signing_message(wallet_id='wal_a", "CNY', currency=None, amount_minor=None)
+    assert one != other
+    assert one != personal_signing_message(wallet_id="wal_a", currency="CNY", amount_minor=0)
+
+
+def _independent_tlv(text: str) -> list[tuple[str, str]]:
+    """A second, deliberately plain reading of EMVCo TLV (ID, two-digit length, value), for checking
+    that what we build is what any EMVCo reader expects."""
+    out: list[tuple[str, str]] = []
+    while text:
+        tag, length = text[:2], text[2:4]
+        assert re.fullmatch("[0-9]{2}", tag) and re.fullmatch("[0-9]{2}", length), text
+        value, text = text[4 : 4 + int(length)], text[4 + int(length) :]
+        assert len(value) == int(length) > 0
+        out.append((tag, value))
+    return out
+
+
+def _emvco_conformant(payload: str) -> None:
+    assert len(payload.encode()) <= 512
+    objects = _independent_tlv(payload)
+    tags = [tag for tag, _ in objects]
+    assert tags[0] == "00" and objects[0][1] == "01" and tags[-1] == "63" and len(set(tags)) == len(tags)
+    # CRC-16/CCITT-FALSE from the standard library's implementation, not ours.
+    assert objects[-1][1] == f"{binascii.crc_hqx(payload[:-4].encode(), 0xFFFF):04X}"
+    for tag, value in objects:
+        if 26 <= int(tag) <= 51 or 80 <= int(tag) <= 99 or tag == "62":
+            inner = _independent_tlv(value)
+            if tag != "62":
+                assert inner[0][0] == "00"  # templates start with their globally unique identifier
+    assert [t for t in tags if t != "63"] == sorted(t for t in tags if t != "63")
+
+
+wallet_ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=64)
+
+
+@given(
+    wallet_id=wallet_ids,
+    name=st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=25).filter(
+        lambda s: s == s.strip()
+    ),
+    currency=st.sampled_from(["CNY", "HKD", "JPY", "BHD"]),
+    amount_minor=st.one_of(st.none(), st.integers(min_value=1, max_value=10**9)),
+    signature=st.one_of(st.none(), st.from_regex(r"\A[0-9a-f]{32}\Z")),
+)
+def test_personal_codes_round_trip_and_stay_emvco(
+    wallet_id: str, name: str, currency: str, amount_minor: int | None, signature: str | None
+) -> None:
+    payload = build_personal_qr(
+        wallet_id=wallet_id,
+        name=name,
+        city="China",
+        currency=currency,
+        amount_minor=amount_minor,
+        signature=signature,
+    )
+    _emvco_conformant(payload)
+    parsed = parse(payload)
+    assert parsed.crc_ok and parsed.point_of_initiation == "static"
+    assert (parsed.qianbao_wallet_id, parsed.qianbao_signature) == (wallet_id, signature)
+    assert (parsed.merchant_name, parsed.currency, parsed.amount_minor) == (name, currency, amount_minor)
+    assert differences(parsed, parse(payload)) == []
+
+
+@given(merchant_id=wallet_ids, dynamic=st.booleans(), amount=st.integers(min_value=1, max_value=10**9))
+def test_merchant_codes_stay_emvco(merchant_id: str, dynamic: bool, amount: int) -> None:
+    payload = build_merchant_qr(
+        merchant_id=merchant_id,
+        name="老王面馆",
+        city="上海",
+        mcc="5812",
+        amount_minor=amount if dynamic else None,
+        order_ref="Q0123456789ABCDEFGHJK" if dynamic else None,
+        dynamic=dynamic,
+    )
+    _emvco_conformant(payload)
+
+
+# --- differences -------------------------------------------------------------------------------------
+
+
+def test_differences_list_changed_added_and_missing_objects_in_id_order() -> None:
+    genuine = parse(
+        build_merchant_qr(merchant_id="mch_01", name="老王面馆", city="上海", mcc="5812", dynamic=False)
+    )
+    scanned = parse(
+        with_crc(
+            "000201010211" + "26250011dev.qianbao0106mch_01" + "52045411" + "5303156" + "54031.0"
+            "5802CN" + "5904赵记小卖" + "64120002ZH0102老王"
+        )
+    )
+    assert [d.as_json() for d in differences(scanned, genuine)] == [
+        {"field": "mcc", "tag": "52", "in_code": "5411", "on_record": "5812"},
+        {"field": "amount", "tag": "54", "in_code": "1.0", "on_record": None},
+        {"field": "merchant_name", "tag": "59", "in_code": "赵记小卖", "on_record": "老王面馆"},
+        {"field": "merchant_city", "tag": "60", "in_code": None, "on_record": "上海"},
+        {
+            "field": "merchant_name_alternate_language",
+            "tag": "64",
+            "in_code": "0002ZH0102老王",
+            "on_record": None,
+        },
+    ]
+
+
+def test_differences_ignore_order_and_the_crc() -> None:
+    genuine = build_merchant_qr(merchant_id="m", name="N", city="C", mcc="5812", dynamic=False)
+    first, *rest = _independent_tlv(genuine)[:-1]  # without the CRC
+    reordered = with_crc("".join(f"{t}{len(v):02d}{v}" for t, v in [first, *reversed(rest)]))
+    assert reordered != genuine
+    assert differences(parse(reordered), parse(genuine)) == []
+
+
+@pytest.mark.parametrize("payload", REAL_WORLD)
+def test_cli_parse_exits_non_zero_when_the_crc_does_not_hold(payload: str) -> None:
+    from typer.testing import CliRunner
+
+    from qianbao.cli.main import app
+
+    wrong = format((int(payload[-4:], 16) + 1) % 0x10000, "04X")
+    result = CliRunner().invoke(app, ["qr", "parse", payload[:-4] + wrong])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["crc_ok"] is False  # what it says is still shown
+    assert "CRC" in result.stderr and payload[-4:] in result.stderr
+    assert CliRunner().invoke(app, ["qr", "parse", payload]).exit_code == 0
+
+
+@pytest.mark.parametrize("payload", ["hello", "", "https://example.com/pay?id=1", "0002016304"])
+def test_cli_parse_exits_non_zero_for_what_is_not_emvco(payload: str) -> None:
+    from typer.testing import CliRunner
+
+    from qianbao.cli.main import app
+
+    result = CliRunner().invoke(app, ["qr", "parse", payload])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "error" in result.stderr
+
+
+def test_cli_decode_exits_non_zero_when_the_crc_does_not_hold(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from qianbao.cli.main import app
+
+    picture = tmp_path / "code.png"
+    picture.write_bytes(qr_png(PIX_BCB[:-4] + "0000"))
+    result = CliRunner().invoke(app, ["qr", "decode", str(picture)])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["payload"] == PIX_BCB[:-4] + "0000"

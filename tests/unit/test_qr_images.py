@@ -67,6 +67,42 @@ def test_a_decompression_bomb_is_refused_before_it_expands() -> None:
     assert refused.value.extra["reason"] == "image_too_large"
 
 
+@pytest.mark.parametrize("kind", ["WEBP", "GIF"])
+def test_the_other_formats_a_phone_produces_read_too(kind: str) -> None:
+    assert decode_qr_image(encoded(Image.open(io.BytesIO(qr_png(PAYLOAD))).convert("RGB"), kind)) == PAYLOAD
+
+
+@pytest.mark.parametrize("kind", ["TIFF", "BMP", "PCX", "SGI", "PPM"])
+def test_formats_no_phone_produces_are_refused_though_pillow_reads_them(kind: str) -> None:
+    """Each of these holds a readable QR code, and Pillow would open it: its decoder is not let near it."""
+    picture = encoded(Image.open(io.BytesIO(qr_png(PAYLOAD))).convert("RGB"), kind)
+    with pytest.raises(InvalidInput) as refused:
+        decode_qr_image(picture)
+    assert refused.value.extra["reason"] == "unsupported_format"
+    assert kind in refused.value.detail
+
+
+def test_a_postscript_file_is_refused_without_ghostscript_being_asked() -> None:
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(InvalidInput) as refused:
+        decode_qr_image(eps)
+    assert refused.value.extra["reason"] == "unsupported_format"
+
+
+def test_more_pixels_than_a_phone_photo_are_refused_before_decoding() -> None:
+    """5000 × 5000 (25 megapixels): above 4096 × 4096, under the 40 megapixels allowed before."""
+    with pytest.raises(InvalidInput) as refused:
+        decode_qr_image(encoded(Image.new("1", (5000, 5000), 1), optimize=True))
+    assert refused.value.extra["reason"] == "image_too_large"
+
+
+def test_a_twelve_megapixel_phone_photo_still_reads() -> None:
+    code = Image.open(io.BytesIO(qr_png(PAYLOAD, scale=12))).convert("L")
+    photo = Image.new("L", (4032, 3024), 200)
+    photo.paste(code, (1500, 1000))
+    assert decode_qr_image(encoded(photo, "JPEG", quality=85)) == PAYLOAD
+
+
 def test_the_cli_decodes_an_image(tmp_path: Path) -> None:
     image = tmp_path / "code.png"
     image.write_bytes(qr_png(PAYLOAD))
@@ -77,3 +113,10 @@ def test_the_cli_decodes_an_image(tmp_path: Path) -> None:
     blank = tmp_path / "blank.png"
     blank.write_bytes(encoded(Image.new("L", (100, 100), 255)))
     assert CliRunner().invoke(app, ["qr", "decode", str(blank)]).exit_code == 2
+
+
+def test_the_cli_refuses_what_the_api_refuses(tmp_path: Path) -> None:
+    tiff = tmp_path / "code.tiff"
+    tiff.write_bytes(encoded(Image.open(io.BytesIO(qr_png(PAYLOAD))).convert("RGB"), "TIFF"))
+    result = CliRunner().invoke(app, ["qr", "decode", str(tiff)])
+    assert result.exit_code == 2 and "unsupported_format" in result.output

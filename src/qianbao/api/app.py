@@ -11,6 +11,8 @@ from pydantic import BaseModel
 
 from qianbao import __version__
 from qianbao.api import log_redaction, openapi
+from qianbao.api.body_limits import BodySizeLimitMiddleware, route_limits
+from qianbao.api.client_address import TrustedProxyMiddleware
 from qianbao.api.guards import refuse_nul_characters
 from qianbao.api.problems import install_problem_handlers
 from qianbao.api.routes import api_keys, kyc, operators, qr, recovery, second_factors, wallets
@@ -30,6 +32,7 @@ from qianbao.config import Settings
 from qianbao.errors import ServiceUnavailable
 from qianbao.events.dispatcher import start_inline
 from qianbao.store.migrate import current_revision
+from qianbao.web import install as install_web_pages
 
 
 class Health(BaseModel):
@@ -64,9 +67,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Digital wallet platform: ledger, wallets, payments. Errors are problem+json.",
         lifespan=lifespan,
         dependencies=[Depends(refuse_nul_characters)],
+        docs_url=None,  # /docs and /redoc are served by qianbao.web, from vendored assets (no CDN)
+        redoc_url=None,
     )
     install_problem_handlers(app)
-    openapi.install(app)
+    app.add_middleware(
+        BodySizeLimitMiddleware, default_limit=settings.max_body_bytes, limits=route_limits(settings)
+    )
+    app.add_middleware(TrustedProxyMiddleware, trusted_proxies=settings.trusted_proxies)
+    openapi.install(app, settings)
+    install_web_pages(app, settings)
     log_redaction.install()
     app.include_router(identity_routes.router)
     for routes in (second_factors, kyc, wallets, api_keys, operators, recovery, qr):

@@ -8,15 +8,26 @@ so a retry runs anew; business outcomes (success, or a decline such as `insuffic
 Money operations additionally derive their ledger transfer ids from the key, so even a crash between the
 ledger commit and the stored answer cannot pay twice.
 
-Answers that carry a secret (an API key's `secret`) are stored *sealed*: encrypted with the key ring like
-personal data (`sealed=True`), and opened again for a replay. Records live 48 hours (housekeeping), so
-key rotation need not re-encrypt them: retired data keys stay readable.
+Answers that carry a secret (an API key's `secret`) or personal data are stored *sealed*: encrypted with
+the key ring (`sealed=True`), and opened again for a replay. Records live 48 hours (housekeeping), so key
+rotation need not re-encrypt them: retired data keys stay readable.
+
+A secret is shown once, to the caller that proved itself for it (`shown_once`). Keys are scoped to the
+user, not to the session, so without this any other session of the same user (a new, untrusted device
+that never passed the step-up) could replay the create and read the secret. The stored answer therefore
+remembers who ran the work: the session (or, for an API key, the key itself), as a keyed digest. That
+caller's replay gets the secret again, so a retry after a lost response does not lose it; any other
+caller's replay gets the same status and object with the secret fields `null`. Not a problem: the object
+exists and is bound to the key, and a client told "failed" would create a second one; with the id it can
+rotate or revoke instead.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -29,6 +40,7 @@ from qianbao.api.problems import problem
 from qianbao.clock import Clock
 from qianbao.errors import Conflict, IdempotencyKeyReused, InvalidInput, QianbaoError
 from qianbao.identity.context import IdentityContext
+from qianbao.identity.model import Principal, PrincipalKind
 from qianbao.security.keyring import KeyRing
 from qianbao.store.database import Database
 from qianbao.store.idempotency_tables import idempotency_keys
@@ -36,6 +48,8 @@ from qianbao.store.idempotency_tables import idempotency_keys
 IN_PROGRESS = 0
 SEALED = "sealed"
 SEAL_CONTEXT = "idempotency_keys.response"
+SHOWN_TO = "shown_to"  # beside SEALED: the keyed digest of the caller a shown-once secret belongs to
+SHOWN_TO_INDEX = "idempotency.shown_to"
 # A claim this old was abandoned by a crashed worker; money paths are safe to re-run (ledger ids).
 ABANDONED_AFTER_US = 60_000_000
 MAX_KEY_LENGTH = 255
@@ -66,6 +80,32 @@ class IdempotencyKeyInUse(Conflict):
     code = "idempotency_key_in_use"
 
 
+# For the OpenAPI description of a shown-once field.
+SHOWN_ONCE_NOTE = (
+    "shown once: null when another session (or API key) replays the request with the same "
+    "Idempotency-Key; only the caller whose request created it sees it again"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ShownOnce:
+    """The fields of an answer that only `caller` (who ran the work) sees again on a replay."""
+
+    fields: tuple[str, ...]
+    caller: str | None
+
+
+def shown_once(principal: Principal, *fields: str) -> ShownOnce:
+    """Secret `fields` shown to this caller only: a session (the one that met the step-up: challenges are
+    bound to their session), or an API key. A principal with neither is nobody: its replays never show
+    the secret."""
+    if principal.kind is PrincipalKind.API_KEY:
+        caller: str | None = principal.scope
+    else:
+        caller = None if principal.session_id is None else f"session:{principal.session_id}"
+    return ShownOnce(fields, caller)
+
+
 def request_fingerprint(keys: KeyRing, method: str, path: str, body: bytes) -> str:
     """Same request = same method, path and JSON body (whitespace and key order do not matter).
 
@@ -87,11 +127,13 @@ def run_idempotent(
     body: bytes,
     work: Callable[[], tuple[int, dict[str, Any]]],
     sealed: bool = False,
+    once: ShownOnce | None = None,
 ) -> JSONResponse:
     """Run `work` (returning status and JSON body) at most once per (scope, key). With `sealed`, the
-    stored answer is encrypted (it holds a secret or personal data)."""
+    stored answer is encrypted (it holds a secret or personal data). With `once` (implies `sealed`), its
+    secret fields are replayed only to the caller that ran the work (see the module's docstring)."""
     db, clock = ctx.db, ctx.clock
-    sealed_with = ctx.keys if sealed else None
+    sealed_with = ctx.keys if sealed or once is not None else None
     if key is None:
         status, payload = work()
         return JSONResponse(payload, status_code=status)
@@ -102,7 +144,10 @@ def run_idempotent(
     if stored is not None:
         status, payload = stored
         if sealed_with is not None and isinstance(payload, dict) and SEALED in payload:
+            shown_to = payload.get(SHOWN_TO)
             payload = json.loads(sealed_with.decrypt(payload[SEALED], context=SEAL_CONTEXT))
+            if once is not None and not _same_caller(ctx, once, shown_to):
+                payload = {name: None if name in once.fields else v for name, v in payload.items()}
         if status >= 400:
             return JSONResponse(payload, status_code=status, media_type="application/problem+json")
         return JSONResponse(payload, status_code=status)
@@ -121,8 +166,18 @@ def run_idempotent(
     stored_payload = payload
     if sealed_with is not None:
         stored_payload = {SEALED: sealed_with.encrypt(json.dumps(payload), context=SEAL_CONTEXT)}
+        if once is not None and once.caller is not None:
+            stored_payload[SHOWN_TO] = ctx.keys.digest(SHOWN_TO_INDEX, once.caller)
     _store(db, scope, key, status, stored_payload)
     return JSONResponse(payload, status_code=status)
+
+
+def _same_caller(ctx: IdentityContext, once: ShownOnce, shown_to: object) -> bool:
+    """Is the replaying caller the one the secret was shown to? An answer stored without a caller (before
+    this rule, or for nobody) shows its secret to no one."""
+    if once.caller is None or not isinstance(shown_to, str):
+        return False
+    return hmac.compare_digest(ctx.keys.digest(SHOWN_TO_INDEX, once.caller), shown_to)
 
 
 def _claim(db: Database, clock: Clock, scope: str, key: str, fingerprint: str) -> tuple[int, Any] | None:

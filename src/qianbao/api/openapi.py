@@ -4,7 +4,9 @@ FastAPI generates paths and schemas from the routes; on its own it declares no s
 describes validation errors with its default `{"detail": [...]}` shape, which is not what qianbao answers.
 This adds the three ways in (bearer session token, web session cookie, signed API key), the problem+json
 schema, and the error answers every operation can give (401, 403, 404, 409, 422, 423, 429), replacing the
-default 422.
+default 422. It also declares what generators and linters look for (Spectral's `spectral:oas` ruleset, run
+by `tests/api/test_openapi_lint.py`): the server's base URL, a contact, the licence, and every tag with a
+description, in the order the interactive docs show them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from qianbao.api.deps import SESSION_COOKIE
+from qianbao.config import Settings
 from qianbao.security.request_signing import HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
 
 PROBLEM = {
@@ -81,6 +84,76 @@ PUBLIC = {
 }
 
 
+# Every operation has exactly one of these tags (a test checks); a tag used by no route of this server (the
+# sandbox's in production) is left out of the document.
+TAGS: tuple[tuple[str, str], ...] = (
+    (
+        "identity",
+        "Sign-up, sessions (sign-in and out), the signed-in user, the PIN and password, and "
+        "step-up challenges (`401 step_up_required`).",
+    ),
+    ("second-factors", "TOTP with recovery codes, and passkeys (WebAuthn), also for passwordless sign-in."),
+    ("recovery", "Changing the phone number, and recovering an account after losing it or the password."),
+    ("kyc", "KYC tiers 4 → 1 and the limits of each; operators review the applications for tier 1."),
+    (
+        "wallets",
+        "Wallets and sub-wallets (budgets, goals, locks, closing), transfers between wallets and "
+        "to phone numbers, and history with filters and CSV export.",
+    ),
+    ("money-requests", "Asking someone for money; the payer accepts (a transfer) or declines."),
+    ("qr-codes", "Parsing EMVCo QR payloads, reading QR codes from images, and personal receive codes."),
+    (
+        "merchants",
+        "Merchants (a business and its wallet), their static and dynamic QR codes, and their payments.",
+    ),
+    ("payments", "Paying a merchant by QR code, reading payments, and refunds."),
+    (
+        "payment-codes",
+        "Customer payment codes (付款码): devices that show them, the password-free allowance, "
+        "tills charging a code, and confirming held payments.",
+    ),
+    ("checkout", "Online checkout: a merchant's server creates a payment intent, the customer pays it."),
+    ("api-keys", "API keys for partners' servers, with scopes; requests made with them are signed (HMAC)."),
+    ("webhooks", "Webhook endpoints, signed deliveries with retries, and their delivery log."),
+    ("events", "The event feed: the same events as webhooks, to poll."),
+    ("notifications", "In-app notifications about money in and out, payments, budgets and security."),
+    (
+        "operators",
+        "The deploying bank's staff: operator sessions, customers and merchants (freeze, "
+        "suspend, reveal), the audit log, and maker-checker approvals.",
+    ),
+    ("sandbox", "Sandbox mode only (absent in production): the SMS and e-mails the server would have sent."),
+    ("operations", "Health and readiness, for load balancers and monitoring."),
+)
+LICENSE = {"name": "Apache-2.0", "identifier": "Apache-2.0"}
+
+
+def server_url(settings: Settings) -> str:
+    """The base URL clients reach this server at: `public_url`, else the address `qianbao serve` listens
+    on (a wildcard address is reached on the loopback)."""
+    if settings.public_url is not None:
+        return settings.public_url.rstrip("/")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)  # noqa: S104
+    return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+
+
+def _contact(settings: Settings) -> dict[str, str]:
+    contact = {"name": "qianbao", "url": f"{server_url(settings)}/"}
+    if settings.api_contact_email is not None:
+        contact["email"] = settings.api_contact_email
+    return contact
+
+
+def _tags(document: dict[str, Any]) -> list[dict[str, str]]:
+    used = {
+        tag
+        for operations in document.get("paths", {}).values()
+        for op in operations.values()
+        for tag in op.get("tags", ())
+    }
+    return [{"name": name, "description": description} for name, description in TAGS if name in used]
+
+
 def _describe(document: dict[str, Any]) -> dict[str, Any]:
     components = document.setdefault("components", {})
     components.setdefault("schemas", {})["Problem"] = PROBLEM
@@ -99,14 +172,22 @@ def _describe(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, settings: Settings) -> None:
     """Serve the described document at /openapi.json (built once, on first request)."""
+    mode = "sandbox" if settings.is_sandbox else "production"
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                servers=[{"url": server_url(settings), "description": f"this qianbao server ({mode})"}],
+                contact=_contact(settings),
+                license_info=LICENSE,
             )
+            document["tags"] = _tags(document)
             app.openapi_schema = _describe(document)
         return app.openapi_schema
 

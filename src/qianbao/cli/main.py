@@ -53,6 +53,7 @@ def serve(
     """Migrate the database, seed sandbox demo data on first start, and serve the API."""
     import uvicorn
 
+    from qianbao.api import http_protocol
     from qianbao.bootstrap import build_identity
     from qianbao.clock import SystemClock
     from qianbao.demo import DEMO_PASSWORD, DEMO_PIN, seed_demo_data
@@ -99,6 +100,11 @@ def serve(
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        # Request heads bounded in size and header count (QIANBAO_MAX_HEADER_BYTES / _COUNT).
+        http=http_protocol.IMPORT_PATH,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1; the app believes only
+        # QIANBAO_TRUSTED_PROXIES (qianbao.api.client_address).
+        proxy_headers=False,
     )
 
 

@@ -36,6 +36,8 @@ EVENT_TYPES: dict[str, str] = {
     "merchant.reactivated": "An operator reactivated a suspended merchant.",
     "qr_code.created": "A merchant created a dynamic QR code.",
     "payment.confirmation_required": "A payment-code charge waits for the payer's confirmation (a hold).",
+    "payment_code.device_blocked": "Too many wrong payment codes named a device of the user: its codes pay "
+    "no more until payment codes are enabled on it again.",
     "payment.succeeded": "A merchant payment succeeded.",
     "payment.failed": "A merchant payment was declined.",
     "payment.canceled": "The customer or the merchant called a held payment off; the hold is released.",

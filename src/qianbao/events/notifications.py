@@ -39,6 +39,7 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "payment.succeeded": (("payer_user_id", "payment_paid"), ("merchant_user_id", "payment_received")),
     "refund.succeeded": (("payer_user_id", "refund_received"), ("merchant_user_id", "refund_sent")),
     "payment.confirmation_required": (("payer_user_id", "payment_confirmation_required"),),
+    "payment_code.device_blocked": (("user_id", "payment_code_blocked"),),
     "wallet.budget_threshold_reached": (("user_id", "budget_threshold"),),
     "wallet.goal_reached": (("user_id", "goal_reached"),),
     # A money request's money would flow from `from_user_id` (the person asked) to `to_user_id` (the
@@ -48,10 +49,10 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "money_request.canceled": (("from_user_id", "money_request_canceled"),),
 }
 
-# kind → language → (title, body, body without names). `{amount}` is the event's amount, `{percent}` the
-# budget threshold; `{party}` names the other side, `{shop}` the reader's own shop and `{wallet}` the
-# reader's own wallet (see NAMED). The last body is for when a name cannot be found.
-TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
+# kind → language → (title, body[, body without names]). `{amount}` is the event's amount, `{percent}`
+# the budget threshold; `{party}` names the other side, `{shop}` the reader's own shop and `{wallet}` the
+# reader's own wallet (see NAMED). The body without names is for when a name cannot be found.
+TEXTS: dict[str, dict[str, tuple[str, ...]]] = {
     "transfer_sent": {
         "en": ("Money sent", "You sent {amount} to {party}.", "You sent {amount}."),
         "zh-CN": ("转账成功", "您已向 {party} 转账 {amount}。", "您已成功转出 {amount}。"),
@@ -152,6 +153,18 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "请在应用中确认 {amount} 的付款，超时将自动取消。",
         ),
     },
+    "payment_code_blocked": {
+        "en": (
+            "Payment codes paused",
+            "Shops presented too many wrong payment codes for this phone, so its codes are paused. If you "
+            "did not try to pay, someone may be guessing. Turn payment codes on again to get new codes.",
+        ),
+        "zh-CN": (
+            "付款码已暂停",
+            "商户多次提交了该设备的错误付款码，付款码已暂停使用。如非本人操作，可能有人在尝试猜测您的付款码。"
+            "重新开启付款码即可获得新的付款码。",
+        ),
+    },
 }
 
 # Who the names in a kind's text are: placeholder → (payload key holding the id, what the id is).
@@ -240,9 +253,9 @@ def render(
     texts = TEXTS.get(kind)
     if texts is None:
         return kind, FALLBACK_BODIES[lang]["default"]
-    title, named, unnamed = texts[lang]
+    title, *bodies = texts[lang]
     values: dict[str, object] = {"amount": _amount(data, kind), "percent": _percent(data), **(names or {})}
-    for body in (named, unnamed):
+    for body in bodies:
         needed = set(re.findall(r"\{(\w+)\}", body))
         if all(values.get(name) is not None for name in needed):
             return title, body.format(**{name: values[name] for name in needed})

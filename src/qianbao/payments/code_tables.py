@@ -4,6 +4,8 @@
 and its 7-digit device number (part of every code it shows). `payment_code_uses`: every accepted code
 (device, time step, sequence digit), so each code pays once. `payment_code_settings`: the user's
 password-free (免密) allowance, and `no_pin_usage` what of it was used per day.
+`payment_code_failures` (migration 0010): every wrong code presented, by device number and merchant, so
+guessing at one device from many merchants blocks it (`blocked_at`).
 `payment_intents`: online checkout, one row per intent with its state.
 """
 
@@ -28,6 +30,8 @@ payment_code_devices = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
+    # Set when too many wrong codes arrived for its number: its codes pay no more until it is enabled again.
+    Column("blocked_at", BigInteger, nullable=True),
     CheckConstraint(f"status IN {DEVICE_STATUSES!r}", name="status"),
     Index("ix_payment_code_devices_user_id", "user_id"),
 )
@@ -42,6 +46,19 @@ payment_code_uses = Table(
     # The charge (its ledger transfer id) that spent the code: a retry of that same charge may go on.
     Column("charge_ref", String(128), nullable=False),
     Index("ix_payment_code_uses_used_at", "used_at"),
+)
+
+payment_code_failures = Table(
+    "payment_code_failures",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    # The device number the wrong code named, whether or not a device has it (so counting it tells a
+    # merchant nothing about which numbers exist).
+    Column("number", String(7), nullable=False),
+    Column("merchant_id", String(40), nullable=False),
+    Column("failed_at", BigInteger, nullable=False),
+    Index("ix_payment_code_failures_number_failed_at", "number", "failed_at"),
+    Index("ix_payment_code_failures_failed_at", "failed_at"),
 )
 
 payment_code_settings = Table(

@@ -13,6 +13,18 @@ not in UTF-8 bytes: ``0104最佳运输`` is the spec's own example. Both :func:`
 city (60, at most 15) may be non-ASCII (Chinese names, as UnionPay QR does in practice), counted the same
 way. The 512 limit applies to the UTF-8 encoding of the whole payload (what goes into the QR symbol).
 
+Numeric data objects accept ASCII digits only: the payload format indicator (00), point of initiation
+(01), MCC (52), currency (53) and tip indicator (55) are ``N`` fields, and the amounts (54, 56, 57) are
+ASCII digits with at most one ``.``. Python's ``\\d``, ``str.isdigit()``, ``int()`` and ``Decimal()`` all
+accept other scripts' digits (``"١٢٣"`` reads as 123), so every check here names ``0``–``9`` explicitly.
+
+qianbao's own codes carry qianbao's globally unique identifier (``dev.qianbao``) in the merchant account
+template (26). A personal receive code is also signed: the unreserved template 80 holds the same
+identifier (ID 00) and a server-computed MAC (ID 01) over the wallet id, currency and amount
+(:func:`personal_signing_message`); the key never leaves the server, so this module only carries the
+value. :func:`differences` lists the data objects in which a scanned code departs from the code qianbao
+would issue from its own records, which is how the server tells an altered code from a genuine one.
+
 This module is pure: no database, no clock. Malformed input raises :class:`qianbao.errors.InvalidInput`
 with a stable ``reason`` (see ``REASONS``); a payload whose CRC does not match still parses, with
 ``crc_ok=False``, so a caller can show what it says and decide.
@@ -21,6 +33,7 @@ with a stable ``reason`` (see ``REASONS``); a payload whose CRC does not match s
 from __future__ import annotations
 
 import io
+import json
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -38,13 +51,17 @@ __all__ = [
     "GLOBALLY_UNIQUE_ID",
     "MAX_PAYLOAD_BYTES",
     "REASONS",
+    "SIGNATURE_TAG",
     "TEMPLATE_TAGS",
+    "Difference",
     "ParsedQr",
     "PERSONAL_KIND",
     "build_merchant_qr",
     "build_personal_qr",
     "crc16_ccitt_false",
+    "differences",
     "parse",
+    "personal_signing_message",
     "qr_png",
     "qr_svg",
 ]
@@ -62,6 +79,10 @@ MAX_AMOUNT_CHARS = 13
 # and ID 01 is then a wallet id, not a merchant id. P2P codes carry MCC 0000 (no merchant category).
 PERSONAL_KIND = "personal"
 PERSONAL_MCC = "0000"
+# The signature of a personal code: unreserved template 80 (EMVCo reserves 80-99 for such use), ID 00 =
+# qianbao's identifier (whose template it is), ID 01 = the MAC as lower-case hex.
+SIGNATURE_TAG = "80"
+SIGNATURE_HEX_CHARS = 32
 
 # Stable `reason` codes carried by InvalidInput (problem+json field `reason`).
 REASONS = (
@@ -74,6 +95,8 @@ REASONS = (
     "missing_payload_format_indicator",  # the first data object is not ID 00
     "missing_crc",  # no ID 63
     "misplaced_crc",  # ID 63 is not the last data object, or its length is not 04
+    "invalid_numeric",  # a numeric ID (00, 01, 52, 53, 55, 56, 57) holds anything but its ASCII digits
+    "invalid_country",  # ID 58 is not two ASCII letters
     "invalid_amount",  # ID 54 is not an exact decimal in the currency's minor units
     "unknown_currency",  # ID 54 present but ID 53 is not a usable ISO 4217 numeric code
     # build_merchant_qr only:
@@ -82,10 +105,18 @@ REASONS = (
     "invalid_amount_for_static",
     "invalid_text",
     "text_too_long",
+    "invalid_signature",
 )
 
 _DIGITS = frozenset("0123456789")
-_AMOUNT = re.compile(r"(\d+)(?:\.(\d+))?")
+# `[0-9]`, never `\d`: on str patterns `\d` matches every Unicode decimal digit ("١٢٣", "１２３").
+_AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
+_COUNTRY = re.compile(r"[A-Za-z]{2}")
+_SIGNATURE = re.compile(f"[0-9a-f]{{{SIGNATURE_HEX_CHARS}}}")
+# ``N`` data objects and their exact lengths (EMV QRCPS MPM, section 4.6).
+_NUMERIC_LENGTHS = {"00": 2, "01": 2, "52": 4, "53": 3, "55": 2}
+# Fixed tip (56) and percentage tip (57): "ans", restricted to digits and one ".".
+_DECIMAL_TAGS = ("56", "57")
 _ALPHA_BY_NUMERIC: dict[str, str] = {f"{c.number:03d}": c.code for c in Currency}
 
 
@@ -165,6 +196,11 @@ class ParsedQr:
         return None
 
     @property
+    def is_qianbao(self) -> bool:
+        """The code carries qianbao's identifier in a merchant account template (any kind)."""
+        return self._qianbao_account() is not None
+
+    @property
     def qianbao_merchant_id(self) -> str | None:
         """The merchant id from qianbao's merchant account template (GUI ``dev.qianbao``), if any."""
         account = self._qianbao_account()
@@ -179,6 +215,15 @@ class ParsedQr:
         if account is None or account.get("02") != PERSONAL_KIND:
             return None
         return account.get("01")
+
+    @property
+    def qianbao_signature(self) -> str | None:
+        """The MAC of a qianbao personal code (unreserved template with qianbao's identifier), if any."""
+        for tag in (f"{t:02d}" for t in range(80, 100)):
+            template = self.template(tag)
+            if template is not None and template.get("00") == GLOBALLY_UNIQUE_ID:
+                return template.get("01")
+        return None
 
     @property
     def order_ref(self) -> str | None:
@@ -203,6 +248,84 @@ class ParsedQr:
         if wallet_id is not None:
             body["qianbao"] = {"kind": PERSONAL_KIND, "wallet_id": wallet_id}
         return body
+
+
+# What each data object is, for telling a payer which part of a code differs from the records.
+FIELD_NAMES: Mapping[str, str] = {
+    "00": "payload_format_indicator",
+    "01": "point_of_initiation",
+    "26": "merchant_account",
+    "52": "mcc",
+    "53": "currency",
+    "54": "amount",
+    "55": "tip_indicator",
+    "56": "tip_fixed",
+    "57": "tip_percentage",
+    "58": "country",
+    "59": "merchant_name",
+    "60": "merchant_city",
+    "61": "postal_code",
+    "62": "additional_data",
+    "64": "merchant_name_alternate_language",
+    SIGNATURE_TAG: "signature",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One data object in which a scanned code departs from the genuine code: what the code says, and
+    what the code issued from the server's records says (``None``: absent from that code)."""
+
+    field: str
+    tag: str
+    in_code: str | None
+    on_record: str | None
+
+    def as_json(self) -> dict[str, str | None]:
+        return {"field": self.field, "tag": self.tag, "in_code": self.in_code, "on_record": self.on_record}
+
+
+def _tlv_text(value: str | Mapping[str, str]) -> str:
+    """A field as it appears in the payload (a template as its own data objects)."""
+    if isinstance(value, str):
+        return value
+    return "".join(f"{tag}{len(inner):02d}{inner}" for tag, inner in value.items())
+
+
+def differences(scanned: ParsedQr, genuine: ParsedQr) -> list[Difference]:
+    """Every data object (but the CRC) that differs between a scanned code and the genuine one, in ID
+    order: changed, added or left out. Order of objects inside the payload does not matter."""
+    found: list[Difference] = []
+    for tag in sorted((set(scanned.fields) | set(genuine.fields)) - {"63"}):
+        said, recorded = scanned.fields.get(tag), genuine.fields.get(tag)
+        if said != recorded:
+            found.append(
+                Difference(
+                    field=FIELD_NAMES.get(tag, f"id_{tag}"),
+                    tag=tag,
+                    in_code=None if said is None else _tlv_text(said),
+                    on_record=None if recorded is None else _tlv_text(recorded),
+                )
+            )
+    return found
+
+
+def _check_numeric(fields: Mapping[str, str | Mapping[str, str]]) -> None:
+    """Refuse numeric data objects that hold anything but ASCII digits (and, for amounts, one ".")."""
+    for tag, length in _NUMERIC_LENGTHS.items():
+        value = fields.get(tag)
+        if isinstance(value, str) and not (len(value) == length and set(value) <= _DIGITS):
+            raise _malformed(
+                "invalid_numeric", f"ID {tag} must be {length} digits (0-9)", tag=tag, field=FIELD_NAMES[tag]
+            )
+    for tag in _DECIMAL_TAGS:
+        value = fields.get(tag)
+        if isinstance(value, str) and (_AMOUNT.fullmatch(value) is None or len(value) > MAX_AMOUNT_CHARS):
+            detail = f"ID {tag} must be a decimal number (0-9 and '.')"
+            raise _malformed("invalid_numeric", detail, tag=tag, field=FIELD_NAMES[tag])
+    country = fields.get("58")
+    if isinstance(country, str) and _COUNTRY.fullmatch(country) is None:
+        raise _malformed("invalid_country", "the country code (ID 58) must be two letters (A-Z)", tag="58")
 
 
 def _amount_minor(text: str, currency: str | None) -> int:
@@ -253,6 +376,7 @@ def parse(payload: str) -> ParsedQr:
     fields: dict[str, str | Mapping[str, str]] = {}
     for tag, value in objects:
         fields[tag] = dict(_data_objects(value, template=tag)) if tag in TEMPLATE_TAGS else value
+    _check_numeric(fields)
 
     def text(tag: str) -> str | None:
         value = fields.get(tag)
@@ -296,6 +420,30 @@ def _text(field: str, value: str, max_chars: int) -> str:
     return value
 
 
+def _amount_text(amount_minor: int, exponent: int) -> str:
+    """ID 54 for an amount in minor units: "12.34" (exactly the currency's decimals)."""
+    if type(amount_minor) is not int or amount_minor <= 0:
+        raise _malformed(
+            "invalid_amount", "the amount must be a positive integer of minor units", field="amount_minor"
+        )
+    whole, fraction = divmod(amount_minor, 10**exponent)
+    text = f"{whole}.{fraction:0{exponent}d}" if exponent else str(whole)
+    if len(text) > MAX_AMOUNT_CHARS:
+        raise _malformed("invalid_amount", "the amount is too large for an EMVCo code", field="amount_minor")
+    return text
+
+
+def _iso4217(currency: str) -> tuple[int, int]:
+    """(ISO 4217 numeric code, exponent) of a currency with a minor unit, or ``invalid_currency``."""
+    try:
+        info = currency_info(currency)
+    except (UnknownCurrencyError, TypeError):
+        raise _malformed(
+            "invalid_currency", "the currency must be an ISO 4217 code with a minor unit", field="currency"
+        ) from None
+    return info.numeric, info.exponent
+
+
 def build_merchant_qr(
     *,
     merchant_id: str,
@@ -320,30 +468,14 @@ def build_merchant_qr(
         _text("order_ref", order_ref, MAX_REFERENCE_CHARS)
     if not (len(mcc) == 4 and set(mcc) <= _DIGITS):
         raise _malformed("invalid_mcc", "the merchant category code must be four digits", field="mcc")
-    try:
-        info = currency_info(currency)
-    except (UnknownCurrencyError, TypeError):
+    numeric, exponent = _iso4217(currency)
+    if amount_minor is not None and not dynamic:
         raise _malformed(
-            "invalid_currency", "the currency must be an ISO 4217 code with a minor unit", field="currency"
-        ) from None
-    amount_text: str | None = None
-    if amount_minor is not None:
-        if not dynamic:
-            raise _malformed(
-                "invalid_amount_for_static",
-                "a static code carries no amount: the customer enters it",
-                field="amount_minor",
-            )
-        if type(amount_minor) is not int or amount_minor <= 0:
-            raise _malformed(
-                "invalid_amount", "the amount must be a positive integer of minor units", field="amount_minor"
-            )
-        whole, fraction = divmod(amount_minor, 10**info.exponent)
-        amount_text = f"{whole}.{fraction:0{info.exponent}d}" if info.exponent else str(whole)
-        if len(amount_text) > MAX_AMOUNT_CHARS:
-            raise _malformed(
-                "invalid_amount", "the amount is too large for an EMVCo code", field="amount_minor"
-            )
+            "invalid_amount_for_static",
+            "a static code carries no amount: the customer enters it",
+            field="amount_minor",
+        )
+    amount_text = None if amount_minor is None else _amount_text(amount_minor, exponent)
 
     account = _data_object("00", GLOBALLY_UNIQUE_ID) + _data_object("01", merchant_id)
     parts = [
@@ -351,7 +483,7 @@ def build_merchant_qr(
         _data_object("01", "12" if dynamic else "11"),
         _data_object("26", account),
         _data_object("52", mcc),
-        _data_object("53", f"{info.numeric:03d}"),
+        _data_object("53", f"{numeric:03d}"),
     ]
     if amount_text is not None:
         parts.append(_data_object("54", amount_text))
@@ -365,21 +497,38 @@ def build_merchant_qr(
     return payload
 
 
+def personal_signing_message(*, wallet_id: str, currency: str | None, amount_minor: int | None) -> str:
+    """What the signature of a personal code covers, unambiguously encoded (JSON, so no value can run
+    into the next): the wallet paid, the currency (alphabetic) and the fixed amount (minor units) or
+    ``null``. The name is left out on purpose: the server compares it with its records instead, so a
+    payer is told which field was changed."""
+    return json.dumps(["personal-v1", wallet_id, currency, amount_minor], ensure_ascii=True)
+
+
 def build_personal_qr(
-    *, wallet_id: str, name: str, city: str, currency: str = "CNY", amount_minor: int | None = None
+    *,
+    wallet_id: str,
+    name: str,
+    city: str,
+    currency: str = "CNY",
+    amount_minor: int | None = None,
+    signature: str | None,
 ) -> str:
     """Build a qianbao personal receive code (P2P): static (`11`, it can be paid any number of times),
-    the account template carrying the wallet id and the personal marker, MCC 0000, and optionally a fixed
-    amount (ID 54), which the payer's app then cannot change. Name ≤ 25 and city ≤ 15 characters."""
+    the account template carrying the wallet id and the personal marker, MCC 0000, optionally a fixed
+    amount (ID 54), which the payer's app then cannot change, and the server's `signature` (lower-case
+    hex of :func:`personal_signing_message`) in template 80. Name ≤ 25 and city ≤ 15 characters.
+    ``signature=None`` builds the unsigned layout of codes issued before signatures (tests only)."""
     _text("wallet_id", wallet_id, 99 - 4 - len(GLOBALLY_UNIQUE_ID) - 4 - 4 - len(PERSONAL_KIND) - 4)
     _text("name", name, MAX_NAME_CHARS)
     _text("city", city, MAX_CITY_CHARS)
-    try:
-        info = currency_info(currency)
-    except (UnknownCurrencyError, TypeError):
+    numeric, exponent = _iso4217(currency)
+    if signature is not None and _SIGNATURE.fullmatch(signature) is None:
         raise _malformed(
-            "invalid_currency", "the currency must be an ISO 4217 code with a minor unit", field="currency"
-        ) from None
+            "invalid_signature",
+            f"the signature must be {SIGNATURE_HEX_CHARS} lower-case hex digits",
+            field="signature",
+        )
     account = (
         _data_object("00", GLOBALLY_UNIQUE_ID)
         + _data_object("01", wallet_id)
@@ -390,21 +539,14 @@ def build_personal_qr(
         _data_object("01", "11"),
         _data_object("26", account),
         _data_object("52", PERSONAL_MCC),
-        _data_object("53", f"{info.numeric:03d}"),
+        _data_object("53", f"{numeric:03d}"),
     ]
     if amount_minor is not None:
-        if type(amount_minor) is not int or amount_minor <= 0:
-            raise _malformed(
-                "invalid_amount", "the amount must be a positive integer of minor units", field="amount_minor"
-            )
-        whole, fraction = divmod(amount_minor, 10**info.exponent)
-        amount_text = f"{whole}.{fraction:0{info.exponent}d}" if info.exponent else str(whole)
-        if len(amount_text) > MAX_AMOUNT_CHARS:
-            raise _malformed(
-                "invalid_amount", "the amount is too large for an EMVCo code", field="amount_minor"
-            )
-        parts.append(_data_object("54", amount_text))
+        parts.append(_data_object("54", _amount_text(amount_minor, exponent)))
     parts += [_data_object("58", "CN"), _data_object("59", name), _data_object("60", city)]
+    if signature is not None:
+        signed = _data_object("00", GLOBALLY_UNIQUE_ID) + _data_object("01", signature)
+        parts.append(_data_object(SIGNATURE_TAG, signed))
     body = "".join(parts) + "6304"
     return body + crc16_ccitt_false(body)
 

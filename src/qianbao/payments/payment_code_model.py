@@ -10,6 +10,12 @@ tapped). The server finds the device by its number, recomputes the code for the 
 neighbours (`WINDOW`: a code stays valid for about a minute after it is shown, plus clock skew), and
 accepts each (device, step, sequence) once. A code computed with another device's secret, or for
 another device's number, matches nothing: codes are bound to the device and, through it, to the wallet.
+
+Guessing is bounded twice (`payment_code_guard`): per merchant (a till that presents many wrong codes is
+rate-limited, checked *before* a code is tried) and per device number, whoever presents the codes, so
+that many merchants together cannot guess one customer's code: `DEVICE_FAILURE_LIMIT` wrong codes within
+`DEVICE_FAILURE_WINDOW_S` block the device until its owner enables payment codes again (a new secret and
+a new number).
 """
 
 from __future__ import annotations
@@ -27,6 +33,16 @@ SEQUENCES = 10
 # Steps accepted around the server's current one: the code shown in the previous minute (up to two
 # minutes old in the worst case) and one step ahead for a device clock that runs fast.
 WINDOW = (-1, 0, 1)
+
+# Wrong codes one device number may receive, from all merchants together, before the device is blocked.
+# A guess (any sequence digit, any 8 digits) matches one of the window's three codes with odds 3e-8, so
+# an attacker who learnt a device's number at their till gets at most 10 guesses, ~3e-7, per number; a
+# slow attack under the limit gets 9 guesses a month, ~3e-6 a year. Honest failures (a mistyped code, an
+# old screenshot) are rare enough that ten in a month mean something is wrong; the owner re-enables
+# with step-up, which also draws a new number the guessers do not know. A code already used (a double
+# scan) is not a guess: it matched, and does not count.
+DEVICE_FAILURE_LIMIT = 10
+DEVICE_FAILURE_WINDOW_S = 30 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +87,14 @@ def matching_step(secret_b32: str, parts: CodeParts, unix_s: float) -> int | Non
         if hmac.compare_digest(one_time_code(secret_b32, step, parts.seq), parts.otp):
             found = step
     return found
+
+
+def device_failures_since(now_us: int, device_created_us: int) -> int:
+    """From when a device's wrong codes count: the window, but never before the device existed (failures
+    recorded against its number earlier were guesses at nobody)."""
+    return max(now_us - DEVICE_FAILURE_WINDOW_S * 1_000_000, device_created_us)
+
+
+def device_blocked_by(failures: int) -> bool:
+    """Does this many wrong codes in the window block the device?"""
+    return failures >= DEVICE_FAILURE_LIMIT

@@ -3,7 +3,8 @@
 Enabling payment codes on a device is a security change (step-up): the answer carries the device's secret
 once, so the app can compute codes offline (`payment_code_model`). One device shows codes for one wallet;
 enabling again on the same device replaces its secret. A thin client (the web app) may ask the server for
-the current code of its own device instead (`current_code`).
+the current code of its own device instead (`current_code`). Wrong codes are counted per merchant and
+per device (`payment_code_guard`); a device blocked by them shows and pays no codes until enabled again.
 
 The no-PIN (免密) allowance: payments by code up to `no_pin_per_payment` each and `no_pin_daily` a day
 need no confirmation. A user may lower both (to zero: every code payment asks for confirmation) at any
@@ -29,7 +30,7 @@ from qianbao.identity.context import IdentityContext
 from qianbao.identity.limits import local_day
 from qianbao.identity.model import Operation, Principal, StepUpFacts
 from qianbao.ids import new_id
-from qianbao.payments import emvco, payment_code_model
+from qianbao.payments import emvco, payment_code_guard, payment_code_model
 from qianbao.payments.code_tables import (
     no_pin_usage,
     payment_code_devices,
@@ -58,6 +59,7 @@ class CodeDevice:
     number: str
     status: str
     created_at: int
+    blocked_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +74,16 @@ class Allowance:
 
 def _device(row: Any) -> CodeDevice:
     m = row._mapping
+    blocked_at = None if m["blocked_at"] is None else int(m["blocked_at"])
     return CodeDevice(
-        m["id"], m["user_id"], m["device_id"], m["wallet_id"], m["number"], m["status"], int(m["created_at"])
+        m["id"],
+        m["user_id"],
+        m["device_id"],
+        m["wallet_id"],
+        m["number"],
+        m["status"],
+        int(m["created_at"]),
+        blocked_at,
     )
 
 
@@ -186,6 +196,8 @@ def current_code(ctx: IdentityContext, principal: Principal) -> dict[str, Any]:
         if found is None:
             raise NotFound("payment codes are not enabled on this device")
         device, cipher = found
+        if device.blocked_at is not None:
+            raise _blocked()
         step = payment_code_model.step_at(now / 1_000_000)
         used = set(
             conn.execute(
@@ -219,10 +231,15 @@ def barcode_svg(code: str) -> str:
 
 def redeem(ctx: IdentityContext, code: object, merchant_id: str, charge_ref: str) -> CodeDevice:
     """The device (so the payer and wallet) a presented code belongs to, spending the code for the charge
-    `charge_ref` (its ledger transfer id: a retry of that same charge may redeem it again). Wrong, stale,
-    used or revoked codes are `payment_code_invalid` and count against the merchant's failure limit."""
+    `charge_ref` (its ledger transfer id: a retry of that same charge may redeem it again).
+
+    A merchant over its failure limit is refused before the code is even tried. Wrong, stale, used or
+    revoked codes are `payment_code_invalid` and count against the merchant; wrong and stale ones (the
+    one-time code does not match: a guess) also against the device number they name, whichever merchant
+    presents them. A right code of a device blocked by such guesses is `payment_code_blocked`."""
+    payment_code_guard.refuse_merchant_over_limit(ctx, merchant_id)
     parts = payment_code_model.split(code) if isinstance(code, str) else None
-    device = None
+    guessed = parts is not None
     if parts is not None:
         with ctx.db.read() as conn:
             row = conn.execute(
@@ -233,14 +250,23 @@ def redeem(ctx: IdentityContext, code: object, merchant_id: str, charge_ref: str
         if row is not None:
             secret = ctx.keys.decrypt(str(row.secret_cipher), context=SECRET_CONTEXT)
             step = payment_code_model.matching_step(secret, parts, ctx.now() / 1_000_000)
+            guessed = step is None
+            if step is not None and row.blocked_at is not None:
+                raise _blocked()
             if step is not None and _spend(ctx, row.id, step, parts.seq, charge_ref):
-                device = _device(row)
-    if device is None:
-        ctx.limiter.hit("payment_code_failure", merchant_id)
-        raise PaymentCodeInvalid(
-            "this payment code is not valid: ask the customer to refresh it", field="payment_code"
-        )
-    return device
+                return _device(row)
+    if parts is not None and guessed:
+        payment_code_guard.count_device_failure(ctx, parts.number, merchant_id)
+    payment_code_guard.count_merchant_failure(ctx, merchant_id)
+    raise PaymentCodeInvalid(
+        "this payment code is not valid: ask the customer to refresh it", field="payment_code"
+    )
+
+
+def _blocked() -> payment_code_guard.PaymentCodeBlocked:
+    return payment_code_guard.PaymentCodeBlocked(
+        "payment codes on this device were blocked after repeated wrong codes: enable them again"
+    )
 
 
 def _spend(ctx: IdentityContext, device_id: str, step: int, seq: int, charge_ref: str) -> bool:

@@ -1,22 +1,39 @@
 """Reading QR codes from pictures: a customer's upload or a photo of a printed merchant code.
 
 Decoding is `zxing-cpp` (robust to rotation, scale, blur and JPEG noise); Pillow only opens the image.
-Uploads are untrusted: the size in bytes and in pixels is bounded before any decoding, so a small file
-that claims to be a huge image (a decompression bomb) is refused rather than expanded.
+Uploads are untrusted:
+- only the formats a phone produces are opened (PNG and JPEG; WebP and GIF from apps and chats). Pillow
+  knows some forty others (TIFF, PCX, SGI, PSD…, and EPS through Ghostscript where that is installed),
+  each a decoder an attacker could aim at; they are recognised by their signature only, to say so;
+- the size in bytes and in pixels is bounded before any decoding, so a small file that claims to be a huge
+  image (a decompression bomb) is refused rather than expanded;
+- decoding is CPU work of up to a second: the server runs it in worker threads, a few at a time
+  (`decode_qr_image_in_thread`), so that it never holds up the event loop and with it every other request.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 
+import anyio
+import anyio.to_thread
 import zxingcpp
 from PIL import Image, UnidentifiedImageError
 
 from qianbao.errors import InvalidInput
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
-MAX_IMAGE_PIXELS = 40_000_000  # a 12-megapixel phone photo is well inside
+# Phones save photos at 12 megapixels (4032 × 3024) by default, even those whose sensors have 48 or 50
+# (they bin four pixels into one), a 16-megapixel camera at 4608 × 3456, and screenshots are 1 to 4
+# megapixels: 4096 × 4096 holds them all. A QR code needs far fewer pixels; each decoded pixel costs
+# about 4 bytes (RGB, then the grey copy zxing reads), so one decode holds at most about 64 MiB.
+MAX_IMAGE_PIXELS = 4096 * 4096
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+# Decoding is CPU-bound (Pillow and zxing release the interpreter lock while they work): more at once than
+# there are cores only adds memory, and the other request threads must stay free for everything else.
+DECODE_CONCURRENCY = 2
 QR_ONLY = zxingcpp.barcode_formats_from_str("QRCode")
 
 
@@ -29,21 +46,58 @@ def decode_qr_image(data: bytes) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
-                raise InvalidInput("the image has too many pixels", reason="image_too_large")
+                raise InvalidInput(
+                    f"the image has more than {MAX_IMAGE_PIXELS:,} pixels", reason="image_too_large"
+                )
             image.load()
     except InvalidInput:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise InvalidInput("the image has too many pixels", reason="image_too_large") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError as exc:
+        other = recognised_format(data)
+        if other is not None:
+            raise InvalidInput(
+                f"this looks like a {other} image; only PNG, JPEG, WebP and GIF are accepted",
+                reason="unsupported_format",
+            ) from exc
         raise InvalidInput(
-            "this is not an image we can read (PNG, JPEG, WebP…)", reason="not_an_image"
+            "this is not a PNG, JPEG, WebP or GIF image that can be read", reason="not_an_image"
         ) from exc
+    except (OSError, ValueError) as exc:
+        raise InvalidInput("the image is damaged or incomplete", reason="not_an_image") from exc
     found = zxingcpp.read_barcodes(image.convert("L"), formats=QR_ONLY)
     texts = [r.text for r in found if r.valid and r.text]
     if not texts:
         raise InvalidInput("no QR code was found in the image", reason="no_qr_code")
     return texts[0]
+
+
+def recognised_format(data: bytes) -> str | None:
+    """A guess at the other image format `data` is in, for the message: only each format's signature check
+    runs (on the first 16 bytes, as Pillow does), never its decoder. Formats with weak signatures may be
+    taken for one another (a TGA for a CUR)."""
+    Image.init()
+    prefix = data[:16]
+    for name, (_factory, accepts) in Image.OPEN.items():
+        if name in ACCEPTED_FORMATS or accepts is None:
+            continue
+        verdict = accepts(prefix)  # a string is Pillow's "maybe, with a warning": not a clear match
+        if verdict and not isinstance(verdict, str):
+            return name
+    return None
+
+
+@functools.cache
+def decode_slots() -> anyio.CapacityLimiter:
+    """One limiter per process, made on first use (inside the event loop, as older anyio requires)."""
+    return anyio.CapacityLimiter(DECODE_CONCURRENCY)
+
+
+async def decode_qr_image_in_thread(data: bytes) -> str:
+    """`decode_qr_image` in a worker thread, at most `DECODE_CONCURRENCY` at a time (others wait their
+    turn); the event loop goes on answering other requests meanwhile."""
+    return await anyio.to_thread.run_sync(decode_qr_image, data, limiter=decode_slots())

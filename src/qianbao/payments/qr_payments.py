@@ -2,6 +2,9 @@
 or a dynamic code (`12`) with its own amount, once, before it expires. The scanned payload becomes a
 `PaymentPlan` for the merchant payment path (`merchant_payments`: checks, step-up, unit of work); a
 dynamic code is claimed inside the payment's unit of work, so two customers cannot both pay it.
+A code that differs from the one qianbao issued for the merchant its id names is refused
+(`qr_code_altered`, see `qr_verification`): the merchant paid and the amount always come from the
+server's records, and the payer was shown them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from qianbao.payments.merchant_payments import (
 )
 from qianbao.payments.merchant_records import PaymentRecord, payment_by
 from qianbao.payments.merchants import payable_merchant
-from qianbao.payments.scanning import AmountMismatch, QrCodeInvalid, parse_scanned
+from qianbao.payments.qr_verification import merchant_code_differences
+from qianbao.payments.scanning import AmountMismatch, QrCodeInvalid, parse_scanned, refuse_altered
 from qianbao.wallets.service import own_wallet_row
 
 
@@ -61,10 +65,16 @@ def _plan_for_qr(
     now = ctx.now()
     merchant = payable_merchant(conn, parsed.qianbao_merchant_id)
     source = own_wallet_row(conn, user_id, request.from_wallet_id)
-    code: dynamic_qr.DynamicQr | None = None
+    found: dynamic_qr.DynamicQr | None = None
     if parsed.point_of_initiation == "dynamic":
         found = dynamic_qr.code_by_reference(conn, merchant.id, parsed.order_ref)
-        code = dynamic_qr.check_payable(found, now)
+        if found is None:
+            dynamic_qr.check_payable(found, now)  # no such code: "not valid any more"
+    # The payer saw what the code says: pay nothing the records contradict (another merchant's id
+    # under this one's name, an edited amount…). Before "used"/"expired": an altered copy of a paid
+    # code is reported as altered, and a genuine one still replays (pay_by_qr).
+    refuse_altered(merchant_code_differences(parsed, merchant, found))
+    code = None if found is None else dynamic_qr.check_payable(found, now)
     if code is not None:
         if request.amount is not None and (request.amount, request.currency or code.currency) != (
             code.amount,

@@ -8,7 +8,9 @@ when it upgrades a read lock (several server processes may share the file).
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +24,8 @@ from sqlalchemy.exc import ArgumentError, DisconnectionError
 from qianbao.errors import InvalidInput
 
 Dialect = Literal["sqlite", "postgresql"]
+
+log = logging.getLogger(__name__)
 
 _READ_ONLY = "qianbao_read_only"
 # A pooled PostgreSQL connection that sat idle this long is pinged before use (the server may have
@@ -51,6 +55,38 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+# SQLite gives the write-ahead log and shared-memory file (and a rollback journal) the database file's mode.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def make_private(path: Path) -> None:
+    """The database holds the ledger and (encrypted) personal data: like the key file, only its owner may
+    read it. SQLite would create it 0644 (less the umask), so it is created here first, 0600, and its
+    companions inherit that mode. Existing files open to group or others are tightened, and it is logged."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.fchmod(fd, 0o600)  # the umask can only remove bits; this makes it exactly 0600
+        os.close(fd)
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_COMPANIONS)):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(file, mode & 0o700)
+                log.warning(
+                    "%s was open to group or others (mode %04o): changed to %04o",
+                    file,
+                    mode,
+                    mode & 0o700,
+                )
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            log.warning("%s is open to group or others and not ours to change: run chmod 600 %s", file, file)
+
+
 class Database:
     """One engine plus the dialect-specific session settings qianbao relies on."""
 
@@ -62,6 +98,7 @@ class Database:
             path = sqlite_path(self.url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                make_private(path)
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size * 2)
             _configure_sqlite(self.engine, sqlite_synchronous)
         else:

@@ -1,13 +1,13 @@
 """Housekeeping: delete rows once nothing can use them any more.
 
 Expired one-time codes, WebAuthn ceremonies and step-up challenges, remembered API nonces, old
-idempotency records and the record of used payment codes would otherwise grow without bound; so would
-the event feed, webhook deliveries (with their attempt logs) and published outbox rows, kept for
-`event_retention_days`, and in-app notifications, kept for `notification_retention_days`. Each worker's
-sweeper calls `purge_due` every minute: batches of deletes until nothing is past its retention or a time
-budget is spent (a busy server writes thousands of event rows a minute, more than one batch per table).
-The deletes are idempotent and bounded, so several workers running them at once is harmless. The audit
-log is never purged (it is append-only in the database), nor are payments, transfers or the ledger.
+idempotency records, the record of used payment codes and of wrong ones would otherwise grow without
+bound; so would the event feed, webhook deliveries (with their attempt logs) and published outbox rows,
+kept for `event_retention_days`, and in-app notifications, kept for `notification_retention_days`. Each
+worker's sweeper calls `purge_due` every minute: batches of deletes until nothing is past its retention
+or a time budget is spent (a busy server writes thousands of event rows a minute, more than one batch per
+table). The deletes are idempotent and bounded, so several workers running them at once is harmless. The
+audit log is never purged (it is append-only in the database), nor are payments, transfers or the ledger.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from sqlalchemy import ColumnElement, Table, delete, select, true
 
 from qianbao.events.tables import event_recipients, notifications, webhook_deliveries
 from qianbao.identity.tables import api_nonces, ceremonies, challenges, verifications
-from qianbao.payments.code_tables import payment_code_uses
+from qianbao.payments.code_tables import payment_code_failures, payment_code_uses
+from qianbao.payments.payment_code_model import DEVICE_FAILURE_WINDOW_S
 from qianbao.store.database import Database
 from qianbao.store.idempotency_tables import idempotency_keys
 from qianbao.store.outbox import outbox
@@ -33,6 +34,8 @@ RETENTION_US: dict[str, int] = {
     "idempotency_keys": 48 * HOUR_US,  # API.md promises at least 24 hours
     # A payment code is accepted for about two minutes; its "used" row must outlive that, no more.
     "payment_code_uses": 1 * HOUR_US,
+    # Wrong payment codes count against their device for a window; past it they count for nothing.
+    "payment_code_failures": DEVICE_FAILURE_WINDOW_S * 1_000_000 + 24 * HOUR_US,
 }
 DAY_US = 24 * HOUR_US
 DEFAULT_EVENT_RETENTION_US = 30 * DAY_US
@@ -112,6 +115,13 @@ def purge_expired(
             "used_at",
             now_us - RETENTION_US["payment_code_uses"],
             ("device_id", "step", "seq"),
+        )
+        + _purge(
+            db,
+            payment_code_failures,
+            "failed_at",
+            now_us - RETENTION_US["payment_code_failures"],
+            ("id",),
         )
     )
 

@@ -11,15 +11,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from qianbao.api.deps import Body, CurrentUser, Identity, Info, user_or_key
-from qianbao.api.idempotency import run_idempotent
+from qianbao.api.idempotency import SHOWN_ONCE_NOTE, run_idempotent, shown_once
 from qianbao.clock import rfc3339
 from qianbao.identity import api_keys
 from qianbao.identity.model import Principal, PrincipalKind
 
-router = APIRouter(tags=["api_keys"])
+router = APIRouter(tags=["api-keys"])
 
 
 class Strict(BaseModel):
@@ -35,7 +35,7 @@ class KeyCreated(BaseModel):
     id: str
     name: str
     scopes: list[str]
-    secret: str
+    secret: str | None = Field(description=f"qbk_…, to sign requests; {SHOWN_ONCE_NOTE}")
     created_at: str
 
 
@@ -126,7 +126,7 @@ def create_api_key(
             key=idempotency_key,
             body=raw,
             work=work,
-            sealed=True,  # the answer holds the secret: never stored in clear
+            once=shown_once(principal, "secret"),  # sealed; the secret replayed to this session only
         )
     )
 
@@ -195,6 +195,6 @@ def rotate_api_key(
             key=idempotency_key,
             body=raw,
             work=work,
-            sealed=True,  # the answer holds the secret: never stored in clear
+            once=shown_once(principal, "secret"),  # sealed; the secret replayed to this session only
         )
     )

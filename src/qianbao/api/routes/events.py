@@ -67,5 +67,6 @@ def list_events(
 
 @router.get("/v1/events/{event_id}", response_model=EventOut)
 def get_event(event_id: str, principal: Reader, ctx: Identity) -> dict[str, Any]:
+    """One event about you, as in the feed and in webhook deliveries (anyone else's: 404)."""
     assert principal.user_id is not None  # noqa: S101 - feed_reader guarantees it
     return event_json(feed.get_event(ctx, principal.user_id, event_id))

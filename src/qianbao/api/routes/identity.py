@@ -98,6 +98,9 @@ def create_user(
     info: Info,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
+    """Sign up with the SMS code of `POST /v1/verifications`: the user (KYC tier 4) and their main
+    CNY wallet. Sign in afterwards with `POST /v1/sessions`."""
+
     def work() -> tuple[int, dict[str, Any]]:
         user = signup.register_user(
             ctx,
@@ -186,6 +189,7 @@ def create_session(
 
 @router.delete("/v1/sessions/current", status_code=204)
 def sign_out(principal: CurrentUser, ctx: Identity, info: Info, response: Response) -> Response:
+    """Sign out: end the session this request is made with (a web session's cookie is cleared too)."""
     sessions.revoke_session(ctx, principal, principal.session_id or "", info)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.status_code = 204
@@ -194,6 +198,8 @@ def sign_out(principal: CurrentUser, ctx: Identity, info: Info, response: Respon
 
 @router.get("/v1/me")
 def me(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    """The signed-in user: masked phone and name, KYC tier, status, which credentials are set up
+    (PIN, TOTP, passkey) and whether this device is trusted."""
     assert principal.user_id is not None  # noqa: S101 - CurrentUser guarantees it
     with ctx.db.read() as conn:
         user = get_user(conn, ctx.keys, principal.user_id)
@@ -215,6 +221,7 @@ def me(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
 
 @router.get("/v1/me/sessions")
 def my_sessions(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    """The caller's active sessions (device, IP, user agent, times); `current` marks this one."""
     return {
         "data": [
             {
@@ -237,6 +244,7 @@ def my_sessions(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
 
 @router.delete("/v1/me/sessions/{session_id}", status_code=204)
 def revoke_my_session(session_id: str, principal: CurrentUser, ctx: Identity, info: Info) -> Response:
+    """End one of the caller's sessions, for example on a lost phone."""
     sessions.revoke_session(ctx, principal, session_id, info)
     return Response(status_code=204)
 
@@ -248,6 +256,8 @@ def my_security_events(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> dict[str, Any]:
+    """The audit entries about the caller's account (sign-ins, security changes, freezes…),
+    newest first."""
     before = page_params(cursor)
     with ctx.db.read() as conn:
         events = audit.list_events(
@@ -330,12 +340,15 @@ def _challenge_principal(principal: Principal | None, ctx: Identity, challenge_i
 
 @router.get("/v1/challenges/{challenge_id}")
 def get_challenge(challenge_id: str, caller: MaybePrincipal, ctx: Identity) -> dict[str, Any]:
+    """A step-up challenge: its operation, the `methods` that can prove it and its status. Sign-in
+    challenges can be read before there is a session."""
     principal = _challenge_principal(caller, ctx, challenge_id)
     return challenge_json(stepup.get_challenge(ctx, principal, challenge_id))
 
 
 @router.post("/v1/challenges/{challenge_id}/sms", status_code=202)
 def send_challenge_sms(challenge_id: str, caller: MaybePrincipal, ctx: Identity) -> dict[str, Any]:
+    """Send a code by SMS to prove the challenge with `{"method": "sms", "code"}` at `…/verify`."""
     principal = _challenge_principal(caller, ctx, challenge_id)
     stepup.send_sms(ctx, principal, challenge_id)
     return {"status": "sent"}
@@ -343,6 +356,8 @@ def send_challenge_sms(challenge_id: str, caller: MaybePrincipal, ctx: Identity)
 
 @router.get("/v1/challenges/{challenge_id}/passkey-options")
 def challenge_passkey_options(challenge_id: str, caller: MaybePrincipal, ctx: Identity) -> dict[str, Any]:
+    """WebAuthn request options for `navigator.credentials.get()`, to prove the challenge with
+    a passkey at `…/verify`."""
     principal = _challenge_principal(caller, ctx, challenge_id)
     return stepup.passkey_options(ctx, principal, challenge_id)
 

@@ -215,6 +215,7 @@ def create_merchant(
 
 @router.get("/v1/merchants", response_model=MerchantList)
 def list_merchants(principal: Reader, ctx: Identity) -> dict[str, Any]:
+    """The merchants the caller owns (for an API key: its owner's), with their wallets."""
     return {
         "data": [merchant_json(ctx, m) for m in merchants.list_merchants(ctx, principal)],
         "next_cursor": None,
@@ -223,6 +224,7 @@ def list_merchants(principal: Reader, ctx: Identity) -> dict[str, Any]:
 
 @router.get("/v1/merchants/{merchant_id}", response_model=MerchantOut)
 def get_merchant(merchant_id: str, principal: Reader, ctx: Identity) -> dict[str, Any]:
+    """One merchant of the caller's (anyone else's: 404)."""
     return merchant_json(ctx, merchants.get_merchant(ctx, principal, merchant_id))
 
 

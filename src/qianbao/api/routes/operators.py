@@ -150,12 +150,14 @@ def operator_sign_in(body: OperatorSignIn, ctx: Identity, info: Info) -> dict[st
 
 @router.delete("/v1/operator/sessions/current", status_code=204)
 def operator_sign_out(principal: AnyOperator, ctx: Identity, info: Info) -> Response:
+    """End the operator's current session."""
     sessions.revoke_session(ctx, principal, principal.session_id or "", info)
     return Response(status_code=204)
 
 
 @router.get("/v1/operator/me")
 def operator_me(principal: AnyOperator, ctx: Identity) -> dict[str, Any]:
+    """The signed-in operator: username, name, roles and status."""
     return operator_json(operators.get_operator(ctx, principal.id))
 
 
@@ -219,6 +221,8 @@ def suspend_merchant(
 def reactivate_merchant(
     merchant_id: str, body: ReasonRequest, operator: Freezer, ctx: Identity, info: Info
 ) -> dict[str, Any]:
+    """Let a suspended merchant take payments again, for a stated reason (audited; the owner is
+    told)."""
     return merchant_status_json(
         merchant_admin.set_merchant_status(ctx, operator, merchant_id, "active", body.reason, info)
     )
@@ -232,6 +236,7 @@ def merchant_status_json(m: Merchant) -> dict[str, Any]:
 def unfreeze_user(
     user_id: str, body: ReasonRequest, operator: Freezer, ctx: Identity, info: Info
 ) -> dict[str, Any]:
+    """Lift a freeze: the customer and their wallets can move money again (audited, with a reason)."""
     return customer_json(customer_admin.unfreeze_customer(ctx, operator, user_id, body.reason, info))
 
 
@@ -300,12 +305,15 @@ def list_approvals(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> dict[str, Any]:
+    """Maker-checker requests, newest first, optionally by `status` (pending, executed, rejected,
+    withdrawn, failed)."""
     items, next_cursor = approvals.list_approvals(ctx, status=status, limit=limit, cursor=cursor)
     return {"data": [approval_json(a) for a in items], "next_cursor": next_cursor}
 
 
 @router.get("/v1/operator/approvals/{approval_id}")
 def get_approval(approval_id: str, _operator: AnyOperator, ctx: Identity) -> dict[str, Any]:
+    """One maker-checker request with its action, parameters, who asked and who decided."""
     return approval_json(approvals.get_approval(ctx, approval_id))
 
 
@@ -325,7 +333,7 @@ def reject(
 ) -> dict[str, Any]:
     """Turn the request down: a checker's decision, so another operator with the action's role (the
     requester gets `403 forbidden` with `reason: own_request`: they withdraw instead). `status`
-    becomes `rejected`."""
+    becomes `rejected`; the action is not run."""
     note = None if body is None else body.note
     return approval_json(approvals.reject(ctx, operator, approval_id, note, info))
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from qianbao.api.deps import Body, CurrentUser, Identity, user_or_key
-from qianbao.api.idempotency import run_idempotent
+from qianbao.api.idempotency import SHOWN_ONCE_NOTE, run_idempotent, shown_once
 from qianbao.api.routes.merchants import PaymentList, PaymentOut, payment_json
 from qianbao.api.routes.wallets import MoneyIn, MoneyOut, Strict
 from qianbao.clock import rfc3339
@@ -20,7 +20,7 @@ from qianbao.payments import charges, payment_code_model, payment_codes
 from qianbao.payments.merchant_records import PaymentRecord
 from qianbao.payments.merchants import merchant_by_id
 
-router = APIRouter(tags=["payment codes"])
+router = APIRouter(tags=["payment-codes"])
 
 Charger = Annotated[Principal, Depends(user_or_key("payments:write"))]
 NO_STORE = {"Cache-Control": "no-store"}
@@ -36,10 +36,16 @@ class DeviceOut(BaseModel):
     device_id: str
     number: str = Field(description="the 7-digit device number inside every code this device shows")
     created_at: str
+    blocked_at: str | None = Field(
+        description="set when too many wrong codes named this device: its codes pay no more until payment "
+        "codes are enabled again (`POST /v1/payment-codes/devices`)"
+    )
 
 
 class EnabledDeviceOut(DeviceOut):
-    secret: str = Field(description="base32 HOTP secret, shown once: the app computes codes offline with it")
+    secret: str | None = Field(
+        description=f"base32 HOTP secret: the app computes codes offline with it; {SHOWN_ONCE_NOTE}"
+    )
     algorithm: dict[str, Any]
 
 
@@ -89,6 +95,7 @@ def _device_json(d: payment_codes.CodeDevice) -> dict[str, Any]:
         "device_id": d.device_id,
         "number": d.number,
         "created_at": rfc3339(d.created_at),
+        "blocked_at": None if d.blocked_at is None else rfc3339(d.blocked_at),
     }
 
 
@@ -117,7 +124,8 @@ def enable_device(
     step_up: Annotated[str | None, Header(alias="Step-Up")] = None,
 ) -> JSONResponse:
     """Show payment codes on this device (the session's `device_id`) for one wallet. A security change:
-    step-up first. The answer holds the device's secret, once; enabling again replaces it."""
+    step-up first. The answer holds the device's secret, once; enabling again replaces it (and lifts a
+    block after repeated wrong codes: a new secret and number)."""
 
     def work() -> tuple[int, dict[str, Any]]:
         device, secret = payment_codes.enable_device(ctx, principal, body.wallet_id, step_up=step_up)
@@ -133,12 +141,19 @@ def enable_device(
         }
 
     return run_idempotent(
-        ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work, sealed=True
+        ctx,
+        request,
+        scope=principal.scope,
+        key=idempotency_key,
+        body=raw,
+        work=work,
+        once=shown_once(principal, "secret"),
     )
 
 
 @router.get("/v1/payment-codes/devices", response_model=DeviceList)
 def list_devices(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    """The caller's devices enabled for payment codes, with the wallet each pays from."""
     return {
         "data": [_device_json(d) for d in payment_codes.list_devices(ctx, principal)],
         "next_cursor": None,
@@ -154,7 +169,8 @@ def revoke_device(device_reg_id: str, principal: CurrentUser, ctx: Identity) -> 
 
 @router.get("/v1/payment-codes/current", response_model=CurrentCodeOut)
 def current_code(principal: CurrentUser, ctx: Identity) -> JSONResponse:
-    """This device's current code, for clients that do not compute codes themselves."""
+    """This device's current code, for clients that do not compute codes themselves. A device blocked
+    after repeated wrong codes: `423 payment_code_blocked` (enable payment codes again)."""
     shown = payment_codes.current_code(ctx, principal)
     shown["refresh_at"] = rfc3339(shown["refresh_at"])
     return JSONResponse(shown, headers=NO_STORE)
@@ -204,7 +220,9 @@ def charge_payment_code(
     """Charge the code a customer shows. Within their password-free allowance: `201`, paid. Above it:
     `202` with `status: pending` — the money is held and the customer confirms in their app within 60 s
     (watch `GET /v1/payments/{id}` or the `payment.succeeded` / `payment.failed` webhooks). A wrong,
-    stale or used code is `payment_code_invalid`."""
+    stale or used code is `payment_code_invalid`; a till over its limit of wrong codes is
+    `429 rate_limited` before any code is tried; a right code of a device blocked after repeated wrong
+    codes (from any merchants) is `423 payment_code_blocked`."""
     charge_request = charges.ChargeRequest(
         payment_code=body.payment_code,
         amount=body.amount.amount,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from qianbao.api.deps import CurrentUser, Identity
-from qianbao.payments import emvco, receive_qr
+from qianbao.identity.context import IdentityContext
+from qianbao.payments import emvco, qr_verification, receive_qr
 from qianbao.payments.inputs import MAX_PAYMENT
-from qianbao.payments.qr_images import decode_qr_image
+from qianbao.payments.qr_images import ACCEPTED_FORMATS, decode_qr_image_in_thread
 
 router = APIRouter(tags=["qr-codes"])
 
@@ -46,14 +48,79 @@ class ParsedQrOut(BaseModel):
     )
 
 
-@router.post("/v1/qr-codes/parse", response_model=ParsedQrOut, response_model_exclude_unset=True)
-def parse_qr_code(body: ParseRequest, _principal: CurrentUser) -> dict[str, Any]:
+class QrMismatchOut(BaseModel):
+    field: str = Field(description="what the data object is: merchant_name, amount, signature…")
+    tag: str = Field(description="its EMVCo ID (59, 54, 80…)")
+    in_code: str | None = Field(description="what the scanned code says (null: absent from it)")
+    on_record: str | None = Field(
+        description="what the code qianbao issued says, from the server's records (null: absent, or "
+        "not shown: a receive code's true signature is never revealed)"
+    )
+
+
+class VerifiedMerchantOut(BaseModel):
+    id: str
+    name: str = Field(description="the merchant's registered name: show this to the payer")
+    city: str
+    mcc: str
+
+
+class VerifiedPayeeOut(BaseModel):
+    wallet_id: str
+    name_masked: str = Field(description="the wallet owner's name as payers see it (*四), from the records")
+
+
+class QrVerificationOut(BaseModel):
+    verified: bool = Field(
+        description="true: the code is exactly what qianbao issued for this payee; false: do not pay it "
+        "(see reason and mismatches)"
+    )
+    kind: Literal["merchant", "personal", "unknown"]
+    reason: str | None = Field(
+        description="null when verified; else bad_crc, merchant_not_found, qr_code_not_found, unsigned, "
+        "bad_signature, recipient_not_found, altered or unknown_kind"
+    )
+    merchant: VerifiedMerchantOut | None = Field(description="merchant codes: the merchant its id names")
+    payee: VerifiedPayeeOut | None = Field(
+        description="personal receive codes whose signature holds: the wallet paid and its owner"
+    )
+    amount: QrAmountOut | None = Field(
+        description="what will be paid per the records: a dynamic code's stored amount, a receive code's "
+        "signed fixed amount; null when the payer enters it"
+    )
+    qr_code_status: str | None = Field(description="dynamic codes: active, paid, expired or canceled")
+    mismatches: list[QrMismatchOut] = Field(
+        description="every data object in which the code differs from the one qianbao issued"
+    )
+
+
+class ParsedQianbaoQrOut(ParsedQrOut):
+    verification: QrVerificationOut | None = Field(
+        default=None,
+        description="present for codes carrying qianbao's identifier (dev.qianbao): what the server's "
+        "records say. Show these values, not the code's own, and pay only when verified is true",
+    )
+
+
+@router.post("/v1/qr-codes/parse", response_model=ParsedQianbaoQrOut, response_model_exclude_unset=True)
+def parse_qr_code(body: ParseRequest, _principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
     """Decode an EMVCo merchant-presented QR payload. Malformed TLV answers 422 `validation_error` with a
-    `reason`; a wrong CRC still decodes, with `crc_ok: false`."""
-    return emvco.parse(body.payload).as_json()
+    `reason`; a wrong CRC still decodes, with `crc_ok: false`. A qianbao code also gets `verification`:
+    the merchant or payee, amount and fields as the server's records have them, and what differs."""
+    return _verified_view(ctx, body.payload)
 
 
-class DecodedQrOut(ParsedQrOut):
+def _verified_view(ctx: IdentityContext, payload: str) -> dict[str, Any]:
+    """The parsed fields of a payload and, for a qianbao code, what the server's records say."""
+    parsed = emvco.parse(payload)
+    shown = parsed.as_json()
+    verification = qr_verification.verify_scanned(ctx, parsed)
+    if verification is not None:
+        shown["verification"] = verification.as_json()
+    return shown
+
+
+class DecodedQrOut(ParsedQianbaoQrOut):
     payload: str = Field(description="the text read from the image")
 
 
@@ -65,16 +132,20 @@ class DecodedQrOut(ParsedQrOut):
         "requestBody": {
             "required": True,
             "content": {
-                t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/png", "image/jpeg")
+                f"image/{f.lower()}": {"schema": {"type": "string", "format": "binary"}}
+                for f in ACCEPTED_FORMATS
             },
         }
     },
 )
-async def decode_qr_code(request: Request, _principal: CurrentUser) -> dict[str, Any]:
-    """Read a QR code from a photo or screenshot sent as the request body (PNG, JPEG, WebP), then decode it
-    like `/v1/qr-codes/parse`. No QR code in the image, or not an image: 422 with a `reason`."""
-    payload = decode_qr_image(await request.body())
-    return {"payload": payload, **emvco.parse(payload).as_json()}
+async def decode_qr_code(request: Request, _principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    """Read a QR code from a photo or screenshot sent as the request body (PNG, JPEG, WebP or GIF, at most
+    8 MiB and 16.7 megapixels), then decode it like `/v1/qr-codes/parse`. No QR code in the image, another
+    format, or not an image: 422 with a `reason`; a body over the size limit: 413 `payload_too_large`."""
+    payload = await decode_qr_image_in_thread(await request.body())
+    # The records are read on a worker thread, like every database call: never on the event loop.
+    shown = await anyio.to_thread.run_sync(_verified_view, ctx, payload)
+    return {"payload": payload, **shown}
 
 
 class ReceiveQrOut(BaseModel):

@@ -21,7 +21,7 @@ from qianbao.clock import rfc3339
 from qianbao.identity import passkey_enrolment, totp_enrolment
 from qianbao.identity.sessions import clean_device_key
 
-router = APIRouter(tags=["second_factors"])
+router = APIRouter(tags=["second-factors"])
 
 NO_STORE = "no-store"
 StepUpHeader = Annotated[str | None, Header(alias="Step-Up")]

@@ -306,6 +306,7 @@ def create_wallet(
 
 @router.get("/v1/wallets/{wallet_id}", response_model=WalletOut)
 def get_wallet(wallet_id: str, principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    """One of the caller's wallets with its balance and available amount (someone else's: 404)."""
     assert principal.user_id is not None  # noqa: S101 - CurrentUser guarantees it
     return wallet_json(wallets.get_wallet(ctx, principal.user_id, wallet_id))
 
@@ -392,6 +393,7 @@ def create_transfer(
 
 @router.get("/v1/transfers/{transfer_id}", response_model=TransferOut, response_model_exclude_unset=True)
 def get_transfer(transfer_id: str, principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+    """A transfer the caller sent or received (anyone else's: 404)."""
     return transfer_json(payments.get_transfer(ctx, principal, transfer_id))
 
 

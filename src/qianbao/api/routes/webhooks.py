@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from qianbao.api.deps import Body, Identity, Info, user_or_key
-from qianbao.api.idempotency import run_idempotent
+from qianbao.api.idempotency import SHOWN_ONCE_NOTE, run_idempotent, shown_once
 from qianbao.clock import rfc3339
 from qianbao.events import deliveries, webhooks
 from qianbao.events.sending import new_http_client
@@ -55,7 +55,7 @@ class EndpointOut(BaseModel):
 
 
 class EndpointWithSecretOut(EndpointOut):
-    secret: str = Field(description="whsec_…: shown in this response only")
+    secret: str | None = Field(description=f"whsec_…, to verify signatures; {SHOWN_ONCE_NOTE}")
 
 
 class EndpointList(BaseModel):
@@ -171,7 +171,13 @@ def create_webhook_endpoint(
 
     return _no_store(
         run_idempotent(
-            ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work, sealed=True
+            ctx,
+            request,
+            scope=principal.scope,
+            key=idempotency_key,
+            body=raw,
+            work=work,
+            once=shown_once(principal, "secret"),
         )
     )
 
@@ -190,6 +196,7 @@ def list_webhook_endpoints(
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointOut)
 def get_webhook_endpoint(endpoint_id: str, principal: Manager, ctx: Identity) -> dict[str, Any]:
+    """One of your endpoints (its URL, event types, status), without its secret."""
     return endpoint_json(webhooks.get_endpoint(ctx, principal, endpoint_id))
 
 
@@ -233,7 +240,13 @@ def rotate_webhook_secret(
 
     return _no_store(
         run_idempotent(
-            ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work, sealed=True
+            ctx,
+            request,
+            scope=principal.scope,
+            key=idempotency_key,
+            body=raw,
+            work=work,
+            once=shown_once(principal, "secret"),
         )
     )
 

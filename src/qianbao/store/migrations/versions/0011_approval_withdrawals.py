@@ -7,8 +7,8 @@ someone other than its requester (`two_people`, now with `rejected`), a withdraw
 (`withdrawn_by_requester`). The audit log keeps its `approval.rejected` entries as they were written
 (it is append-only); their actor is the requester.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-29
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
