@@ -384,8 +384,8 @@ def test_a_withdrawn_tier_1_request_can_be_filed_again(client: TestClient, alice
     decision_url = f"/v1/operator/kyc-applications/{application['id']}/decision"
     first = client.post(decision_url, json={"approve": True, "note": "ok"}, headers=maker).json()
     assert "ok" in first["approval"]["reason"]
-    withdrawn = client.post(f"/v1/operator/approvals/{first['approval_id']}/reject", headers=maker)
-    assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "rejected"
+    withdrawn = client.post(f"/v1/operator/approvals/{first['approval_id']}/withdraw", headers=maker)
+    assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "withdrawn"
     assert kyc(client, alice)["tier"] == 2
     second = client.post(decision_url, json={"approve": True, "note": "resubmitted"}, headers=maker)
     assert second.status_code == 202, second.text

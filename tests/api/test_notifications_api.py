@@ -31,18 +31,20 @@ def test_payer_and_payee_are_both_notified_in_their_language(
     assert (sent["type"], sent["title"], sent["body"]) == (
         "transfer_sent",
         "Money sent",
-        "You sent ¥123.45.",
+        "You sent ¥123.45 to *四.",
     )
     assert sent["data"]["transfer_id"] == transfer["id"] and sent["read"] is False and sent["read_at"] is None
     [received] = notes(client, bob, "zh-CN,zh;q=0.9")["data"]
     assert (received["type"], received["title"], received["body"]) == (
         "transfer_received",
         "收到转账",
-        "您收到一笔转账 ¥123.45。",
+        "您收到 *丽 的转账 ¥123.45。",
     )
-    assert notes(client, bob, "en-GB")["data"][0]["body"] == "You received ¥123.45."
+    assert notes(client, bob, "en-GB")["data"][0]["body"] == "You received ¥123.45 from *丽."
     assert received["event_id"] == sent["event_id"]
-    assert "房租" not in str(received) and "李四" not in str(received)
+    # The other side by their masked name only, and no memo; the stored row holds no name at all.
+    assert "房租" not in str(received) and "王丽" not in str(received) and "李四" not in str(sent)
+    assert "*" not in str(received["data"]) and "*" not in str(sent["data"])
     assert notes(client, bob)["unread_count"] == 1
 
 
@@ -116,7 +118,8 @@ def test_bad_read_requests_are_refused(client: TestClient, alice: SignedUp, body
 
 
 def test_pages_and_other_event_kinds(client: TestClient, alice: SignedUp) -> None:
-    """Events from payments, budgets, goals and money requests (emitted here as their services will)."""
+    """Events from payments, budgets, goals and money requests (emitted here as their services will).
+    Their merchant and wallets do not exist, so those texts go without names; Bob, who asks, is named."""
     bob = sign_up(client)
     ctx = ctx_of(client)
     money = {"amount": 5_000, "currency": "CNY"}
@@ -172,7 +175,7 @@ def test_pages_and_other_event_kinds(client: TestClient, alice: SignedUp) -> Non
     rest = notes(client, alice, "zh-CN", f"?limit=3&cursor={first['next_cursor']}")
     assert rest["next_cursor"] is None
     assert [(n["type"], n["body"]) for n in first["data"] + rest["data"]] == [
-        ("money_request_received", "有人向您发起了 ¥50.00 的收款请求。"),
+        ("money_request_received", "*四 向您发起了 ¥50.00 的收款请求。"),
         ("goal_reached", "恭喜！您已达成 ¥50.00 的储蓄目标。"),
         ("budget_threshold", "该钱包本月预算已使用 80%。"),
         ("refund_received", "一笔 ¥50.00 的退款已退回您的钱包。"),

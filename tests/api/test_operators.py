@@ -5,6 +5,7 @@ database."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -26,7 +27,13 @@ from qianbao.ledger.queries import LedgerReader
 from tests.api.test_kyc import _to_tier_2
 from tests.conftest import unique
 from tests.support.api import SignedUp
-from tests.support.operators import OPERATOR_PASSWORD, create_operator, fresh_totp, identity_of
+from tests.support.operators import (
+    OPERATOR_PASSWORD,
+    StaffLogin,
+    create_operator,
+    fresh_totp,
+    identity_of,
+)
 
 
 def fund(client: TestClient, wallet_id: str, amount: int) -> str:
@@ -355,6 +362,107 @@ def test_rejected_requests_do_nothing(client: TestClient, alice: SignedUp) -> No
     with ctx.db.read() as conn:
         _, limits, _ = limits_for(conn, ctx.settings, alice.user_id, ctx.now())
     assert limits.single_payment == 200_000
+
+
+def _limit_request(client: TestClient, maker: StaffLogin, alice: SignedUp) -> dict[str, Any]:
+    request = {
+        "action": "limit_override",
+        "params": {"user_id": alice.user_id, "single_payment": 1},
+        "reason": "typo",
+    }
+    r = client.post("/v1/operator/approvals", json=request, headers=maker.auth)
+    assert r.status_code == 202, r.text
+    return dict(r.json())
+
+
+def _decision_events(client: TestClient, viewer: StaffLogin, alice: SignedUp) -> list[tuple[str, str]]:
+    events = client.get(
+        "/v1/operator/audit-events", params={"user_id": alice.user_id}, headers=viewer.auth
+    ).json()["data"]
+    decisions = ("approval.approved", "approval.rejected", "approval.withdrawn")
+    return [(e["event"], e["actor"]["id"]) for e in events if e["event"] in decisions]
+
+
+def test_the_requester_cannot_reject_their_own_request_but_may_withdraw_it(
+    client: TestClient, alice: SignedUp
+) -> None:
+    maker = create_operator(client, roles=("risk_analyst",))
+    checker = create_operator(client, roles=("risk_analyst",))
+    approval = _limit_request(client, maker, alice)
+    url = f"/v1/operator/approvals/{approval['id']}"
+
+    # Rejecting is a checker's decision: the requester is refused, told to withdraw, and nothing changes.
+    refused = client.post(f"{url}/reject", json={"note": "changed my mind"}, headers=maker.auth)
+    assert refused.status_code == 403
+    problem = refused.json()
+    assert (problem["code"], problem["reason"]) == ("forbidden", "own_request")
+    assert f"{url}/withdraw" in problem["detail"]
+    # …and no other operator withdraws it for them: a checker rejects.
+    other = client.post(f"{url}/withdraw", headers=checker.auth)
+    assert other.status_code == 403 and other.json()["reason"] == "not_requester"
+    assert client.get(url, headers=checker.auth).json()["status"] == "pending"
+
+    withdrawn = client.post(f"{url}/withdraw", json={"note": "changed my mind"}, headers=maker.auth)
+    assert withdrawn.status_code == 200, withdrawn.text
+    body = withdrawn.json()
+    assert (body["status"], body["decided_by"], body["decision_note"]) == (
+        "withdrawn",
+        maker.operator_id,
+        "changed my mind",
+    )
+    # A withdrawal is not a rejection: its own status, its own audit event, and it is over.
+    listed = {
+        status: [
+            a["id"]
+            for a in client.get(
+                "/v1/operator/approvals", params={"status": status}, headers=checker.auth
+            ).json()["data"]
+        ]
+        for status in ("withdrawn", "rejected", "pending")
+    }
+    assert listed == {"withdrawn": [approval["id"]], "rejected": [], "pending": []}
+    assert _decision_events(client, checker, alice) == [("approval.withdrawn", maker.operator_id)]
+    for action, who in (("approve", checker), ("reject", checker), ("withdraw", maker)):
+        late = client.post(f"{url}/{action}", headers=who.auth)
+        assert late.status_code == 409 and late.json()["code"] == "conflict", action
+
+
+def test_another_operator_with_the_role_rejects(client: TestClient, alice: SignedUp) -> None:
+    maker = create_operator(client, roles=("risk_analyst",))
+    finance = create_operator(client, roles=("finance",))  # no limit overrides
+    checker = create_operator(client, roles=("admin",))
+    approval = _limit_request(client, maker, alice)
+    url = f"/v1/operator/approvals/{approval['id']}"
+    assert client.post(f"{url}/reject", headers=finance.auth).status_code == 403
+    own_approval = client.post(f"{url}/approve", headers=maker.auth)
+    assert own_approval.status_code == 403 and own_approval.json()["reason"] == "own_request"
+
+    rejected = client.post(f"{url}/reject", json={"note": "no"}, headers=checker.auth)
+    assert rejected.status_code == 200, rejected.text
+    assert (rejected.json()["status"], rejected.json()["decided_by"]) == ("rejected", checker.operator_id)
+    assert _decision_events(client, checker, alice) == [("approval.rejected", checker.operator_id)]
+
+
+def test_the_database_refuses_a_rejection_by_the_requester_and_a_withdrawal_by_anyone_else(
+    client: TestClient, alice: SignedUp
+) -> None:
+    maker = create_operator(client, roles=("risk_analyst",))
+    approval = _limit_request(client, maker, alice)
+    db = identity_of(client).db
+    for status, decided_by, guard in (
+        ("rejected", maker.operator_id, "ck_approvals_two_people"),
+        ("withdrawn", "opr_someone_else", "ck_approvals_withdrawn_by_requester"),
+    ):
+        with pytest.raises(IntegrityError, match=guard), db.write() as conn:
+            conn.execute(
+                approvals.update()
+                .where(approvals.c.id == approval["id"])
+                .values(status=status, decided_by=decided_by, decided_at=1)
+            )
+    with db.read() as conn:
+        assert conn.execute(select(approvals.c.status).where(approvals.c.id == approval["id"])).scalar() == (
+            "pending"
+        )
 
 
 def test_disabled_operator_is_signed_out(client: TestClient) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import ForeignKeyConstraint, Table, inspect
+from sqlalchemy import ForeignKeyConstraint, Table, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from qianbao.clock import FixedClock
 from qianbao.ledger.engine import LedgerEngine
@@ -177,3 +178,42 @@ def _schema_snapshot(db: Database) -> dict[str, Any]:
             sorted(str(c["name"]) for c in inspector.get_check_constraints(table)),
         )
     return snapshot
+
+
+def _approval(conn: Any, approval_id: str, status: str, requested_by: str, decided_by: str | None) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO approvals (id, action, params, reason, status, requested_by, requested_at,"
+            " decided_by, decided_at) VALUES (:id, 'limit_override', '{}', 'r', :status, :requested_by, 1,"
+            " :decided_by, 2)"
+        ),
+        {"id": approval_id, "status": status, "requested_by": requested_by, "decided_by": decided_by},
+    )
+
+
+def test_0011_turns_self_rejections_into_withdrawals_and_the_database_says_who_decides(
+    empty_database: Database,
+) -> None:
+    db = empty_database
+    migrate.upgrade(db, "0010")
+    with db.write() as conn:
+        _approval(conn, "apr_self", "rejected", "opr_maker", "opr_maker")  # the requester took it back
+        _approval(conn, "apr_checker", "rejected", "opr_maker", "opr_checker")
+    migrate.upgrade(db)
+
+    with db.read() as conn:
+        statuses = dict(conn.exec_driver_sql("SELECT id, status FROM approvals").all())
+    assert statuses == {"apr_self": "withdrawn", "apr_checker": "rejected"}
+    refusals = {
+        ("rejected", "opr_maker"): "ck_approvals_two_people",
+        ("withdrawn", "opr_checker"): "ck_approvals_withdrawn_by_requester",
+        ("withdrawn", None): "ck_approvals_withdrawn_by_requester",
+        ("gone", "opr_checker"): "ck_approvals_status",
+    }
+    for n, ((status, decided_by), guard) in enumerate(refusals.items()):
+        with pytest.raises(IntegrityError, match=guard), db.write() as conn:
+            _approval(conn, f"apr_bad{n}", status, "opr_maker", decided_by)
+    with db.write() as conn:  # the control: the same statement, keeping the rules
+        _approval(conn, "apr_ok1", "withdrawn", "opr_maker", "opr_maker")
+        _approval(conn, "apr_ok2", "rejected", "opr_maker", "opr_checker")
+    assert describe(schema_diff(db)) == EXPECTED_DIFF[db.dialect]

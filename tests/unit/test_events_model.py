@@ -326,6 +326,24 @@ def test_texts_in_both_languages_with_formatted_amounts() -> None:
     )
 
 
+def test_names_fill_the_texts_and_a_missing_name_leaves_the_sentence_without_names() -> None:
+    assert render("transfer_sent", TRANSFER, "en", {"party": "*四"})[1] == "You sent ¥1,234.50 to *四."
+    assert (
+        render("transfer_received", TRANSFER, "zh-CN", {"party": "*丽"})[1] == "您收到 *丽 的转账 ¥1,234.50。"
+    )
+    # The merchant's side needs both its shop and the payer; with one missing, neither is shown.
+    assert render("payment_received", TRANSFER, "en", {"party": "*丽"})[1] == (
+        "Your shop received a payment of ¥1,234.50."
+    )
+    assert render("payment_received", TRANSFER, "en", {"party": "*丽", "shop": "李记面馆"})[1] == (
+        "李记面馆 received ¥1,234.50 from *丽."
+    )
+    # A name is text, never a template.
+    assert render("payment_paid", TRANSFER, "en", {"party": "{amount} {percent}"})[1] == (
+        "You paid {amount} {percent} ¥1,234.50."
+    )
+
+
 def test_missing_amounts_fall_back_to_a_sentence_without_them() -> None:
     assert render("transfer_received", {}, "en") == ("Money received", "Open the app for details.")
     assert (

@@ -11,8 +11,12 @@ Actions and who may request and approve them (both sides need one of the roles):
                                           applications/{id}/decision {"approve": true}` (or here, with params
                                           {"application_id"}); one pending request per application
 
-Approving one's own request is refused here (403) and by the database: a CHECK on `approvals` rejects an
-executed or failed row whose `decided_by` is its `requested_by`, whatever code or SQL writes it.
+Deciding is the checker's part: approving or rejecting one's own request is refused here (403, reason
+`own_request`) and by the database: a CHECK on `approvals` refuses an executed, failed or rejected row
+whose `decided_by` is its `requested_by`, whatever code or SQL writes it. The requester may instead
+*withdraw* their own pending request (status `withdrawn`, audited as `approval.withdrawn`); only they
+can, and a withdrawal is never counted as a checker's rejection (another CHECK: a withdrawn row was
+decided by its requester).
 
 Approval runs in three steps, so that a ledger call (its own write transaction) never runs inside ours:
 1. *claim*: a conditional UPDATE sets `decided_by` on a pending row no one else holds (a claim older than
@@ -28,7 +32,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -55,9 +59,13 @@ from qianbao.security import audit
 from qianbao.wallets.accounts import wallet_ids_of
 
 CLAIM_TTL_US = 60_000_000
-STATUSES = ("pending", "executed", "rejected", "failed")
+STATUSES = ("pending", "executed", "rejected", "withdrawn", "failed")
 LIMIT_FIELDS = ("single_payment", "daily_outflow", "balance_cap")
 _APPROVAL_ID = re.compile(r"apr_[0-9a-z]{26}")
+# `reason` of a 403 on a decision: the caller is the request's maker (they may only withdraw it), or is
+# not its maker (only the maker withdraws).
+OWN_REQUEST = "own_request"
+NOT_REQUESTER = "not_requester"
 
 
 class Action(StrEnum):
@@ -364,7 +372,7 @@ def approve(
     row, kind = _decidable(ctx, approval_id)
     require(operator, ACTION_ROLES[kind], f"approving {kind.value}")
     if row.requested_by == operator.id:
-        raise Forbidden("you requested this action: a second operator must approve it")
+        raise Forbidden("you requested this action: a second operator must approve it", reason=OWN_REQUEST)
     clean_note = _note(note)
     now = ctx.now()
     with ctx.db.write() as conn:
@@ -394,29 +402,60 @@ def approve(
 def reject(
     ctx: IdentityContext, operator: Principal, approval_id: str, note: object, info: RequestInfo
 ) -> ApprovalView:
-    """Turn a request down (any operator with the action's role; the requester may withdraw their own)."""
+    """The checker's other answer: another operator with the action's role turns the request down."""
+    row, kind = _decidable(ctx, approval_id)
+    require(operator, ACTION_ROLES[kind], f"rejecting {kind.value}")
+    if row.requested_by == operator.id:
+        raise Forbidden(
+            "you requested this action: rejecting it is a second operator's decision; to take it back, "
+            f"withdraw it (POST /v1/operator/approvals/{approval_id}/withdraw)",
+            reason=OWN_REQUEST,
+        )
+    return _close(ctx, operator, row, kind, "rejected", note, info)
+
+
+def withdraw(
+    ctx: IdentityContext, operator: Principal, approval_id: str, note: object, info: RequestInfo
+) -> ApprovalView:
+    """The maker takes back their own pending request (nobody else can: a checker rejects instead)."""
     row, kind = _decidable(ctx, approval_id)
     if row.requested_by != operator.id:
-        require(operator, ACTION_ROLES[kind], f"rejecting {kind.value}")
+        raise Forbidden(
+            "only the operator who requested this action can withdraw it; a checker rejects it instead",
+            reason=NOT_REQUESTER,
+        )
+    return _close(ctx, operator, row, kind, "withdrawn", note, info)
+
+
+def _close(
+    ctx: IdentityContext,
+    operator: Principal,
+    row: Any,
+    kind: Action,
+    status: Literal["rejected", "withdrawn"],
+    note: object,
+    info: RequestInfo,
+) -> ApprovalView:
+    """End a pending request without running it: `rejected` (by a checker) or `withdrawn` (by its maker)."""
     clean_note = _note(note)
     now = ctx.now()
     with ctx.db.write() as conn:
         done = conn.execute(
             update(approvals)
-            .where(approvals.c.id == approval_id, _open_to(now))
-            .values(status="rejected", decided_by=operator.id, decided_at=now, decision_note=clean_note)
+            .where(approvals.c.id == row.id, _open_to(now))
+            .values(status=status, decided_by=operator.id, decided_at=now, decision_note=clean_note)
         ).rowcount
         if done != 1:
             raise Conflict("another operator is deciding or has decided this request")
         audit.record(
             conn,
             now,
-            "approval.rejected",
+            f"approval.{status}",
             operator_actor(operator, info),
             subject_user_id=_subject(row),
-            details={"approval_id": approval_id, "action": kind.value, "note": clean_note},
+            details={"approval_id": row.id, "action": kind.value, "note": clean_note},
         )
-        updated = conn.execute(select(approvals).where(approvals.c.id == approval_id)).one()
+        updated = conn.execute(select(approvals).where(approvals.c.id == row.id)).one()
     return _view(updated)
 
 

@@ -23,6 +23,7 @@ from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFact
 from qianbao.identity.number_change import PhoneChanged, clean_new_phone, notify_phone_changed, set_phone
 from qianbao.identity.sessions import revoke_all_sessions
 from qianbao.identity.signup import check_code, send_code, use_code
+from qianbao.identity.sms_quota import count_sms
 from qianbao.identity.tables import verifications
 from qianbao.identity.users import PHONE, credential_row, find_user_id_by_phone
 from qianbao.security import audit
@@ -92,10 +93,8 @@ def request_phone_change(
         if find_user_id_by_phone(conn, ctx.keys, new_phone) is not None:
             raise PhoneTaken("the new number already has an account")
     # The old number's sends are bounded by the step-up each pair needs; the new number is the caller's
-    # choice, so it gets the usual per-number limits (against SMS pumping).
-    ctx.limiter.hit("otp_send_phone", new_phone)
-    if info.ip:
-        ctx.limiter.hit("otp_send_ip", info.ip)
+    # choice, so it gets per-number and per-IP limits of its own (against SMS pumping).
+    count_sms(ctx.limiter, "phone_change_new", new_phone, info.ip)
     with ctx.uow() as uow:
         stepup.consume(ctx, uow.conn, proof)
         send_code(

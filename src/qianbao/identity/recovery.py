@@ -38,6 +38,7 @@ from qianbao.identity.number_change import PhoneChanged, clean_new_phone, notify
 from qianbao.identity.phones import normalise_phone
 from qianbao.identity.sessions import revoke_all_sessions
 from qianbao.identity.signup import check_code, check_password, send_code, use_code
+from qianbao.identity.sms_quota import count_sms
 from qianbao.identity.tables import devices, recovery_codes, users
 from qianbao.identity.totp import hash_recovery_code
 from qianbao.identity.users import ID_NUMBER, credential_row, find_user_id_by_phone, has_passkeys
@@ -153,9 +154,7 @@ def request_recovery_code(ctx: IdentityContext, new_phone_text: str, info: Reque
 
     Always the same answer, so it reveals nothing about who is registered."""
     new_phone = clean_new_phone(new_phone_text)
-    ctx.limiter.hit("otp_send_phone", new_phone)
-    if info.ip:
-        ctx.limiter.hit("otp_send_ip", info.ip)
+    count_sms(ctx.limiter, "recovery_new_phone", new_phone, info.ip)
     with ctx.uow() as uow:
         existing = find_user_id_by_phone(uow.conn, ctx.keys, new_phone)
         if existing is not None:

@@ -1,7 +1,8 @@
 """One-time SMS codes and sign-up.
 
 A code is six digits, lives `otp_ttl_s` (5 minutes), is single-use, allows five guesses, and is stored
-only as a keyed hash. Sending is rate-limited per number and per IP; guessing per number. Asking for a
+only as a keyed hash. Sending is rate-limited per number and per IP, guessing per number, each for its
+purpose alone (`identity/sms_quota.py`). Asking for a
 sign-up code for a number that already has an account sends that number a notice instead of a code, so
 the endpoint does not tell strangers who is registered.
 """
@@ -21,6 +22,7 @@ from qianbao.identity.credentials import password_problems
 from qianbao.identity.errors import PhoneTaken, VerificationFailed, weak_password
 from qianbao.identity.model import RequestInfo
 from qianbao.identity.phones import national_digits, normalise_phone
+from qianbao.identity.sms_quota import count_sms
 from qianbao.identity.tables import devices, users, verifications
 from qianbao.identity.users import PHONE, find_user_id_by_phone
 from qianbao.ids import new_id
@@ -85,9 +87,8 @@ def request_verification(
     if purpose not in ("signup", "password_reset"):
         raise invalid.one_of("purpose", ["signup", "password_reset"])
     phone = normalise_phone(phone_text)
-    ctx.limiter.hit("otp_send_phone", phone)
-    if info.ip:
-        ctx.limiter.hit("otp_send_ip", info.ip)
+    # Before the look-up, whether the number is registered or not: the answers must not tell them apart.
+    count_sms(ctx.limiter, purpose, phone, info.ip)
     with ctx.uow() as uow:
         existing = find_user_id_by_phone(uow.conn, ctx.keys, phone)
         if purpose == "signup" and existing is not None:
@@ -113,7 +114,8 @@ def check_code(ctx: IdentityContext, phone: str, purpose: str, code: str) -> str
     caller then spends the code with `use_code` inside its unit of work (single use under races)."""
     if not isinstance(code, str) or len(code) != 6 or not code.isascii() or not code.isdigit():
         raise VerificationFailed("the code is six digits", field="code")
-    ctx.limiter.hit("otp_verify", phone)
+    # Guesses count per purpose too: wrong sign-up codes for someone's number must not lock their reset.
+    ctx.limiter.hit("otp_verify", purpose, phone)
     now = ctx.now()
     with ctx.db.write() as conn:
         row = conn.execute(

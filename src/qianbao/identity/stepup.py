@@ -30,6 +30,7 @@ from qianbao.identity.context import IdentityContext
 from qianbao.identity.errors import ChallengeInvalid, SecondFactorInvalid
 from qianbao.identity.model import Method, Operation, Principal, RequestInfo
 from qianbao.identity.sessions import trust_device
+from qianbao.identity.sms_quota import count_sms
 from qianbao.identity.tables import challenges, passkeys
 from qianbao.identity.users import credential_row
 from qianbao.ids import new_id
@@ -240,7 +241,8 @@ def send_sms(ctx: IdentityContext, principal: Principal, challenge_id: str) -> N
         _usable(ctx, row, Method.SMS.value)
         user = credential_row(uow.conn, row.user_id)
         phone = ctx.keys.decrypt(user.phone_cipher, context=context("users", "phone_cipher"))
-        ctx.limiter.hit("otp_send_phone", phone)
+        # The step-up quota alone: anonymous sign-up or recovery requests for this number cannot spend it.
+        count_sms(ctx.limiter, "step_up", phone)
         code = f"{secrets.randbelow(1_000_000):06d}"
         uow.conn.execute(
             update(challenges)

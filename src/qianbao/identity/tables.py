@@ -276,10 +276,16 @@ approvals = Table(
     Column("decided_at", BigInteger, nullable=True),
     Column("decision_note", String(500), nullable=True),
     Column("result", JSON, nullable=True),
-    CheckConstraint("status IN ('pending', 'executed', 'rejected', 'failed')", name="status"),
-    # The database itself refuses an action carried out on its requester's own approval.
+    CheckConstraint("status IN ('pending', 'executed', 'rejected', 'withdrawn', 'failed')", name="status"),
+    # The database itself refuses an action carried out, or turned down, on its requester's own decision:
+    # approving and rejecting are a second operator's. Only a withdrawal is the requester's own.
     CheckConstraint(
-        "status NOT IN ('executed', 'failed') OR (decided_by IS NOT NULL AND decided_by <> requested_by)",
+        "status NOT IN ('executed', 'failed', 'rejected') "
+        "OR (decided_by IS NOT NULL AND decided_by <> requested_by)",
         name="two_people",
+    ),
+    CheckConstraint(
+        "status <> 'withdrawn' OR (decided_by IS NOT NULL AND decided_by = requested_by)",
+        name="withdrawn_by_requester",
     ),
 )

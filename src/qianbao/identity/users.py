@@ -6,6 +6,7 @@ through these functions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Row, select
@@ -14,7 +15,7 @@ from qianbao.errors import NotFound
 from qianbao.identity.tables import passkeys, users
 from qianbao.security.fields import context
 from qianbao.security.keyring import KeyRing
-from qianbao.security.masking import mask_name, mask_phone
+from qianbao.security.masking import mask_name, mask_name_for_payee, mask_phone
 
 PHONE = "phone"
 ID_NUMBER = "id_number"
@@ -65,6 +66,20 @@ def get_user(conn: Connection, keys: KeyRing, user_id: str) -> User:
     if row is None:
         raise NotFound("no such user")
     return _to_user(keys, row)
+
+
+def payee_names(conn: Connection, keys: KeyRing, user_ids: Iterable[str]) -> dict[str, str]:
+    """Each user's name as the other side of a payment sees it, masked (``李四`` → ``*四``), in one query.
+
+    Ids without a user are left out."""
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(select(users.c.id, users.c.name_cipher).where(users.c.id.in_(wanted)))
+    name_context = context("users", "name_cipher")
+    return {
+        str(r.id): mask_name_for_payee(keys.decrypt(str(r.name_cipher), context=name_context)) for r in rows
+    }
 
 
 def find_user_id_by_phone(conn: Connection, keys: KeyRing, phone_e164: str) -> str | None:

@@ -26,6 +26,13 @@ def system_account_id(purpose: str, currency: str) -> str:
     return f"sys:{purpose}:{currency}"
 
 
+def system_purpose(account_id: str) -> str | None:
+    """The purpose of a system account id (`sys:sandbox_funding:CNY` → "sandbox_funding"), else None."""
+    prefix, _, rest = account_id.partition(":")
+    purpose, _, currency = rest.rpartition(":")
+    return purpose if prefix == "sys" and purpose and currency else None
+
+
 def system_account_specs(currency: str, *, sandbox: bool) -> list[AccountSpec]:
     purposes = [p for p in _NORMAL if sandbox or p != SANDBOX_FUNDING]
     return [

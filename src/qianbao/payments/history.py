@@ -1,7 +1,10 @@
 """A wallet's history: its ledger entries, newest first, as the API's transactions; filters and CSV export.
 
 Read-only. The ledger is the source of truth for amounts and balances; transfer records add the memo and
-the transfer id, and the counterparty is shown masked (a wallet's owner's name) or as "system".
+the transfer id. Every row names the other side (`counterparty.name`): a merchant by its registered name,
+a person by their masked name (`*四`), one's own other wallet (a move, or closing a sub-wallet) by that
+wallet's name (never one's own masked name), and a system account by what it is ("Sandbox top-up" /
+"沙盒充值", in the caller's language).
 
 Filters. `type`, `direction`, the date range, `counterparty` and the amount range are applied by the
 database (`LedgerReader.account_history_filtered`), so a page is full whatever they are. `q` (text in the
@@ -31,9 +34,10 @@ from qianbao import invalid
 from qianbao.clock import rfc3339, to_us
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
-from qianbao.identity.users import get_user
+from qianbao.identity.users import payee_names
 from qianbao.ledger.model import TransferKind
 from qianbao.ledger.queries import MAX_PAGE, HistoryEntry, HistoryFilter, LedgerReader
+from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_purpose
 from qianbao.money import currency
 from qianbao.payments.charges import HOLD_CODE
 from qianbao.payments.funding import FUNDING_CODE
@@ -44,8 +48,7 @@ from qianbao.payments.merchants import merchant_by_id
 from qianbao.payments.records import records_by_ledger_ids
 from qianbao.payments.refunds import REFUND_CODE
 from qianbao.payments.transfers import MOVE_CODE, P2P_CODE
-from qianbao.security.masking import mask_name_for_payee
-from qianbao.wallets.service import own_wallet_row, wallet_rows
+from qianbao.wallets.service import WalletRow, own_wallet_row, wallet_rows
 
 # Ledger transfer code -> the transaction `type` the API shows. Several codes may share a type.
 TRANSACTION_TYPES: dict[str, str] = {
@@ -56,6 +59,12 @@ TRANSACTION_TYPES: dict[str, str] = {
     HOLD_CODE: "merchant_payment",
     REFUND_CODE: "refund",
 }
+
+# The other side of an entry with a system account, by the account's purpose, in each language.
+SYSTEM_NAMES: dict[str, dict[str, str]] = {
+    SANDBOX_FUNDING: {"en": "Sandbox top-up", "zh-CN": "沙盒充值"},
+}
+OTHER_SYSTEM_NAME = {"en": "qianbao", "zh-CN": "钱包平台"}
 
 MAX_SCAN = 500  # entries one page examines (and decrypts) for a `q` search
 MAX_TYPES = 10
@@ -230,8 +239,10 @@ def history_query(
 # -- reading ---------------------------------------------------------------------------------------
 
 
-def _transactions(ctx: IdentityContext, user_id: str, entries: list[HistoryEntry]) -> list[Transaction]:
-    """Ledger entries as transactions: memo and transfer id from the records, counterparties masked."""
+def _transactions(
+    ctx: IdentityContext, user_id: str, entries: list[HistoryEntry], language: str
+) -> list[Transaction]:
+    """Ledger entries as transactions: memo and transfer id from the records, the other side named."""
     others = {
         e.transfer.credit_account_id if e.direction == "debit" else e.transfer.debit_account_id
         for e in entries
@@ -243,9 +254,8 @@ def _transactions(ctx: IdentityContext, user_id: str, entries: list[HistoryEntry
         shops = {
             m.id: m for m in (merchant_by_id(conn, p.merchant_id) for p, _ in shop_entries.values()) if m
         }
-        names = {
-            uid: get_user(conn, ctx.keys, uid).name for uid in {w.user_id for w in other_wallets.values()}
-        }
+        people = {w.user_id for w in other_wallets.values() if w.user_id != user_id}
+        names = payee_names(conn, ctx.keys, people)
     result = []
     for entry in entries:
         t = entry.transfer
@@ -264,14 +274,14 @@ def _transactions(ctx: IdentityContext, user_id: str, entries: list[HistoryEntry
                 "own": shop.owner_user_id == user_id,
             }
         elif wallet is not None:
-            counterparty = {
-                "kind": "wallet",
-                "wallet_id": wallet.id,
-                "name_masked": mask_name_for_payee(names[wallet.user_id]),
-                "own": wallet.user_id == user_id,
-            }
+            counterparty = _wallet_party(wallet, user_id, names)
         else:
-            counterparty = {"kind": "system", "wallet_id": None, "name_masked": None}
+            counterparty = {
+                "kind": "system",
+                "wallet_id": None,
+                "name": _system_name(other, language),
+                "name_masked": None,
+            }
         record = records.get(t.id)
         result.append(
             Transaction(
@@ -297,11 +307,26 @@ def _transactions(ctx: IdentityContext, user_id: str, entries: list[HistoryEntry
     return result
 
 
+def _wallet_party(wallet: WalletRow, user_id: str, names: dict[str, str]) -> dict[str, Any]:
+    """Another wallet: a person's, by their masked name; one's own (a move), by that wallet's name.
+
+    `name_masked` is what older clients show, so for one's own wallet it holds the wallet's name too."""
+    own = wallet.user_id == user_id
+    shown = wallet.name if own else names.get(wallet.user_id)
+    return {"kind": "wallet", "wallet_id": wallet.id, "name": shown, "name_masked": shown, "own": own}
+
+
+def _system_name(account_id: str, language: str) -> str:
+    purpose = system_purpose(account_id)
+    names = SYSTEM_NAMES.get(purpose or "", OTHER_SYSTEM_NAME)
+    return names.get(language, names["en"])
+
+
 def _matches(transaction: Transaction, needle: str) -> bool:
     """`q`: the memo, or the counterparty's name as the caller sees it (masked for people, so a search
-    cannot confirm a guess at someone's full name; any `name` a counterparty kind shows in full counts)."""
+    cannot confirm a guess at someone's full name)."""
     party = transaction.counterparty
-    texts = (transaction.memo, party.get("name"), party.get("name_masked"))
+    texts = (transaction.memo, party.get("name"))
     return any(needle in unicodedata.normalize("NFC", t).casefold() for t in texts if isinstance(t, str))
 
 
@@ -313,8 +338,10 @@ def wallet_history(
     limit: int = 20,
     cursor: str | None = None,
     query: HistoryQuery | None = None,
+    language: str = "en",
 ) -> tuple[list[Transaction], str | None]:
-    """The wallet's ledger entries, newest first, with memo and a masked counterparty where known.
+    """The wallet's ledger entries, newest first, with memo and the other side named (system accounts in
+    `language`, "en" or "zh-CN").
 
     With `query.text`, fewer than `limit` transactions (even none) may come back with a `next_cursor`:
     the page stopped after examining `MAX_SCAN` entries."""
@@ -326,7 +353,7 @@ def wallet_history(
     filters = query.ledger_filter()
     if query.text is None:
         page = reader.account_history_filtered(wallet_id, limit, cursor, filters)
-        return _transactions(ctx, user_id, page.entries), page.next_cursor
+        return _transactions(ctx, user_id, page.entries, language), page.next_cursor
     found: list[Transaction] = []
     scanned = 0
     position = cursor
@@ -334,7 +361,7 @@ def wallet_history(
         page = reader.account_history_filtered(
             wallet_id, min(MAX_PAGE, MAX_SCAN - scanned), position, filters
         )
-        batch = _transactions(ctx, user_id, page.entries)
+        batch = _transactions(ctx, user_id, page.entries, language)
         for index, (entry, transaction) in enumerate(zip(page.entries, batch, strict=True)):
             if not _matches(transaction, query.text):
                 continue
@@ -377,7 +404,7 @@ def csv_row(t: Transaction) -> list[str]:
         _decimal(t.balance_after, t.currency),
         party.get("kind"),
         party.get("wallet_id"),
-        party.get("name") or party.get("name_masked"),
+        party.get("name"),
         t.memo,
         t.status,
         t.transfer_id,
@@ -386,13 +413,17 @@ def csv_row(t: Transaction) -> list[str]:
 
 
 def export_csv(
-    ctx: IdentityContext, principal: Principal, wallet_id: str, query: HistoryQuery | None = None
+    ctx: IdentityContext,
+    principal: Principal,
+    wallet_id: str,
+    query: HistoryQuery | None = None,
+    language: str = "en",
 ) -> Iterator[str]:
     """The filtered history as CSV text chunks (UTF-8 BOM first, then a header and one chunk per page).
 
     The wallet is checked and the first page read before this returns, so a refusal is an ordinary error
     rather than a broken download; then pages of `MAX_PAGE` are read one at a time as the client reads."""
-    first, cursor = wallet_history(ctx, principal, wallet_id, limit=MAX_PAGE, query=query)
+    first, cursor = wallet_history(ctx, principal, wallet_id, limit=MAX_PAGE, query=query, language=language)
 
     def chunks() -> Iterator[str]:
         page, next_cursor = first, cursor
@@ -409,7 +440,13 @@ def export_csv(
             if next_cursor is None:
                 return
             page, next_cursor = wallet_history(
-                ctx, principal, wallet_id, limit=MAX_PAGE, cursor=next_cursor, query=query
+                ctx,
+                principal,
+                wallet_id,
+                limit=MAX_PAGE,
+                cursor=next_cursor,
+                query=query,
+                language=language,
             )
 
     return chunks()

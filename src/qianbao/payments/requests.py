@@ -31,7 +31,7 @@ from qianbao.errors import Conflict, Forbidden, IdempotencyKeyReused, InvalidInp
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.identity.phones import normalise_phone
-from qianbao.identity.users import find_user_id_by_phone, get_user
+from qianbao.identity.users import find_user_id_by_phone, get_user, payee_names
 from qianbao.ids import new_id
 from qianbao.ledger.model import AccountStatus
 from qianbao.ledger.queries import LedgerReader
@@ -47,7 +47,6 @@ from qianbao.payments.request_tables import money_requests
 from qianbao.payments.transfers import TransferRequest, send_transfer
 from qianbao.security.fields import context
 from qianbao.security.keyring import KeyRing
-from qianbao.security.masking import mask_name_for_payee
 from qianbao.store.outbox import OutboxEvent, append_events
 from qianbao.wallets.service import main_wallet_id, own_wallet_row, wallet_row
 
@@ -137,7 +136,7 @@ def _views(
     ctx: IdentityContext, conn: Connection, user_id: str, found: list[MoneyRequest]
 ) -> list[RequestView]:
     people = {r.requester_user_id for r in found} | {r.payer_user_id for r in found}
-    names = {uid: mask_name_for_payee(get_user(conn, ctx.keys, uid).name) for uid in people}
+    names = payee_names(conn, ctx.keys, people)
     now = ctx.now()
     return [
         RequestView(

@@ -37,9 +37,18 @@ from qianbao.errors import RateLimited, ServiceUnavailable
 
 DEFAULT_RULES: dict[str, str] = {
     "passkey_options_ip": "60/minute;600/hour",  # unauthenticated passkey sign-in ceremonies per IP
-    "otp_send_phone": "1/minute;5/hour;10/day",  # SMS codes per phone number
-    "otp_send_ip": "20/hour",
-    "otp_verify": "10/hour",  # code guesses per phone
+    "otp_send_phone": "1/minute;5/hour;10/day",  # sign-up codes (or notices) per phone number
+    "otp_send_ip": "20/hour",  # sign-up codes per IP
+    # Every other SMS purpose has its own quota (identity/sms_quota.py): asking a stranger's number for
+    # sign-up codes must not use up that person's step-up or recovery codes.
+    "password_reset_send_phone": "1/minute;5/hour;10/day",
+    "password_reset_send_ip": "20/hour",
+    "recovery_send_phone": "1/minute;5/hour;10/day",  # account-recovery codes (or notices) per new number
+    "recovery_send_ip": "20/hour",
+    "phone_change_send_phone": "1/minute;5/hour;10/day",  # codes to the new number of a phone change
+    "phone_change_send_ip": "20/hour",
+    "step_up_sms_phone": "1/minute;5/hour;10/day",  # step-up codes per number (the account's own)
+    "otp_verify": "10/hour",  # code guesses per phone and purpose
     "password_account": "10/15 minutes",  # failed sign-ins per account
     "password_ip": "50/15 minutes",  # failed sign-ins per IP
     "recovery_id": "5/hour;10/day",  # account-recovery attempts per ID number

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from qianbao.api.deps import CurrentUser, Identity
+from qianbao.api.problems import language
 from qianbao.clock import rfc3339
 from qianbao.payments import history
 from qianbao.payments.inputs import MAX_PAYMENT
@@ -28,8 +29,10 @@ class TransactionOut(BaseModel):
     amount: MoneyOut
     balance_after: MoneyOut
     counterparty: dict[str, Any] = Field(
-        description="kind (wallet|merchant|system), wallet_id, name_masked (people) or name and merchant_id "
-        "(merchants), own"
+        description="the other side: kind (wallet|merchant|system), name (a merchant's registered name, a "
+        "person's masked name, one's own other wallet's name, or what a system account is, in the "
+        "caller's language), wallet_id, own; name_masked (wallets: the same as name) or merchant_id and "
+        "city (merchants)"
     )
     memo: str | None
     status: str
@@ -109,6 +112,7 @@ Filters = Annotated[history.HistoryQuery, Depends(filters)]
 
 @router.get("/v1/wallets/{wallet_id}/transactions", response_model=TransactionList)
 def wallet_transactions(
+    request: Request,
     wallet_id: str,
     principal: CurrentUser,
     ctx: Identity,
@@ -119,7 +123,7 @@ def wallet_transactions(
     """The wallet's history, newest first, with the balance after each entry. Filters combine (AND);
     `type` values combine with OR. See docs/p2p.md."""
     page, next_cursor = history.wallet_history(
-        ctx, principal, wallet_id, limit=limit, cursor=cursor, query=query
+        ctx, principal, wallet_id, limit=limit, cursor=cursor, query=query, language=language(request)
     )
     return {"data": [transaction_json(t) for t in page], "next_cursor": next_cursor}
 
@@ -130,13 +134,13 @@ def wallet_transactions(
     responses={200: {"content": {"text/csv": {}}, "description": "UTF-8 CSV with a BOM"}},
 )
 def wallet_transactions_csv(
-    wallet_id: str, principal: CurrentUser, ctx: Identity, query: Filters
+    request: Request, wallet_id: str, principal: CurrentUser, ctx: Identity, query: Filters
 ) -> StreamingResponse:
     """The wallet's history with the same filters as CSV (UTF-8 with a BOM, for Excel), streamed page by
     page. Columns: created_at, id, type, direction, amount, currency, balance_after, counterparty_kind,
     counterparty_wallet_id, counterparty_name, memo, status, transfer_id (docs/p2p.md); amounts are
     decimals in major units (12.34), unsigned (`direction` says which way)."""
-    chunks = history.export_csv(ctx, principal, wallet_id, query)
+    chunks = history.export_csv(ctx, principal, wallet_id, query, language(request))
     return StreamingResponse(
         (chunk.encode("utf-8") for chunk in chunks),
         media_type="text/csv; charset=utf-8",

@@ -55,7 +55,7 @@ class ReadOut(BaseModel):
 
 
 def notification_json(n: notifications.NotificationView, lang: str) -> dict[str, Any]:
-    title, body = notifications.render(n.kind, n.data, lang)
+    title, body = notifications.render(n.kind, n.data, lang, n.names)
     return {
         "id": n.id,
         "type": n.kind,

@@ -300,12 +300,14 @@ def request_approval(
 def list_approvals(
     _operator: AnyOperator,
     ctx: Identity,
-    status: str | None = None,
+    status: Annotated[
+        str | None, Query(description="pending, executed, rejected, withdrawn or failed")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """Maker-checker requests, newest first, optionally by `status` (pending, executed, rejected,
-    failed)."""
+    withdrawn, failed)."""
     items, next_cursor = approvals.list_approvals(ctx, status=status, limit=limit, cursor=cursor)
     return {"data": [approval_json(a) for a in items], "next_cursor": next_cursor}
 
@@ -330,6 +332,18 @@ def approve(
 def reject(
     approval_id: str, operator: Approver, ctx: Identity, info: Info, body: DecisionRequest | None = None
 ) -> dict[str, Any]:
-    """Reject a pending request (never one's own); its action is not run."""
+    """Turn the request down: a checker's decision, so another operator with the action's role (the
+    requester gets `403 forbidden` with `reason: own_request`: they withdraw instead). `status`
+    becomes `rejected`; the action is not run."""
     note = None if body is None else body.note
     return approval_json(approvals.reject(ctx, operator, approval_id, note, info))
+
+
+@router.post("/v1/operator/approvals/{approval_id}/withdraw")
+def withdraw(
+    approval_id: str, operator: Approver, ctx: Identity, info: Info, body: DecisionRequest | None = None
+) -> dict[str, Any]:
+    """Take back one's own pending request (its requester only; others get `403 forbidden` with
+    `reason: not_requester`). `status` becomes `withdrawn`."""
+    note = None if body is None else body.note
+    return approval_json(approvals.withdraw(ctx, operator, approval_id, note, info))
