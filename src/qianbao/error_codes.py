@@ -14,6 +14,12 @@ Adding a code:
 
 tests/unit/test_error_catalog.py fails until all three are done, and also when a code raised in src is
 missing here.
+
+Specific messages. A code's message (`error.<code>`) is the fallback; an error may carry a `UserText`
+naming a more specific entry, `error.<code>.<variant>` with parameters (which field is wrong, the
+longest length allowed…). Variants are registered in `MESSAGE_VARIANTS` with their parameters, and
+built with `user_text(code, variant, **params)`; the field labels that `{field}` shows are in
+`FIELD_LABELS`. Adding either follows the same three steps as a code.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
+
+from qianbao.errors import UserText
 
 GENERAL = "General"
 SIGN_IN = "Sign-in and security"
@@ -505,8 +514,258 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("internal_error", 500, "contact_support", GENERAL, "An unexpected error (a bug)."),
 )
 
+
+@dataclass(frozen=True, slots=True)
+class MessageVariant:
+    """A user message more specific than its code's: msgid `error.<code>.<variant>`, with the named
+    `params` as `{placeholders}`. `field` (and `other`) are JSON paths shown by their label, `choices`
+    a list of values, numbers are grouped by locale."""
+
+    code: str
+    variant: str
+    params: tuple[str, ...]
+    when: str
+
+    @property
+    def msgid(self) -> str:
+        return f"error.{self.code}.{self.variant}"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldLabel:
+    """How `{field}` names a field of a request in a message (msgid `field.<name>`); the last segment of
+    a JSON path is looked up (`amount.currency` → `currency`), an unknown one is shown as the path."""
+
+    name: str
+    when: str
+
+    @property
+    def msgid(self) -> str:
+        return f"field.{self.name}"
+
+
+def _invalid(variant: str, params: tuple[str, ...], when: str) -> MessageVariant:
+    return MessageVariant("validation_error", variant, params, when)
+
+
+F = ("field",)
+
+MESSAGE_VARIANTS: tuple[MessageVariant, ...] = (
+    # -- validation_error: what is wrong with which field ----------------------------------------------
+    _invalid("invalid", F, "The field's value is not valid (no more specific message applies)."),
+    _invalid("required", F, "A required field is missing or empty."),
+    _invalid("not_text", F, "The field must be a string."),
+    _invalid("not_whole_number", F, "The field must be an integer."),
+    _invalid("not_number", F, "The field must be a number."),
+    _invalid("not_boolean", F, "The field must be true or false."),
+    _invalid("not_object", F, "The field must be a JSON object."),
+    _invalid("not_list", F, "The field must be a JSON array."),
+    _invalid("too_short", ("field", "min"), "The text is shorter than `min` characters."),
+    _invalid("too_long", ("field", "max"), "The text is longer than `max` characters."),
+    _invalid("text_length", ("field", "min", "max"), "The text must be `min` to `max` characters."),
+    _invalid("control_characters", F, "The text contains line breaks or other control characters."),
+    _invalid("nul_character", (), "The query string or body contains a NUL character."),
+    _invalid("too_few_items", ("field", "min"), "The list has fewer than `min` items."),
+    _invalid("too_many_items", ("field", "max"), "The list has more than `max` items."),
+    _invalid("too_small", ("field", "min"), "The number is below `min`."),
+    _invalid("too_large", ("field", "max"), "The number is above `max`."),
+    _invalid("greater_than", ("field", "than"), "The number must be more than `than`."),
+    _invalid("less_than", ("field", "than"), "The number must be less than `than`."),
+    _invalid("out_of_range", ("field", "min", "max"), "The number must be from `min` to `max`."),
+    _invalid(
+        "amount_range",
+        ("field", "min", "max"),
+        "An amount must be a whole number of minor units (fen) from `min` to `max`.",
+    ),
+    _invalid("seconds_range", ("field", "min", "max"), "A duration must be `min` to `max` seconds."),
+    _invalid("one_of", ("field", "choices"), "The value must be one of `choices`."),
+    _invalid("only_from", ("field", "choices"), "Every value of the list must be one of `choices`."),
+    _invalid("exactly_one_of", ("field", "choices"), "Exactly one of `choices` must be given in the field."),
+    _invalid("at_least_one_of", ("field", "choices"), "At least one of `choices` must be given."),
+    _invalid("extra_field", F, "The request has a field the endpoint does not take."),
+    _invalid("not_json", (), "The request body is not valid JSON."),
+    _invalid(
+        "not_json_content_type",
+        (),
+        "The body was sent as something else than JSON (text/plain, a form…) to an endpoint taking JSON.",
+    ),
+    _invalid("body_not_object", (), "The JSON body is not an object (an array, a number…)."),
+    _invalid("invalid_format", F, "The text does not have the required format."),
+    _invalid("cursor", F, "The page cursor is not one a previous page gave out."),
+    _invalid("phone", F, "Not a valid phone number."),
+    _invalid("six_digits", F, "A PIN or code must be exactly six digits."),
+    _invalid("date", F, "Not a date like 2026-11-30."),
+    _invalid("date_time", F, "Not an RFC 3339 date and time with a time zone."),
+    _invalid("date_or_date_time", F, "Neither a date nor an RFC 3339 date and time."),
+    _invalid("needs_time_zone", F, "A date and time without a time zone offset."),
+    _invalid("in_future", F, "The time must be in the future."),
+    _invalid("within_years", ("field", "years"), "The date must be from now to at most `years` years ahead."),
+    _invalid("before", ("field", "other"), "The field must be earlier than the `other` field."),
+    _invalid("not_above", ("field", "other"), "The field must not be more than the `other` field."),
+    _invalid("unknown_currency", F, "Not an ISO 4217 currency code."),
+    _invalid(
+        "currency_case",
+        ("field", "suggestion"),
+        "A currency code in lower case (cny): `suggestion` is the upper-case code.",
+    ),
+    _invalid("currency_only", ("field", "currency"), "Only `currency` is accepted here."),
+    _invalid("id_number", F, "Not a valid 18-character resident ID number."),
+    _invalid("birth_date", F, "The ID number's birth date is impossible."),
+    _invalid("too_young", ("field", "years"), "Identity verification needs an age of at least `years`."),
+    _invalid("digits_count", ("field", "min", "max"), "The number must have `min` to `max` digits."),
+    _invalid("check_digit", F, "The number's check digit is wrong (a typo)."),
+    _invalid("needs_user", (), "The operation needs a signed-in user (not an API key or operator)."),
+    _invalid("same_phone", F, "The new phone number is the account's current one."),
+    _invalid("pin_not_set", F, "The user has no payment PIN yet."),
+    _invalid("idempotency_key", ("max",), "The Idempotency-Key header is empty, too long or not printable."),
+    _invalid(
+        "idempotency_key_other_payment", (), "The Idempotency-Key was used for a refund of another payment."
+    ),
+    _invalid("webhook_url", F, "A webhook URL that is not allowed (scheme, host, credentials, fragment)."),
+    _invalid("event_types", F, "Unknown webhook event types."),
+    _invalid("image_missing", (), "An image upload without a body."),
+    _invalid("image_too_large", ("max",), "An image over `max` MiB or with too many pixels."),
+    _invalid("not_an_image", (), "The upload is not an image that can be read."),
+    _invalid(
+        "unsupported_image_format", ("format",), "An image in another format than PNG, JPEG, WebP or GIF."
+    ),
+    _invalid("no_qr_code", (), "No QR code was found in the image."),
+    _invalid("qr_payload", (), "The text is not a well-formed EMVCo QR payload."),
+    _invalid("amount_needed", F, "A QR code without an amount was paid without one."),
+    _invalid("device_needed", (), "Payment codes need a session signed in with a device_id."),
+    _invalid("main_wallet_setting", F, "The main wallet does not have this setting (sub-wallets only)."),
+    _invalid("colour", ("field", "choices"), "A colour that is neither #RRGGBB nor a palette name."),
+    _invalid(
+        "return_url", F, "A checkout return URL that is not https (http in sandbox) or has credentials."
+    ),
+    _invalid("cap_cannot_expire", F, "Operators: a balance_cap limit override was given an expiry."),
+    _invalid(
+        "params_exactly", ("field", "names"), "Operators: an approval's params must hold exactly `names`."
+    ),
+    _invalid("not_a_hold", F, "Operators: the transfer named is not a pending (held) transfer."),
+    _invalid("not_enhanced_application", F, "Operators: the KYC application is not for tier 1 (enhanced)."),
+    # -- other codes -----------------------------------------------------------------------------------
+    MessageVariant(
+        "unauthenticated",
+        "bad_credentials",
+        (),
+        "Signing in: the phone number or password is wrong (never says which).",
+    ),
+    MessageVariant(
+        "unauthenticated",
+        "operator_credentials",
+        (),
+        "Operator sign-in: the username, password or authenticator code is wrong.",
+    ),
+    MessageVariant("weak_pin", "not_six_digits", (), "The PIN is not exactly six digits."),
+    MessageVariant("weak_pin", "repeated", (), "The PIN uses only one or two different digits."),
+    MessageVariant("weak_pin", "sequential", (), "The PIN is a run of digits (123456, 987654)."),
+    MessageVariant("weak_pin", "common", (), "The PIN is one of the most common PINs."),
+    MessageVariant("weak_pin", "date_like", (), "The PIN looks like a date (a birthday)."),
+    MessageVariant("weak_pin", "from_phone", (), "The PIN is part of the user's phone number."),
+    MessageVariant("weak_password", "too_short", ("min",), "The password is shorter than `min` characters."),
+    MessageVariant("weak_password", "too_long", ("max",), "The password is longer than `max` characters."),
+    MessageVariant("weak_password", "too_common", (), "The password is on a list of common passwords."),
+    MessageVariant("weak_password", "too_weak", (), "The password is easy to guess (a pattern, a word…)."),
+    MessageVariant(
+        "weak_password", "contains_personal_info", (), "The password contains the name or phone number."
+    ),
+    MessageVariant("weak_password", "invalid_characters", (), "The password contains control characters."),
+    MessageVariant(
+        "recipient_not_found", "phone", (), "No open wallet is registered for the phone number paid to."
+    ),
+    MessageVariant("recipient_not_found", "wallet_id", (), "No open wallet has the wallet id paid to."),
+    MessageVariant(
+        "recipient_not_found", "receive_code", (), "The wallet of a personal receive code is gone or closed."
+    ),
+    MessageVariant(
+        "recipient_not_found",
+        "payer_wallet_id",
+        (),
+        "A money request names the payer by a wallet id that no open wallet has.",
+    ),
+    MessageVariant("not_found", "wallet", (), "No wallet of the caller has this id."),
+)
+
+FIELD_LABELS: tuple[FieldLabel, ...] = tuple(
+    FieldLabel(name, when)
+    for name, when in (
+        ("account_name", "the name on a bank account"),
+        ("account_number", "a bank account (card) number"),
+        ("amount", "an amount of money"),
+        ("amount_minor", "an amount of money, in minor units"),
+        ("body", "the request body as a whole (a rule across its fields failed)"),
+        ("budget", "a sub-wallet's monthly budget"),
+        ("city", "a city"),
+        ("code", "a one-time code (SMS, authenticator or recovery code)"),
+        ("colour", "a sub-wallet's colour"),
+        ("cursor", "a page cursor (`next_cursor` of a previous page)"),
+        ("counterparty", "the other wallet of a transaction (history filter)"),
+        ("credential", "a passkey credential"),
+        ("currency", "a currency code (CNY)"),
+        ("description", "a description"),
+        ("device_id", "the id of the user's device"),
+        ("direction", "debit or credit (history filter)"),
+        ("display_name", "an operator's display name"),
+        ("events", "the event types a webhook endpoint receives"),
+        ("expires_at", "when something ends"),
+        ("expires_in", "how long something stays valid, in seconds"),
+        ("expires_in_days", "how many days a money request stays open"),
+        ("from_wallet_id", "the wallet a payment is made from"),
+        ("full_name", "a person's own name (sign-up): shown for `name` where it is the user's name"),
+        ("goal", "a sub-wallet's savings goal"),
+        ("icon", "a sub-wallet's icon"),
+        ("id_number", "a resident ID card number"),
+        ("ids", "the ids of notifications"),
+        ("limit", "how many items a page holds"),
+        ("locked_until", "the time until which a sub-wallet is locked"),
+        ("max_amount", "the largest amount (history filter)"),
+        ("mcc", "a merchant category code"),
+        ("memo", "the note that goes with a payment"),
+        ("merchant_id", "a merchant's id"),
+        ("method", "how a step-up challenge is answered (sms, pin, totp…)"),
+        ("min_amount", "the smallest amount (history filter)"),
+        ("name", "a name (of a person, wallet, merchant, key…)"),
+        ("new_code", "the SMS code sent to the new phone number"),
+        ("new_password", "the new password"),
+        ("new_phone", "the new phone number"),
+        ("no_pin_daily", "the daily allowance for payments without a PIN"),
+        ("no_pin_per_payment", "the per-payment allowance without a PIN"),
+        ("note", "an operator's note"),
+        ("old_code", "the SMS code sent to the current phone number"),
+        ("on_limit", "what a budget does at 100% (warn or block)"),
+        ("order_id", "a merchant's order number"),
+        ("password", "a password"),
+        ("payload", "the text of a QR code"),
+        ("payment_code", "a customer's payment code (付款码)"),
+        ("phone", "a phone number"),
+        ("pin", "the six-digit payment PIN"),
+        ("purpose", "what a sub-wallet is for"),
+        ("q", "the text searched for"),
+        ("qr", "the text of a QR code"),
+        ("reason", "the reason given for an action"),
+        ("return_url", "where checkout sends the customer back to"),
+        ("roles", "an operator's roles"),
+        ("scopes", "what an API key may do"),
+        ("second_factor", "an authenticator or recovery code given with a request"),
+        ("status", "a status (list filter)"),
+        ("target", "a savings goal's target amount"),
+        ("target_date", "the date a savings goal should be reached"),
+        ("to_wallet_id", "the wallet that receives the money"),
+        ("totp_code", "a code from an authenticator app"),
+        ("type", "a transaction type (history filter)"),
+        ("url", "a webhook endpoint's URL"),
+        ("username", "an operator's user name"),
+        ("wallet_id", "a wallet id"),
+    )
+)
+
 BY_CODE: Mapping[str, ErrorCode] = MappingProxyType({entry.code: entry for entry in ERROR_CODES})
 NEXT_STEP_BY_NAME: Mapping[str, NextStep] = MappingProxyType({step.name: step for step in NEXT_STEPS})
+VARIANT_BY_MSGID: Mapping[str, MessageVariant] = MappingProxyType({v.msgid: v for v in MESSAGE_VARIANTS})
+FIELD_LABEL_BY_NAME: Mapping[str, FieldLabel] = MappingProxyType(
+    {label.name: label for label in FIELD_LABELS}
+)
 
 
 def lookup(code: str) -> ErrorCode | None:
@@ -518,6 +777,20 @@ def status_for(code: str) -> int | None:
     return None if entry is None else entry.status
 
 
+def user_text(code: str, variant: str, **params: Any) -> UserText:
+    """A specific message for an error; refuses (a programming error) a variant or parameters that are
+    not registered, so that a typo cannot silently fall back to the generic message."""
+    text = UserText(code, variant, params)
+    registered = VARIANT_BY_MSGID.get(text.msgid)
+    if registered is None:
+        raise KeyError(f"unregistered message variant {text.msgid}")
+    unknown = set(params) - set(registered.params)
+    missing = set(registered.params) - set(params) - {"field"}  # `field` may come from the error's extra
+    if unknown or missing:
+        raise TypeError(f"{text.msgid} takes {registered.params}, got {sorted(params)}")
+    return text
+
+
 def all_msgids() -> list[tuple[str, str]]:
     """Every msgid the catalogs must translate, in registry order, with a note for translators."""
     ids = [(entry.msgid, f"{entry.code} ({entry.status}): {entry.when}") for entry in ERROR_CODES]
@@ -525,4 +798,8 @@ def all_msgids() -> list[tuple[str, str]]:
         ids.append((step.msgid, f"next step {step.name}: {step.when}"))
         if step.until_msgid is not None:
             ids.append((step.until_msgid, f"next step {step.name}, when the end time is known: {{until}}"))
+    for v in MESSAGE_VARIANTS:
+        shown = ", ".join(f"{{{name}}}" for name in v.params) or "none"
+        ids.append((v.msgid, f"{v.code}, specific: {v.when} Placeholders: {shown}."))
+    ids += [(label.msgid, f"field label: {label.when}") for label in FIELD_LABELS]
     return ids

@@ -6,12 +6,17 @@ once per process (`babel.messages.pofile.read_po`): reading the .po needs no com
 `next_step.<name>`), so the English text is a translation like the Chinese one and can change without
 touching code. Messages may use `{reference}` (the support reference) and, in `.until` variants,
 `{until}` (the end of a lock, in China time).
+
+Specific messages (`error.<code>.<variant>`, see `qianbao.error_codes.MESSAGE_VARIANTS`) take the
+parameters their error carries: a field is shown by its label (`field.<name>`) or else as its JSON path,
+a list of choices joined the language's way, a number grouped by locale.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -20,8 +25,10 @@ from types import MappingProxyType
 from babel.dates import format_date, format_time
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
 
 from qianbao.error_codes import NEXT_STEP_BY_NAME, lookup
+from qianbao.errors import UserText
 
 DOMAIN = "qianbao"
 LANGUAGES = ("en", "zh-CN")
@@ -31,6 +38,16 @@ LOCALE_DIRS = {"en": "en", "zh-CN": "zh_CN"}
 CHINA_TIME = timezone(timedelta(hours=8))
 # An Accept-Language header is short; a longer one is cut rather than parsed at length.
 MAX_HEADER_ENTRIES = 32
+# Parameters of a specific message that name a field (a JSON path) and so are shown by their label.
+FIELD_PARAMS = ("field", "other")
+LIST_SEPARATORS = {"en": ", ", "zh-CN": "、"}
+# How a field without a label is quoted: its JSON path as sent.
+UNLABELLED_FIELD = {"en": '"{path}"', "zh-CN": "「{path}」"}
+MAX_SHOWN_PATH = 64
+_INDEX = re.compile(r"\[\d+\]$")
+# Chinese text puts a space between Han characters and Latin letters or digits ("钱包 ID 无效"); a label
+# or value filled into a template may bring either side.
+_HAN_LATIN_BOUNDARY = re.compile(r"(?<=[A-Za-z0-9])(?=[\u4e00-\u9fff])|(?<=[\u4e00-\u9fff])(?=[A-Za-z0-9])")
 
 
 def catalog_file(language: str) -> Traversable:
@@ -106,6 +123,46 @@ def user_message(code: str, language: str, status: int) -> str:
     if entry is not None and entry.msgid in texts:
         return texts[entry.msgid]
     return texts["error.internal_error" if status >= 500 else "error.validation_error"]
+
+
+def specific_message(text: UserText, language: str, *, field: object = None) -> str | None:
+    """The specific message `text` in `language`, or None when the catalog lacks it (the caller falls back
+    to the code's message). `field` is the error's own `field` extra, used when `text` names none."""
+    template = messages(language).get(text.msgid)
+    if template is None:
+        return None
+    params: dict[str, object] = {} if field is None else {"field": field}
+    params.update(text.params)
+    shown = {name: _shown(name, value, language) for name, value in params.items()}
+    try:
+        rendered = template.format_map(shown)
+    except (KeyError, IndexError, ValueError):
+        return None  # a parameter the error did not carry: the code's message is better than a hole
+    if language == "zh-CN":
+        return _HAN_LATIN_BOUNDARY.sub(" ", rendered)
+    return rendered[:1].upper() + rendered[1:]
+
+
+def field_label(path: str, language: str) -> str:
+    """How a message names the field at `path` (`amount.currency`, `events[0]`): the label of its last
+    segment in `language`, else the path itself, quoted."""
+    name = _INDEX.sub("", path.rsplit(".", 1)[-1])
+    label = messages(language).get(f"field.{name}")
+    if label:
+        return label
+    if len(path) > MAX_SHOWN_PATH:  # an unknown field's name comes from the client: keep it short
+        path = path[: MAX_SHOWN_PATH - 1] + "…"
+    return UNLABELLED_FIELD[language].format(path=path)
+
+
+def _shown(name: str, value: object, language: str) -> str:
+    if name in FIELD_PARAMS and isinstance(value, str):
+        return field_label(value, language)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return format_decimal(value, locale=LOCALE_DIRS[language])
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return LIST_SEPARATORS[language].join(str(item) for item in value)
+    return str(value)
 
 
 def next_step_message(step: str, language: str, *, reference: str, until: object = None) -> str | None:

@@ -21,19 +21,44 @@ step and gettext message ids; `qianbao.api.problems.STATUS_BY_CODE` is built fro
 
 Money-kernel errors (`qianbao.money.MoneyError` and subclasses) are programming errors when they reach
 the boundary unconverted; input parsing turns them into `InvalidInput`.
+
+`detail` is technical English for integrators. What a person reads (`user_message`) comes from the
+gettext catalogs: the code's own message, or, when the error carries a `UserText`, a more specific one
+(`error.<code>.<variant>`, e.g. which field is wrong and how). `qianbao.invalid` builds the `InvalidInput`
+of each kind of bad input with its text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class UserText:
+    """A specific user message: catalog entry `error.<code>.<variant>` filled with `params`.
+
+    The variants and their parameters are registered in `qianbao.error_codes.MESSAGE_VARIANTS` (build
+    one with `qianbao.error_codes.user_text`). A `field` parameter is a JSON path, shown by its label;
+    when absent it is taken from the error's `field` extra."""
+
+    code: str
+    variant: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def msgid(self) -> str:
+        return f"error.{self.code}.{self.variant}"
 
 
 class QianbaoError(Exception):
     code: str = "internal_error"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, *, user_text: UserText | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.user_text = user_text
         self.extra = extra
 
 

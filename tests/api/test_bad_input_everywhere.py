@@ -17,6 +17,7 @@ from qianbao.api.problems import STATUS_BY_CODE
 from qianbao.config import Settings
 from qianbao.store.schema import metadata
 from tests.support.api import SignedUp
+from tests.support.messages import assert_helpful
 
 # Tables that may legitimately change on a refused request: failures are audited and idempotency claims
 # are released again (the count is compared, so a claim left behind would still show).
@@ -119,3 +120,29 @@ def test_nul_characters_in_ids_and_text_are_refused_not_500(client: TestClient, 
     assert passkey.status_code == 422 and passkey.json()["code"] == "validation_error"
     query = client.get("/v1/me/security-events", params={"cursor": "1\x002"}, headers=alice.auth)
     assert query.status_code == 422
+
+
+# Wrong values whose refusal is about the value itself: a wrong type, empty, far too long.
+SWEEP_VALUES: list[Any] = [12, "", HUGE, {"nested": True}]
+
+
+def test_every_refusal_says_which_field_and_what_is_wrong_in_both_languages(
+    client: TestClient, alice: SignedUp
+) -> None:
+    """Bad input anywhere gets a `user_message` naming the field and what is wrong with it, in Chinese
+    without English sentences and in English: never the generic "some of the information is not valid"."""
+    document = client.get("/openapi.json").json()
+    checked = 0
+    for method, path, spec in operations(client):
+        url = concrete(path)
+        for field in body_schema(document, spec).get("properties", {}):
+            for value in SWEEP_VALUES:
+                for language in ("zh-CN", "en"):
+                    headers = {**alice.auth, "Accept-Language": language}
+                    response = client.request(method, url, json={field: value}, headers=headers)
+                    if response.status_code != 422 or response.json()["code"] != "validation_error":
+                        continue
+                    context = f"{method} {path} {field}={str(value)[:20]!r} ({language})"
+                    assert_helpful(response.json(), language, context)
+                    checked += 1
+    assert checked > 300

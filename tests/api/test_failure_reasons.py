@@ -58,8 +58,12 @@ DECLINES_ZH = {
         "check_input",
         "请核对填写的信息后重试。",
     ),
-    "recipient_not_found": ("未找到收款人，请核对号码。", "check_input", "请核对填写的信息后重试。"),
-    "validation_error": ("提交的信息有误。", "check_input", "请核对填写的信息后重试。"),
+    "recipient_not_found": (
+        "该手机号未开通钱包，请核对号码后重试。",
+        "check_input",
+        "请核对填写的信息后重试。",
+    ),
+    "validation_error": ("金额不能小于 1。", "check_input", "请核对填写的信息后重试。"),
 }
 DECLINES_EN = {
     "insufficient_funds": (
@@ -79,12 +83,12 @@ DECLINES_EN = {
         "Check the details you entered and try again.",
     ),
     "recipient_not_found": (
-        "We couldn't find that recipient. Check the number.",
+        "No wallet is registered for this phone number. Check the number and try again.",
         "check_input",
         "Check the details you entered and try again.",
     ),
     "validation_error": (
-        "Some of the information is not valid.",
+        "The amount must be at least 1.",
         "check_input",
         "Check the details you entered and try again.",
     ),

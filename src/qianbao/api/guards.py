@@ -11,17 +11,18 @@ from urllib.parse import unquote_to_bytes
 
 from fastapi import Request
 
-from qianbao.errors import InvalidInput, NotFound
+from qianbao import invalid
+from qianbao.errors import NotFound
 
 
 async def refuse_nul_characters(request: Request) -> None:
     if "\x00" in request.url.path or b"\x00" in unquote_to_bytes(request.scope.get("raw_path", b"") or b""):
         raise NotFound("no such resource")
     if b"%00" in request.url.query.encode().lower() or "\x00" in request.url.query:
-        raise InvalidInput("the query string must not contain NUL characters")
+        raise invalid.because("nul_character", "the query string must not contain NUL characters")
     content_type = request.headers.get("content-type", "application/json")
     if not content_type.startswith("application/json"):
         return  # binary uploads (images) are checked by their own readers
     body = await request.body()
     if b"\\u0000" in body or b"\x00" in body:
-        raise InvalidInput("text must not contain NUL characters")
+        raise invalid.because("nul_character", "text must not contain NUL characters")

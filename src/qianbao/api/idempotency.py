@@ -36,9 +36,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Executable, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from qianbao import invalid
 from qianbao.api.problems import problem
 from qianbao.clock import Clock
-from qianbao.errors import Conflict, IdempotencyKeyReused, InvalidInput, QianbaoError
+from qianbao.errors import Conflict, IdempotencyKeyReused, QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, PrincipalKind
 from qianbao.security.keyring import KeyRing
@@ -138,7 +139,11 @@ def run_idempotent(
         status, payload = work()
         return JSONResponse(payload, status_code=status)
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters")
+        raise invalid.because(
+            "idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
+            params={"max": MAX_KEY_LENGTH},
+        )
     fingerprint = request_fingerprint(ctx.keys, request.method, request.url.path, body)
     stored = _claim(db, clock, scope, key, fingerprint)
     if stored is not None:
@@ -157,7 +162,7 @@ def run_idempotent(
         if exc.code in UNBOUND_CODES:
             _release(db, scope, key)
             raise
-        response = problem(request, exc.code, exc.detail, **exc.extra)
+        response = problem(request, exc.code, exc.detail, user_text=exc.user_text, **exc.extra)
         _store(db, scope, key, response.status_code, json.loads(bytes(response.body)))
         return response
     except BaseException:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qianbao.errors import InvalidInput
+from qianbao import invalid
 
 
 def page_params(cursor: str | None) -> int | None:
@@ -10,5 +10,5 @@ def page_params(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
     if not cursor.isdigit() or len(cursor) > 19:
-        raise InvalidInput("cursor is not valid", field="cursor")
+        raise invalid.cursor()
     return int(cursor)

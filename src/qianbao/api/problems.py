@@ -5,6 +5,10 @@ texts from the gettext catalogs (`qianbao.error_messages`). Besides the RFC fiel
 `user_message`, a problem says what to do next (`next_step`, `next_step_message`) and gives the user a
 `support_reference` to quote: the transfer or payment id when the operation has one, else the request id
 (also sent as `X-Request-Id` on every response). docs/errors.md lists them all.
+
+`user_message` is the error's specific message when it carries one (`QianbaoError.user_text`), else, for
+bad input naming a `field`, the generic "this field is not valid" one, else the code's message. Request
+bodies and parameters that fail schema validation are described by `qianbao.api.request_errors`.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qianbao.api.request_errors import describe_validation_errors
 from qianbao.error_codes import ERROR_CODES, lookup
-from qianbao.error_messages import negotiate_language, next_step_message, user_message
-from qianbao.errors import QianbaoError
+from qianbao.error_messages import negotiate_language, next_step_message, specific_message, user_message
+from qianbao.errors import QianbaoError, UserText
 from qianbao.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -84,8 +89,18 @@ def support_reference(request: Request, extra: Mapping[str, Any]) -> str:
     return request_id(request)
 
 
+# Bad input that names its field but no more specific message still says which field is wrong.
+FIELD_INVALID = UserText("validation_error", "invalid")
+
+
 def problem(
-    request: Request, code: str, detail: str, status: int | None = None, **extra: Any
+    request: Request,
+    code: str,
+    detail: str,
+    status: int | None = None,
+    *,
+    user_text: UserText | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     entry = lookup(code)
     status = status or (entry.status if entry is not None else 422)
@@ -97,7 +112,7 @@ def problem(
         "status": status,
         "detail": detail,
         "code": code,
-        "user_message": user_message(code, lang, status),
+        "user_message": localized_message(code, lang, status, user_text, extra.get("field")),
         **extra,
     }
     # The error's own next step (it knows more, e.g. that no higher KYC tier exists) wins.
@@ -118,13 +133,24 @@ def problem(
     return response
 
 
+def localized_message(code: str, lang: str, status: int, user_text: UserText | None, field: object) -> str:
+    """The error's specific message in `lang`, else the generic one for its field, else its code's."""
+    if user_text is None and code == "validation_error" and isinstance(field, str) and field:
+        user_text = FIELD_INVALID
+    if user_text is not None:
+        specific = specific_message(user_text, lang, field=field)
+        if specific is not None:
+            return specific
+    return user_message(code, lang, status)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     # The request id belongs with the problems: it is the support reference of most of them.
     app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(QianbaoError)
     async def _domain(request: Request, exc: QianbaoError) -> JSONResponse:
-        response = problem(request, exc.code, exc.detail, **exc.extra)
+        response = problem(request, exc.code, exc.detail, user_text=exc.user_text, **exc.extra)
         retry_after = exc.extra.get("retry_after")
         if isinstance(retry_after, int):
             response.headers["Retry-After"] = str(retry_after)
@@ -132,11 +158,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in exc.errors()
-        ]
-        return problem(request, "validation_error", "the request is not valid", errors=errors)
+        described = describe_validation_errors(
+            exc.errors(), language(request), request.headers.get("content-type")
+        )
+        return problem(
+            request,
+            "validation_error",
+            described.detail,
+            user_text=described.user_text,
+            errors=described.errors,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

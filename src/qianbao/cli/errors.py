@@ -21,16 +21,31 @@ from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po, write_po
 
-from qianbao.error_codes import AREAS, ERROR_CODES, NEXT_STEPS, all_msgids
+from qianbao.error_codes import (
+    AREAS,
+    ERROR_CODES,
+    FIELD_LABELS,
+    MESSAGE_VARIANTS,
+    NEXT_STEPS,
+    VARIANT_BY_MSGID,
+    all_msgids,
+)
 from qianbao.error_messages import DOMAIN, LANGUAGES, LOCALE_DIRS, catalog_file, load_catalog, messages
 
 app = typer.Typer(help="Error codes: list them, document them, keep their translations complete.")
 
-# Placeholders a message may use, per kind of msgid (see qianbao.error_messages).
-ALLOWED_PLACEHOLDERS = {"error": set[str](), "next_step": {"reference"}, "until": {"reference", "until"}}
+# Placeholders a message may use, per kind of msgid (see qianbao.error_messages); a specific message
+# (error.<code>.<variant>) may use the parameters its variant declares.
+ALLOWED_PLACEHOLDERS = {
+    "error": set[str](),
+    "next_step": {"reference"},
+    "until": {"reference", "until"},
+    "field": set[str](),
+}
 CATALOG_HEADER = (
     "# {language} texts of qianbao's error codes: problem+json `user_message`\n"
-    "# (msgid error.<code>) and `next_step_message` (msgid next_step.<name>).\n"
+    "# (msgid error.<code>, or error.<code>.<variant> for a specific message), `next_step_message`\n"
+    "# (msgid next_step.<name>) and the field names messages show (msgid field.<name>).\n"
     "# Edit the msgstr lines. New codes come in with `qianbao errors sync-catalogs`;\n"
     "# the comments come from src/qianbao/error_codes.py."
 )
@@ -179,11 +194,12 @@ def catalog_problems(language: str, catalog: Catalog | None = None) -> list[str]
             problems.append(f"untranslated {msgid}")
             continue
         kind = "until" if msgid.endswith(".until") else msgid.split(".", 1)[0]
+        allowed = allowed_placeholders(msgid)
         used = placeholders(text)
         if used is None:
             problems.append(f"{msgid}: unbalanced braces")
-        elif not used <= ALLOWED_PLACEHOLDERS.get(kind, set()):
-            problems.append(f"{msgid}: unknown placeholder(s) {sorted(used - ALLOWED_PLACEHOLDERS[kind])}")
+        elif not used <= allowed:
+            problems.append(f"{msgid}: unknown placeholder(s) {sorted(used - allowed)}")
         elif kind == "until" and "until" not in used:
             problems.append(f"{msgid}: the .until variant must show {{until}}")
     problems += [
@@ -194,6 +210,15 @@ def catalog_problems(language: str, catalog: Catalog | None = None) -> list[str]
     except Exception as exc:  # noqa: BLE001 - any failure to compile is a problem to report
         problems.append(f"does not compile: {exc}")
     return problems
+
+
+def allowed_placeholders(msgid: str) -> set[str]:
+    """The `{names}` the renderer fills for a msgid."""
+    variant = VARIANT_BY_MSGID.get(msgid)
+    if variant is not None:
+        return set(variant.params)
+    kind = "until" if msgid.endswith(".until") else msgid.split(".", 1)[0]
+    return ALLOWED_PLACEHOLDERS.get(kind, set())
 
 
 def placeholders(text: str) -> set[str] | None:
@@ -218,7 +243,8 @@ Every error the API answers is an `application/problem+json` body (RFC 9457):
 |---|---|
 | `type`, `title`, `status`, `detail` | RFC 9457; `detail` is technical English for integrators |
 | `code` | the stable snake_case code listed below: match on this, never on text |
-| `user_message` | what went wrong, for a person, in the negotiated language |
+| `user_message` | what went wrong and what to do, for a person, in the negotiated language: the most \
+specific message the error has (see [Specific messages](#specific-messages)), else its code's |
 | `next_step` | what the user can do about it (a stable name, listed below); absent when nothing helps |
 | `next_step_message` | the same, in words, in the negotiated language |
 | `support_reference` | what the user quotes to customer service: the transfer or payment id when the \
@@ -237,8 +263,45 @@ Chinese tag (`zh`, `zh-CN`, `zh-Hans`, `zh-Hans-CN`…) gives `zh-CN`, `en-*` gi
 else, or no header, gives `en`. Replaying an `Idempotency-Key` returns the first answer as it was,
 in its first language.
 
+**Which field, and what is wrong with it.** Bad input (`validation_error`) names the field it concerns:
+`field` holds its JSON path (`amount.currency`, `to.wallet_id`) and `user_message` says what is wrong
+with it and how to put it right, in both languages ("Did you mean CNY? Currency codes are
+upper-case." / "您是想填写 CNY 吗？币种代码须为大写字母。"). A request refused by schema validation
+has `errors[]`, one entry per problem found, each with:
+
+| field | meaning |
+|---|---|
+| `loc`, `msg`, `type` | where pydantic found it (`["body", "amount", "currency"]`), its English \
+message and its error type |
+| `field` | the JSON path of `loc` without its first part (`amount.currency`, `events[0]`); absent for \
+the body as a whole |
+| `message` | the same as `user_message` would say about this entry, in the negotiated language |
+
+The problem's `user_message` is the first entry's `message`. A body that is not JSON, or is sent with
+another `Content-Type` (a form, `text/plain`), is told to be sent as JSON with
+`Content-Type: application/json`.
+
 The texts live in gettext catalogs, `src/qianbao/locale/{en,zh_CN}/LC_MESSAGES/qianbao.po`. To add a
-code, see the top of `src/qianbao/error_codes.py`.
+code, a specific message or a field label, see the top of `src/qianbao/error_codes.py`.
+"""
+
+SPECIFIC_INTRO = """\
+## Specific messages
+
+A code's message (above) is what the user reads when nothing more precise is known. Most errors know
+more, and carry one of these messages instead (msgid `error.<code>.<variant>`); the code, status and
+next step stay those of the code. Placeholders: `{field}` (and `{other}`) is a field, shown by its label
+(see [Field names](#field-names)) or else as its JSON path; `{choices}` and `{names}` a list of values,
+`{min}`, `{max}`, `{than}` and `{years}` numbers, `{currency}` and `{suggestion}` currency codes. Bad input
+that names a field but has no more precise message gets `validation_error` / `invalid`.
+"""
+
+FIELDS_INTRO = """\
+## Field names
+
+How `{field}` names a field: the label of the last segment of its JSON path (`amount.currency` →
+`currency`); a field without a label is shown as its path, quoted (`"previous_secret_valid_s"`,
+`「previous_secret_valid_s」`).
 """
 
 
@@ -279,4 +342,15 @@ def errors_markdown() -> str:
                 f"| {_cell(zh.get(entry.msgid, ''))} | {next_step} |"
             )
         lines.append("")
+    lines += [SPECIFIC_INTRO, "| msgid | when | en | zh-CN |", "|---|---|---|---|"]
+    for v in MESSAGE_VARIANTS:
+        lines.append(
+            f"| `{v.msgid}` | {_cell(v.when)} | {_cell(en.get(v.msgid, ''))} | {_cell(zh.get(v.msgid, ''))} |"
+        )
+    lines += ["", FIELDS_INTRO, "| field | en | zh-CN |", "|---|---|---|"]
+    for label in FIELD_LABELS:
+        lines.append(
+            f"| `{label.name}` | {_cell(en.get(label.msgid, ''))} | {_cell(zh.get(label.msgid, ''))} |"
+        )
+    lines.append("")
     return "\n".join(lines)

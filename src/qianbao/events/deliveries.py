@@ -16,7 +16,8 @@ from typing import Any
 import httpx2 as httpx
 from sqlalchemy import Connection, select
 
-from qianbao.errors import InvalidInput, NotFound, RateLimited
+from qianbao import invalid
+from qianbao.errors import NotFound, RateLimited
 from qianbao.events.model import DeliveryStatus
 from qianbao.events.pinning import Resolver, system_resolver
 from qianbao.events.sending import AttemptResult, load_outgoing, new_http_client, record_attempt, send
@@ -119,11 +120,11 @@ def list_deliveries(
     query = select(deliveries).where(deliveries.c.endpoint_id == endpoint_id)
     if status is not None:
         if status not in {s.value for s in DeliveryStatus}:
-            raise InvalidInput("status must be pending, delivered or failed", field="status")
+            raise invalid.one_of("status", [s.value for s in DeliveryStatus])
         query = query.where(deliveries.c.status == status)
     if cursor:
         if not DELIVERY_ID.fullmatch(cursor):
-            raise InvalidInput("cursor is not valid", field="cursor")
+            raise invalid.cursor()
         query = query.where(deliveries.c.id < cursor)
     with ctx.db.read() as conn:
         own_endpoint_row(conn, owner_of(principal), endpoint_id)

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from qianbao.errors import InvalidInput
+from qianbao import invalid
 from qianbao.events.tables import notifications
 from qianbao.identity.context import IdentityContext
 from qianbao.money import Money, MoneyError, format_money
@@ -212,7 +212,12 @@ def list_notifications(
 def mark_read(ctx: IdentityContext, user_id: str, ids: Sequence[str] | None) -> int:
     """Mark the user's notifications `ids` (None: all of them) read; others' ids are ignored."""
     if ids is not None and (len(ids) > MAX_IDS or not all(isinstance(i, str) and len(i) <= 40 for i in ids)):
-        raise InvalidInput(f"ids must be at most {MAX_IDS} notification ids", field="ids")
+        raise invalid.because(
+            "too_many_items",
+            f"ids must be at most {MAX_IDS} notification ids",
+            field="ids",
+            params={"max": MAX_IDS},
+        )
     if ids is not None and not ids:
         return 0
     query = update(notifications).where(notifications.c.user_id == user_id, notifications.c.read_at.is_(None))

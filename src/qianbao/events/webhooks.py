@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from qianbao import invalid
 from qianbao.config import Settings
-from qianbao.errors import Conflict, InvalidInput, NotFound
+from qianbao.errors import Conflict, NotFound
 from qianbao.events.model import filter_is_known, url_problem
 from qianbao.events.tables import webhook_endpoints
 from qianbao.identity.context import IdentityContext
@@ -75,19 +76,22 @@ def loopback_allowed(settings: Settings) -> bool:
 
 def clean_url(url: object, settings: Settings) -> str:
     if not isinstance(url, str):
-        raise InvalidInput("url must be a string", field="url")
+        raise invalid.not_text("url")
     problem = url_problem(url, production=not settings.is_sandbox, allow_loopback=loopback_allowed(settings))
     if problem is not None:
-        raise InvalidInput(problem, field="url")
+        raise invalid.because("webhook_url", problem, field="url")
     return url
 
 
 def clean_events(events: object) -> tuple[str, ...]:
     if not isinstance(events, list | tuple) or not events or len(events) > MAX_FILTERS:
-        raise InvalidInput(f'events must be a list of 1 to {MAX_FILTERS} event types or "*"', field="events")
+        raise invalid.because(
+            "event_types", f'events must be a list of 1 to {MAX_FILTERS} event types or "*"', field="events"
+        )
     unknown = [e for e in events if not isinstance(e, str) or not filter_is_known(e)]
     if unknown:
-        raise InvalidInput(
+        raise invalid.because(
+            "event_types",
             'unknown event type(s): use the types of docs/webhooks.md, a family ("payment.*") or "*"',
             field="events",
             unknown=[str(e)[:128] for e in unknown[:10]],
@@ -103,7 +107,7 @@ def clean_description(description: object) -> str | None:
         or len(description) > MAX_DESCRIPTION
         or not description.isprintable()
     ):
-        raise InvalidInput(f"description must be at most {MAX_DESCRIPTION} printable characters")
+        raise invalid.too_long("description", MAX_DESCRIPTION, printable=True)
     return description.strip() or None
 
 
@@ -238,7 +242,7 @@ def list_endpoints(
     )
     if cursor:
         if not ENDPOINT_ID.fullmatch(cursor):
-            raise InvalidInput("cursor is not valid", field="cursor")
+            raise invalid.cursor()
         query = query.where(webhook_endpoints.c.id < cursor)
     with ctx.db.read() as conn:
         rows = conn.execute(query.limit(limit + 1)).all()
@@ -262,7 +266,7 @@ def update_endpoint(
         values["events"] = list(clean_events(changes["events"]))
     if "enabled" in changes:
         if not isinstance(changes["enabled"], bool):
-            raise InvalidInput("enabled must be true or false", field="enabled")
+            raise invalid.because("not_boolean", "enabled must be true or false", field="enabled")
         values["enabled"] = changes["enabled"]
     if "description" in changes:
         values["description"] = clean_description(changes["description"])
@@ -321,10 +325,7 @@ def rotate_secret(
         or isinstance(previous_valid_s, bool)
         or not 0 <= previous_valid_s <= MAX_PREVIOUS_VALID_S
     ):
-        raise InvalidInput(
-            f"previous_secret_valid_s must be 0 to {MAX_PREVIOUS_VALID_S} seconds",
-            field="previous_secret_valid_s",
-        )
+        raise invalid.seconds_range("previous_secret_valid_s", 0, MAX_PREVIOUS_VALID_S)
     secret = new_secret()
     now = ctx.now()
     with ctx.uow() as uow:

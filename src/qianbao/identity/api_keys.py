@@ -33,7 +33,8 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from qianbao.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from qianbao import invalid
+from qianbao.errors import Conflict, NotFound, Unauthenticated
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.errors import SignatureReplayed
@@ -95,18 +96,19 @@ def secret_hash(secret: str) -> str:
 
 def clean_name(name: object) -> str:
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= MAX_NAME or not name.isprintable():
-        raise InvalidInput(f"name must be 1 to {MAX_NAME} printable characters", field="name")
+        raise invalid.text_length("name", MAX_NAME, printable=True)
     return name.strip()
 
 
 def clean_scopes(scopes: object) -> tuple[str, ...]:
     if not isinstance(scopes, list | tuple) or not scopes:
-        raise InvalidInput(f"scopes must be a non-empty list from {', '.join(SCOPES)}", field="scopes")
+        raise invalid.only_from("scopes", SCOPES, f"scopes must be a non-empty list from {', '.join(SCOPES)}")
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown:
-        raise InvalidInput(
+        raise invalid.only_from(
+            "scopes",
+            SCOPES,
             f"unknown scope(s); allowed: {', '.join(SCOPES)}",
-            field="scopes",
             unknown=[str(s) for s in unknown],
         )
     return tuple(s for s in SCOPES if s in scopes)  # canonical order, no duplicates
@@ -138,7 +140,7 @@ def _actor(principal: Principal, info: RequestInfo) -> audit.Actor:
 
 def _owner(principal: Principal) -> str:
     if principal.kind is not PrincipalKind.USER or principal.user_id is None:
-        raise InvalidInput("API keys are managed by a signed-in user")
+        raise invalid.needs_user()
     return principal.user_id
 
 
@@ -234,7 +236,7 @@ def list_keys(
     query = select(api_keys).where(api_keys.c.owner_user_id == owner).order_by(api_keys.c.id.desc())
     if cursor:
         if not _KEY_ID.fullmatch(cursor):
-            raise InvalidInput("cursor is not valid", field="cursor")
+            raise invalid.cursor()
         query = query.where(api_keys.c.id < cursor)
     with ctx.db.read() as conn:
         rows = conn.execute(query.limit(limit + 1)).all()

@@ -33,8 +33,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from qianbao import invalid
 from qianbao.clock import rfc3339, to_us
-from qianbao.errors import Conflict, Forbidden, InvalidInput, NotFound, QianbaoError
+from qianbao.errors import Conflict, Forbidden, NotFound, QianbaoError
 from qianbao.identity import kyc_records
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, RequestInfo
@@ -115,16 +116,14 @@ def _action(value: object) -> Action:
     try:
         return Action(str(value))
     except ValueError:
-        raise InvalidInput(
-            f"action must be one of {', '.join(a.value for a in Action)}", field="action"
-        ) from None
+        raise invalid.one_of("action", [a.value for a in Action]) from None
 
 
 def _note(note: object) -> str | None:
     if note is None:
         return None
     if not isinstance(note, str) or len(note) > 500 or not note.isprintable():
-        raise InvalidInput("note must be at most 500 printable characters", field="note")
+        raise invalid.too_long("note", 500, printable=True)
     return note.strip() or None
 
 
@@ -134,10 +133,12 @@ def _note(note: object) -> str | None:
 def _limit_params(ctx: IdentityContext, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
     unknown = sorted(set(params) - {"user_id", "expires_at", *LIMIT_FIELDS})
     if unknown:
-        raise InvalidInput(f"unknown parameter(s): {', '.join(unknown)}", field="params")
+        raise invalid.because(
+            "extra_field", f"unknown parameter(s): {', '.join(unknown)}", field=f"params.{unknown[0]}"
+        )
     user_id = params.get("user_id")
     if not isinstance(user_id, str) or not user_id:
-        raise InvalidInput("params.user_id is required", field="params.user_id")
+        raise invalid.required("params.user_id")
     known_id(user_id, "user")
     clean: dict[str, Any] = {"user_id": user_id}
     for name in LIMIT_FIELDS:
@@ -145,18 +146,21 @@ def _limit_params(ctx: IdentityContext, params: dict[str, Any]) -> tuple[dict[st
         if value is None:
             continue
         if type(value) is not int or not 0 <= value <= MAX_AMOUNT:
-            raise InvalidInput(f"params.{name} is a whole number of fen, 0 or more", field=f"params.{name}")
+            raise invalid.amount_range(f"params.{name}", 0, MAX_AMOUNT)
         clean[name] = value
     if not any(name in clean for name in LIMIT_FIELDS):
-        raise InvalidInput(f"give at least one of {', '.join(LIMIT_FIELDS)}", field="params")
+        raise invalid.at_least_one_of("params", LIMIT_FIELDS)
     expires = params.get("expires_at")
     if expires is not None:
         expires_us = _parse_time(expires, "params.expires_at")
         if expires_us <= ctx.now():
-            raise InvalidInput("params.expires_at must be in the future", field="params.expires_at")
+            raise invalid.because(
+                "in_future", "params.expires_at must be in the future", field="params.expires_at"
+            )
         if "balance_cap" in clean:
             # A cap lives on as the wallets' ledger ceiling, which nothing lowers when the override lapses.
-            raise InvalidInput(
+            raise invalid.because(
+                "cap_cannot_expire",
                 "a balance_cap override cannot expire: request a new override to change it later",
                 field="params.expires_at",
             )
@@ -176,18 +180,25 @@ def _parse_time(value: object, field: str) -> int:
             raise ValueError(value)
         return to_us(parsed)
     except (ValueError, OverflowError):
-        raise InvalidInput(f"{field} must be an RFC 3339 time with a zone", field=field) from None
+        raise invalid.date_time(field) from None
 
 
 def _hold_params(ctx: IdentityContext, params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     if set(params) != {"transfer_id"} or not isinstance(params["transfer_id"], str):
-        raise InvalidInput('params must be {"transfer_id": "…"}', field="params")
+        raise invalid.because(
+            "params_exactly",
+            'params must be {"transfer_id": "…"}',
+            field="params",
+            params={"names": ["transfer_id"]},
+        )
     transfer_id = params["transfer_id"]
     found = LedgerReader(ctx.db).get_transfer(transfer_id)
     if found is None:
         raise NotFound("no such transfer")
     if found.transfer.kind is not TransferKind.PENDING:
-        raise InvalidInput("the transfer is not a hold (a pending transfer)", field="params.transfer_id")
+        raise invalid.because(
+            "not_a_hold", "the transfer is not a hold (a pending transfer)", field="params.transfer_id"
+        )
     if found.pending_status is not PendingStatus.PENDING:
         raise Conflict(f"the hold is already {found.pending_status}")
     return {"transfer_id": transfer_id}, _hold_owner(ctx, found.transfer.debit_account_id)
@@ -196,7 +207,12 @@ def _hold_params(ctx: IdentityContext, params: dict[str, Any]) -> tuple[dict[str
 def _kyc_params(ctx: IdentityContext, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """`{"application_id"}` of a pending tier-1 application; the stored params also name its user."""
     if set(params) != {"application_id"} or not isinstance(params["application_id"], str):
-        raise InvalidInput('params must be {"application_id": "…"}', field="params")
+        raise invalid.because(
+            "params_exactly",
+            'params must be {"application_id": "…"}',
+            field="params",
+            params={"names": ["application_id"]},
+        )
     with ctx.db.read() as conn:
         row = _pending_enhanced(conn, params["application_id"], lock=False)
     return {"application_id": row.id, "user_id": row.user_id}, str(row.user_id)
@@ -215,7 +231,11 @@ def _pending_enhanced(conn: Connection, application_id: str, *, lock: bool) -> A
         if row.status != "pending":
             raise Conflict(f"the application was already {row.status}", application_status=row.status)
     if int(row.target_tier) != kyc_records.ENHANCED_TIER:
-        raise InvalidInput("the application is not for tier 1 (enhanced)", field="params.application_id")
+        raise invalid.because(
+            "not_enhanced_application",
+            "the application is not for tier 1 (enhanced)",
+            field="params.application_id",
+        )
     open_requests = conn.execute(
         select(approvals.c.id, approvals.c.params).where(
             approvals.c.action == Action.KYC_ENHANCED.value, approvals.c.status == "pending"
@@ -251,7 +271,7 @@ def request_approval(
     kind = _action(action)
     require(operator, ACTION_ROLES[kind], f"requesting {kind.value}")
     if not isinstance(params, dict):
-        raise InvalidInput("params must be an object", field="params")
+        raise invalid.because("not_object", "params must be an object", field="params")
     # A KYC approval's reason becomes the application's reason, which holds 200 characters.
     why = clean_reason(reason, max_length=200 if kind is Action.KYC_ENHANCED else 500)
     subject: str | None
@@ -306,11 +326,11 @@ def list_approvals(
     query = select(approvals).order_by(approvals.c.id.desc())
     if status is not None:
         if status not in STATUSES:
-            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
+            raise invalid.one_of("status", STATUSES)
         query = query.where(approvals.c.status == status)
     if cursor:
         if not _APPROVAL_ID.fullmatch(cursor):
-            raise InvalidInput("cursor is not valid", field="cursor")
+            raise invalid.cursor()
         query = query.where(approvals.c.id < cursor)
     with ctx.db.read() as conn:
         rows = conn.execute(query.limit(limit + 1)).all()
@@ -447,7 +467,9 @@ def _execute_limit_override(
             None if params.get("expires_at") is None else _parse_time(params["expires_at"], "expires_at")
         )
         if expires is not None and expires <= now:
-            raise InvalidInput("the override would already have expired")
+            raise invalid.because(
+                "in_future", "the override would already have expired", field="params.expires_at"
+            )
         with ctx.db.write() as conn:
             old_cap = conn.execute(
                 select(limit_overrides.c.balance_cap).where(limit_overrides.c.user_id == user_id)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from qianbao.errors import Conflict, InvalidInput, Unauthenticated
+from collections.abc import Sequence
+
+from qianbao.error_codes import user_text
+from qianbao.errors import Conflict, InvalidInput, Unauthenticated, WeakCredential
+from qianbao.identity.credentials import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 
 
 class VerificationFailed(InvalidInput):
@@ -59,3 +63,30 @@ class PasskeyAlreadyRegistered(Conflict):
     """The passkey (its credential id) is already registered, to this or another account."""
 
     code = "passkey_already_registered"
+
+
+def weak_password(problems: Sequence[str]) -> WeakCredential:
+    """`weak_password` for the policy's `problems` (stable codes, in order); the message says the first."""
+    first = problems[0]
+    params = {"too_short": {"min": PASSWORD_MIN_LENGTH}, "too_long": {"max": PASSWORD_MAX_LENGTH}}.get(
+        first, {}
+    )
+    return WeakCredential(
+        "weak_password",
+        f"the password is not acceptable: {', '.join(problems)}",
+        reasons=list(problems),
+        user_text=user_text("weak_password", first, **params),
+    )
+
+
+def weak_pin(problems: Sequence[str]) -> WeakCredential:
+    """`weak_pin` for the PIN policy's `problems`; `not_six_digits` says the PIN must be six digits (a
+    typing matter: check what was entered, rather than choose a harder PIN)."""
+    extra = {"next_step": "check_input"} if problems[0] == "not_six_digits" else {}
+    return WeakCredential(
+        "weak_pin",
+        f"the PIN is too easy to guess: {', '.join(problems)}",
+        reasons=list(problems),
+        user_text=user_text("weak_pin", problems[0]),
+        **extra,
+    )

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, insert, select, text
 from stdnum import luhn
 from stdnum.cn import ric
 
+from qianbao import invalid
 from qianbao.clock import from_us
 from qianbao.config import TierLimits
 from qianbao.errors import Conflict, InvalidInput
@@ -97,23 +98,33 @@ def clean_id_number(value: str, now_us: int) -> str:
     """A valid resident ID number (checksum, birth date, place code) of someone aged 16 or more,
     compacted and upper-case (`11010119900307451x` → `11010119900307451X`). Errors never echo it."""
     if not isinstance(value, str) or not value.strip() or len(value) > 32 or not value.isascii():
-        raise InvalidInput("id_number must be an 18-character resident ID number", field="id_number")
+        raise invalid.because(
+            "id_number", "id_number must be an 18-character resident ID number", field="id_number"
+        )
     number = "".join(value.split()).replace("-", "").upper()
     if not ric.is_valid(number):
-        raise InvalidInput(
-            "id_number is not a valid resident ID number", field="id_number", reason="invalid_id_number"
+        raise invalid.because(
+            "id_number",
+            "id_number is not a valid resident ID number",
+            field="id_number",
+            reason="invalid_id_number",
         )
     birth = ric.get_birth_date(number)
     today = local_today(now_us)
     age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
     if birth > today or age > MAX_AGE_YEARS:
-        raise InvalidInput(
-            "id_number has an impossible birth date", field="id_number", reason="invalid_birth_date"
+        raise invalid.because(
+            "birth_date",
+            "id_number has an impossible birth date",
+            field="id_number",
+            reason="invalid_birth_date",
         )
     if age < MIN_AGE_YEARS:
-        raise InvalidInput(
+        raise invalid.because(
+            "too_young",
             f"identity verification needs an age of at least {MIN_AGE_YEARS}",
             field="id_number",
+            params={"years": MIN_AGE_YEARS},
             reason="too_young",
         )
     return str(number)
@@ -122,15 +133,27 @@ def clean_id_number(value: str, now_us: int) -> str:
 def clean_account_number(value: str) -> str:
     """12 to 19 ASCII digits (spaces and dashes ignored) with a valid Luhn check digit."""
     if not isinstance(value, str) or len(value) > 40:
-        raise InvalidInput("account_number must be 12 to 19 digits", field="account_number")
+        raise _card_digits()
     digits = "".join(value.split()).replace("-", "")
     if not (digits.isascii() and digits.isdigit() and 12 <= len(digits) <= 19):
-        raise InvalidInput("account_number must be 12 to 19 digits", field="account_number")
+        raise _card_digits()
     if not luhn.is_valid(digits):
-        raise InvalidInput(
-            "account_number fails its check digit", field="account_number", reason="invalid_check_digit"
+        raise invalid.because(
+            "check_digit",
+            "account_number fails its check digit",
+            field="account_number",
+            reason="invalid_check_digit",
         )
     return digits
+
+
+def _card_digits() -> InvalidInput:
+    return invalid.because(
+        "digits_count",
+        "account_number must be 12 to 19 digits",
+        field="account_number",
+        params={"min": 12, "max": 19},
+    )
 
 
 # -- use cases -------------------------------------------------------------------------------------
@@ -138,7 +161,7 @@ def clean_account_number(value: str) -> str:
 
 def _user_id(principal: Principal) -> str:
     if principal.user_id is None:
-        raise InvalidInput("this operation needs a user")
+        raise invalid.needs_user()
     return principal.user_id
 
 
@@ -249,7 +272,7 @@ def verify_bank_account(
     try:
         holder = clean_name(account_name)
     except InvalidInput as exc:
-        raise InvalidInput(exc.detail.replace("name", "account_name", 1), field="account_name") from exc
+        raise invalid.renamed(exc, "account_name") from exc
     ports = ports or ports_for(ctx.settings)
     with ctx.db.read() as conn:
         row = credential_row(conn, user_id)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from qianbao.errors import InvalidInput, NotFound
+from qianbao import invalid
+from qianbao.errors import NotFound
 from qianbao.identity import approvals
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.kyc_records import (
@@ -36,7 +37,7 @@ def clean_note(note: str | None) -> str | None:
     if note is None:
         return None
     if not isinstance(note, str) or len(note) > MAX_NOTE_LENGTH or not note.isprintable():
-        raise InvalidInput(f"note must be up to {MAX_NOTE_LENGTH} printable characters", field="note")
+        raise invalid.too_long("note", MAX_NOTE_LENGTH, printable=True)
     return note.strip() or None
 
 
@@ -45,15 +46,15 @@ def list_applications(
 ) -> tuple[list[Application], str | None]:
     """The review queue, oldest first; `cursor` is the last id of the previous page."""
     if status is not None and status not in KYC_STATUSES:
-        raise InvalidInput(f"status must be one of {', '.join(KYC_STATUSES)}", field="status")
+        raise invalid.one_of("status", KYC_STATUSES)
     if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
+        raise invalid.out_of_range("limit", 1, MAX_PAGE)
     query = select(kyc_applications).order_by(kyc_applications.c.id).limit(limit + 1)
     if status is not None:
         query = query.where(kyc_applications.c.status == status)
     if cursor:
         if not APPLICATION_ID.fullmatch(cursor):
-            raise InvalidInput("cursor is not valid", field="cursor")
+            raise invalid.cursor()
         query = query.where(kyc_applications.c.id > cursor)
     with ctx.db.read() as conn:
         rows = conn.execute(query).all()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, update
 from sqlalchemy.exc import IntegrityError
 
+from qianbao import invalid
 from qianbao.errors import InvalidInput
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.errors import PhoneTaken
@@ -37,9 +38,7 @@ def clean_new_phone(text: str) -> str:
     try:
         return normalise_phone(text)
     except InvalidInput as exc:
-        raise InvalidInput(
-            "new_phone is not a valid phone number", field="new_phone", reason="invalid_phone"
-        ) from exc
+        raise invalid.phone("new_phone") from exc
 
 
 def set_phone(ctx: IdentityContext, conn: Connection, user_id: str, phone: str, now: int) -> int:

@@ -33,17 +33,18 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
 
+from qianbao import invalid
+from qianbao.error_codes import user_text
 from qianbao.errors import (
     Conflict,
     Forbidden,
-    InvalidInput,
     NotFound,
     QianbaoError,
     Unauthenticated,
-    WeakCredential,
 )
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.credentials import password_problems
+from qianbao.identity.errors import weak_password
 from qianbao.identity.model import Principal, PrincipalKind, RequestInfo
 from qianbao.identity.sessions import TOKEN_PREFIX, token_hash
 from qianbao.identity.tables import operators, sessions
@@ -140,20 +141,19 @@ def operator_actor(principal: Principal, info: RequestInfo) -> audit.Actor:
 
 def clean_username(username: object) -> str:
     if not isinstance(username, str) or not USERNAME.fullmatch(username.strip().lower()):
-        raise InvalidInput(
-            "username must be 3 to 64 characters: a letter, then letters, digits, '.', '_' or '-'",
-            field="username",
+        raise invalid.invalid_format(
+            "username", "username must be 3 to 64 characters: a letter, then letters, digits, '.', '_' or '-'"
         )
     return username.strip().lower()
 
 
 def clean_roles(roles: object) -> tuple[str, ...]:
     if not isinstance(roles, list | tuple) or not roles:
-        raise InvalidInput(f"give at least one role from {', '.join(ROLES)}", field="roles")
+        raise invalid.only_from("roles", ROLES, f"give at least one role from {', '.join(ROLES)}")
     unknown = sorted({str(r) for r in roles if r not in ROLES})
     if unknown:
-        raise InvalidInput(
-            f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}", field="roles"
+        raise invalid.only_from(
+            "roles", ROLES, f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}"
         )
     return tuple(r for r in ROLES if r in roles)
 
@@ -171,13 +171,11 @@ def create_operator(
     name = clean_username(username)
     shown = display_name.strip() if isinstance(display_name, str) else ""
     if not 1 <= len(shown) <= MAX_DISPLAY_NAME or not shown.isprintable():
-        raise InvalidInput(f"the display name must be 1 to {MAX_DISPLAY_NAME} printable characters")
+        raise invalid.text_length("display_name", MAX_DISPLAY_NAME, printable=True)
     granted = clean_roles(roles)
     problems = password_problems(password, personal=[name, shown])
     if problems:
-        raise WeakCredential(
-            "weak_password", f"the password is not acceptable: {', '.join(problems)}", reasons=problems
-        )
+        raise weak_password(problems)
     secret = new_totp_secret()
     password_hash = ctx.hasher.hash(password)
     now = ctx.now()
@@ -260,8 +258,10 @@ def sign_in(
     ctx: IdentityContext, *, username: str, password: str, totp_code: str, info: RequestInfo
 ) -> OperatorSession:
     """Password and TOTP, both required. Failures are throttled and audited, and never say which was wrong."""
-    if not all(isinstance(v, str) and v for v in (username, password, totp_code)):
-        raise InvalidInput("username, password and totp_code are required")
+    given = {"username": username, "password": password, "totp_code": totp_code}
+    missing = [name for name, value in given.items() if not (isinstance(value, str) and value)]
+    if missing:
+        raise invalid.required(missing[0], "username, password and totp_code are required")
     name = username.strip().lower()[:64]
     limits = (("password_account", f"operator:{name}"), ("password_ip", info.ip))
     for rule, ident in limits:
@@ -310,7 +310,11 @@ def sign_in(
                     ctx.limiter.hit(rule, ident)
                 except QianbaoError:  # noqa: S110 - the refusal below is the answer either way
                     pass
-        raise Unauthenticated("the username, password or authenticator code is wrong")
+        raise Unauthenticated(
+            "the username, password or authenticator code is wrong",
+            user_text=user_text("unauthenticated", "operator_credentials"),
+            next_step="check_input",
+        )
     ctx.limiter.reset("password_account", f"operator:{name}")
     return issued
 
@@ -368,5 +372,5 @@ def require(principal: Principal, allowed: frozenset[str] | tuple[str, ...], wha
 def clean_reason(reason: object, *, max_length: int = 500) -> str:
     """Why an operator acts: free text, required, kept in the audit log."""
     if not isinstance(reason, str) or not 3 <= len(reason.strip()) <= max_length or not reason.isprintable():
-        raise InvalidInput(f"reason must be 3 to {max_length} printable characters", field="reason")
+        raise invalid.text_length("reason", max_length, minimum=3, printable=True)
     return reason.strip()

@@ -18,7 +18,8 @@ from typing import Any, Final
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from qianbao.errors import Conflict, InvalidInput, NotFound, RateLimited, Unauthenticated
+from qianbao import invalid
+from qianbao.errors import Conflict, NotFound, RateLimited, Unauthenticated
 from qianbao.identity import passkeys as webauthn
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
@@ -112,7 +113,7 @@ def _clean_passkey_name(name: str | None, count: int) -> str:
         return f"Passkey {count + 1}"
     clean = name.strip()
     if not 1 <= len(clean) <= MAX_PASSKEY_NAME or not clean.isprintable():
-        raise InvalidInput(f"name must be 1 to {MAX_PASSKEY_NAME} printable characters", field="name")
+        raise invalid.text_length("name", MAX_PASSKEY_NAME, printable=True)
     return clean
 
 

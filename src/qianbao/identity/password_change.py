@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from qianbao.errors import InvalidInput
+from qianbao import invalid
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFacts
@@ -29,7 +29,7 @@ def change_password(
 ) -> int:
     """Set a new password; returns how many other sessions were ended."""
     if principal.user_id is None:
-        raise InvalidInput("this operation needs a user")
+        raise invalid.needs_user()
     user_id = principal.user_id
     with ctx.db.read() as conn:
         row = credential_row(conn, user_id)

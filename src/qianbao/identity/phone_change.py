@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, select
 
+from qianbao import invalid
 from qianbao.errors import Forbidden, InvalidInput, Locked
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
@@ -73,9 +74,7 @@ def request_phone_change(
     _changeable(row.status)
     old_phone = ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher"))
     if new_phone == old_phone:
-        raise InvalidInput(
-            "new_phone is this account's number already", field="new_phone", reason="same_phone"
-        )
+        raise _same_phone()
     reasons = ctx.step_up_policy.reasons(
         StepUpFacts(Operation.CHANGE_PHONE, device_trusted=principal.device_trusted)
     )
@@ -134,9 +133,7 @@ def confirm_phone_change(
     _changeable(row.status)
     old_phone = ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher"))
     if new_phone == old_phone:
-        raise InvalidInput(
-            "new_phone is this account's number already", field="new_phone", reason="same_phone"
-        )
+        raise _same_phone()
     # Both codes first, so this endpoint cannot be used to probe which numbers are registered.
     old_verification = _checked_code(ctx, old_phone, "phone_change_old", old_code, "old_code")
     new_verification = _checked_code(ctx, new_phone, "phone_change_new", new_code, "new_code")
@@ -195,4 +192,10 @@ def _actor(principal: Principal, info: RequestInfo) -> audit.Actor:
         ip=info.ip,
         device_id=principal.device_id,
         session_id=principal.session_id,
+    )
+
+
+def _same_phone() -> InvalidInput:
+    return invalid.because(
+        "same_phone", "new_phone is this account's number already", field="new_phone", reason="same_phone"
     )

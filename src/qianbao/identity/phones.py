@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import phonenumbers
 
-from qianbao.errors import InvalidInput
+from qianbao import invalid
 
 DEFAULT_REGION = "CN"
 
@@ -12,13 +12,13 @@ DEFAULT_REGION = "CN"
 def normalise_phone(text: str, region: str = DEFAULT_REGION) -> str:
     """`138 0013 8000` or `+86 138-0013-8000` → `+8613800138000`; InvalidInput unless a valid number."""
     if not isinstance(text, str) or not text.strip() or len(text) > 32:
-        raise InvalidInput("phone must be a phone number", field="phone", reason="invalid_phone")
+        raise invalid.phone("phone", "phone must be a phone number")
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidInput("phone is not a phone number", field="phone", reason="invalid_phone") from exc
+        raise invalid.phone("phone", "phone is not a phone number") from exc
     if not phonenumbers.is_valid_number(number):
-        raise InvalidInput("phone is not a valid number", field="phone", reason="invalid_phone")
+        raise invalid.phone("phone", "phone is not a valid number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
+from qianbao import invalid
 from qianbao.clock import rfc3339
-from qianbao.errors import Conflict, InvalidInput, Locked, WeakCredential
+from qianbao.errors import Conflict, Locked
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.credentials import pin_problems
+from qianbao.identity.errors import weak_pin
 from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFacts
 from qianbao.identity.tables import users
 from qianbao.identity.users import credential_row
@@ -30,12 +32,14 @@ def lock_seconds(base_s: int, lockouts_before: int) -> int:
 def verify_pin(ctx: IdentityContext, user_id: str, pin: str) -> bool:
     """True for the right PIN. Raises Locked while locked; counts failures in its own transaction."""
     if not isinstance(pin, str):
-        raise InvalidInput("pin must be six digits", field="pin")
+        raise invalid.six_digits("pin")
     now = ctx.now()
     with ctx.db.write() as conn:
         row = credential_row(conn, user_id, lock=True)
         if row.pin_hash is None:
-            raise InvalidInput("no payment PIN is set: set one first", field="pin", reason="pin_not_set")
+            raise invalid.because(
+                "pin_not_set", "no payment PIN is set: set one first", field="pin", reason="pin_not_set"
+            )
         if row.pin_locked_until is not None and row.pin_locked_until > now:
             retry = max(1, (row.pin_locked_until - now + 999_999) // 1_000_000)
             raise Locked(
@@ -100,16 +104,14 @@ def set_pin(
     """Set the first PIN, or replace it after a step-up (a security-setting change)."""
     assert principal.user_id is not None  # noqa: S101 - routes only call this for users
     if not isinstance(pin, str):
-        raise InvalidInput("pin must be six digits", field="pin")
+        raise invalid.six_digits("pin")
     with ctx.db.read() as conn:
         row = credential_row(conn, principal.user_id)
     # A PIN the policy refuses is refused before any challenge is asked for (bad input changes nothing).
     phone = ctx.keys.decrypt(row.phone_cipher, context=context("users", "phone_cipher"))
     problems = pin_problems(pin, phone=phone)
     if problems:
-        raise WeakCredential(
-            "weak_pin", f"the PIN is too easy to guess: {', '.join(problems)}", reasons=problems
-        )
+        raise weak_pin(problems)
     if row.pin_hash is not None:
         reasons = ctx.step_up_policy.reasons(
             StepUpFacts(Operation.CHANGE_PIN, device_trusted=principal.device_trusted)

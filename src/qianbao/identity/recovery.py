@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select, update
 
+from qianbao import invalid
 from qianbao.errors import InvalidInput, Locked
 from qianbao.identity import pin as pins
 from qianbao.identity import proofs
@@ -88,20 +89,22 @@ class _Refused(Exception):
 def normalise_id_number(text: object) -> str:
     """An ID number as the blind index expects it: upper-case, without spaces or dashes."""
     if not isinstance(text, str):
-        raise InvalidInput("id_number must be text", field="id_number")
+        raise invalid.not_text("id_number")
     cleaned = "".join(text.split()).replace("-", "").upper()  # as KYC stores it (identity/kyc.py)
     if not 1 <= len(cleaned) <= MAX_ID_NUMBER_LENGTH or not (cleaned.isascii() and cleaned.isalnum()):
-        raise InvalidInput(
-            f"id_number must be 1 to {MAX_ID_NUMBER_LENGTH} letters and digits", field="id_number"
+        raise invalid.because(
+            "id_number",
+            f"id_number must be 1 to {MAX_ID_NUMBER_LENGTH} letters and digits",
+            field="id_number",
         )
     return cleaned
 
 
 def _second_factor(proof: SecondFactorProof) -> SecondFactorProof:
     if proof.method not in SECOND_FACTOR_METHODS:
-        raise InvalidInput("second_factor.method must be totp or recovery_code", field="second_factor")
+        raise invalid.one_of("second_factor.method", SECOND_FACTOR_METHODS)
     if not isinstance(proof.code, str) or not proof.code or len(proof.code) > 64:
-        raise InvalidInput("second_factor.code is required", field="second_factor")
+        raise invalid.required("second_factor.code")
     return proof
 
 
@@ -192,7 +195,7 @@ def recover_phone(
     clean_id = normalise_id_number(id_number)
     new_phone = clean_new_phone(new_phone_text)
     if not isinstance(pin, str):
-        raise InvalidInput("pin must be six digits", field="pin")
+        raise invalid.six_digits("pin")
     proof = _second_factor(second_factor)
     id_index = ctx.keys.digest(ID_NUMBER, clean_id)
     if info.ip:
@@ -330,7 +333,7 @@ def reset_password(
     """`POST /v1/recovery/password`: a `password_reset` code (+ a second factor if TOTP is enrolled)."""
     phone = normalise_phone(phone_text)
     if not isinstance(new_password, str) or not new_password:
-        raise InvalidInput("new_password is required", field="new_password")
+        raise invalid.required("new_password")
     proof = None if second_factor is None else _second_factor(second_factor)
     verification_id = check_code(ctx, phone, "password_reset", code)
     with ctx.db.read() as conn:

@@ -21,7 +21,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from qianbao.errors import Conflict, InvalidInput
+from qianbao import invalid
+from qianbao.errors import Conflict
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFacts
@@ -34,7 +35,7 @@ PHONE = context("users", "phone_cipher")
 
 def user_id_of(principal: Principal) -> str:
     if principal.user_id is None:
-        raise InvalidInput("this operation needs a user")
+        raise invalid.needs_user()
     return principal.user_id
 
 

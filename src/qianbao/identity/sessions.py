@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, bindparam, insert, select, update
 
-from qianbao.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unauthenticated
+from qianbao import invalid
+from qianbao.error_codes import user_text
+from qianbao.errors import Forbidden, NotFound, RateLimited, Unauthenticated
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, PrincipalKind, RequestInfo
 from qianbao.identity.phones import normalise_phone
@@ -67,7 +69,7 @@ def clean_device_key(device_key: str | None) -> str | None:
         or not 1 <= len(device_key) <= MAX_DEVICE_KEY
         or not device_key.isprintable()
     ):
-        raise InvalidInput(f"device_id must be 1 to {MAX_DEVICE_KEY} printable characters", field="device_id")
+        raise invalid.text_length("device_id", MAX_DEVICE_KEY, printable=True)
     return device_key
 
 
@@ -181,7 +183,7 @@ def sign_in_with_password(
     phone = normalise_phone(phone_text)
     clean_device_key(device_key)
     if not isinstance(password, str) or not password:
-        raise InvalidInput("password is required", field="password")
+        raise invalid.required("password")
     # Before spending a hash: a locked-out IP costs the attacker nothing to ask again. The account's
     # counter takes every attempt *before* the check (a success resets it), so a burst of concurrent
     # guesses cannot all slip past a limit that would only be counted after each failure.
@@ -215,7 +217,12 @@ def sign_in_with_password(
                 ctx.limiter.hit("password_ip", info.ip)
             except RateLimited:
                 pass  # the failure below is the answer either way
-        raise Unauthenticated("the phone number or password is wrong")
+        # Which of the two was wrong is not said: that would tell who has an account.
+        raise Unauthenticated(
+            "the phone number or password is wrong",
+            user_text=user_text("unauthenticated", "bad_credentials"),
+            next_step="check_input",
+        )
     ctx.limiter.reset("password_account", phone)
     if ctx.hasher.needs_rehash(row.password_hash):
         with ctx.db.write() as conn:

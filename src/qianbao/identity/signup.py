@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert, select, update
 
-from qianbao.errors import InvalidInput, WeakCredential
+from qianbao import invalid
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.credentials import password_problems
-from qianbao.identity.errors import PhoneTaken, VerificationFailed
+from qianbao.identity.errors import PhoneTaken, VerificationFailed, weak_password
 from qianbao.identity.model import RequestInfo
 from qianbao.identity.phones import national_digits, normalise_phone
 from qianbao.identity.tables import devices, users, verifications
@@ -83,7 +83,7 @@ def request_verification(
 ) -> None:
     """`POST /v1/verifications`: send a code (or, for a registered number, a notice) by SMS."""
     if purpose not in ("signup", "password_reset"):
-        raise InvalidInput("purpose must be signup or password_reset", field="purpose")
+        raise invalid.one_of("purpose", ["signup", "password_reset"])
     phone = normalise_phone(phone_text)
     ctx.limiter.hit("otp_send_phone", phone)
     if info.ip:
@@ -152,23 +152,21 @@ def use_code(conn: Connection, verification_id: str, now_us: int) -> None:
 
 def clean_name(name: str) -> str:
     if not isinstance(name, str):
-        raise InvalidInput("name must be text", field="name")
+        raise invalid.because("not_text", "name must be text", field="name", params={"field": "full_name"})
     cleaned = unicodedata.normalize("NFC", " ".join(name.split()))
     if not cleaned or len(cleaned) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"name must be 1 to {MAX_NAME_LENGTH} characters", field="name")
+        raise invalid.text_length("name", MAX_NAME_LENGTH, shown="full_name")
     if any(unicodedata.category(ch).startswith("C") for ch in cleaned):
-        raise InvalidInput("name must not contain control characters", field="name")
+        raise invalid.control_characters("name", shown="full_name")
     return cleaned
 
 
 def check_password(password: str, *, phone: str, name: str) -> None:
     if not isinstance(password, str):
-        raise InvalidInput("password must be text", field="password")
+        raise invalid.not_text("password")
     problems = password_problems(password, personal=(name, national_digits(phone)))
     if problems:
-        raise WeakCredential(
-            "weak_password", f"the password is not acceptable: {', '.join(problems)}", reasons=problems
-        )
+        raise weak_password(problems)
 
 
 def register_user(

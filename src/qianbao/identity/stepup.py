@@ -20,8 +20,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, case, insert, select, update
 
+from qianbao import invalid
 from qianbao.clock import rfc3339
-from qianbao.errors import InvalidInput, NotFound, StepUpRequired
+from qianbao.errors import NotFound, StepUpRequired
 from qianbao.identity import passkeys as webauthn
 from qianbao.identity import pin as pins
 from qianbao.identity import proofs
@@ -97,7 +98,7 @@ def require_step_up(
         return None
     subject = user_id or principal.user_id
     if subject is None:
-        raise InvalidInput("this operation needs a user")
+        raise invalid.needs_user()
     binding = binding_of(operation, params)
     if step_up_header:
         return StepUpPass(subject, step_up_header, binding, principal.session_id)
@@ -229,7 +230,7 @@ def _usable(ctx: IdentityContext, row: Any, method: str) -> None:
     if row.status != "pending" or row.expires_at <= ctx.now():
         raise ChallengeInvalid("the challenge is no longer open: repeat the request for a new one")
     if method not in row.methods:
-        raise InvalidInput(f"method must be one of {', '.join(row.methods)}", field="method")
+        raise invalid.one_of("method", row.methods)
 
 
 def send_sms(ctx: IdentityContext, principal: Principal, challenge_id: str) -> None:
@@ -347,22 +348,22 @@ def _check_proof(ctx: IdentityContext, row: Any, method: str, proof: Mapping[str
     if method == Method.PIN.value:
         pin = proof.get("pin")
         if not isinstance(pin, str):
-            raise InvalidInput("pin is required", field="pin")
+            raise invalid.required("pin")
         return pins.verify_pin(ctx, row.user_id, pin)
     if method == Method.TOTP.value:
         code = proof.get("code")
         if not isinstance(code, str):
-            raise InvalidInput("code is required", field="code")
+            raise invalid.required("code")
         return proofs.check_totp(ctx, row.user_id, code)
     if method == Method.RECOVERY_CODE.value:
         code = proof.get("code")
         if not isinstance(code, str):
-            raise InvalidInput("code is required", field="code")
+            raise invalid.required("code")
         return proofs.check_recovery_code(ctx, row.user_id, code)
     if method == Method.SMS.value:
         code = proof.get("code")
         if not isinstance(code, str):
-            raise InvalidInput("code is required", field="code")
+            raise invalid.required("code")
         if row.sms_code_hash is None:
             raise ChallengeInvalid("no SMS code was sent for this challenge: send one first")
         if len(code) != 6 or not (code.isascii() and code.isdigit()):
@@ -371,8 +372,8 @@ def _check_proof(ctx: IdentityContext, row: Any, method: str, proof: Mapping[str
     if method == Method.PASSKEY.value:
         credential = proof.get("credential")
         if not isinstance(credential, (dict, str)) or row.webauthn_challenge is None:
-            raise InvalidInput("credential is required (ask for passkey options first)", field="credential")
+            raise invalid.required("credential", "credential is required (ask for passkey options first)")
         return proofs.check_passkey(
             ctx, row.user_id, credential, webauthn.from_b64url(row.webauthn_challenge)
         )
-    raise InvalidInput("unknown method", field="method")
+    raise invalid.one_of("method", row.methods)

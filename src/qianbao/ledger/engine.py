@@ -21,8 +21,9 @@ from typing import TypeVar
 
 from sqlalchemy import Connection
 
+from qianbao import invalid
 from qianbao.clock import Clock, SystemClock
-from qianbao.errors import Conflict, InvalidInput, NotFound
+from qianbao.errors import Conflict, NotFound
 from qianbao.ledger.model import (
     MAX_ACCOUNT_ID_LENGTH,
     MAX_AMOUNT,
@@ -221,7 +222,7 @@ class LedgerEngine:
     def set_balance_ceiling_in(self, conn: Connection, account_id: str, ceiling: int | None) -> Account:
         """Change an account's ceiling inside the caller's transaction (a KYC tier change, say)."""
         if ceiling is not None and (type(ceiling) is not int or not 0 <= ceiling <= MAX_AMOUNT):
-            raise InvalidInput(f"a balance ceiling is a whole number of minor units from 0 to {MAX_AMOUNT}")
+            raise invalid.amount_range("balance_cap", 0, MAX_AMOUNT)
         account = self.repo.lock_accounts(conn, [account_id]).get(account_id)
         if account is None:
             raise NotFound(f"no ledger account {account_id!r}")

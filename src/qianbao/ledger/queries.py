@@ -9,7 +9,7 @@ from typing import Literal
 
 from sqlalchemy import Connection
 
-from qianbao.errors import InvalidInput
+from qianbao import invalid
 from qianbao.ledger.model import (
     PENDING_STATUS_BY_RESOLUTION,
     Account,
@@ -115,7 +115,7 @@ class LedgerReader:
     def account_history(self, account_id: str, limit: int = 20, cursor: str | None = None) -> HistoryPage:
         """Entries touching the account, newest first; `cursor` continues from a previous page."""
         if not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+            raise invalid.out_of_range("limit", 1, MAX_PAGE)
         before = _parse_cursor(cursor)
         account = self.get_account(account_id)
         if account is None:
@@ -154,7 +154,7 @@ class LedgerReader:
         """Like `account_history`, with filters applied in SQL; the cursor is the same kind of position,
         so a page's `next_cursor` continues the same filtered listing when the filters are passed again."""
         if not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+            raise invalid.out_of_range("limit", 1, MAX_PAGE)
         before = _parse_cursor(cursor)
         f = filters or HistoryFilter()
         account = self.get_account(account_id)
@@ -236,5 +236,5 @@ def _parse_cursor(cursor: str | None) -> int:
     if cursor is None or cursor == "":
         return 2**63 - 1
     if not _CURSOR.fullmatch(cursor) or int(cursor) > 2**63 - 1:
-        raise InvalidInput("invalid cursor: pass back the next_cursor of a previous page")
+        raise invalid.cursor()
     return int(cursor)

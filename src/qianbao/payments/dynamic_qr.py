@@ -15,7 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from qianbao.errors import Conflict, InvalidInput, Locked, NotFound, QianbaoError
+from qianbao import invalid
+from qianbao.errors import Conflict, Locked, NotFound, QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.ids import new_id
@@ -84,9 +85,8 @@ def clean_order_id(order_id: object) -> str | None:
         and order_id.isprintable()
         and " " not in order_id
     ):
-        raise InvalidInput(
-            f"order_id must be 1 to {MAX_ORDER_ID} printable ASCII characters without spaces",
-            field="order_id",
+        raise invalid.invalid_format(
+            "order_id", f"order_id must be 1 to {MAX_ORDER_ID} printable ASCII characters without spaces"
         )
     return order_id
 
@@ -118,7 +118,7 @@ def create_code(
     order = clean_order_id(order_id)
     ttl = ctx.settings.dynamic_qr_ttl_s if expires_in_s is None else expires_in_s
     if type(ttl) is not int or not 30 <= ttl <= 24 * 3600:
-        raise InvalidInput("expires_in must be 30 to 86400 seconds", field="expires_in")
+        raise invalid.seconds_range("expires_in", 30, 24 * 3600)
     now = ctx.now()
     code = DynamicQr(
         id=new_id("qrc"),
@@ -137,7 +137,9 @@ def create_code(
         if merchant.status != "active":
             raise Locked("merchant_inactive", "the merchant is not active", merchant_status=merchant.status)
         if currency_code != merchant.currency:
-            raise InvalidInput(f"the merchant takes {merchant.currency}", field="currency")
+            raise invalid.currency_only(
+                "currency", merchant.currency, f"the merchant takes {merchant.currency}"
+            )
         payload_for(merchant, code)  # the amount must fit an EMVCo code before anything is stored
         uow.conn.execute(insert(merchant_qr_codes).values(**_values(code)))
         uow.emit(

@@ -43,6 +43,7 @@ from typing import Any, Literal
 import segno
 from iso4217 import Currency
 
+from qianbao import invalid
 from qianbao.errors import InvalidInput
 from qianbao.money import UnknownCurrencyError
 from qianbao.money import currency as currency_info
@@ -132,7 +133,9 @@ def crc16_ccitt_false(data: bytes | str) -> str:
 
 
 def _malformed(reason: str, detail: str, **extra: Any) -> InvalidInput:
-    return InvalidInput(detail, reason=reason, **extra)
+    if "field" in extra:  # building a code from a merchant's data: the field is what to correct
+        return InvalidInput(detail, reason=reason, **extra)
+    return invalid.because("qr_payload", detail, reason=reason, **extra)
 
 
 def _two_digits(text: str) -> bool:

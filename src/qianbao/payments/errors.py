@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qianbao.error_codes import lookup
+from qianbao.error_codes import lookup, user_text
 from qianbao.errors import Conflict, InvalidInput, LimitExceeded, NotFound, QianbaoError
 from qianbao.ledger.model import Account, ResultCode
 from qianbao.payments.inputs import MAX_PAYMENT
@@ -34,6 +34,12 @@ class CurrencyMismatch(InvalidInput):
 
 class RecipientNotFound(NotFound):
     code = "recipient_not_found"
+
+
+def recipient_not_found(detail: str, *, by: str) -> RecipientNotFound:
+    """No open wallet to pay; `by` is how it was named (`phone`, `wallet_id`, `receive_code`, or the
+    `payer_wallet_id` of a money request), which decides what the message tells the user to check."""
+    return RecipientNotFound(detail, user_text=user_text("recipient_not_found", by))
 
 
 def room_under_cap(account: Account) -> int:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Literal
 
+from qianbao import invalid
 from qianbao.clock import rfc3339, to_us
-from qianbao.errors import InvalidInput
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.identity.users import get_user
@@ -153,19 +153,20 @@ def _time_bound(text: str, field: str, *, end: bool) -> int:
         try:
             day = date.fromisoformat(text)
         except ValueError:
-            raise InvalidInput(f"{field} is not a valid date", field=field) from None
+            raise invalid.date(field) from None
         if end:  # `to` a date includes that day
             day += timedelta(days=1)
         return to_us(datetime(day.year, day.month, day.day, tzinfo=LOCAL_TZ))
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidInput(
+        raise invalid.because(
+            "date_or_date_time",
             f"{field} must be an RFC 3339 date-time (2026-11-30T08:00:00Z) or a date (2026-11-30)",
             field=field,
         ) from None
     if when.tzinfo is None:
-        raise InvalidInput(f"{field} needs a time zone offset (Z or +08:00)", field=field)
+        raise invalid.needs_time_zone(field)
     return to_us(when.astimezone(UTC)) + (1 if end else 0)  # `to` a date-time is inclusive
 
 
@@ -185,8 +186,10 @@ def history_query(
     if types is not None:
         names = {n.strip() for raw in types for n in raw.split(",") if n.strip()}
         if not names or len(names) > MAX_TYPES or not all(_TYPE.fullmatch(n) for n in names):
-            raise InvalidInput(
-                f"type must be 1 to {MAX_TYPES} of: {', '.join(transaction_types())}", field="type"
+            raise invalid.only_from(
+                "type",
+                transaction_types(),
+                f"type must be 1 to {MAX_TYPES} of: {', '.join(transaction_types())}",
             )
         wanted = frozenset(names)
     side: Literal["debit", "credit"] | None
@@ -195,23 +198,23 @@ def history_query(
     elif direction in ("debit", "credit"):
         side = "debit" if direction == "debit" else "credit"
     else:
-        raise InvalidInput("direction must be debit or credit", field="direction")
+        raise invalid.one_of("direction", ["debit", "credit"])
     since_us = None if since is None else _time_bound(since, "from", end=False)
     until_us = None if until is None else _time_bound(until, "to", end=True)
     if since_us is not None and until_us is not None and since_us >= until_us:
-        raise InvalidInput("from must be before to", field="from")
+        raise invalid.before("from", "to")
     if counterparty is not None and not _ACCOUNT_ID.fullmatch(counterparty):
-        raise InvalidInput("counterparty must be a wallet id", field="counterparty")
+        raise invalid.invalid_format("counterparty", "counterparty must be a wallet id")
     for name, value in (("min_amount", min_amount), ("max_amount", max_amount)):
         if value is not None and not 0 <= value <= MAX_PAYMENT:
-            raise InvalidInput(f"{name} must be from 0 to {MAX_PAYMENT} minor units", field=name)
+            raise invalid.amount_range(name, 0, MAX_PAYMENT)
     if min_amount is not None and max_amount is not None and min_amount > max_amount:
-        raise InvalidInput("min_amount must not be above max_amount", field="min_amount")
+        raise invalid.not_above("min_amount", "max_amount")
     needle = None
     if text is not None:
         needle = unicodedata.normalize("NFC", text.strip()).casefold()
         if not needle or len(needle) > MAX_QUERY_TEXT or not needle.isprintable():
-            raise InvalidInput(f"q must be 1 to {MAX_QUERY_TEXT} printable characters", field="q")
+            raise invalid.text_length("q", MAX_QUERY_TEXT, printable=True)
     return HistoryQuery(
         types=wanted,
         direction=side,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 
-from qianbao.errors import InvalidInput
+from qianbao import invalid
 from qianbao.identity.model import Principal
 from qianbao.money import UnknownCurrencyError, currency
 
@@ -21,23 +21,21 @@ MAX_MEMO_LENGTH = 140
 def check_amount(amount: object, currency_code: object) -> None:
     """A payment amount: whole minor units, 1 to 10^15, in a known currency (422 validation_error)."""
     if type(amount) is not int or not 0 < amount <= MAX_PAYMENT:
-        raise InvalidInput(
-            f"amount must be a whole number of minor units from 1 to {MAX_PAYMENT}", field="amount"
-        )
+        raise invalid.amount_range("amount", 1, MAX_PAYMENT)
     try:
         currency(currency_code)
     except (UnknownCurrencyError, TypeError) as exc:
-        raise InvalidInput("currency is not a known ISO 4217 code", field="currency") from exc
+        raise invalid.unknown_currency("currency", currency_code) from exc
 
 
 def clean_memo(memo: str | None) -> str | None:
     if memo is None:
         return None
     if not isinstance(memo, str) or len(memo) > MAX_MEMO_LENGTH:
-        raise InvalidInput(f"memo must be up to {MAX_MEMO_LENGTH} characters", field="memo")
+        raise invalid.too_long("memo", MAX_MEMO_LENGTH)
     cleaned = unicodedata.normalize("NFC", memo.strip())
     if any(unicodedata.category(ch).startswith("C") for ch in cleaned):
-        raise InvalidInput("memo must not contain control characters", field="memo")
+        raise invalid.control_characters("memo")
     return cleaned or None
 
 
@@ -49,5 +47,5 @@ def derived_id(prefix: str, scope: str, key: str) -> str:
 
 def require_user_id(principal: Principal) -> str:
     if principal.user_id is None:
-        raise InvalidInput("this operation needs a user")
+        raise invalid.needs_user()
     return principal.user_id

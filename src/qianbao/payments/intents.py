@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, insert, select, update
 
-from qianbao.errors import Conflict, InvalidInput, Locked, NotFound, QianbaoError
+from qianbao import invalid
+from qianbao.errors import Conflict, Locked, NotFound, QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, PrincipalKind
 from qianbao.ids import new_id
@@ -131,11 +132,12 @@ def _clean_url(url: object, *, sandbox: bool) -> str | None:
     if url is None:
         return None
     if not isinstance(url, str) or len(url) > MAX_URL or not url.isprintable():
-        raise InvalidInput(f"return_url must be a URL of up to {MAX_URL} characters", field="return_url")
+        raise invalid.too_long("return_url", MAX_URL)
     parts = urlsplit(url)
     schemes = ("https", "http") if sandbox else ("https",)
     if parts.scheme not in schemes or not parts.hostname or parts.username or parts.password:
-        raise InvalidInput(
+        raise invalid.because(
+            "return_url",
             "return_url must be an https URL (http too in sandbox mode) without credentials",
             field="return_url",
         )
@@ -146,9 +148,7 @@ def _clean_description(text: object) -> str | None:
     if text is None:
         return None
     if not isinstance(text, str) or not 0 < len(text.strip()) <= MAX_DESCRIPTION or not text.isprintable():
-        raise InvalidInput(
-            f"description must be 1 to {MAX_DESCRIPTION} printable characters", field="description"
-        )
+        raise invalid.text_length("description", MAX_DESCRIPTION, printable=True)
     return text.strip()
 
 
@@ -170,14 +170,16 @@ def create_intent(
     url = _clean_url(return_url, sandbox=ctx.settings.is_sandbox)
     ttl = ctx.settings.payment_intent_ttl_s if expires_in_s is None else expires_in_s
     if type(ttl) is not int or not 60 <= ttl <= 7 * 24 * 3600:
-        raise InvalidInput("expires_in must be 60 seconds to 7 days", field="expires_in")
+        raise invalid.seconds_range("expires_in", 60, 7 * 24 * 3600)
     now = ctx.now()
     with ctx.uow() as uow:
         merchant = own_merchant(uow.conn, principal, merchant_id)
         if merchant.status != "active":
             raise Locked("merchant_inactive", "the merchant is not active", merchant_status=merchant.status)
         if currency_code != merchant.currency:
-            raise InvalidInput(f"the merchant takes {merchant.currency}", field="currency")
+            raise invalid.currency_only(
+                "currency", merchant.currency, f"the merchant takes {merchant.currency}"
+            )
         intent = Intent(
             id=new_id("pi"),
             merchant_id=merchant.id,

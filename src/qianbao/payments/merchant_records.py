@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Table, insert, select
 
-from qianbao.errors import InvalidInput
+from qianbao import invalid
 from qianbao.payments.merchant_tables import merchant_payments, refunds
 from qianbao.security.fields import context
 from qianbao.security.keyring import KeyRing
@@ -247,7 +247,7 @@ def payments_page(
     if cursor is not None:
         at, _, after_id = cursor.partition(".")
         if not (at.isdigit() and after_id and len(cursor) <= 80):
-            raise InvalidInput("cursor is not one this list gave out", field="cursor")
+            raise invalid.cursor()
         query = query.where(
             (merchant_payments.c.created_at < int(at))
             | ((merchant_payments.c.created_at == int(at)) & (merchant_payments.c.id < after_id))

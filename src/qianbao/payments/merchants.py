@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from qianbao.errors import Conflict, InvalidInput, Locked, NotFound
+from qianbao import invalid
+from qianbao.errors import Conflict, Locked, NotFound
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, RequestInfo
 from qianbao.ids import new_id
@@ -72,20 +73,20 @@ def _merchant(row: Any) -> Merchant:
 
 def _clean_text(field: str, value: object, max_chars: int) -> str:
     if not isinstance(value, str):
-        raise InvalidInput(f"{field} must be text", field=field)
+        raise invalid.not_text(field)
     cleaned = unicodedata.normalize("NFC", " ".join(value.split()))
     if not cleaned or len(cleaned) > max_chars:
-        raise InvalidInput(f"{field} must be 1 to {max_chars} characters", field=field)
+        raise invalid.text_length(field, max_chars)
     if any(unicodedata.category(ch).startswith("C") for ch in cleaned):
-        raise InvalidInput(f"{field} must not contain control characters", field=field)
+        raise invalid.control_characters(field)
     return cleaned
 
 
 def clean_mcc(value: object) -> str:
     if not (isinstance(value, str) and len(value) == 4 and value.isascii() and value.isdigit()):
-        raise InvalidInput("mcc must be a four-digit merchant category code (ISO 18245)", field="mcc")
+        raise invalid.invalid_format("mcc", "mcc must be a four-digit merchant category code (ISO 18245)")
     if value == "0000":
-        raise InvalidInput("0000 is not a merchant category code", field="mcc")
+        raise invalid.invalid_format("mcc", "0000 is not a merchant category code")
     return value
 
 
@@ -146,7 +147,7 @@ def create_merchant(
     code = clean_mcc(mcc)
     currency_code = "CNY" if currency_code is None else currency_code
     if currency_code not in MERCHANT_CURRENCIES:
-        raise InvalidInput("merchants take CNY only for now", field="currency")
+        raise invalid.currency_only("currency", "CNY", "merchants take CNY only for now")
     now = ctx.now()
     merchant_id = new_id("mch")
     wallet_id = new_id("mwl")

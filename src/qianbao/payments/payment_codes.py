@@ -24,7 +24,8 @@ from barcode.writer import SVGWriter  # type: ignore[import-untyped]
 from sqlalchemy import Connection, and_, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from qianbao.errors import InvalidInput, NotFound, QianbaoError
+from qianbao import invalid
+from qianbao.errors import NotFound, QianbaoError
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.limits import local_day
@@ -110,7 +111,11 @@ def enable_device(
     """Enable payment codes on the caller's device for one of their wallets: the device and its secret."""
     user_id = require_user_id(principal)
     if principal.device_id is None:
-        raise InvalidInput("sign in with a device_id to show payment codes on this device", field="device_id")
+        raise invalid.because(
+            "device_needed",
+            "sign in with a device_id to show payment codes on this device",
+            field="device_id",
+        )
     with ctx.db.read() as conn:
         wallet = own_wallet_row(conn, user_id, wallet_id)
     proof = _setup_step_up(
@@ -344,7 +349,7 @@ def set_allowance(
         ("no_pin_daily", daily, settings.no_pin_daily),
     ):
         if type(value) is not int or not 0 <= value <= ceiling:
-            raise InvalidInput(f"{name} must be 0 to {ceiling} minor units", field=name)
+            raise invalid.amount_range(name, 0, ceiling)
     current = get_allowance(ctx, principal)
     proof = None
     if per_payment > current.per_payment or daily > current.daily:

@@ -22,6 +22,7 @@ import anyio.to_thread
 import zxingcpp
 from PIL import Image, UnidentifiedImageError
 
+from qianbao import invalid
 from qianbao.errors import InvalidInput
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
@@ -40,39 +41,43 @@ QR_ONLY = zxingcpp.barcode_formats_from_str("QRCode")
 def decode_qr_image(data: bytes) -> str:
     """The text of the first QR code in the image; InvalidInput (with a `reason`) otherwise."""
     if not data:
-        raise InvalidInput("send the image as the request body", reason="empty")
+        raise invalid.because("image_missing", "send the image as the request body", reason="empty")
     if len(data) > MAX_IMAGE_BYTES:
-        raise InvalidInput(f"images are limited to {MAX_IMAGE_BYTES // 2**20} MiB", reason="image_too_large")
+        raise _too_large(f"images are limited to {MAX_IMAGE_BYTES // 2**20} MiB")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
-                raise InvalidInput(
-                    f"the image has more than {MAX_IMAGE_PIXELS:,} pixels", reason="image_too_large"
-                )
+                raise _too_large(f"the image has more than {MAX_IMAGE_PIXELS:,} pixels")
             image.load()
     except InvalidInput:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InvalidInput("the image has too many pixels", reason="image_too_large") from exc
+        raise _too_large("the image has too many pixels") from exc
     except UnidentifiedImageError as exc:
         other = recognised_format(data)
         if other is not None:
-            raise InvalidInput(
+            raise invalid.because(
+                "unsupported_image_format",
                 f"this looks like a {other} image; only PNG, JPEG, WebP and GIF are accepted",
                 reason="unsupported_format",
+                params={"format": other},
             ) from exc
-        raise InvalidInput(
-            "this is not a PNG, JPEG, WebP or GIF image that can be read", reason="not_an_image"
+        raise invalid.because(
+            "not_an_image",
+            "this is not a PNG, JPEG, WebP or GIF image that can be read",
+            reason="not_an_image",
         ) from exc
     except (OSError, ValueError) as exc:
-        raise InvalidInput("the image is damaged or incomplete", reason="not_an_image") from exc
+        raise invalid.because(
+            "not_an_image", "the image is damaged or incomplete", reason="not_an_image"
+        ) from exc
     found = zxingcpp.read_barcodes(image.convert("L"), formats=QR_ONLY)
     texts = [r.text for r in found if r.valid and r.text]
     if not texts:
-        raise InvalidInput("no QR code was found in the image", reason="no_qr_code")
+        raise invalid.because("no_qr_code", "no QR code was found in the image", reason="no_qr_code")
     return texts[0]
 
 
@@ -101,3 +106,9 @@ async def decode_qr_image_in_thread(data: bytes) -> str:
     """`decode_qr_image` in a worker thread, at most `DECODE_CONCURRENCY` at a time (others wait their
     turn); the event loop goes on answering other requests meanwhile."""
     return await anyio.to_thread.run_sync(decode_qr_image, data, limiter=decode_slots())
+
+
+def _too_large(detail: str) -> InvalidInput:
+    return invalid.because(
+        "image_too_large", detail, reason="image_too_large", params={"max": MAX_IMAGE_BYTES // 2**20}
+    )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from qianbao.errors import InvalidInput
+from qianbao import invalid
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.ids import new_id
@@ -87,7 +87,9 @@ def _plan_for_qr(
         amount, currency_code = code.amount, code.currency
     else:
         if request.amount is None:
-            raise InvalidInput("this code has no amount: enter the amount to pay", field="amount")
+            raise invalid.because(
+                "amount_needed", "this code has no amount: enter the amount to pay", field="amount"
+            )
         amount, currency_code = request.amount, request.currency or merchant.currency
         check_amount(amount, currency_code)
     if currency_code != merchant.currency or parsed.currency not in (None, merchant.currency):

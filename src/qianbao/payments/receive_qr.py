@@ -32,7 +32,7 @@ from qianbao.identity.users import get_user
 from qianbao.ledger.model import AccountStatus
 from qianbao.ledger.queries import LedgerReader
 from qianbao.payments import emvco
-from qianbao.payments.errors import CurrencyMismatch, RecipientNotFound, decline_error
+from qianbao.payments.errors import CurrencyMismatch, decline_error, recipient_not_found
 from qianbao.payments.inputs import check_amount, require_user_id
 from qianbao.payments.scanning import (
     AmountMismatch,
@@ -166,10 +166,10 @@ def qr_recipient(
             field="qr",
         )
     if check.reason == "recipient_not_found":
-        raise RecipientNotFound("the wallet of this code does not exist or is closed")
+        raise recipient_not_found("the wallet of this code does not exist or is closed", by="receive_code")
     refuse_altered(check.differences)
     if check.wallet is None:  # pragma: no cover - every other reason has been refused above
-        raise RecipientNotFound("the wallet of this code does not exist or is closed")
+        raise recipient_not_found("the wallet of this code does not exist or is closed", by="receive_code")
     if parsed.currency != currency_code:
         raise CurrencyMismatch(f"the code asks for {parsed.currency}, not {currency_code}", field="qr")
     if parsed.amount_minor is not None and parsed.amount_minor != amount:

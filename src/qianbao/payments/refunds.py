@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, select, update
 
-from qianbao.errors import Conflict, InvalidInput, NotFound, QianbaoError
+from qianbao import invalid
+from qianbao.errors import Conflict, NotFound, QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.ids import new_id
@@ -71,10 +72,10 @@ def _clean_reason(reason: str | None) -> str | None:
     if reason is None:
         return None
     if not isinstance(reason, str) or len(reason) > MAX_MEMO_LENGTH:
-        raise InvalidInput(f"reason must be up to {MAX_MEMO_LENGTH} characters", field="reason")
+        raise invalid.too_long("reason", MAX_MEMO_LENGTH)
     cleaned = unicodedata.normalize("NFC", reason.strip())
     if any(unicodedata.category(ch).startswith("C") for ch in cleaned):
-        raise InvalidInput("reason must not contain control characters", field="reason")
+        raise invalid.control_characters("reason")
     return cleaned or None
 
 
@@ -130,13 +131,20 @@ def refund_payment(
             return _replay(done, payment)
     amount = payment.amount - payment.refunded_amount if request.amount is None else request.amount
     if request.currency is not None and request.currency != payment.currency:
-        raise InvalidInput(f"the payment was made in {payment.currency}", field="currency")
+        raise invalid.currency_only(
+            "currency", payment.currency, f"the payment was made in {payment.currency}"
+        )
     if type(amount) is not int or amount <= 0:
         if request.amount is None:  # nothing left: the payment is fully refunded
             raise RefundExceedsPayment(
                 "this payment has been refunded in full", remaining=money_json(0, payment.currency)
             )
-        raise InvalidInput("amount must be a positive number of minor units", field="amount")
+        raise invalid.because(
+            "greater_than",
+            "amount must be a positive number of minor units",
+            field="amount",
+            params={"than": 0},
+        )
     try:
         _check_refundable(payment, amount)
     except QianbaoError:
@@ -181,7 +189,9 @@ def refund_payment(
 
 def _replay(refund: RefundRecord, payment: PaymentRecord) -> RefundRecord:
     if refund.payment_id != payment.id:
-        raise InvalidInput("this Idempotency-Key was used for a refund of another payment")
+        raise invalid.because(
+            "idempotency_key_other_payment", "this Idempotency-Key was used for a refund of another payment"
+        )
     if refund.status == "failed":
         raise PaymentDeclined(
             refund.failure_code or "conflict", "the refund was declined", refund_id=refund.id

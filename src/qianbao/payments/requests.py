@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, insert, or_, select, update
 
+from qianbao import invalid
 from qianbao.clock import rfc3339
 from qianbao.errors import Conflict, Forbidden, IdempotencyKeyReused, InvalidInput, NotFound
 from qianbao.identity.context import IdentityContext
@@ -34,7 +35,12 @@ from qianbao.identity.users import find_user_id_by_phone, get_user
 from qianbao.ids import new_id
 from qianbao.ledger.model import AccountStatus
 from qianbao.ledger.queries import LedgerReader
-from qianbao.payments.errors import CurrencyMismatch, RecipientNotFound, SameWallet, decline_error
+from qianbao.payments.errors import (
+    CurrencyMismatch,
+    SameWallet,
+    decline_error,
+    recipient_not_found,
+)
 from qianbao.payments.inputs import check_amount, clean_memo, require_user_id
 from qianbao.payments.records import TransferRecord
 from qianbao.payments.request_tables import money_requests
@@ -191,7 +197,10 @@ def _payer_user_id(ctx: IdentityContext, conn: Connection, new: NewMoneyRequest,
             if account is None or account.status is AccountStatus.CLOSED:
                 payer = None
     if payer is None or get_user(conn, ctx.keys, payer).status == "closed":
-        raise RecipientNotFound("no user is registered for this phone number or wallet")
+        raise recipient_not_found(
+            "no user is registered for this phone number or wallet",
+            by="phone" if phone is not None else "payer_wallet_id",
+        )
     return payer
 
 
@@ -201,9 +210,9 @@ def create_request(ctx: IdentityContext, principal: Principal, new: NewMoneyRequ
     check_amount(new.amount, new.currency)
     memo = clean_memo(new.memo)
     if (new.payer_phone is None) == (new.payer_wallet_id is None):
-        raise InvalidInput("from needs exactly one of phone or wallet_id", field="from")
+        raise invalid.exactly_one_of("from", ["phone", "wallet_id"])
     if type(new.expires_in_days) is not int or not 1 <= new.expires_in_days <= MAX_EXPIRY_DAYS:
-        raise InvalidInput(f"expires_in_days must be 1 to {MAX_EXPIRY_DAYS}", field="expires_in_days")
+        raise invalid.out_of_range("expires_in_days", 1, MAX_EXPIRY_DAYS)
     phone = None if new.payer_phone is None else normalise_phone(new.payer_phone)
     ctx.limiter.hit("money_request_create", user_id)
     if phone is not None:
@@ -276,13 +285,13 @@ def list_requests(
     """The caller's requests (as payer, requester, or either), newest first; `status` as shown."""
     user_id = require_user_id(principal)
     if role is not None and role not in ROLES:
-        raise InvalidInput("role must be payer or requester", field="role")
+        raise invalid.one_of("role", ROLES)
     if status is not None and status not in STATUSES:
-        raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
+        raise invalid.one_of("status", STATUSES)
     if not 1 <= limit <= 100:
-        raise InvalidInput("limit must be between 1 and 100", field="limit")
+        raise invalid.out_of_range("limit", 1, 100)
     if cursor is not None and not _ID.fullmatch(cursor):
-        raise InvalidInput("invalid cursor: pass back the next_cursor of a previous page", field="cursor")
+        raise invalid.cursor()
     t = money_requests.c
     mine = {"payer": t.payer_user_id == user_id, "requester": t.requester_user_id == user_id}
     query = select(money_requests).where(mine[role] if role else or_(*mine.values()))
@@ -408,7 +417,7 @@ def decline_request(
     try:
         cleaned = clean_memo(reason)
     except InvalidInput as exc:
-        raise InvalidInput(exc.detail.replace("memo", "reason"), field="reason") from None
+        raise invalid.renamed(exc, "reason") from None
     found = _acting(ctx, principal, request_id, "payer")
     _resolve(ctx, found, "declined", cleaned)
     return get_request(ctx, principal, found.id)

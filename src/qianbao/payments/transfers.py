@@ -31,10 +31,10 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, select
 
+from qianbao import invalid
 from qianbao.errors import (
     Conflict,
     IdempotencyKeyReused,
-    InvalidInput,
     LimitExceeded,
     NotFound,
     QianbaoError,
@@ -51,11 +51,11 @@ from qianbao.ledger.queries import LedgerReader
 from qianbao.payments.errors import (
     LEDGER_DECLINES,
     CurrencyMismatch,
-    RecipientNotFound,
     SameWallet,
     decline_error,
     money_json,
     recipient_cap_error,
+    recipient_not_found,
     room_under_cap,
 )
 from qianbao.payments.guards import AlreadyApplied, Declined, check_hard_limits, ensure_can_pay
@@ -120,10 +120,10 @@ def _recipient_by_phone(ctx: IdentityContext, conn: Connection, phone: str, curr
     user_id = find_user_id_by_phone(conn, ctx.keys, phone)
     wallet_id = None if user_id is None else main_wallet_id(conn, user_id, currency_code)
     if user_id is None or wallet_id is None:
-        raise RecipientNotFound("no wallet is registered for this phone number")
+        raise recipient_not_found("no wallet is registered for this phone number", by="phone")
     user = get_user(conn, ctx.keys, user_id)
     if user.status == "closed":
-        raise RecipientNotFound("no wallet is registered for this phone number")
+        raise recipient_not_found("no wallet is registered for this phone number", by="phone")
     return Recipient(user_id, wallet_id, mask_name_for_payee(user.name), mask_phone(phone))
 
 
@@ -252,7 +252,7 @@ def send_transfer(
     memo = clean_memo(request.memo)
     amount, code = request.amount, request.currency
     if [request.to_wallet_id, request.to_phone, request.to_qr].count(None) != 2:
-        raise InvalidInput("to needs exactly one of wallet_id, phone or qr", field="to")
+        raise invalid.exactly_one_of("to", ["wallet_id", "phone", "qr"])
     scope = principal.scope
     ledger_id = (
         derived_id(P2P_CODE, scope, idempotency_key) if idempotency_key else f"{P2P_CODE}:{new_id('trf')}"
@@ -282,7 +282,7 @@ def send_transfer(
         else:
             target = wallet_row(conn, str(request.to_wallet_id))
         if target is None:
-            raise RecipientNotFound("no such recipient wallet")
+            raise recipient_not_found("no such recipient wallet", by="wallet_id")
         if target.id == source.id:
             raise SameWallet("choose a different wallet to pay into")
         if target.currency != source.currency:

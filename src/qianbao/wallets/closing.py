@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import update
 
-from qianbao.errors import InvalidInput, Locked
+from qianbao import invalid
+from qianbao.errors import Locked
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, RequestInfo
 from qianbao.ledger.model import AccountStatus, ResultCode, TransferSpec
@@ -49,7 +50,7 @@ def close_wallet(
     ctx: IdentityContext, principal: Principal, wallet_id: str, info: RequestInfo
 ) -> ClosedWallet:
     if principal.user_id is None:
-        raise InvalidInput("this operation needs a user")
+        raise invalid.needs_user()
     user_id = principal.user_id
     with ctx.db.read() as conn:
         row = own_wallet_row(conn, user_id, wallet_id)

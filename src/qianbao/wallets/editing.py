@@ -11,7 +11,8 @@ from dataclasses import fields
 
 from sqlalchemy import update
 
-from qianbao.errors import Conflict, InvalidInput
+from qianbao import invalid
+from qianbao.errors import Conflict
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, RequestInfo
 from qianbao.security import audit
@@ -38,11 +39,11 @@ def update_wallet(
     ctx: IdentityContext, principal: Principal, wallet_id: str, changes: WalletChanges, info: RequestInfo
 ) -> WalletView:
     if principal.user_id is None:
-        raise InvalidInput("this operation needs a user")
+        raise invalid.needs_user()
     user_id = principal.user_id
     name = UNSET if changes.name is UNSET else clean_wallet_name(changes.name)
     if changes.purpose is not UNSET and changes.purpose not in SUB_WALLET_PURPOSES:
-        raise InvalidInput(f"purpose must be one of {', '.join(SUB_WALLET_PURPOSES)}", field="purpose")
+        raise invalid.one_of("purpose", SUB_WALLET_PURPOSES)
     with ctx.uow() as uow:
         conn = uow.conn
         row = own_wallet_row(conn, user_id, wallet_id)

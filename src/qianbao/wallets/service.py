@@ -18,7 +18,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
 
-from qianbao.errors import Conflict, InvalidInput, NotFound
+from qianbao import invalid
+from qianbao.error_codes import user_text
+from qianbao.errors import Conflict, NotFound
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.limits import limits_for
 from qianbao.identity.model import Principal, RequestInfo
@@ -129,8 +131,8 @@ def wallet_row(conn: Connection, wallet_id: str) -> WalletRow | None:
 
 def own_wallet_row(conn: Connection, user_id: str, wallet_id: str) -> WalletRow:
     row = wallet_row(conn, wallet_id)
-    if row is None or row.user_id != user_id:
-        raise NotFound("no such wallet")
+    if row is None or row.user_id != user_id:  # someone else's wallet is "not found" too (API.md)
+        raise NotFound("no such wallet", user_text=user_text("not_found", "wallet"))
     return row
 
 
@@ -218,12 +220,12 @@ def get_wallet(ctx: IdentityContext, user_id: str, wallet_id: str) -> WalletView
 
 def clean_wallet_name(name: str) -> str:
     if not isinstance(name, str):
-        raise InvalidInput("name must be text", field="name")
+        raise invalid.not_text("name")
     cleaned = unicodedata.normalize("NFC", " ".join(name.split()))
     if not cleaned or len(cleaned) > MAX_WALLET_NAME:
-        raise InvalidInput(f"name must be 1 to {MAX_WALLET_NAME} characters", field="name")
+        raise invalid.text_length("name", MAX_WALLET_NAME)
     if any(unicodedata.category(ch).startswith("C") for ch in cleaned):
-        raise InvalidInput("name must not contain control characters", field="name")
+        raise invalid.control_characters("name")
     return cleaned
 
 
@@ -240,19 +242,19 @@ def create_sub_wallet(
     """Open a sub-wallet (a pocket) for the caller; its ceiling is the caller's balance cap. `changes`
     may set its colour, icon, budget, goal and lock at once (its name and purpose are the arguments)."""
     if principal.user_id is None:
-        raise InvalidInput("this operation needs a user")
+        raise invalid.needs_user()
     user_id = principal.user_id
     clean = clean_wallet_name(name)
     purpose = "custom" if purpose is None else purpose
     if purpose not in SUB_WALLET_PURPOSES:
-        raise InvalidInput(f"purpose must be one of {', '.join(SUB_WALLET_PURPOSES)}", field="purpose")
+        raise invalid.one_of("purpose", SUB_WALLET_PURPOSES)
     code = "CNY" if currency_code is None else currency_code
     try:
         currency(code)
     except (UnknownCurrencyError, TypeError) as exc:
-        raise InvalidInput("currency is not a known ISO 4217 code", field="currency") from exc
+        raise invalid.unknown_currency("currency", code) from exc
     if code not in SUB_WALLET_CURRENCIES:
-        raise InvalidInput("sub-wallets are CNY only for now", field="currency")
+        raise invalid.currency_only("currency", "CNY", "sub-wallets are CNY only for now")
     with ctx.uow() as uow:
         conn = uow.conn
         count = conn.execute(

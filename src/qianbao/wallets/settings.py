@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from qianbao import invalid
 from qianbao.clock import to_us
-from qianbao.errors import InvalidInput
 from qianbao.identity.limits import local_day
 from qianbao.wallets.errors import wallet_locked
 from qianbao.wallets.tables import ON_LIMIT_ACTIONS, wallet_settings
@@ -149,22 +149,29 @@ def clean_colour(value: object) -> str:
             return value.lower()
         if _HEX.fullmatch(value):
             return value.upper()
-    raise InvalidInput(f"colour must be #RRGGBB or one of {', '.join(PALETTE)}", field="colour")
+    raise invalid.because(
+        "colour",
+        f"colour must be #RRGGBB or one of {', '.join(PALETTE)}",
+        field="colour",
+        params={"choices": list(PALETTE)},
+    )
 
 
 def clean_icon(value: object) -> str:
     if isinstance(value, str) and value in ICONS:
         return value
-    raise InvalidInput(f"icon must be one of {', '.join(ICONS)}", field="icon")
+    raise invalid.one_of("icon", ICONS)
 
 
 def clean_budget(change: BudgetChange, currency: str) -> Budget:
     if type(change.amount) is not int or not 0 < change.amount <= MAX_AMOUNT:
-        raise InvalidInput(f"a budget is from 1 to {MAX_AMOUNT} minor units", field="budget")
+        raise invalid.amount_range("budget.amount.amount", 1, MAX_AMOUNT)
     if change.currency != currency:
-        raise InvalidInput(f"the budget must be in the wallet's currency, {currency}", field="budget")
+        raise invalid.currency_only(
+            "budget.amount.currency", currency, f"the budget must be in the wallet's currency, {currency}"
+        )
     if change.on_limit not in ON_LIMIT_ACTIONS:
-        raise InvalidInput("on_limit must be warn or block", field="budget")
+        raise invalid.one_of("budget.on_limit", ON_LIMIT_ACTIONS)
     return Budget(change.amount, change.on_limit)
 
 
@@ -175,18 +182,22 @@ def parse_goal_date(value: str, now_us: int) -> str:
             raise ValueError(value)
         day = date.fromisoformat(value)
     except ValueError:
-        raise InvalidInput("target_date must be a date, YYYY-MM-DD", field="goal") from None
+        raise invalid.date("goal.target_date") from None
     today = date.fromisoformat(local_day(now_us))
     if not today <= day <= today + MAX_GOAL_DATE:
-        raise InvalidInput("target_date must be from today up to ten years ahead", field="goal")
+        raise invalid.within_years(
+            "goal.target_date", 10, "target_date must be from today up to ten years ahead"
+        )
     return value
 
 
 def clean_goal(change: GoalChange, currency: str, now_us: int) -> Goal:
     if type(change.target) is not int or not 0 < change.target <= MAX_AMOUNT:
-        raise InvalidInput(f"a goal's target is from 1 to {MAX_AMOUNT} minor units", field="goal")
+        raise invalid.amount_range("goal.target.amount", 1, MAX_AMOUNT)
     if change.currency != currency:
-        raise InvalidInput(f"the goal must be in the wallet's currency, {currency}", field="goal")
+        raise invalid.currency_only(
+            "goal.target.currency", currency, f"the goal must be in the wallet's currency, {currency}"
+        )
     day = None if change.target_date is None else parse_goal_date(change.target_date, now_us)
     return Goal(change.target, day)
 
@@ -198,9 +209,9 @@ def parse_instant(value: str, field: str) -> int:
             raise ValueError(value)
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidInput(f"{field} must be an RFC 3339 date-time", field=field) from None
+        raise invalid.date_time(field) from None
     if parsed.tzinfo is None:
-        raise InvalidInput(f"{field} needs a time zone offset (Z or +08:00)", field=field)
+        raise invalid.needs_time_zone(field)
     return to_us(parsed.astimezone(UTC))
 
 
@@ -214,8 +225,8 @@ def new_lock(current: WalletSettings, value: str | None, now_us: int) -> int | N
         return None
     until = parse_instant(value, "locked_until")
     if not now_us < until <= now_us + int(MAX_LOCK.total_seconds()) * 1_000_000:
-        raise InvalidInput(
-            "locked_until must be in the future, at most ten years ahead", field="locked_until"
+        raise invalid.within_years(
+            "locked_until", 10, "locked_until must be in the future, at most ten years ahead"
         )
     if active is not None and until < active:
         raise wallet_locked(active, "a lock can be extended, not shortened: the wallet is locked")
@@ -228,7 +239,9 @@ def apply_changes(
     """The settings after `changes` (validated; raises InvalidInput or wallet_locked). Pure."""
     if kind == "main" and changes.sub_wallet_only:
         fields = ", ".join(changes.sub_wallet_only)
-        raise InvalidInput(f"the main wallet cannot change {fields}", field=changes.sub_wallet_only[0])
+        raise invalid.because(
+            "main_wallet_setting", f"the main wallet cannot change {fields}", field=changes.sub_wallet_only[0]
+        )
     new = current
     if changes.colour is not UNSET:
         new = replace(new, colour=None if changes.colour is None else clean_colour(changes.colour))

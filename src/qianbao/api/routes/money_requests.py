@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr, model_validator
 
+from qianbao.api import request_errors
 from qianbao.api.deps import Body, CurrentUser, Identity
 from qianbao.api.idempotency import run_idempotent
 from qianbao.api.routes.wallets import MoneyIn, MoneyOut, Strict, TransferOut, transfer_json
@@ -24,7 +25,7 @@ class PayerIn(Strict):
     @model_validator(mode="after")
     def _exactly_one(self) -> PayerIn:
         if (self.phone is None) == (self.wallet_id is None):
-            raise ValueError("give exactly one of phone or wallet_id")
+            raise request_errors.exactly_one_of("phone", "wallet_id")
         return self
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 
+from qianbao.api import request_errors
 from qianbao.api.deps import CurrentUser, Identity
 from qianbao.api.pages import page_params
 from qianbao.api.problems import language
@@ -26,7 +27,7 @@ class ReadRequest(BaseModel):
     @model_validator(mode="after")
     def _exactly_one(self) -> ReadRequest:
         if (self.ids is None) == (self.all is None) or self.all is False:
-            raise ValueError('give either "ids": [...] or "all": true')
+            raise request_errors.exactly_one_of("ids", "all")
         return self
 
 

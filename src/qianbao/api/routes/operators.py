@@ -11,12 +11,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StrictStr
 
+from qianbao import invalid
 from qianbao.api.deps import Body, CurrentOperator, Identity, Info
 from qianbao.api.idempotency import run_idempotent
 from qianbao.api.pages import page_params
 from qianbao.api.routes.identity import audit_json
 from qianbao.clock import rfc3339
-from qianbao.errors import Conflict, InvalidInput
+from qianbao.errors import Conflict
 from qianbao.identity import approvals, customer_admin, operators, sessions
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
@@ -257,7 +258,7 @@ def audit_events(
     before = page_params(cursor)
     for name, value in (("user_id", user_id), ("event", event), ("actor_id", actor_id)):
         if value is not None and not (1 <= len(value) <= 64 and value.isascii() and value.isprintable()):
-            raise InvalidInput(f"{name} must be 1 to 64 printable ASCII characters", field=name)
+            raise invalid.invalid_format(name, f"{name} must be 1 to 64 printable ASCII characters")
     with ctx.db.read() as conn:
         events = audit.list_events(
             conn, subject_user_id=user_id, event=event, actor_id=actor_id, before_seq=before, limit=limit + 1

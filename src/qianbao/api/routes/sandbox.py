@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from qianbao import invalid
 from qianbao.api.deps import Identity
 from qianbao.clock import rfc3339
 from qianbao.errors import InvalidInput
@@ -28,7 +29,7 @@ def sandbox_messages(
         try:
             channel, address = SMS, normalise_phone(to)
         except InvalidInput as exc:
-            raise InvalidInput("to must be a phone number or an e-mail address", field="to") from exc
+            raise invalid.invalid("to", "to must be a phone number or an e-mail address") from exc
     with ctx.db.read() as conn:
         sent = ctx.notifier.sent_to(conn, address, channel=channel, limit=limit)
     return {

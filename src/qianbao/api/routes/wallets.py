@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
+from qianbao.api import request_errors
 from qianbao.api.deps import Body, CurrentUser, Identity, Info
 from qianbao.api.idempotency import run_idempotent
 from qianbao.clock import rfc3339
@@ -39,7 +40,7 @@ class MoneyIn(Strict):
         try:
             currency(value)
         except UnknownCurrencyError as exc:
-            raise ValueError("not a known ISO 4217 currency code") from exc
+            raise request_errors.unknown_currency(value) from exc
         return value
 
 
@@ -86,7 +87,7 @@ class Destination(Strict):
     @model_validator(mode="after")
     def _exactly_one(self) -> Destination:
         if [self.wallet_id, self.phone, self.qr].count(None) != 2:
-            raise ValueError("give exactly one of wallet_id, phone or qr")
+            raise request_errors.exactly_one_of("wallet_id", "phone", "qr")
         return self
 
 
