@@ -21,18 +21,21 @@ import httpx2 as httpx
 
 
 class ApiProblem(Exception):
-    """An error answer (application/problem+json). Match on `code`; show `user_message` to people."""
+    """An error answer (application/problem+json). Match on `code`; show `user_message` to people. Its
+    message is the request and the whole answer, for logs and tracebacks."""
 
     def __init__(self, response: httpx.Response) -> None:
         is_problem = response.headers.get("content-type", "").startswith("application/problem+json")
         self.status = response.status_code
         self.problem: dict[str, Any] = response.json() if is_problem else {}
         self.code: str = self.problem.get("code", "")
-        super().__init__(f"{self.status} {self.code}: {self.problem.get('detail', response.text)}")
+        request = response.request
+        super().__init__(f"{request.method} {request.url} answered {self.status}: {response.text}")
 
 
 def expect(response: httpx.Response, *statuses: int) -> Any:
-    """The JSON body of an answer with one of `statuses` (None if it has no body); else ApiProblem."""
+    """The JSON body of an answer with one of `statuses` (None if it has no body); anything else raises
+    ApiProblem, so that a walkthrough stops at the first unexpected answer."""
     if response.status_code not in statuses:
         raise ApiProblem(response)
     return response.json() if response.content else None

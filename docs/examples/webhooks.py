@@ -120,3 +120,21 @@ def new_events(
     horizon = position.horizon()
     position.seen = {i: t for i, t in position.seen.items() if horizon is None or t >= horizon}
     return list(reversed(found))
+
+
+def walkthrough(
+    client: httpx.Client, *, key: ApiKey, receiver_url: str, payment_id: str, wait_s: float = 30
+) -> dict[str, Any]:
+    """Register a receiver, then poll the feed until it has the event of `payment_id` (the dispatcher
+    adds events within about a second of the change; TimeoutError after `wait_s`)."""
+    endpoint = register_endpoint(client, key, receiver_url, ["payment.*", "refund.*", "payment_intent.*"])
+    position = FeedPosition()
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + wait_s
+    while True:
+        events += new_events(client, key, position, event_type="payment.succeeded")
+        if any(event["data"]["payment_id"] == payment_id for event in events):
+            return {"endpoint": endpoint, "events": events}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the event of payment {payment_id} did not reach the feed in {wait_s} s")
+        time.sleep(1)

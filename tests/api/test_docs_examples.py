@@ -1,7 +1,9 @@
 """docs/api.md stays true: its Python walkthroughs (docs/examples/*.py) run against the app on both
-databases, its curl walkthroughs (docs/examples/*.sh) run against a real `qianbao serve`, the doc holds
-every example file verbatim, and every curl command in it names an operation of /openapi.json with
-headers, query parameters and body fields that operation declares."""
+databases; the curl walkthroughs (docs/examples/*.sh), the page's other request snippets, the README's
+tour and the Python walkthroughs (docs/examples/run.py) each run twice in a row against one real
+`qianbao serve` and stop at any error; the doc holds every example file verbatim, and every curl command
+in it names an operation of /openapi.json with headers, query parameters and body fields that operation
+declares."""
 
 from __future__ import annotations
 
@@ -16,9 +18,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -557,7 +562,7 @@ def parse_curl(tokens: list[str], variables: dict[str, str], line: str) -> CurlC
             get = True
         elif arg in ("-o", "--output", "-w", "--write-out"):
             next(args)
-        elif not arg.startswith("-"):
+        elif not arg.startswith("-") and url is None:
             url = arg
     assert url is not None, f"no URL in: {line}"
     path, _, raw_query = re.sub(r"^(\$QB|\$\{QB\}|https?://[^/]+)", "", url).partition("?")
@@ -602,8 +607,10 @@ def doc_calls() -> list[CurlCall]:
         for line in lines:
             if line.startswith("#") or line.startswith("qb_signed()"):
                 continue
-            for start in re.finditer(r"(?:^|[\s(])(curl|qb_signed)\s", line):
+            for start in re.finditer(r"(?:^|[\s(])(curl|qb_curl|qb_problem|qb_signed)\s", line):
                 tokens = tokens_from(line[start.start(1) :])
+                if tokens[0] in ("qb_curl", "qb_problem"):  # curl, with the expected problem code first
+                    tokens = ["curl", *tokens[1 if tokens[0] == "qb_curl" else 2 :]]
                 if tokens[0] == "curl" and any("QB_KEY_ID" in t for t in tokens):
                     continue  # the body of qb_signed itself
                 if tokens[0] == "curl" and not any(t.startswith(("$QB", "http")) for t in tokens):
@@ -725,16 +732,149 @@ def test_the_event_types_table_is_the_catalogue() -> None:
     assert listed == list(EVENT_TYPES)
 
 
-# --- the curl walkthroughs against a real server --------------------------------------------------------
+# --- every walkthrough, twice in a row, against one real server ------------------------------------------
 
 SCRIPTS = ("p2p", "merchant_qr", "payment_code", "checkout", "webhooks")
-CURL_SHIM = """#!/bin/sh
-exec {curl} --write-out '%{{stderr}}QB-STATUS %{{http_code}} %{{method}} %{{url_effective}}\\n' "$@"
-"""
+README = ROOT / "README.md"
+REQUEST = re.compile(r"(?:^|[\s($])(?:curl|qb_curl|qb_problem|qb_signed) ")
+BARE_CURL = re.compile(r"(?:^|[\s($|])curl ")
+OUTPUT_FILE = re.compile(r"(?:^|\s)(?:-o|--output)\s+(\S+)")
+PROBLEM = "qianbao.dev/problems/"  # in the `type` of every problem+json answer
+
+
+def without_comments(shell: str) -> str:
+    return "\n".join(line for line in shell.splitlines() if not line.lstrip().startswith("#"))
+
+
+def makes_requests(block: str) -> bool:
+    return REQUEST.search(without_comments(block)) is not None
+
+
+def doc_snippets() -> list[str]:
+    """The shell blocks of docs/api.md that make requests, besides the walkthrough scripts: they use the
+    walkthroughs' variables and run after them, in the order of the page."""
+    scripts = {path.read_text(encoding="utf-8") for path in example_files() if path.suffix == ".sh"}
+    blocks = SHELL_FENCE.findall(DOC.read_text(encoding="utf-8"))
+    return [block for block in blocks if block not in scripts and makes_requests(block)]
+
+
+def readme_tour() -> list[str]:
+    """The shell blocks of the README's short tour that make requests (on the demo users)."""
+    tour = README.read_text(encoding="utf-8").split("\n## A short tour\n", 1)[1].split("\n## ", 1)[0]
+    return [block for block in SHELL_FENCE.findall(tour) if makes_requests(block)]
+
+
+def test_every_walkthrough_and_snippet_is_run() -> None:
+    scripts = {path.stem for path in example_files() if path.suffix == ".sh"} - {"qb"}
+    assert scripts == set(SCRIPTS), (
+        "a curl walkthrough is missing from SCRIPTS (or SCRIPTS names one too many)"
+    )
+    runner = (EXAMPLES / "run.py").read_text(encoding="utf-8")
+    for path in example_files():
+        if path.suffix == ".py" and "\ndef walkthrough(" in path.read_text(encoding="utf-8"):
+            assert f"{path.stem}.walkthrough(" in runner, f"docs/examples/run.py does not run {path.name}"
+    assert len(doc_snippets()) >= 6 and len(readme_tour()) == 2
+
+
+def test_every_request_stops_at_an_error_and_downloads_stay_out_of_the_checkout() -> None:
+    """Plain curl shows an error answer as a body and goes on; the helpers of qb.sh stop the script."""
+    runnable = {
+        path.name: path.read_text(encoding="utf-8") for path in example_files() if path.suffix == ".sh"
+    }
+    runnable |= {f"api.md snippet {i}": block for i, block in enumerate(doc_snippets(), 1)}
+    runnable |= {f"README tour block {i}": block for i, block in enumerate(readme_tour(), 1)}
+    for name, text in runnable.items():
+        text = without_comments(text)
+        if name != "qb.sh":
+            assert not BARE_CURL.search(text), (
+                f"{name} calls curl itself: use qb_curl, qb_problem or qb_signed"
+            )
+        for target in OUTPUT_FILE.findall(text.replace("\\\n", " ")):
+            assert target.startswith('"$QB_TMP/'), f"{name} writes {target}: write into $QB_TMP instead"
+    for name in SCRIPTS:
+        assert runnable[f"{name}.sh"].startswith(f"# Walkthrough {SCRIPTS.index(name) + 1} with curl")
+        assert "\nset -euo pipefail\nsource docs/examples/qb.sh\n" in runnable[f"{name}.sh"]
+
+
+def problem(code: str, status: int, **extra: Any) -> tuple[int, dict[str, Any]]:
+    return status, {"type": f"https://{PROBLEM}{code}", "status": status, "code": code, **extra}
+
+
+def canned_answer(path: str, call: int) -> tuple[int, dict[str, Any]]:
+    """What the stand-in server answers the helpers' test: `/busy` is rate limited once, then fine."""
+    if path == "/declined":
+        return problem("insufficient_funds", 422)
+    if path == "/busy-signed" or (path == "/busy" and call == 1):
+        return problem("rate_limited", 429, retry_after=1)
+    return 200, {"ok": True}
+
+
+@pytest.fixture
+def canned_server() -> Iterator[tuple[str, Counter[str]]]:
+    """A stand-in for qianbao on 127.0.0.1 that answers `canned_answer`, counting the calls per path."""
+    calls: Counter[str] = Counter()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+            calls[self.path] += 1
+            status, body = canned_answer(self.path, calls[self.path])
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            kind = "application/json" if status < 400 else "application/problem+json"
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
+            del format, args
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", calls
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_the_shell_helpers_stop_at_an_unexpected_answer(
+    canned_server: tuple[str, Counter[str]], tmp_path: Path
+) -> None:
+    tools = {name: shutil.which(name) for name in ("bash", "curl", "jq", "openssl")}
+    if not all(tools.values()):
+        pytest.skip(f"the curl walkthroughs need {', '.join(n for n, p in tools.items() if not p)}")
+    base, calls = canned_server
+    env = {**os.environ, "QB": base, "TMPDIR": str(tmp_path)}
+
+    def script(lines: str) -> subprocess.CompletedProcess[str]:
+        command = [str(tools["bash"]), "-c", f"set -euo pipefail\nsource docs/examples/qb.sh\n{lines}"]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    ok = script('qb_curl "$QB/ok"')
+    assert (ok.returncode, ok.stdout) == (0, '{"ok": true}\n')
+    # An error answer ends the script, with the status and the problem on stderr; jq never sees it.
+    declined = script('PAID=$(qb_curl "$QB/declined" | jq -r .ok)\necho "paid: $PAID"')
+    assert declined.returncode == 22 and declined.stdout == ""
+    assert "answered 422" in declined.stderr and '"code": "insufficient_funds"' in declined.stderr
+    # qb_problem: the expected problem is printed; success or another problem ends the script.
+    shown = script('qb_problem insufficient_funds "$QB/declined" | jq -r .code')
+    assert (shown.returncode, shown.stdout) == (0, "insufficient_funds\n")
+    assert script('qb_problem step_up_required "$QB/ok"').returncode == 22
+    assert script('qb_problem step_up_required "$QB/declined"').returncode == 22
+    # A 429 is sent again after its Retry-After; a signed request is not (its nonce is spent).
+    busy = script('qb_curl "$QB/busy"')
+    assert busy.returncode == 0 and calls["/busy"] == 2 and "trying again in 1 s" in busy.stderr
+    signed = script("QB_KEY_ID=key_x QB_KEY_SECRET=qbk_x\nqb_signed GET /busy-signed")
+    assert signed.returncode == 22 and calls["/busy-signed"] == 1
+    # $QB_TMP is the script's own, and goes with it.
+    assert list(tmp_path.iterdir()) == []
+    made = script('echo "$QB_TMP"')
+    assert made.stdout.startswith(str(tmp_path)) and list(tmp_path.iterdir()) == []
 
 
 def last_json(output: str) -> Any:
-    """The last JSON value a script printed (curl prints bodies without newlines between them)."""
+    """The last JSON value a script printed."""
     decoder, index, found = json.JSONDecoder(), 0, None
     while index < len(output):
         if output[index] in "{[":
@@ -755,19 +895,20 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(fresh_database_url: str, tmp_path: Path) -> Iterator[str]:
-    """`qianbao serve` on a free port, on this test's database (with its event dispatcher inline)."""
+    """`qianbao serve` on a free port, on this test's database, as docs/api.md starts it for the
+    walkthroughs (demo users seeded, webhooks to 127.0.0.1 allowed, the event dispatcher inline)."""
     port = _free_port()
     env = {
         **os.environ,
         "QIANBAO_DATABASE_URL": fresh_database_url,
         "QIANBAO_VAR_DIR": str(tmp_path / "var"),
-        "QIANBAO_SEED_DEMO_DATA": "false",
+        "QIANBAO_SEED_DEMO_DATA": "true",
+        # Walkthrough 5 registers a receiver on http://127.0.0.1 (a developer's own machine).
+        "QIANBAO_WEBHOOKS_ALLOW_LOOPBACK": "true",
         "QIANBAO_ARGON2_TIME_COST": "1",
         "QIANBAO_ARGON2_MEMORY_KIB": "8",
         "QIANBAO_ARGON2_PARALLELISM": "1",
         "QIANBAO_LOG_LEVEL": "warning",
-        # The curl walkthrough registers a receiver on http://127.0.0.1 (a developer's own machine).
-        "QIANBAO_WEBHOOKS_ALLOW_LOOPBACK": "true",
     }
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
@@ -797,59 +938,146 @@ def server(fresh_database_url: str, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_curl_walkthroughs_run_against_a_server(server: str, tmp_path: Path) -> None:
+def working_tree() -> set[str]:
+    """What `git status` shows of the checkout (untracked and changed files, not the ignored ones); without
+    git, every file outside the usual caches."""
+    if shutil.which("git") and (ROOT / ".git").exists():
+        status = ["git", "status", "--porcelain", "--untracked-files=all"]
+        return set(
+            subprocess.run(status, cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+        )
+    skipped = {
+        ".git",
+        ".venv",
+        "var",
+        "__pycache__",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".hypothesis",
+    }
+    return {
+        str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if skipped.isdisjoint(p.relative_to(ROOT).parts)
+    }
+
+
+def curl_run_script() -> str:
+    """The curl walkthroughs in one bash, as docs/api.md runs them, then the doc's snippets (with their
+    variables); `=== name` lines split the output."""
+    lines = [f'source docs/examples/{name}.sh\necho "=== {name}"' for name in SCRIPTS]
+    lines.append("[[ $(head -c 4 \"$QB_TMP/counter-qr.png\") == $'\\x89PNG' ]]  # the QR image, downloaded")
+    for index, snippet in enumerate(doc_snippets(), 1):
+        lines.append(f'{snippet}echo "=== snippet {index}"')
+    lines.append('head -n 1 "$QB_TMP/payments-out.csv" | grep -q ,  # the CSV export, downloaded')
+    return "\n".join(lines) + "\n"
+
+
+def sections(output: str) -> dict[str, str]:
+    """The output of each part of a run, by the `=== name` line that ends it."""
+    found, rest = {}, output
+    for marker in re.findall(r"^=== (.+)$", output, re.M):
+        found[marker], _, rest = rest.partition(f"=== {marker}\n")
+    return found
+
+
+@dataclass
+class Run:
+    """One walkthrough run in a subprocess, its output in files."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    def output(self) -> str:
+        return self.stdout.read_text(encoding="utf-8")
+
+    def finish(self) -> str:
+        """Its standard output, once it ended well: exit status 0, and no problem shown."""
+        self.process.wait(timeout=240)
+        out, err = self.output(), self.stderr.read_text(encoding="utf-8")
+        assert self.process.returncode == 0, f"{self.name} failed:\n{out}\n{err}"
+        assert PROBLEM not in out + err, f"{self.name} showed a problem:\n{out}\n{err}"
+        return out
+
+
+def test_every_walkthrough_runs_twice_in_a_row_against_one_server(server: str, tmp_path: Path) -> None:
+    """The curl walkthroughs with the snippets of docs/api.md, the README's tour and the Python
+    walkthroughs, each run twice on one server, from the checkout: every run exits 0, shows no problem,
+    makes objects of its own, leaves the checkout as it was and its temporary directory removed."""
     tools = {name: shutil.which(name) for name in ("bash", "curl", "jq", "openssl")}
     if not all(tools.values()):
         pytest.skip(f"the curl walkthroughs need {', '.join(n for n, p in tools.items() if not p)}")
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    (shim / "curl").write_text(CURL_SHIM.format(curl=tools["curl"]))
-    (shim / "curl").chmod(0o755)
-    work = tmp_path / "work"
-    (work / "docs").mkdir(parents=True)
-    shutil.copytree(EXAMPLES, work / "docs" / "examples")
-    script = "\n".join(f'source docs/examples/{name}.sh\necho "=== {name}"' for name in SCRIPTS)
-    env = {
-        **os.environ,
-        "PATH": f"{shim}:{os.environ['PATH']}",
-        "QB": server,
-        "ALICE_PHONE": new_phone(),
-        "BOB_PHONE": new_phone(),
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**os.environ, "QB": server, "TMPDIR": str(temporary), "PYTHONDONTWRITEBYTECODE": "1"}
+    commands = {
+        "curl": [tools["bash"], "-c", "set -euo pipefail\n" + curl_run_script()],
+        "tour": [tools["bash"], "-c", "set -euo pipefail\n" + "".join(readme_tour())],
+        "python": [sys.executable, "-m", "docs.examples.run"],
     }
-    done = subprocess.run(
-        [tools["bash"], "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=240
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
 
-    summaries = {}
-    rest = done.stdout
-    for name in SCRIPTS:
-        assert f"=== {name}\n" in rest, done.stdout
-        output, _, rest = rest.partition(f"=== {name}\n")
-        summaries[name] = last_json(output)
-    assert summaries["p2p"]["to"] == "*四" and summaries["p2p"]["balance_after"] == 248_000
-    assert summaries["p2p"]["transfer"].startswith("trf_")
-    refund = summaries["merchant_qr"]
-    assert refund["refund"].startswith("rfd_") and refund["status"] == "succeeded"
-    assert (refund["amount"], refund["fee_refunded"]) == (3_000, 11)
-    assert summaries["payment_code"]["status"] == "succeeded" and summaries["payment_code"]["fee"] == 570
-    assert summaries["checkout"]["status"] == "succeeded" and summaries["checkout"]["payment"].startswith(
-        "pay_"
-    )
-    # The feed as polled (the dispatcher adds events within about a second): only payment.succeeded, and
-    # at most the five payments of walkthroughs 2 to 4.
-    assert isinstance(summaries["webhooks"], list) and len(summaries["webhooks"]) <= 5
-    assert all(
-        e["type"] == "payment.succeeded" and e["payment"].startswith("pay_") for e in summaries["webhooks"]
-    )
-    assert (work / "counter-qr.png").read_bytes().startswith(b"\x89PNG")
+    started: list[Run] = []
 
-    # Every request succeeded, except the first try of those that asked for step-up.
-    statuses = [line.split(" ", 3)[1:] for line in done.stderr.splitlines() if line.startswith("QB-STATUS ")]
-    for index, (status, method, url) in enumerate(statuses):
-        if status == "401":
-            retry = next(s for s, m, u in statuses[index + 1 :] if (m, u) == (method, url))
-            assert retry.startswith("2"), f"{method} {url} was refused, then {retry}"
-        else:
-            assert status.startswith("2"), f"{method} {url} answered {status}:\n{done.stdout}"
-    assert sum(1 for status, _, _ in statuses if status == "401") == 5
+    def start(kind: str, number: int) -> Run:
+        out, err = tmp_path / f"{kind}-{number}.out", tmp_path / f"{kind}-{number}.err"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            process = subprocess.Popen(
+                commands[kind], cwd=ROOT, env=env, stdout=stdout, stderr=stderr, start_new_session=True
+            )
+        started.append(Run(f"run {number} of the {kind} walkthroughs", process, out, err))
+        return started[-1]
+
+    before = working_tree()
+    try:
+        # The second curl run starts once the first one's walkthroughs made their users, keys and
+        # payments: then both wait at the same time in the step-up-by-SMS snippet (a number gets one code
+        # a minute, and the snippet asks for one for a user who signed up seconds before).
+        first_curl = start("curl", 1)
+        deadline = time.monotonic() + 120
+        while "=== webhooks\n" not in first_curl.output():
+            if first_curl.process.poll() is not None:
+                first_curl.finish()  # it ended before its walkthroughs did: say why
+            assert time.monotonic() < deadline, "the first curl run took two minutes for its walkthroughs"
+            time.sleep(0.2)
+        second_curl = start("curl", 2)
+        runs = [{kind: start(kind, number).finish() for kind in ("tour", "python")} for number in (1, 2)]
+        runs[0]["curl"], runs[1]["curl"] = first_curl.finish(), second_curl.finish()
+    finally:
+        for run in started:  # a run that hangs or outlived a failure goes, with whatever it started
+            if run.process.poll() is None:
+                os.killpg(run.process.pid, signal.SIGKILL)
+                run.process.wait()
+    assert working_tree() == before, "a walkthrough wrote into the checkout"
+    assert list(temporary.iterdir()) == [], "a walkthrough left its temporary files behind"
+
+    for outputs in runs:
+        curl = {name: last_json(text) for name, text in sections(outputs["curl"]).items()}
+        assert curl["p2p"]["to"] == "*四" and curl["p2p"]["balance_after"] == 248_000
+        refund = curl["merchant_qr"]
+        assert refund["status"] == "succeeded" and (refund["amount"], refund["fee_refunded"]) == (3_000, 11)
+        assert curl["payment_code"]["status"] == "succeeded" and curl["payment_code"]["fee"] == 570
+        assert curl["checkout"]["status"] == "succeeded" and curl["checkout"]["payment"].startswith("pay_")
+        assert curl["webhooks"] and all(e["type"] == "payment.succeeded" for e in curl["webhooks"])
+        # The pagination snippet reads every one of Alice's payments out, five a page.
+        paging = next(i for i, snippet in enumerate(doc_snippets(), 1) if "next_cursor" in snippet)
+        paged = sections(outputs["curl"])[f"snippet {paging}"]
+        entries = [json.loads(line) for line in paged.splitlines() if line.startswith('{"id":')]
+        assert len(entries) > 5 and len({e["id"] for e in entries}) == len(entries)
+
+        python = [json.loads(line) for line in outputs["python"].splitlines()]
+        assert [p["walkthrough"] for p in python] == [
+            "p2p",
+            "merchant_qr",
+            "payment_code",
+            "checkout",
+            "webhooks",
+        ]
+        assert python[0]["balance"] == 48_000 and python[1]["fee_refunded"] == 11 and python[2]["fee"] == 570
+        assert last_json(outputs["tour"])["id"].startswith("rfd_")
+
+    # The second run made objects of its own: nothing was a replay of the first.
+    first, second = runs
+    assert last_json(sections(first["curl"])["p2p"]) != last_json(sections(second["curl"])["p2p"])
+    assert first["python"].splitlines()[0] != second["python"].splitlines()[0]
+    assert last_json(first["tour"])["id"] != last_json(second["tour"])["id"]
