@@ -299,8 +299,9 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         423,
         "enable_payment_codes",
         MERCHANTS,
-        "Too many wrong codes named this device, from any merchants: its codes pay no more (a right one "
-        "included) until the customer enables payment codes again. Also `GET /v1/payment-codes/current`.",
+        "`GET /v1/payment-codes/current`: too many wrong codes named this device, from any merchants, so it "
+        "shows no codes until the customer enables payment codes again. A merchant presenting any code of "
+        "it gets `payment_code_invalid`.",
     ),
     ErrorCode(
         "intent_state_conflict",

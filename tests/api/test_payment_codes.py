@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from qianbao.payments import payment_code_model
+from qianbao.payments.code_tables import payment_code_failures
 from qianbao.payments.merchant_tables import merchant_payments
 from tests.api.test_merchant_payments import balance, fund, ledger_balances, open_merchant
 from tests.api.test_webhook_endpoints import dispatch
@@ -265,9 +266,38 @@ def test_a_merchant_over_its_limit_is_refused_before_a_right_code_is_tried(
     assert int(right.headers["Retry-After"]) > 0
     assert balance(client, alice.wallet_id) == 10_000
     assert client.get(f"/v1/merchants/{shop['id']}/payments", headers=bob.auth).json()["data"] == []
-    # The refused code was not spent: once the till may try again, it pays.
-    reset_limits(client)
+    # A malformed code is refused the same way: nothing is tried before the limit is checked.
+    malformed = charge(client, bob, shop["id"], "not a code", 100)
+    assert malformed.status_code == 429 and malformed.json()["code"] == "rate_limited", malformed.text
+    # The refused code was not spent: once the wrong codes leave the 10-minute window, it pays.
+    ctx = client.app.state.container.identity  # type: ignore[attr-defined]
+    with ctx.db.write() as conn:  # as if ten minutes had passed
+        conn.execute(
+            update(payment_code_failures)
+            .where(payment_code_failures.c.merchant_id == shop["id"])
+            .values(failed_at=payment_code_failures.c.failed_at - 600 * 1_000_000)
+        )
     assert charge(client, bob, shop["id"], code_now(device), 100).status_code == 201
+
+
+def test_every_failure_counts_against_the_merchant_but_only_guesses_against_a_device(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    """Malformed and used codes say nothing about a device: the merchant's limit only."""
+    fund(client, alice, 10_000)
+    device = enable(client, alice)
+    code = code_now(device)
+    assert charge(client, bob, shop["id"], code, 100).status_code == 201
+    failures = ["2812", "28" + "9" * 16, code] * 5 + [wrong_code(device, seq) for seq in range(5)]
+    for presented in failures:
+        r = charge(client, bob, shop["id"], presented, 100)
+        assert r.status_code == 422 and r.json()["code"] == "payment_code_invalid", (presented, r.text)
+    # Twenty failures: the merchant's limit. Only the five wrong codes count against the device (had
+    # its used code counted too, five more would have blocked it): at another merchant it pays.
+    r = charge(client, bob, shop["id"], code_now(device, seq=1), 100)
+    assert r.status_code == 429 and r.json()["code"] == "rate_limited", r.text
+    other = open_merchant(client, bob, name="另一家店")
+    assert charge(client, bob, other["id"], code_now(device, seq=1), 100).status_code == 201
 
 
 def test_wrong_codes_from_many_merchants_block_the_device_and_tell_its_owner(
@@ -289,10 +319,10 @@ def test_wrong_codes_from_many_merchants_block_the_device_and_tell_its_owner(
     unknown = charge(client, carol, elsewhere["id"], wrong_code(device, 0, other_number(device)), 100).json()
     assert _comparable(unknown) == _comparable(refusals[0])
 
-    # Blocked: even the right code pays nothing, at a merchant that never failed.
+    # Blocked: no code naming the device is tried any more, so even the right one pays nothing, at a
+    # merchant that never failed, and answers exactly like a wrong one.
     right = charge(client, carol, elsewhere["id"], code_now(device, seq=9), 100)
-    assert right.status_code == 423 and right.json()["code"] == "payment_code_blocked", right.text
-    assert right.json()["next_step"] == "enable_payment_codes"
+    assert _comparable(right.json()) == _comparable(refusals[0])
     assert balance(client, alice.wallet_id) == 10_000
     [listed] = client.get("/v1/payment-codes/devices", headers=alice.auth).json()["data"]
     assert listed["id"] == device["id"] and listed["blocked_at"] is not None

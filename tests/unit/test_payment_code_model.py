@@ -1,5 +1,6 @@
 """The customer-presented payment code (`qianbao.payments.payment_code_model`): its 18-digit format, the
-RFC 4226 HOTP inside it, the time window the server accepts, and the binding to the device's secret."""
+RFC 4226 HOTP inside it, the time window the server accepts, the binding to the device's secret, and the
+decisions that bound guessing (per device and per merchant)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,21 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from qianbao.payments.payment_code_model import (
+    DEVICE_FAILURE_LIMIT,
     LENGTH,
+    MERCHANT_FAILURE_LIMITS,
     OTP_DIGITS,
     PREFIX,
     SEQUENCES,
     STEP_SECONDS,
     WINDOW,
     CodeParts,
+    DeviceGuesses,
+    GuessVerdict,
+    blocks_device,
+    guess_verdict,
     matching_step,
+    merchant_limits_reached,
     one_time_code,
     payment_code,
     split,
@@ -251,3 +259,31 @@ def test_split_accepts_exactly_the_well_formed_codes(text: str) -> None:
     assert (parts is not None) == well_formed
     if parts is not None:
         assert PREFIX + parts.number + str(parts.seq) + parts.otp == text
+
+
+# -- guessing --------------------------------------------------------------------------------------
+
+
+@given(failures=st.integers(min_value=0, max_value=3 * DEVICE_FAILURE_LIMIT), blocked=st.booleans())
+def test_a_code_is_tested_only_while_its_device_is_under_the_limit(failures: int, blocked: bool) -> None:
+    device = DeviceGuesses(blocked=blocked, failures=failures)
+    tested = guess_verdict(device) is GuessVerdict.TEST
+    assert tested == (not blocked and failures < DEVICE_FAILURE_LIMIT)
+    # The wrong code that reaches the limit blocks the device, once: after it, nothing is tested.
+    assert blocks_device(device) == (not blocked and failures + 1 >= DEVICE_FAILURE_LIMIT)
+    if tested and blocks_device(device):
+        assert failures + 1 == DEVICE_FAILURE_LIMIT
+        after = DeviceGuesses(blocked=True, failures=failures + 1)
+        assert guess_verdict(after) is GuessVerdict.LIMIT_REACHED and not blocks_device(after)
+
+
+def test_a_number_nobody_has_is_not_tested() -> None:
+    assert guess_verdict(None) is GuessVerdict.NO_DEVICE
+
+
+def test_a_merchant_reaches_each_of_its_limits() -> None:
+    (short, _), (daily, _) = MERCHANT_FAILURE_LIMITS
+    assert merchant_limits_reached([short - 1, daily - 1]) == []
+    assert merchant_limits_reached([short, short]) == [MERCHANT_FAILURE_LIMITS[0]]
+    assert merchant_limits_reached([0, daily]) == [MERCHANT_FAILURE_LIMITS[1]]
+    assert merchant_limits_reached([short, daily]) == list(MERCHANT_FAILURE_LIMITS)

@@ -4,8 +4,9 @@
 and its 7-digit device number (part of every code it shows). `payment_code_uses`: every accepted code
 (device, time step, sequence digit), so each code pays once. `payment_code_settings`: the user's
 password-free (免密) allowance, and `no_pin_usage` what of it was used per day.
-`payment_code_failures` (migration 0010): every wrong code presented, by device number and merchant, so
-guessing at one device from many merchants blocks it (`blocked_at`).
+`payment_code_failures` (migrations 0010, 0012): every wrong code presented, by device number and
+merchant, so guessing at one device from many merchants blocks it (`blocked_at`), and a merchant's wrong
+codes are bounded.
 `payment_intents`: online checkout, one row per intent with its state.
 """
 
@@ -53,11 +54,13 @@ payment_code_failures = Table(
     metadata,
     Column("id", String(40), primary_key=True),
     # The device number the wrong code named, whether or not a device has it (so counting it tells a
-    # merchant nothing about which numbers exist).
-    Column("number", String(7), nullable=False),
+    # merchant nothing about which numbers exist); NULL when the failure counts against the merchant
+    # only (a malformed code, or a used one: not a guess at a device).
+    Column("number", String(7), nullable=True),
     Column("merchant_id", String(40), nullable=False),
     Column("failed_at", BigInteger, nullable=False),
     Index("ix_payment_code_failures_number_failed_at", "number", "failed_at"),
+    Index("ix_payment_code_failures_merchant_id_failed_at", "merchant_id", "failed_at"),
     Index("ix_payment_code_failures_failed_at", "failed_at"),
 )
 

@@ -11,17 +11,21 @@ neighbours (`WINDOW`: a code stays valid for about a minute after it is shown, p
 accepts each (device, step, sequence) once. A code computed with another device's secret, or for
 another device's number, matches nothing: codes are bound to the device and, through it, to the wallet.
 
-Guessing is bounded twice (`payment_code_guard`): per merchant (a till that presents many wrong codes is
-rate-limited, checked *before* a code is tried) and per device number, whoever presents the codes, so
-that many merchants together cannot guess one customer's code: `DEVICE_FAILURE_LIMIT` wrong codes within
-`DEVICE_FAILURE_WINDOW_S` block the device until its owner enables payment codes again (a new secret and
-a new number).
+Guessing is bounded twice (`payment_code_guard`): per merchant (`MERCHANT_FAILURE_LIMITS`: a till that
+presented many wrong codes is refused *before* its next code is tried) and per device number, whoever
+presents the codes, so that many merchants together cannot guess one customer's code:
+`DEVICE_FAILURE_LIMIT` wrong codes within `DEVICE_FAILURE_WINDOW_S` block the device until its owner
+enables payment codes again (a new secret and a new number). The decisions are the pure functions at the
+end (`merchant_limits_reached`, `guess_verdict`, `blocks_device`), over what the guard loaded under its
+locks.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 import pyotp
 
@@ -43,6 +47,10 @@ WINDOW = (-1, 0, 1)
 # scan) is not a guess: it matched, and does not count.
 DEVICE_FAILURE_LIMIT = 10
 DEVICE_FAILURE_WINDOW_S = 30 * 24 * 3600
+
+# Wrong codes one merchant (all its tills together) may present, as (count, window in seconds): at most
+# 20 guesses per 10 minutes and 100 a day, whichever device numbers they name.
+MERCHANT_FAILURE_LIMITS: tuple[tuple[int, int], ...] = ((20, 10 * 60), (100, 24 * 3600))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +106,42 @@ def device_failures_since(now_us: int, device_created_us: int) -> int:
 def device_blocked_by(failures: int) -> bool:
     """Does this many wrong codes in the window block the device?"""
     return failures >= DEVICE_FAILURE_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceGuesses:
+    """The device a code names, as loaded under its row lock: is it blocked, and how many wrong codes
+    named its number within the window (since it exists)."""
+
+    blocked: bool
+    failures: int
+
+
+class GuessVerdict(Enum):
+    TEST = "test"  # the device is under its limit: test the one-time code
+    NO_DEVICE = "no_device"  # no active device has the number: a wrong code, answered and recorded as one
+    LIMIT_REACHED = "limit_reached"  # the device reached its limit: the code is not tested at all
+
+
+def guess_verdict(device: DeviceGuesses | None) -> GuessVerdict:
+    """May a code naming this device be tested? Never once the device has reached its limit, a right
+    code included (telling it apart would test it). Decided under the device's row lock, so concurrent
+    codes are decided one after another, each seeing the failures of those before it."""
+    if device is None:
+        return GuessVerdict.NO_DEVICE
+    if device.blocked or device_blocked_by(device.failures):
+        return GuessVerdict.LIMIT_REACHED
+    return GuessVerdict.TEST
+
+
+def blocks_device(device: DeviceGuesses) -> bool:
+    """Does one more wrong code block the device (it is not blocked yet, and reaches the limit)?"""
+    return not device.blocked and device_blocked_by(device.failures + 1)
+
+
+def merchant_limits_reached(
+    failures: Sequence[int], limits: Sequence[tuple[int, int]] = MERCHANT_FAILURE_LIMITS
+) -> list[tuple[int, int]]:
+    """The limits (count, window) that a merchant's wrong codes within each window (`failures`, one count
+    per limit) have reached: any of them refuses its next code, untested."""
+    return [limit for limit, count in zip(limits, failures, strict=True) if count >= limit[0]]

@@ -4,7 +4,8 @@ Enabling payment codes on a device is a security change (step-up): the answer ca
 once, so the app can compute codes offline (`payment_code_model`). One device shows codes for one wallet;
 enabling again on the same device replaces its secret. A thin client (the web app) may ask the server for
 the current code of its own device instead (`current_code`). Wrong codes are counted per merchant and
-per device (`payment_code_guard`); a device blocked by them shows and pays no codes until enabled again.
+per device (`payment_code_guard`); a device blocked by them shows no codes, and no code naming it is
+tried, until enabled again.
 
 The no-PIN (免密) allowance: payments by code up to `no_pin_per_payment` each and `no_pin_daily` a day
 need no confirmation. A user may lower both (to zero: every code payment asks for confirmation) at any
@@ -238,31 +239,33 @@ def redeem(ctx: IdentityContext, code: object, merchant_id: str, charge_ref: str
     """The device (so the payer and wallet) a presented code belongs to, spending the code for the charge
     `charge_ref` (its ledger transfer id: a retry of that same charge may redeem it again).
 
-    A merchant over its failure limit is refused before the code is even tried. Wrong, stale, used or
-    revoked codes are `payment_code_invalid` and count against the merchant; wrong and stale ones (the
-    one-time code does not match: a guess) also against the device number they name, whichever merchant
-    presents them. A right code of a device blocked by such guesses is `payment_code_blocked`."""
-    payment_code_guard.refuse_merchant_over_limit(ctx, merchant_id)
+    One transaction decides and records everything (`payment_code_guard`): a merchant over its limit of
+    failures is refused (429) before the code is even tried; a code naming a device that reached its
+    limit of wrong codes is not tried either. Otherwise a right code is spent, and anything else is
+    `payment_code_invalid` and counts against the merchant; wrong and stale codes (the one-time code does
+    not match: a guess), and any code for a blocked device or for a number no device has, also against
+    the number they name, whichever merchant presents them."""
     parts = payment_code_model.split(code) if isinstance(code, str) else None
-    guessed = parts is not None
-    if parts is not None:
-        with ctx.db.read() as conn:
-            row = conn.execute(
-                select(payment_code_devices).where(
-                    payment_code_devices.c.number == parts.number, payment_code_devices.c.status == "active"
-                )
-            ).first()
-        if row is not None:
-            secret = ctx.keys.decrypt(str(row.secret_cipher), context=SECRET_CONTEXT)
-            step = payment_code_model.matching_step(secret, parts, ctx.now() / 1_000_000)
-            guessed = step is None
-            if step is not None and row.blocked_at is not None:
-                raise _blocked()
-            if step is not None and _spend(ctx, row.id, step, parts.seq, charge_ref):
-                return _device(row)
-    if parts is not None and guessed:
-        payment_code_guard.count_device_failure(ctx, parts.number, merchant_id)
-    payment_code_guard.count_merchant_failure(ctx, merchant_id)
+    now = ctx.now()
+    with ctx.uow() as uow:
+        conn = uow.conn
+        # The merchant's lock, then the device's (always in this order), held until the outcome is written:
+        # concurrent codes are decided one after another, each seeing the failures of those before it.
+        payment_code_guard.lock_merchant(conn, merchant_id)
+        payment_code_guard.refuse_merchant_over_limit(conn, merchant_id, now)
+        device = None if parts is None else payment_code_guard.lock_device(conn, parts.number, now)
+        guess = None if parts is None else parts.number  # the number a failure counts against
+        verdict = payment_code_model.guess_verdict(None if device is None else device.guesses)
+        if parts is not None and device is not None and verdict is payment_code_model.GuessVerdict.TEST:
+            secret = ctx.keys.decrypt(str(device.row.secret_cipher), context=SECRET_CONTEXT)
+            step = payment_code_model.matching_step(secret, parts, now / 1_000_000)
+            if step is not None:
+                if _spend(conn, str(device.row.id), step, parts.seq, charge_ref, now):
+                    uow.commit()
+                    return _device(device.row)
+                guess = None  # used by another charge: it matched, so a double scan, not a guess
+        payment_code_guard.record_failure(uow, merchant_id, guess, device, now)
+        uow.commit()
     raise PaymentCodeInvalid(
         "this payment code is not valid: ask the customer to refresh it", field="payment_code"
     )
@@ -274,26 +277,24 @@ def _blocked() -> payment_code_guard.PaymentCodeBlocked:
     )
 
 
-def _spend(ctx: IdentityContext, device_id: str, step: int, seq: int, charge_ref: str) -> bool:
-    """Record the code as used by this charge; False if another charge used it (each code pays once)."""
-    try:
-        with ctx.db.write() as conn:
-            conn.execute(
-                insert(payment_code_uses).values(
-                    device_id=device_id, step=step, seq=seq, used_at=ctx.now(), charge_ref=charge_ref
-                )
+def _spend(conn: Connection, device_id: str, step: int, seq: int, charge_ref: str, now: int) -> bool:
+    """Record the code as used by this charge; False if another charge used it (each code pays once).
+    The caller holds the device's row lock, so no other charge spends a code of this device meanwhile."""
+    used_by = conn.execute(
+        select(payment_code_uses.c.charge_ref).where(
+            payment_code_uses.c.device_id == device_id,
+            payment_code_uses.c.step == step,
+            payment_code_uses.c.seq == seq,
+        )
+    ).scalar()
+    if used_by is None:
+        conn.execute(
+            insert(payment_code_uses).values(
+                device_id=device_id, step=step, seq=seq, used_at=now, charge_ref=charge_ref
             )
-    except DATABASE_ERRORS:
-        with ctx.db.read() as conn:
-            used_by = conn.execute(
-                select(payment_code_uses.c.charge_ref).where(
-                    payment_code_uses.c.device_id == device_id,
-                    payment_code_uses.c.step == step,
-                    payment_code_uses.c.seq == seq,
-                )
-            ).scalar()
-        return used_by == charge_ref
-    return True
+        )
+        return True
+    return str(used_by) == charge_ref
 
 
 # -- the password-free allowance -------------------------------------------------------------------

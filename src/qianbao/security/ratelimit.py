@@ -60,9 +60,8 @@ DEFAULT_RULES: dict[str, str] = {
     "challenge_verify": "10/10 minutes;50/day",
     "challenge_create": "30/10 minutes;300/day",  # step-up challenges opened per user (audit rows too)
     "api_key_request": "600/minute",
-    # Wrong payment codes a merchant may present: each guess has ~3e-8 odds; this bounds a till that
-    # tries to guess customers' codes.
-    "payment_code_failure": "20/10 minutes;100/day",
+    # Wrong payment codes per merchant are not here: they are counted in the database, in the transaction
+    # that tries each code (payments/payment_code_guard.py), so concurrent guesses cannot overshoot.
 }
 
 # Rule names and the prefix become parts of a '/'-separated storage key: keep them to a safe alphabet.

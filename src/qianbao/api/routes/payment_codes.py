@@ -220,9 +220,9 @@ def charge_payment_code(
     """Charge the code a customer shows. Within their password-free allowance: `201`, paid. Above it:
     `202` with `status: pending` — the money is held and the customer confirms in their app within 60 s
     (watch `GET /v1/payments/{id}` or the `payment.succeeded` / `payment.failed` webhooks). A wrong,
-    stale or used code is `payment_code_invalid`; a till over its limit of wrong codes is
-    `429 rate_limited` before any code is tried; a right code of a device blocked after repeated wrong
-    codes (from any merchants) is `423 payment_code_blocked`."""
+    stale or used code is `payment_code_invalid`, and so is any code of a device blocked after repeated
+    wrong codes (from any merchants: its codes are not tried any more); a till over its limit of wrong
+    codes is `429 rate_limited` before any code is tried."""
     charge_request = charges.ChargeRequest(
         payment_code=body.payment_code,
         amount=body.amount.amount,
