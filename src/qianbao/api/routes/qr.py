@@ -33,14 +33,26 @@ class QianbaoCodeOut(BaseModel):
     wallet_id: str
 
 
+# For a code carrying qianbao's identifier, who is paid and how much are the server's records', never the
+# code's own text (which anyone can edit): a client reading only these fields is not fooled by a forgery.
+_RECORDED = (
+    "; for a qianbao code (one with `verified`), what the server's records say: null (absent for "
+    "amount) when they do not say"
+)
+
+
 class ParsedQrOut(BaseModel):
     crc_ok: bool = Field(description="false: the CRC (ID 63) does not match; do not pay from this code")
     point_of_initiation: str | None = Field(description="static (11), dynamic (12), or null if absent")
-    merchant_name: str | None
-    merchant_city: str | None
-    mcc: str | None
-    currency: str | None = Field(description="ISO 4217 alphabetic code from the numeric ID 53")
-    amount: QrAmountOut | None = Field(default=None, description="present only when the code has ID 54")
+    merchant_name: str | None = Field(
+        description="who is paid: ID 59 (a receive code's is the payee's masked name, *四)" + _RECORDED
+    )
+    merchant_city: str | None = Field(description="ID 60" + _RECORDED)
+    mcc: str | None = Field(description="merchant category code, ID 52" + _RECORDED)
+    currency: str | None = Field(description="ISO 4217 alphabetic code from the numeric ID 53" + _RECORDED)
+    amount: QrAmountOut | None = Field(
+        default=None, description="present only when the code has ID 54" + _RECORDED
+    )
     country: str | None
     fields: dict[str, str | dict[str, str]] = Field(description="every data object by ID; templates nested")
     qianbao: QianbaoCodeOut | None = Field(
@@ -95,29 +107,34 @@ class QrVerificationOut(BaseModel):
 
 
 class ParsedQianbaoQrOut(ParsedQrOut):
+    verified: bool | None = Field(
+        default=None,
+        description="present for codes carrying qianbao's identifier: true when the code is exactly what "
+        "qianbao issued (verification.verified). Either way the fields above are the records'; what "
+        "the code itself says is in `fields` and each mismatch's `in_code`",
+    )
     verification: QrVerificationOut | None = Field(
         default=None,
         description="present for codes carrying qianbao's identifier (dev.qianbao): what the server's "
-        "records say. Show these values, not the code's own, and pay only when verified is true",
+        "records say, and every field in which the code differs. Pay only when verified is true",
     )
 
 
 @router.post("/v1/qr-codes/parse", response_model=ParsedQianbaoQrOut, response_model_exclude_unset=True)
 def parse_qr_code(body: ParseRequest, _principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
     """Decode an EMVCo merchant-presented QR payload. Malformed TLV answers 422 `validation_error` with a
-    `reason`; a wrong CRC still decodes, with `crc_ok: false`. A qianbao code also gets `verification`:
-    the merchant or payee, amount and fields as the server's records have them, and what differs."""
+    `reason`; a wrong CRC still decodes, with `crc_ok: false`. For a qianbao code, who is paid and how
+    much (`merchant_name`, `merchant_city`, `mcc`, `currency`, `amount`) are the server's records', not
+    the code's; `verified` says whether the code is exactly what qianbao issued, and `verification` says
+    what differs (the code's own text stays in `fields`)."""
     return _verified_view(ctx, body.payload)
 
 
 def _verified_view(ctx: IdentityContext, payload: str) -> dict[str, Any]:
-    """The parsed fields of a payload and, for a qianbao code, what the server's records say."""
+    """The parsed fields of a payload; for a qianbao code, who is paid and how much as the server's
+    records say, and what differs."""
     parsed = emvco.parse(payload)
-    shown = parsed.as_json()
-    verification = qr_verification.verify_scanned(ctx, parsed)
-    if verification is not None:
-        shown["verification"] = verification.as_json()
-    return shown
+    return qr_verification.as_recorded(parsed, qr_verification.verify_scanned(ctx, parsed))
 
 
 class DecodedQrOut(ParsedQianbaoQrOut):
