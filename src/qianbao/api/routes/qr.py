@@ -8,13 +8,16 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from qianbao.api.deps import CurrentUser, Identity
+from qianbao.api.body_limits import read_upload
+from qianbao.api.deps import CurrentUser, Identity, UploadingUser
 from qianbao.identity.context import IdentityContext
 from qianbao.payments import emvco, qr_verification, receive_qr
 from qianbao.payments.inputs import MAX_PAYMENT
-from qianbao.payments.qr_images import ACCEPTED_FORMATS, decode_qr_image_in_thread
+from qianbao.payments.qr_images import ACCEPTED_FORMATS, decode_qr_image_in_thread, upload_admission
 
 router = APIRouter(tags=["qr-codes"])
+# Pictures read per user (security/ratelimit.py).
+DECODE_RULE = "qr_decode"
 
 
 class ParseRequest(BaseModel):
@@ -137,6 +140,9 @@ def _verified_view(ctx: IdentityContext, payload: str) -> dict[str, Any]:
     return qr_verification.as_recorded(parsed, qr_verification.verify_scanned(ctx, parsed))
 
 
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
 class DecodedQrOut(ParsedQianbaoQrOut):
     payload: str = Field(description="the text read from the image")
 
@@ -145,6 +151,14 @@ class DecodedQrOut(ParsedQianbaoQrOut):
     "/v1/qr-codes/decode",
     response_model=DecodedQrOut,
     response_model_exclude_unset=True,
+    responses={
+        status: {"description": description, "content": _PROBLEM}
+        for status, description in (
+            (408, "`request_timeout`: the picture did not arrive within 30 seconds"),
+            (413, "`payload_too_large`: over 8 MiB"),
+            (503, "`service_unavailable`: this server is reading as many pictures as it can; Retry-After"),
+        )
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -155,11 +169,19 @@ class DecodedQrOut(ParsedQianbaoQrOut):
         }
     },
 )
-async def decode_qr_code(request: Request, _principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+async def decode_qr_code(request: Request, principal: UploadingUser, ctx: Identity) -> dict[str, Any]:
     """Read a QR code from a photo or screenshot sent as the request body (PNG, JPEG, WebP or GIF, at most
     8 MiB and 16.7 megapixels), then decode it like `/v1/qr-codes/parse`. No QR code in the image, another
-    format, or not an image: 422 with a `reason`; a body over the size limit: 413 `payload_too_large`."""
-    payload = await decode_qr_image_in_thread(await request.body())
+    format, or not an image: 422 with a `reason`; a body over the size limit: 413 `payload_too_large`;
+    one not sent within 30 seconds: 408 `request_timeout`. Each server process reads a few pictures at
+    once: when it is full, `503 service_unavailable`; more than two of the caller's own at once, or more
+    than 30 a minute or 300 an hour, `429 rate_limited`. Both are answered with `Retry-After`, before the
+    body is read."""
+    caller = principal.user_id or principal.id
+    with upload_admission().admit(caller):  # before a byte of the body is read, and held until decoded
+        await anyio.to_thread.run_sync(ctx.limiter.hit, DECODE_RULE, caller)  # the limiter may be Redis
+        image = await read_upload(request)
+        payload = await decode_qr_image_in_thread(image)
     # The records are read on a worker thread, like every database call: never on the event loop.
     shown = await anyio.to_thread.run_sync(_verified_view, ctx, payload)
     return {"payload": payload, **shown}
