@@ -126,6 +126,6 @@ def build_identity(settings: Settings, db: Database, clock: Clock, ledger: Ledge
         notifier=Notifier(keys, clock),
         ledger=ledger,
         relying_party=RelyingParty(
-            settings.webauthn_rp_id, settings.webauthn_rp_name, tuple(settings.webauthn_origins)
+            settings.webauthn_rp_id, settings.webauthn_rp_name, settings.passkey_origins
         ),
     )

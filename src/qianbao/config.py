@@ -101,9 +101,9 @@ class Settings(BaseSettings):
     # --- Passkeys (WebAuthn): the relying party is the host name the web app is served from.
     webauthn_rp_id: str = "localhost"
     webauthn_rp_name: str = "qianbao"
-    webauthn_origins: list[str] = Field(
-        default_factory=lambda: ["http://localhost:8000", "http://127.0.0.1:8000"]
-    )
+    # Empty: the origins the sandbox is reached at (http://localhost:<port>, http://127.0.0.1:<port>, and
+    # the origin of `public_url` when set), so `qianbao serve --port 8765` keeps passkeys working.
+    webauthn_origins: list[str] = Field(default_factory=list)
     # --- Password and PIN hashing (argon2id). Tests lower these; production keeps the defaults.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
@@ -150,6 +150,18 @@ class Settings(BaseSettings):
     @property
     def is_sandbox(self) -> bool:
         return self.env is Environment.SANDBOX
+
+    @property
+    def passkey_origins(self) -> tuple[str, ...]:
+        """The exact origins passkey ceremonies may come from: `webauthn_origins`, or those derived from
+        where this server is reached."""
+        if self.webauthn_origins:
+            return tuple(self.webauthn_origins)
+        derived = [f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}"]
+        if self.public_url is not None:
+            scheme, _, rest = self.public_url.partition("://")
+            derived.append(f"{scheme}://{rest.split('/', 1)[0]}")
+        return tuple(dict.fromkeys(derived))
 
     @property
     def resolved_key_file(self) -> Path:

@@ -498,6 +498,14 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         "default); it was not read. Extras: `limit` (bytes).",
     ),
     ErrorCode(
+        "request_timeout",
+        408,
+        "retry",
+        GENERAL,
+        "An image upload's body did not arrive within the time allowed (30 s); the connection is closed. "
+        "Extras: `limit_s`.",
+    ),
+    ErrorCode(
         "headers_too_large",
         431,
         None,
@@ -686,6 +694,18 @@ MESSAGE_VARIANTS: tuple[MessageVariant, ...] = (
         "A money request names the payer by a wallet id that no open wallet has.",
     ),
     MessageVariant("not_found", "wallet", (), "No wallet of the caller has this id."),
+    MessageVariant(
+        "rate_limited",
+        "uploads_in_progress",
+        (),
+        "A QR picture upload while the same user's earlier ones are still being read.",
+    ),
+    MessageVariant(
+        "service_unavailable",
+        "image_decoder_busy",
+        (),
+        "A QR picture upload while the server is reading as many pictures as it takes at once.",
+    ),
 )
 
 FIELD_LABELS: tuple[FieldLabel, ...] = tuple(

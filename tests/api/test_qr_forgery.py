@@ -1,5 +1,6 @@
 """Forged qianbao QR codes: a field edited and the CRC recomputed. `POST /v1/qr-codes/parse` shows what the
-server's records say and flags every field that differs; paying refuses the code and moves nothing."""
+server's records say, in its top-level fields too, and flags every field that differs; paying refuses the
+code and moves nothing."""
 
 from __future__ import annotations
 
@@ -50,6 +51,11 @@ def mismatches(body: Mapping[str, Any]) -> dict[str, tuple[str | None, str | Non
     return {m["field"]: (m["in_code"], m["on_record"]) for m in body["mismatches"]}
 
 
+def who_and_how_much(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level fields a client shows the payer; `amount` is absent when there is none to show."""
+    return {name: body.get(name) for name in ("merchant_name", "merchant_city", "mcc", "currency", "amount")}
+
+
 @pytest.fixture
 def mallory(client: TestClient) -> SignedUp:
     return sign_up(client, name="赵五")
@@ -75,11 +81,12 @@ def test_a_photo_of_a_forged_code_is_flagged_like_its_text(
     photo_of_forgery = decoded(forged)
     photo_of_genuine = decoded(genuine)
 
-    assert photo_of_forgery["payload"] == forged
-    assert photo_of_forgery["verification"] == parse(client, alice, forged)["verification"]
-    assert photo_of_forgery["verification"]["verified"] is False
-    assert photo_of_forgery["verification"]["merchant"]["name"] == "赵记小卖部"
-    assert photo_of_genuine["verification"]["verified"] is True
+    assert photo_of_forgery.pop("payload") == forged
+    assert photo_of_forgery == parse(client, alice, forged)
+    assert photo_of_forgery["verified"] is photo_of_forgery["verification"]["verified"] is False
+    assert photo_of_forgery["merchant_name"] == photo_of_forgery["verification"]["merchant"]["name"]
+    assert photo_of_forgery["merchant_name"] == "赵记小卖部"
+    assert photo_of_genuine["verified"] is photo_of_genuine["verification"]["verified"] is True
 
 
 def test_a_static_code_with_another_merchants_id_shows_who_is_really_paid_and_is_refused(
@@ -94,7 +101,16 @@ def test_a_static_code_with_another_merchants_id_shows_who_is_really_paid_and_is
     seen = parse(client, alice, forged)
     paid = pay_merchant(client, alice, forged, 2_500)
 
-    assert seen["merchant_name"] == "老王面馆"  # what the code says…
+    # Who is paid, as the records say: the merchant the id names, not the name printed on the code…
+    assert who_and_how_much(seen) == {
+        "merchant_name": "赵记小卖部",
+        "merchant_city": "杭州",
+        "mcc": "5411",
+        "currency": "CNY",
+        "amount": None,
+    }
+    assert seen["verified"] is False
+    assert seen["fields"]["59"] == "老王面馆"  # …which stays readable as the code's own text
     verification = seen["verification"]
     assert (verification["verified"], verification["kind"], verification["reason"]) == (
         False,
@@ -150,6 +166,7 @@ def test_any_added_or_changed_field_is_flagged(client: TestClient, alice: Signed
     paid = pay_merchant(client, alice, forged, 100)
 
     assert verification["verified"] is False
+    assert "amount" not in parse(client, alice, forged)  # the static code qianbao issued has none
     assert mismatches(verification) == {
         "amount": ("1.00", None),
         "merchant_name_alternate_language": ("0002ZH0103星巴克", None),
@@ -168,7 +185,8 @@ def test_a_bad_crc_or_an_unknown_merchant_is_never_verified(
     damaged = parse(client, alice, genuine[:-4] + ("0000" if genuine[-4:] != "0000" else "1111"))
     unknown = parse(client, alice, ghost)
 
-    assert damaged["crc_ok"] is False
+    assert damaged["crc_ok"] is False and damaged["merchant_name"] == "老王面馆"
+    assert unknown["merchant_name"] is None and unknown["fields"]["59"] == "Ghost"
     assert (damaged["verification"]["verified"], damaged["verification"]["reason"]) == (False, "bad_crc")
     assert damaged["verification"]["merchant"]["name"] == "老王面馆"
     assert unknown["verification"]["reason"] == "merchant_not_found"
@@ -190,7 +208,9 @@ def test_a_dynamic_code_edited_to_a_lower_amount_shows_the_stored_amount_and_is_
     without_amount = pay_merchant(client, alice, forged)
     with_the_shown_amount = pay_merchant(client, alice, forged, 100)
 
-    assert seen["amount"] == {"amount": 100, "currency": "CNY"}  # what the code says…
+    # How much, as the records say: the stored ¥50.00, not the ¥1.00 printed on the code.
+    assert seen["amount"] == {"amount": 5_000, "currency": "CNY"} and seen["verified"] is False
+    assert seen["merchant_name"] == "老王面馆" and seen["fields"]["54"] == "1.00"
     verification = seen["verification"]
     assert verification["verified"] is False and verification["reason"] == "altered"
     assert verification["amount"] == {"amount": 5_000, "currency": "CNY"}  # …and what will be paid
@@ -233,10 +253,13 @@ def test_an_unknown_dynamic_reference_is_not_verified(
     code = _dynamic(client, bob, shop["id"], 5_000)
     forged = reissued(code["payload"], _62={"05": "QNOTAREALREFERENCE000"})
 
-    verification = parse(client, alice, forged)["verification"]
+    seen = parse(client, alice, forged)
+    verification = seen["verification"]
 
     assert (verification["verified"], verification["reason"]) == (False, "qr_code_not_found")
     assert verification["merchant"]["name"] == "老王面馆" and verification["amount"] is None
+    # The merchant is known, the amount is not: none is shown.
+    assert seen["merchant_name"] == "老王面馆" and "amount" not in seen
 
 
 # -- personal receive codes -----------------------------------------------------------------------------
@@ -253,7 +276,11 @@ def test_a_receive_code_with_a_swapped_wallet_id_is_refused(
     seen = parse(client, alice, forged)
     paid = transfer(client, alice, 1_000, to={"qr": forged})
 
-    assert seen["merchant_name"] == "*四"
+    # The signature fails: the records name no payee, so no name (nor amount) is shown at all.
+    assert who_and_how_much(seen) == dict.fromkeys(
+        ("merchant_name", "merchant_city", "mcc", "currency", "amount")
+    )
+    assert seen["verified"] is False and seen["fields"]["59"] == "*四"
     verification = seen["verification"]
     assert (verification["verified"], verification["kind"], verification["reason"]) == (
         False,
@@ -275,7 +302,9 @@ def test_a_receive_codes_fixed_amount_cannot_be_edited(
     forged = reissued(genuine, _54="1.00")
     funded(client, alice, 10_000)
 
-    assert parse(client, alice, forged)["verification"]["reason"] == "bad_signature"
+    seen = parse(client, alice, forged)
+    assert seen["verification"]["reason"] == "bad_signature"
+    assert "amount" not in seen and seen["merchant_name"] is None
     paid = transfer(client, alice, 100, to={"qr": forged})
     assert paid.status_code == 422 and paid.json()["code"] == "qr_code_altered"
     assert balance(client, bob.wallet_id) == 0
@@ -308,9 +337,11 @@ def test_a_receive_code_with_an_edited_name_shows_the_real_one_and_is_refused(
     forged = reissued(payload_of(client, bob), _59="*丽")
     funded(client, alice, 10_000)
 
-    verification = parse(client, alice, forged)["verification"]
+    seen = parse(client, alice, forged)
+    verification = seen["verification"]
     paid = transfer(client, alice, 1_000, to={"qr": forged})
 
+    assert seen["merchant_name"] == "*四" and seen["fields"]["59"] == "*丽"  # the wallet owner's name
     assert (verification["verified"], verification["reason"]) == (False, "altered")
     assert verification["payee"] == {"wallet_id": bob.wallet_id, "name_masked": "*四"}
     assert mismatches(verification) == {"merchant_name": ("*丽", "*四")}
@@ -362,7 +393,21 @@ def test_other_schemes_codes_have_no_verification(client: TestClient, alice: Sig
         "00020126580014br.gov.bcb.pix0136123e4567-e12b-12d1-a456-4266554400005204000053039865802BR"
         "5913Fulano de Tal6008BRASILIA62070503***63041D3D"
     )
-    assert "verification" not in parse(client, alice, pix)
+    assert parse(client, alice, pix) == emvco.parse(pix).as_json()  # as the code says: no records of it
+
+
+def test_genuine_codes_show_exactly_what_they_say(client: TestClient, alice: SignedUp, bob: SignedUp) -> None:
+    shop = open_merchant(client, bob)
+    genuine = (
+        static_payload(client, bob, shop["id"]),
+        _dynamic(client, bob, shop["id"], 5_000)["payload"],
+        payload_of(client, bob, amount=800),
+    )
+
+    for payload in genuine:
+        seen = parse(client, alice, payload)
+        assert seen.pop("verified") is True and seen.pop("verification")["verified"] is True
+        assert seen == emvco.parse(payload).as_json()
 
 
 def test_an_amount_in_other_digits_is_refused(client: TestClient, alice: SignedUp, bob: SignedUp) -> None:

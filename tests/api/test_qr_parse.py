@@ -87,10 +87,13 @@ def test_parse_a_qianbao_code(client: TestClient, alice: SignedUp) -> None:
     )
     body = client.post(URL, json={"payload": payload}, headers=alice.auth).json()
     assert body["crc_ok"] is True
-    assert body["merchant_name"] == "老王面馆"
-    assert body["amount"] == {"amount": 1880, "currency": "CNY"}
     assert body["fields"]["26"] == {"00": "dev.qianbao", "01": "mch_7"}
     assert body["fields"]["62"] == {"05": "A-1"}
+    # Who and how much are the server's records': it has none of mch_7, so it shows neither. The code's
+    # own name and amount are still there to read, flagged as unverified.
+    assert (body["fields"]["59"], body["fields"]["54"]) == ("老王面馆", "18.80")
+    assert body["merchant_name"] is None and "amount" not in body
+    assert body["verified"] is False and body["verification"]["reason"] == "merchant_not_found"
 
 
 def test_bad_crc_is_reported_not_refused(client: TestClient, alice: SignedUp) -> None:

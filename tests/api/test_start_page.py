@@ -107,3 +107,25 @@ def test_an_unknown_page_is_still_a_problem(sandbox: TestClient) -> None:
     response = sandbox.get("/no-such-page")
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "shown"),
+    [
+        ({"host": "0.0.0.0", "port": 9000}, "http://127.0.0.1:9000"),  # noqa: S104
+        ({"host": "::", "port": 9000}, "http://[::1]:9000"),
+        ({"host": "0.0.0.0", "public_url": "https://wallet.example"}, None),  # noqa: S104
+        ({"host": "127.0.0.1"}, None),
+    ],
+)
+def test_a_wildcard_host_without_a_public_url_says_other_machines_need_one(
+    tmp_path: Path, overrides: dict[str, Any], shown: str | None
+) -> None:
+    client = page_client(tmp_path, **overrides)
+    english = client.get("/?lang=en").text
+    chinese = client.get("/?lang=zh-CN").text
+    for text in (english, chinese):
+        assert ("QIANBAO_PUBLIC_URL" in text) is (shown is not None)
+    if shown is not None:
+        assert f"calls {shown}: to use it from other machines" in english
+        assert f"会调用 {shown}" in chinese

@@ -146,11 +146,11 @@ def test_delivery_refuses_non_public_destinations_in_every_spelling_in_both_mode
         assert local.received == []
     with ctx.db.read() as conn:
         errors = conn.execute(
-            select(webhook_attempts.c.error, webhook_attempts.c.status_code).join(
-                webhook_deliveries, webhook_deliveries.c.id == webhook_attempts.c.delivery_id
-            )
+            select(
+                webhook_attempts.c.error, webhook_attempts.c.status_code, webhook_attempts.c.latency_ms
+            ).join(webhook_deliveries, webhook_deliveries.c.id == webhook_attempts.c.delivery_id)
         ).all()
-    assert sorted(errors) == [("destination_not_allowed", None)] * (2 * len(spellings))
+    assert sorted(errors) == [("destination_not_allowed", None, None)] * (2 * len(spellings))
 
 
 def test_with_the_setting_a_sandbox_delivers_to_a_receiver_on_loopback(

@@ -334,3 +334,27 @@ def test_delivery_log_lists_newest_first_with_a_status_filter(
     assert ok(client.get(f"{base}?status=delivered", headers=alice.auth))["data"] == []
     assert len(ok(client.get(f"{base}?status=pending&limit=2", headers=alice.auth))["data"]) == 2
     assert client.get(f"{base}?status=lost", headers=alice.auth).status_code == 422
+
+
+def test_an_attempt_that_got_no_answer_shows_its_error_and_no_latency(
+    client: TestClient, alice: SignedUp, bob: SignedUp
+) -> None:
+    endpoint = new_endpoint(client, alice, ["transfer.succeeded"])
+    fund(client, alice)
+    pay(client, alice, bob)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    report = dispatch_once(ctx_of(client), transport=httpx.MockTransport(refuse), resolver=public_resolver)
+    assert report.attempts == 1
+    base = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
+    [listed] = ok(client.get(base, headers=alice.auth))["data"]
+    [attempt] = ok(client.get(f"{base}/{listed['id']}", headers=alice.auth))["attempts"]
+    assert (attempt["status_code"], attempt["latency_ms"], attempt["error"]) == (
+        None,
+        None,
+        "connection_failed",
+    )
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["AttemptOut"]["properties"]
+    assert {"type": "null"} in schema["latency_ms"]["anyOf"]

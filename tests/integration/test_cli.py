@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -125,3 +126,18 @@ def test_serve_migrates_seeds_and_answers_with_two_workers(tmp_path: Path) -> No
     finally:
         db.dispose()
     assert alice == 500_000
+
+
+def test_serve_describes_the_address_it_really_listens_on(tmp_path: Path) -> None:
+    # The environment names another host; --host and --port (from `serve`) are what the server binds.
+    environment = {"QIANBAO_HOST": "localhost", "QIANBAO_SEED_DEMO_DATA": "false"}
+    with serve(tmp_path, "--host", "127.0.0.1", env=environment) as served:
+        document = httpx.get(f"{served.url}/openapi.json", timeout=10).json()
+        policies = [
+            httpx.get(f"{served.url}{page}", timeout=10).headers["content-security-policy"]
+            for page in ("/docs", "/redoc")
+        ]
+    assert document["servers"][0]["url"] == served.url
+    assert document["info"]["contact"]["url"] == f"{served.url}/"
+    for policy in policies:
+        assert f"connect-src 'self' {served.url}" in [part.strip() for part in policy.split(";")]

@@ -33,7 +33,7 @@ from qianbao.ledger.model import (
     TransferSpec,
     canonical_metadata,
 )
-from qianbao.ledger.queries import LedgerReader
+from qianbao.ledger.queries import HistoryFilter, LedgerReader
 from qianbao.ledger.rules import expiry_id
 from qianbao.ledger.verify import verify_ledger
 from tests.conftest import unique
@@ -1269,6 +1269,40 @@ def test_account_history_newest_first_with_direction_and_balance_after(ledger: L
     funding = entries(lg.funding)
     assert [(d, bal) for _, d, bal in funding] == [("debit", 2_000), ("debit", 1_000)]
     assert lg.reader.account_history(unique("nobody")).entries == []
+
+
+def test_history_with_holds_once_lists_a_resolved_hold_at_its_resolution(ledger: Ledger) -> None:
+    """A wallet's history (payments/history.py) shows each hold once: the resolution carries it, where
+    the posted balance changed; a code filter matches a resolution by its hold's code."""
+    lg = ledger
+    t1 = lg.move(lg.a, lg.c, 500).id
+    h1 = lg.hold(100, debit=lg.c, credit=lg.b, code="shop.hold")
+    t2 = lg.move(lg.a, lg.c, 50).id
+    p1 = submit(lg.engine, TransferSpec.post(unique("post"), h1, 80)).id  # partly: 20 released
+    h2 = lg.hold(30, debit=lg.c, credit=lg.b, code="shop.hold")
+    v2 = submit(lg.engine, TransferSpec.void(unique("void"), h2, code="hold.released")).id
+    h3 = lg.hold(20, debit=lg.c, credit=lg.b, code="shop.hold")
+
+    def listed(**filters: Any) -> list[tuple[str, str | None, int, int]]:
+        found, cursor = [], None
+        while True:  # two by two: the pages join up
+            page = lg.reader.account_history_filtered(lg.c, 2, cursor, HistoryFilter(**filters))
+            found += [
+                (e.transfer.id, e.hold and e.hold.id, e.transfer.amount, e.balance_after)
+                for e in page.entries
+            ]
+            if (cursor := page.next_cursor) is None:
+                return found
+
+    assert listed(holds_once=True) == [
+        (h3, None, 20, 470),
+        (v2, h2, 30, 470),
+        (p1, h1, 80, 470),
+        (t2, None, 50, 550),
+        (t1, None, 500, 500),
+    ]
+    assert [e[0] for e in listed()] == [h3, v2, h2, p1, t2, h1, t1]  # the ledger's own view: every row
+    assert [e[0] for e in listed(holds_once=True, codes=frozenset({"shop.hold"}))] == [h3, v2, p1]
 
 
 def test_account_history_pagination(ledger: Ledger) -> None:

@@ -217,3 +217,45 @@ def test_0011_turns_self_rejections_into_withdrawals_and_the_database_says_who_d
         _approval(conn, "apr_ok1", "withdrawn", "opr_maker", "opr_maker")
         _approval(conn, "apr_ok2", "rejected", "opr_maker", "opr_checker")
     assert describe(schema_diff(db)) == EXPECTED_DIFF[db.dialect]
+
+
+def test_0012_forgets_the_latency_of_attempts_that_got_no_answer(empty_database: Database) -> None:
+    db = empty_database
+    migrate.upgrade(db, "0011")
+    with db.write() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO webhook_endpoints (id, owner_user_id, url, events, enabled, secret_cipher,"
+                " created_at, updated_at) VALUES ('whe_1', 'usr_1', 'https://hooks.example.com', '[\"*\"]',"
+                " :yes, 'x', 1, 1)"
+            ),
+            {"yes": True},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, event_created_at,"
+                " status, attempt_count, next_attempt_at, created_at)"
+                " VALUES ('whd_1', 'whe_1', 'evt_1', 't', 1, 'pending', 2, 9, 1)"
+            )
+        )
+        for number, status_code, latency, error in ((1, None, 5003, "connection_failed"), (2, 503, 41, None)):
+            conn.execute(
+                text(
+                    "INSERT INTO webhook_attempts (id, delivery_id, number, manual, attempted_at,"
+                    " status_code, latency_ms, error, succeeded)"
+                    " VALUES (:id, 'whd_1', :number, :no, 1, :status_code, :latency, :error, :no)"
+                ),
+                {
+                    "id": f"wha_{number}",
+                    "number": number,
+                    "no": False,
+                    "status_code": status_code,
+                    "latency": latency,
+                    "error": error,
+                },
+            )
+    migrate.upgrade(db)
+    with db.read() as conn:
+        latencies = dict(conn.exec_driver_sql("SELECT id, latency_ms FROM webhook_attempts").all())
+    assert latencies == {"wha_1": None, "wha_2": 41}
+    assert describe(schema_diff(db)) == EXPECTED_DIFF[db.dialect]

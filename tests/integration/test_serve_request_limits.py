@@ -107,12 +107,22 @@ def test_the_image_upload_route_takes_more_than_json_routes_but_not_without_limi
         f"{served.url}/v1/qr-codes/decode", content=b"\xff" * (1024 * 1024),
         headers={"Content-Type": "image/jpeg"}, timeout=SOCKET_TIMEOUT_S,
     )  # fmt: skip
-    assert photo_sized.status_code == 401  # read whole, then refused for want of a session
+    assert photo_sized.status_code == 401  # refused for want of a session
     too_big = f"Content-Length: {9 * 2**20}"
     status, _, content = exchange(
         served, request_head("POST", "/v1/qr-codes/decode", "Content-Type: image/png", too_big)
     )
     assert status == 413 and json.loads(content)["limit"] == 8 * 2**20
+
+
+def test_an_upload_is_refused_before_its_body_is_sent(served: Served) -> None:
+    # Only the head is sent: a server that read the body before deciding would wait for it in vain.
+    status, headers, content = exchange(
+        served,
+        request_head("POST", "/v1/qr-codes/decode", "Content-Type: image/png", f"Content-Length: {2**20}"),
+    )
+    assert status == 401 and json.loads(content)["code"] == "unauthenticated"
+    assert headers["connection"] == "close"  # the unsent body is not awaited on this connection
 
 
 def test_a_megabyte_of_headers_is_refused(served: Served) -> None:

@@ -58,7 +58,8 @@ def port_of(url: str) -> int:
 
 
 def outcome(result: AttemptResult) -> tuple[Any, ...]:
-    """Everything the delivery log shows of an attempt, but its latency."""
+    """Everything the delivery log shows of an attempt that got no answer (its latency: nothing)."""
+    assert result.latency_ms is None
     return result.status_code, result.response_snippet, result.error
 
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import anyio
 import pytest
+from fastapi import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from qianbao.api.body_limits import BodySizeLimitMiddleware, route_limits
+from qianbao.api.body_limits import BodySizeLimitMiddleware, RequestTimeout, read_upload, route_limits
 from qianbao.config import Settings
 
 LIMIT = 1024
@@ -148,3 +149,39 @@ def test_the_limits_come_from_the_settings() -> None:
     settings = Settings(max_body_bytes=2048, max_image_upload_bytes=4096)
     assert route_limits(settings) == {UPLOAD: 4096}
     assert Settings().max_body_bytes == 64 * 1024 and Settings().max_image_upload_bytes == 8 * 2**20
+
+
+async def _answer_unread(_scope: Scope, _receive: Receive, send: Send) -> None:
+    """An application that answers without reading the body (an upload refused before it is read)."""
+    await send({"type": "http.response.start", "status": 503, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_an_answer_before_the_body_was_read_closes_the_connection() -> None:
+    unread = run(_answer_unread, [b"x" * 600], route=UPLOAD, content_length=600)
+    assert unread.status == 503 and unread.chunks_taken == 0 and unread.headers["connection"] == "close"
+    read_whole = run(Reader(), [b"x" * 600], route=UPLOAD, content_length=600)
+    assert read_whole.status == 200 and "connection" not in read_whole.headers
+    no_body = run(_answer_unread, [b""], route=("GET", "/healthz"))
+    assert "connection" not in no_body.headers
+
+
+def _upload(receive: Receive) -> Request:
+    return Request({"type": "http", "method": "POST", "path": UPLOAD[1], "headers": []}, receive)
+
+
+def test_an_upload_is_read_within_a_time_limit() -> None:
+    async def stalled() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def whole() -> Message:
+        return {"type": "http.request", "body": b"picture", "more_body": False}
+
+    async def main() -> None:
+        with pytest.raises(RequestTimeout) as refused:
+            await read_upload(_upload(stalled), within_s=0.01)
+        assert refused.value.code == "request_timeout" and refused.value.extra == {"limit_s": 0.01}
+        assert await read_upload(_upload(whole), within_s=0.01) == b"picture"
+
+    anyio.run(main)

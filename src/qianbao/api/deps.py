@@ -119,7 +119,23 @@ async def operator_principal(principal: Annotated[Principal, Depends(current_pri
     return principal
 
 
+def uploading_user(request: Request) -> Principal:
+    """A signed-in user, authenticated without reading the request body: uploads (a photo of up to 8 MiB)
+    are read only once the server has room for them (`qr_images.UploadAdmission`), never to authenticate
+    them. API keys sign the body, so they cannot be checked without it: these routes refuse them (they are
+    for users, as `user_principal` says) before a byte is read."""
+    if not request.headers.get("authorization") and any(
+        name.lower().startswith("qianbao-") for name in request.headers
+    ):
+        raise Forbidden("this endpoint is for signed-in users")
+    principal = _principal(request, b"")  # a bearer token or a session cookie: the body plays no part
+    if principal.kind is not PrincipalKind.USER:
+        raise Forbidden("this endpoint is for signed-in users")
+    return principal
+
+
 CurrentUser = Annotated[Principal, Depends(user_principal)]
+UploadingUser = Annotated[Principal, Depends(uploading_user)]
 CurrentOperator = Annotated[Principal, Depends(operator_principal)]
 Identity = Annotated[IdentityContext, Depends(identity)]
 Info = Annotated[RequestInfo, Depends(request_info)]

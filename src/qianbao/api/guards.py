@@ -12,6 +12,7 @@ from urllib.parse import unquote_to_bytes
 from fastapi import Request
 
 from qianbao import invalid
+from qianbao.api.body_limits import is_image_upload
 from qianbao.errors import NotFound
 
 
@@ -21,8 +22,10 @@ async def refuse_nul_characters(request: Request) -> None:
     if b"%00" in request.url.query.encode().lower() or "\x00" in request.url.query:
         raise invalid.because("nul_character", "the query string must not contain NUL characters")
     content_type = request.headers.get("content-type", "application/json")
-    if not content_type.startswith("application/json"):
-        return  # binary uploads (images) are checked by their own readers
+    if not content_type.startswith("application/json") or is_image_upload(request):
+        # Binary uploads (images) are checked by their own readers, and read only once admitted
+        # (`qr_images.UploadAdmission`), whatever Content-Type they claim.
+        return
     body = await request.body()
     if b"\\u0000" in body or b"\x00" in body:
         raise invalid.because("nul_character", "text must not contain NUL characters")

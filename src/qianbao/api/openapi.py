@@ -128,13 +128,23 @@ TAGS: tuple[tuple[str, str], ...] = (
 LICENSE = {"name": "Apache-2.0", "identifier": "Apache-2.0"}
 
 
+# A wildcard listen address, and the loopback address it is reached at from this machine.
+WILDCARD_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+
+
 def server_url(settings: Settings) -> str:
     """The base URL clients reach this server at: `public_url`, else the address `qianbao serve` listens
     on (a wildcard address is reached on the loopback)."""
     if settings.public_url is not None:
         return settings.public_url.rstrip("/")
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)  # noqa: S104
+    host = WILDCARD_LOOPBACK.get(settings.host, settings.host)
     return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+
+
+def server_url_is_loopback_stand_in(settings: Settings) -> bool:
+    """The server listens on every interface, but its URL is the loopback: other machines reach it, yet
+    "Try it out" from their browsers calls their own loopback until `public_url` says where it is."""
+    return settings.public_url is None and settings.host in WILDCARD_LOOPBACK
 
 
 def _contact(settings: Settings) -> dict[str, str]:

@@ -42,6 +42,18 @@ def settings_with(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+# What the app reads of the options `serve` takes: the address it listens on is also the OpenAPI
+# document's `servers` and the API docs' connect-src, unless QIANBAO_PUBLIC_URL names another.
+HANDED_DOWN = ("database_url", "env", "host", "port")
+
+
+def hand_down(settings: Settings) -> None:
+    """The app is built by uvicorn (in each worker process) from the environment, not from these
+    settings: put the effective values of the options there, so that it sees what the server does."""
+    for name in HANDED_DOWN:
+        os.environ[f"QIANBAO_{name.upper()}"] = str(getattr(settings, name))
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (env QIANBAO_HOST).")] = None,
@@ -87,9 +99,7 @@ def serve(
                     )
     finally:
         db.dispose()
-    # Worker processes build their own settings from the environment: hand the effective ones down.
-    os.environ["QIANBAO_DATABASE_URL"] = settings.database_url
-    os.environ["QIANBAO_ENV"] = settings.env.value
+    hand_down(settings)
     console.print(
         f"serving on http://{settings.host}:{settings.port} ({settings.workers} worker(s), {settings.env})"
     )

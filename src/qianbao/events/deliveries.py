@@ -38,7 +38,7 @@ class AttemptView:
     manual: bool
     attempted_at: int
     status_code: int | None
-    latency_ms: int
+    latency_ms: int | None
     response_snippet: str | None
     error: str | None
     succeeded: bool

@@ -9,7 +9,8 @@ delivery is attempted again later (at-least-once: receivers deduplicate by event
 
 Every request goes through `pinning.PinnedTransport` (the host resolved once, every address vetted, the
 connection made to a vetted address). An attempt that got no answer records one word of `AttemptError`,
-never the exception's text: the full error is logged on the server only.
+never the exception's text, and no latency: the error and its time are logged on the server only, in one
+line (`log_failure`).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class Outgoing:
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     status_code: int | None
-    latency_ms: int
+    latency_ms: int | None  # until the answer; None without one (timing would tell what `error` hides)
     response_snippet: str | None
     error: str | None
 
@@ -212,6 +213,37 @@ def load_outgoing(conn: Connection, keys: KeyRing, delivery_id: str, now_us: int
     return None if row is None else outgoing(keys, row, now_us)
 
 
+# What a receiver, the network or a refused destination raise: ordinary, and repeated by every endpoint
+# that never answers, so each is one line without a traceback. Anything else is a bug of ours.
+ORDINARY_FAILURES = (httpx.RequestError, httpx.InvalidURL)
+
+
+def log_failure(message: Outgoing, exc: Exception, error: AttemptError, latency_ms: int) -> None:
+    """One line per failed attempt (ids, the error's type and text, never a secret or the body): INFO,
+    or WARNING for a destination that is not allowed (someone aimed a webhook where it may not go). An
+    unexpected exception is an ERROR with its traceback."""
+    if not isinstance(exc, ORDINARY_FAILURES):
+        log.error(
+            "webhook delivery %s (endpoint %s) failed unexpectedly after %d ms: %s",
+            message.delivery_id,
+            message.endpoint_id,
+            latency_ms,
+            error.value,
+            exc_info=exc,
+        )
+        return
+    log.log(
+        logging.WARNING if error is AttemptError.DESTINATION_NOT_ALLOWED else logging.INFO,
+        "webhook delivery %s (endpoint %s) failed after %d ms: %s (%s: %s)",
+        message.delivery_id,
+        message.endpoint_id,
+        latency_ms,
+        error.value,
+        type(exc).__name__,
+        exc,
+    )
+
+
 def send(client: httpx.Client, message: Outgoing, *, timestamp_s: int) -> AttemptResult:
     """POST one delivery (no redirects, bounded reading) and describe what happened. Never raises.
 
@@ -240,17 +272,8 @@ def send(client: httpx.Client, message: Outgoing, *, timestamp_s: int) -> Attemp
             status = response.status_code
     except Exception as exc:  # noqa: BLE001 - any failure (network, TLS, bad URL) is this attempt's error
         error = attempt_error(exc)
-        log.log(
-            logging.WARNING if error is AttemptError.DESTINATION_NOT_ALLOWED else logging.INFO,
-            "webhook delivery %s (endpoint %s) failed: %s (%s: %s)",
-            message.delivery_id,
-            message.endpoint_id,
-            error.value,
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-        )
-        return AttemptResult(None, elapsed_ms(), None, error.value)
+        log_failure(message, exc, error, elapsed_ms())
+        return AttemptResult(None, None, None, error.value)
     text = snippet(bytes(received).decode("utf-8", errors="replace"))
     return AttemptResult(status, elapsed_ms(), text or None, None)
 

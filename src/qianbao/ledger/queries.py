@@ -29,6 +29,13 @@ from qianbao.ledger.repository import (
 from qianbao.store.database import Database
 
 MAX_PAGE = 100
+# For `HistoryFilter.holds_once` (the listing's table is `t`; `pending_id` has a unique index): a hold
+# that was resolved, and the code a transfer is listed under (a resolution's: its hold's).
+_NOT_A_RESOLVED_HOLD = (
+    f"(t.kind <> '{TransferKind.PENDING.value}'"
+    " OR NOT EXISTS (SELECT 1 FROM ledger_transfers r WHERE r.pending_id = t.id))"
+)
+_HOLDS_CODE = "COALESCE((SELECT h.code FROM ledger_transfers h WHERE h.id = t.pending_id), t.code)"
 _CURSOR = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also accepts "²"
 
 
@@ -44,6 +51,7 @@ class HistoryEntry:
     transfer: Transfer
     direction: Literal["debit", "credit"]
     balance_after: int  # posted balance on the account's normal side, right after this transfer
+    hold: Transfer | None = None  # with `HistoryFilter.holds_once`, for a resolution: the hold it resolves
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +71,10 @@ class HistoryFilter:
     counterparty: str | None = None  # the other account of the transfer
     min_amount: int | None = None
     max_amount: int | None = None
+    # A hold and what resolved it (post, void, expiry) as one entry: the resolution, where the posted
+    # balance changed, carrying its hold (`HistoryEntry.hold`); a resolved hold is left out, and `codes`
+    # match a resolution by its hold's code (a void may have a code of its own).
+    holds_once: bool = False
 
 
 class LedgerReader:
@@ -172,8 +184,10 @@ class LedgerReader:
                 continue
             where = [f"{own} = {p}", f"seq < {p}"]
             params: list[object] = [account_id, before]
+            if f.holds_once:
+                where.append(_NOT_A_RESOLVED_HOLD)
             if f.codes is not None:
-                where.append(self._repo.in_list("code"))
+                where.append(self._repo.in_list(_HOLDS_CODE if f.holds_once else "code"))
                 params.append(self._repo.list_param(sorted(f.codes)))
             for clause, value in (
                 (f"created_at >= {p}", f.since_us),
@@ -186,7 +200,7 @@ class LedgerReader:
                     where.append(clause)
                     params.append(value)
             sql = (
-                f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE {' AND '.join(where)}"
+                f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers t WHERE {' AND '.join(where)}"
                 f" ORDER BY seq DESC LIMIT {p}"
             )
             sides.append((sql, [*params, limit + 1]))
@@ -201,16 +215,26 @@ class LedgerReader:
             params = [*debit_params, *credit_params, limit + 1]
         with self.db.read() as conn:
             rows = conn.exec_driver_sql(sql, tuple(params)).fetchall()
+            transfers = [transfer_from_row(row) for row in rows[:limit]]
+            resolved = [t.pending_id for t in transfers if t.pending_id is not None]
+            holds = self._transfers_in(conn, resolved) if f.holds_once else {}
         sign = 1 if account.normal_balance is NormalBalance.CREDIT else -1
         entries = []
-        for row in rows[:limit]:
-            t = transfer_from_row(row)
+        for t in transfers:
+            hold = None if t.pending_id is None else holds.get(t.pending_id)
             if t.debit_account_id == account_id:
-                entries.append(HistoryEntry(t, "debit", sign * t.debit_net_after))
+                entries.append(HistoryEntry(t, "debit", sign * t.debit_net_after, hold))
             else:
-                entries.append(HistoryEntry(t, "credit", sign * t.credit_net_after))
+                entries.append(HistoryEntry(t, "credit", sign * t.credit_net_after, hold))
         next_cursor = str(entries[-1].transfer.seq) if len(rows) > limit else None
         return HistoryPage(entries, next_cursor)
+
+    def _transfers_in(self, conn: Connection, ids: list[str]) -> dict[str, Transfer]:
+        if not ids:
+            return {}
+        sql = f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE {self._repo.in_list('id')}"
+        rows = conn.exec_driver_sql(sql, (self._repo.list_param(ids),)).fetchall()
+        return {t.id: t for t in map(transfer_from_row, rows)}
 
     def balance_at(self, account_id: str, at_us: int) -> int | None:
         """Posted balance (normal side) as of an instant; None if the account does not exist."""

@@ -4,7 +4,7 @@
 and its 7-digit device number (part of every code it shows). `payment_code_uses`: every accepted code
 (device, time step, sequence digit), so each code pays once. `payment_code_settings`: the user's
 password-free (免密) allowance, and `no_pin_usage` what of it was used per day.
-`payment_code_failures` (migrations 0010, 0012): every wrong code presented, by device number and
+`payment_code_failures` (migrations 0010, 0013): every wrong code presented, by device number and
 merchant, so guessing at one device from many merchants blocks it (`blocked_at`), and a merchant's wrong
 codes are bounded.
 `payment_intents`: online checkout, one row per intent with its state.

@@ -14,6 +14,11 @@ finding `limit` matches it returns what it found (maybe nothing) and a `next_cur
 scan, so a client follows `next_cursor` until it is null, as for any list. The cursor is a position in
 the wallet's history (not a page number), so it stays valid with the same filters passed again.
 
+Holds. A held payment is one transaction (`HistoryFilter.holds_once`): while held, the hold (`pending`);
+once resolved, the resolution stands for it, at its place in the ledger, where the posted balance
+changed, so `balance_after` chains; it keeps the hold's id and type and takes its status from how the
+hold ended (`_status`). The filters apply to that one row in SQL, so pages stay full.
+
 Types. `TRANSACTION_TYPES` maps ledger transfer codes to the `type` shown; a filter on a type matches
 every code mapped to it (a code without a mapping is shown, and filtered, as itself). New kinds of
 payment register their codes there.
@@ -35,7 +40,7 @@ from qianbao.clock import rfc3339, to_us
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.identity.users import payee_names
-from qianbao.ledger.model import TransferKind
+from qianbao.ledger.model import Transfer, TransferKind
 from qianbao.ledger.queries import MAX_PAGE, HistoryEntry, HistoryFilter, LedgerReader
 from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_purpose
 from qianbao.money import currency
@@ -43,7 +48,7 @@ from qianbao.payments.charges import HOLD_CODE
 from qianbao.payments.funding import FUNDING_CODE
 from qianbao.payments.inputs import MAX_PAYMENT, require_user_id
 from qianbao.payments.merchant_payments import PAYMENT_CODE
-from qianbao.payments.merchant_records import merchant_entries
+from qianbao.payments.merchant_records import PaymentRecord, merchant_entries
 from qianbao.payments.merchants import merchant_by_id
 from qianbao.payments.records import records_by_ledger_ids
 from qianbao.payments.refunds import REFUND_CODE
@@ -58,6 +63,15 @@ TRANSACTION_TYPES: dict[str, str] = {
     PAYMENT_CODE: "merchant_payment",
     HOLD_CODE: "merchant_payment",
     REFUND_CODE: "refund",
+}
+
+# How a transaction stands, by the kind of its ledger transfer (for a hold's resolution: how it ended).
+TRANSFER_STATUS: dict[TransferKind, str] = {
+    TransferKind.POSTED: "succeeded",
+    TransferKind.PENDING: "pending",
+    TransferKind.POST_PENDING: "succeeded",
+    TransferKind.VOID_PENDING: "canceled",
+    TransferKind.EXPIRE_PENDING: "failed",
 }
 
 # The other side of an entry with a system account, by the account's purpose, in each language.
@@ -133,6 +147,7 @@ class HistoryQuery:
             counterparty=self.counterparty,
             min_amount=self.min_amount,
             max_amount=self.max_amount,
+            holds_once=True,
         )
 
 
@@ -247,10 +262,11 @@ def _transactions(
         e.transfer.credit_account_id if e.direction == "debit" else e.transfer.debit_account_id
         for e in entries
     }
+    shown_ids = [(e.hold or e.transfer).id for e in entries]
     with ctx.db.read() as conn:
         other_wallets = wallet_rows(conn, others)
-        records = records_by_ledger_ids(conn, ctx.keys, [e.transfer.id for e in entries])
-        shop_entries = merchant_entries(conn, ctx.keys, [e.transfer.id for e in entries])
+        records = records_by_ledger_ids(conn, ctx.keys, shown_ids)
+        shop_entries = merchant_entries(conn, ctx.keys, shown_ids)
         shops = {
             m.id: m for m in (merchant_by_id(conn, p.merchant_id) for p, _ in shop_entries.values()) if m
         }
@@ -259,10 +275,11 @@ def _transactions(
     result = []
     for entry in entries:
         t = entry.transfer
+        shown = entry.hold or t  # a resolved hold is shown as the hold, at its resolution's place
         other = t.credit_account_id if entry.direction == "debit" else t.debit_account_id
         counterparty: dict[str, Any]
         wallet = other_wallets.get(other)
-        shop_entry = shop_entries.get(t.id)
+        shop_entry = shop_entries.get(shown.id)
         shop = None if shop_entry is None else shops.get(shop_entry[0].merchant_id)
         if shop_entry is not None and shop is not None:
             counterparty = {
@@ -282,11 +299,11 @@ def _transactions(
                 "name": _system_name(other, language),
                 "name_masked": None,
             }
-        record = records.get(t.id)
+        record = records.get(shown.id)
         result.append(
             Transaction(
-                id=t.id,
-                type=TRANSACTION_TYPES.get(t.code, t.code),
+                id=shown.id,
+                type=TRANSACTION_TYPES.get(shown.code, shown.code),
                 direction=entry.direction,
                 amount=t.amount,
                 currency=t.currency,
@@ -297,7 +314,7 @@ def _transactions(
                 else None
                 if record is None
                 else record.memo,
-                status="pending" if t.kind is TransferKind.PENDING else "succeeded",
+                status=_status(t, None if shop_entry is None else shop_entry[0]),
                 created_at=t.created_at,
                 transfer_id=None if record is None else record.id,
                 payment_id=None if shop_entry is None else shop_entry[0].id,
@@ -305,6 +322,14 @@ def _transactions(
             )
         )
     return result
+
+
+def _status(t: Transfer, payment: PaymentRecord | None) -> str:
+    """A hold is `pending`; what resolved it says how it ended. A released hold of a payment ended as
+    the payment did: `canceled` by someone, or `failed` (declined when confirmed, or not confirmed)."""
+    if t.kind is TransferKind.VOID_PENDING and payment is not None and payment.status == "failed":
+        return "failed"
+    return TRANSFER_STATUS[t.kind]
 
 
 def _wallet_party(wallet: WalletRow, user_id: str, names: dict[str, str]) -> dict[str, Any]:

@@ -8,14 +8,22 @@ Uploads are untrusted:
 - the size in bytes and in pixels is bounded before any decoding, so a small file that claims to be a huge
   image (a decompression bomb) is refused rather than expanded;
 - decoding is CPU work of up to a second: the server runs it in worker threads, a few at a time
-  (`decode_qr_image_in_thread`), so that it never holds up the event loop and with it every other request.
+  (`decode_qr_image_in_thread`), so that it never holds up the event loop and with it every other request;
+- an upload is admitted (`UploadAdmission`) before a byte of it is read: a few decode, a few more wait
+  their turn, and one caller holds at most `DECODE_PER_CALLER` of these places. Further uploads are refused
+  at once, unread, so neither memory (each waiting body is up to 8 MiB) nor the wait grows with the
+  number of uploads sent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import threading
 import warnings
+from collections import Counter
+from collections.abc import Iterator
 
 import anyio
 import anyio.to_thread
@@ -23,7 +31,8 @@ import zxingcpp
 from PIL import Image, UnidentifiedImageError
 
 from qianbao import invalid
-from qianbao.errors import InvalidInput
+from qianbao.error_codes import user_text
+from qianbao.errors import InvalidInput, RateLimited, ServiceUnavailable
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 # Phones save photos at 12 megapixels (4032 × 3024) by default, even those whose sensors have 48 or 50
@@ -35,6 +44,14 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 # Decoding is CPU-bound (Pillow and zxing release the interpreter lock while they work): more at once than
 # there are cores only adds memory, and the other request threads must stay free for everything else.
 DECODE_CONCURRENCY = 2
+# Uploads admitted beyond those decoding, each waiting with its body in memory: with them the queue holds
+# about three seconds of work (decodes of a second at most, two at a time) and at most 6 × 8 MiB of bodies.
+DECODE_WAITING = 4
+# One caller's share of those places, so that no single account can fill them: an app sends one picture
+# and waits for its answer.
+DECODE_PER_CALLER = 2
+# When a refused upload may be sent again: by then the queue has moved on.
+BUSY_RETRY_AFTER_S = 3
 QR_ONLY = zxingcpp.barcode_formats_from_str("QRCode")
 
 
@@ -100,6 +117,57 @@ def recognised_format(data: bytes) -> str | None:
 def decode_slots() -> anyio.CapacityLimiter:
     """One limiter per process, made on first use (inside the event loop, as older anyio requires)."""
     return anyio.CapacityLimiter(DECODE_CONCURRENCY)
+
+
+class UploadAdmission:
+    """The uploads this process has admitted (being read, waiting for a decoding slot, or decoding), by
+    caller. `admit` decides before the body is read; a process may run several event loops (tests do),
+    hence the lock."""
+
+    def __init__(self, capacity: int, per_caller: int) -> None:
+        self.capacity = capacity
+        self.per_caller = per_caller
+        self._lock = threading.Lock()
+        self._by_caller: Counter[str] = Counter()
+
+    @property
+    def admitted(self) -> int:
+        return self._by_caller.total()
+
+    @contextlib.contextmanager
+    def admit(self, caller: str) -> Iterator[None]:
+        """Hold one place while the block runs, or raise at once: `RateLimited` (429) when `caller`
+        already holds `per_caller` places, `ServiceUnavailable` (503) when all are taken; both carry
+        `retry_after`."""
+        with self._lock:
+            mine, full = self._by_caller[caller], self.admitted >= self.capacity
+            if mine < self.per_caller and not full:
+                self._by_caller[caller] += 1
+        if mine >= self.per_caller:
+            raise RateLimited(
+                f"{mine} of your pictures are being read already: wait for their answers",
+                retry_after=BUSY_RETRY_AFTER_S,
+                user_text=user_text("rate_limited", "uploads_in_progress"),
+            )
+        if full:
+            raise ServiceUnavailable(
+                f"{self.capacity} pictures are being read already: send this one again in a few seconds",
+                retry_after=BUSY_RETRY_AFTER_S,
+                user_text=user_text("service_unavailable", "image_decoder_busy"),
+            )
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._by_caller[caller] -= 1
+                if not self._by_caller[caller]:
+                    del self._by_caller[caller]
+
+
+@functools.cache
+def upload_admission() -> UploadAdmission:
+    """One per process, shared by every request."""
+    return UploadAdmission(DECODE_CONCURRENCY + DECODE_WAITING, DECODE_PER_CALLER)
 
 
 async def decode_qr_image_in_thread(data: bytes) -> str:

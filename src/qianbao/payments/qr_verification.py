@@ -6,7 +6,10 @@ the merchant's static code, the dynamic code stored under the code's reference, 
 the wallet a valid signature names — and compares it field by field with what was scanned
 (`emvco.differences`). The payer is shown what the records say (registered name, city and MCC, the
 stored amount, the payee's masked name) and every field that differs; paying refuses a code that
-differs (`qr_code_altered`), so no field the records contradict is ever used.
+differs (`qr_code_altered`), so no field the records contradict is ever used. The records' values are
+shown in the parsed code's own top-level fields too (`as_recorded`): a client that reads only those (as
+clients of `POST /v1/qr-codes/parse` did before `verification` existed) is never shown a forged name or
+amount. What the code itself says stays in its raw `fields` and in each mismatch's `in_code`.
 
 Merchant codes are not signed: everything on them is public, and the merchant id alone decides who is
 paid. A code with another merchant's id therefore pays that merchant only if it also carries that
@@ -26,6 +29,9 @@ from qianbao.payments.merchants import Merchant, merchant_by_id, static_qr_paylo
 from qianbao.payments.receive_qr import PersonalCheck, check_personal_code
 
 Kind = Literal["merchant", "personal", "unknown"]
+# The top-level fields of a parsed code (`ParsedQr.as_json`) that say who is paid and how much: for a
+# qianbao code they show the records' values.
+RECORDED_FIELDS = ("merchant_name", "merchant_city", "mcc", "currency", "amount")
 
 
 def genuine_merchant_code(merchant: Merchant, code: dynamic_qr.DynamicQr | None) -> emvco.ParsedQr:
@@ -45,7 +51,9 @@ def merchant_code_differences(
 class QrVerification:
     """The server's view of a qianbao code. `reason` is None for a genuine code, else one of
     `bad_crc`, `merchant_not_found`, `qr_code_not_found`, `unsigned`, `bad_signature`,
-    `recipient_not_found`, `altered` or `unknown_kind`."""
+    `recipient_not_found`, `altered` or `unknown_kind`. `issued` is the code qianbao issued for this
+    payee, rebuilt from the records (None when they do not say: an unknown merchant or dynamic code, a
+    receive code whose signature fails)."""
 
     kind: Kind
     reason: str | None
@@ -56,10 +64,29 @@ class QrVerification:
     amount: int | None = None
     currency: str | None = None
     qr_code_status: str | None = None
+    issued: emvco.ParsedQr | None = None
 
     @property
     def verified(self) -> bool:
         return self.reason is None
+
+    def recorded_fields(self) -> dict[str, Any]:
+        """Who is paid and how much (`RECORDED_FIELDS`, shaped as in `ParsedQr.as_json`) as the records
+        have them: the issued code's values; for a known merchant whose dynamic code is unknown, the
+        merchant and no amount; with no record of the payee, nothing (all None)."""
+        if self.issued is not None:
+            issued = self.issued.as_json()
+            return {name: issued.get(name) for name in RECORDED_FIELDS}
+        merchant = self.merchant
+        if merchant is not None:
+            return {
+                "merchant_name": merchant.name,
+                "merchant_city": merchant.city,
+                "mcc": merchant.mcc,
+                "currency": merchant.currency,
+                "amount": None,
+            }
+        return dict.fromkeys(RECORDED_FIELDS)
 
     def as_json(self) -> dict[str, Any]:
         merchant = self.merchant
@@ -88,7 +115,8 @@ def _merchant_view(conn: Connection, parsed: emvco.ParsedQr, merchant_id: str, n
         code = dynamic_qr.code_by_reference(conn, merchant.id, parsed.order_ref)
         if code is None:
             return QrVerification("merchant", "qr_code_not_found", merchant=merchant)
-    found = tuple(merchant_code_differences(parsed, merchant, code))
+    issued = genuine_merchant_code(merchant, code)
+    found = tuple(emvco.differences(parsed, issued))
     return QrVerification(
         "merchant",
         "altered" if found else None,
@@ -97,6 +125,7 @@ def _merchant_view(conn: Connection, parsed: emvco.ParsedQr, merchant_id: str, n
         amount=None if code is None else code.amount,
         currency=merchant.currency if code is None else code.currency,
         qr_code_status=None if code is None else code.shown_status(now_us),
+        issued=issued,
     )
 
 
@@ -111,6 +140,7 @@ def _personal_view(parsed: emvco.ParsedQr, check: PersonalCheck) -> QrVerificati
         # A signed amount is the payee's: shown only once the signature holds.
         amount=None if wallet is None else parsed.amount_minor,
         currency=None if wallet is None else wallet.currency,
+        issued=check.issued,
     )
 
 
@@ -131,3 +161,19 @@ def verify_scanned(ctx: IdentityContext, parsed: emvco.ParsedQr) -> QrVerificati
     if not parsed.crc_ok:  # a damaged or edited payload is never "verified", whatever it says
         return replace(view, reason="bad_crc")
     return view
+
+
+def as_recorded(parsed: emvco.ParsedQr, view: QrVerification | None) -> dict[str, Any]:
+    """`parsed.as_json()`, and for a qianbao code (`view`, from `verify_scanned`) who is paid and how much
+    as the records have them in place of what the code says, with `verified` and `verification`. An
+    amount the records do not hold is left out, as for a code without ID 54. A genuine code shows
+    exactly what it says; other schemes' codes (no `view`) are shown as they are."""
+    shown = parsed.as_json()
+    if view is None:
+        return shown
+    shown.update(view.recorded_fields())
+    if shown["amount"] is None:
+        del shown["amount"]
+    shown["verified"] = view.verified
+    shown["verification"] = view.as_json()
+    return shown

@@ -115,12 +115,14 @@ def parse_personal_qr(payload: object) -> emvco.ParsedQr:
 class PersonalCheck:
     """What the server's records say about a scanned personal code. `reason` is None for a genuine
     code, else `unsigned`, `bad_signature`, `recipient_not_found` or `altered`. The wallet and the
-    owner's masked name are known only when the signature holds: a forged code learns nothing."""
+    owner's masked name are known only when the signature holds: a forged code learns nothing; so is
+    `issued`, the code qianbao issues for that wallet and amount today."""
 
     reason: str | None
     differences: tuple[emvco.Difference, ...]
     wallet: WalletRow | None = None
     name_masked: str | None = None
+    issued: emvco.ParsedQr | None = None
 
 
 def check_personal_code(ctx: IdentityContext, conn: Connection, parsed: emvco.ParsedQr) -> PersonalCheck:
@@ -145,7 +147,7 @@ def check_personal_code(ctx: IdentityContext, conn: Connection, parsed: emvco.Pa
         return PersonalCheck("recipient_not_found", ())
     genuine = emvco.parse(_genuine_payload(ctx.keys, target, owner.name, parsed.amount_minor))
     found = tuple(emvco.differences(parsed, genuine))
-    return PersonalCheck("altered" if found else None, found, target, _shown_name(owner.name))
+    return PersonalCheck("altered" if found else None, found, target, _shown_name(owner.name), genuine)
 
 
 def qr_recipient(

@@ -60,6 +60,10 @@ DEFAULT_RULES: dict[str, str] = {
     "challenge_verify": "10/10 minutes;50/day",
     "challenge_create": "30/10 minutes;300/day",  # step-up challenges opened per user (audit rows too)
     "api_key_request": "600/minute",
+    # QR pictures read per user (POST /v1/qr-codes/decode). Apps read codes with the camera on the phone;
+    # an upload is a photo or screenshot from the album, a few a minute even with retries. Each costs up
+    # to a second of CPU: 300 an hour is at most a twelfth of a core, however one account loops.
+    "qr_decode": "30/minute;300/hour",
     # Wrong payment codes per merchant are not here: they are counted in the database, in the transaction
     # that tries each code (payments/payment_code_guard.py), so concurrent guesses cannot overshoot.
 }

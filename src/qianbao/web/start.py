@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from qianbao import __version__
+from qianbao.api.openapi import server_url, server_url_is_loopback_stand_in
 from qianbao.config import Settings
 from qianbao.demo import CURRENCY, DEMO_PASSWORD, DEMO_PIN, DEMO_USERS
 from qianbao.error_messages import LANGUAGES, negotiate_language
@@ -44,6 +45,7 @@ class StartText:
     openapi: str
     healthz: str
     offline: str
+    other_machines: str  # {url}: shown when the server listens on every interface and no public URL is set
     docs_heading: str
     docs_intro: str
     documents: tuple[tuple[str, str], ...]  # (file in the repository, what it is)
@@ -76,6 +78,10 @@ EN = StartText(
     openapi="the OpenAPI 3.1 document, for client generators and linters",
     healthz="health and readiness",
     offline="These pages work offline: everything they need is served by this server.",
+    other_machines=(
+        "This server listens on every network interface, but “Try it out” in the API docs calls {url}: "
+        "to use it from other machines, set QIANBAO_PUBLIC_URL to the address they reach this server at."
+    ),
     docs_heading="Documentation",
     docs_intro="In the qianbao source repository:",
     documents=(
@@ -115,6 +121,10 @@ ZH = StartText(
     openapi="OpenAPI 3.1 文档，供客户端代码生成和规范检查工具使用",
     healthz="健康与就绪检查",
     offline="这些页面可离线使用：所需的一切均由本服务器提供。",
+    other_machines=(
+        "本服务器监听所有网络接口，但 API 文档中的“Try it out”会调用 {url}：若要在其他机器上使用，"
+        "请将 QIANBAO_PUBLIC_URL 设为这些机器访问本服务器的地址。"
+    ),
     docs_heading="文档",
     docs_intro="位于 qianbao 源代码仓库中：",
     documents=(
@@ -170,6 +180,13 @@ def demo_shops(settings: Settings, text: StartText) -> list[str]:
     ]
 
 
+def other_machines(settings: Settings, text: StartText) -> str | None:
+    """Why "Try it out" fails from another machine, when it would."""
+    if not server_url_is_loopback_stand_in(settings):
+        return None
+    return text.other_machines.format(url=server_url(settings))
+
+
 def router(settings: Settings) -> APIRouter:
     routes = APIRouter(include_in_schema=False)
 
@@ -188,6 +205,7 @@ def router(settings: Settings) -> APIRouter:
             version=__version__,
             demo_users=demo_rows(settings),
             demo_shops=demo_shops(settings, text),
+            other_machines=other_machines(settings, text),
             stylesheet=static_url("start.css"),
             favicon=static_url("favicon.svg"),
         )

@@ -35,7 +35,10 @@ class TransactionOut(BaseModel):
         "city (merchants)"
     )
     memo: str | None
-    status: str
+    status: str = Field(
+        description="succeeded; pending (a held payment); canceled or failed (a held payment that "
+        "was released: nothing moved)"
+    )
     created_at: str
     transfer_id: str | None
     payment_id: str | None = Field(default=None, description="merchant payments and their refunds")

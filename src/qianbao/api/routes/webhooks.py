@@ -68,7 +68,7 @@ class AttemptOut(BaseModel):
     manual: bool
     attempted_at: str
     status_code: int | None
-    latency_ms: int
+    latency_ms: int | None = Field(description="milliseconds until the answer; null when none came (`error`)")
     response_snippet: str | None = Field(description="the first 500 characters of the answer")
     error: str | None
     succeeded: bool

@@ -9,8 +9,8 @@ only: its `number` is NULL. The new index serves the per-merchant count.
 On PostgreSQL dropping NOT NULL is a catalogue change; SQLite copies the table (it holds at most 31 days
 of wrong codes). Downgrading deletes the merchant-only rows, which the old schema cannot hold.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-02
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
