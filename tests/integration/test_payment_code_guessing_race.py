@@ -221,8 +221,9 @@ def test_a_right_code_racing_wrong_ones_pays_only_while_the_device_is_under_its_
             wrong = _wrong(secret, number, i % 10)
             conductor.start("wrong", lambda i=i, w=wrong: payment_codes.redeem(ctx, w, f"mch_{i}", f"g{i}"))
         conductor.settle()
-        # The right code joins once every guess got as far as it can: it has read the device as the
-        # guesses left it, none of them counted yet (without locks: all of them tested, all unblocked).
+        # The right code joins once every guess got as far as it can before any was counted (without
+        # the locks: every guess inside the check, having read the device unblocked, and then the right
+        # code too, to be released once the guesses have blocked the device).
         conductor.start("right", lambda: payment_codes.redeem(ctx, right, "mch_honest", "chg:honest"))
         conductor.settle()
         while not conductor.finished():
@@ -235,7 +236,7 @@ def test_a_right_code_racing_wrong_ones_pays_only_while_the_device_is_under_its_
         conductor.join()
 
     tested_wrong = [label for label, _ in conductor.tested].count("wrong")
-    assert tested_wrong == LIMIT, conductor.tested
+    assert tested_wrong == LIMIT, conductor.tested  # never more; here exactly, as more were presented
     paid = ("right", "ok") in conductor.outcomes
     if paid:  # the right code was tested while the device was under its limit
         assert conductor.tested.index(("right", True)) < LIMIT, conductor.tested
