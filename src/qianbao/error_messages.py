@@ -9,7 +9,9 @@ touching code. Messages may use `{reference}` (the support reference) and, in `.
 
 Specific messages (`error.<code>.<variant>`, see `qianbao.error_codes.MESSAGE_VARIANTS`) take the
 parameters their error carries: a field is shown by its label (`field.<name>`) or else as its JSON path,
-a list of choices joined the language's way, a number grouped by locale.
+a list of choices joined the language's way, a number grouped by locale, an amount of money as money
+(¥0.01). A route whose parameter means something else than the label of its name says which label it
+takes (`labels`, path → label name: the history filter `to` is the end of a period, not a recipient).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from babel.numbers import format_decimal
 
 from qianbao.error_codes import NEXT_STEP_BY_NAME, lookup
 from qianbao.errors import UserText
+from qianbao.money import Money, format_money
 
 DOMAIN = "qianbao"
 LANGUAGES = ("en", "zh-CN")
@@ -125,15 +128,18 @@ def user_message(code: str, language: str, status: int) -> str:
     return texts["error.internal_error" if status >= 500 else "error.validation_error"]
 
 
-def specific_message(text: UserText, language: str, *, field: object = None) -> str | None:
+def specific_message(
+    text: UserText, language: str, *, field: object = None, labels: Mapping[str, str] | None = None
+) -> str | None:
     """The specific message `text` in `language`, or None when the catalog lacks it (the caller falls back
-    to the code's message). `field` is the error's own `field` extra, used when `text` names none."""
+    to the code's message). `field` is the error's own `field` extra, used when `text` names none;
+    `labels` the route's own field labels (path → label name)."""
     template = messages(language).get(text.msgid)
     if template is None:
         return None
     params: dict[str, object] = {} if field is None else {"field": field}
     params.update(text.params)
-    shown = {name: _shown(name, value, language) for name, value in params.items()}
+    shown = {name: _shown(name, value, language, labels or {}) for name, value in params.items()}
     try:
         rendered = template.format_map(shown)
     except (KeyError, IndexError, ValueError):
@@ -143,10 +149,10 @@ def specific_message(text: UserText, language: str, *, field: object = None) -> 
     return rendered[:1].upper() + rendered[1:]
 
 
-def field_label(path: str, language: str) -> str:
-    """How a message names the field at `path` (`amount.currency`, `events[0]`): the label of its last
-    segment in `language`, else the path itself, quoted."""
-    name = _INDEX.sub("", path.rsplit(".", 1)[-1])
+def field_label(path: str, language: str, labels: Mapping[str, str] | None = None) -> str:
+    """How a message names the field at `path` (`amount.currency`, `events[0]`): the label the route gives
+    that path (`labels`), else the label of its last segment in `language`, else the path itself, quoted."""
+    name = (labels or {}).get(path) or _INDEX.sub("", path.rsplit(".", 1)[-1])
     label = messages(language).get(f"field.{name}")
     if label:
         return label
@@ -155,9 +161,11 @@ def field_label(path: str, language: str) -> str:
     return UNLABELLED_FIELD[language].format(path=path)
 
 
-def _shown(name: str, value: object, language: str) -> str:
+def _shown(name: str, value: object, language: str, labels: Mapping[str, str]) -> str:
     if name in FIELD_PARAMS and isinstance(value, str):
-        return field_label(value, language)
+        return field_label(value, language, labels)
+    if isinstance(value, Money):
+        return format_money(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return format_decimal(value, locale=LOCALE_DIRS[language])
     if isinstance(value, Sequence) and not isinstance(value, str):

@@ -17,7 +17,12 @@ from typing import Any
 
 from qianbao.error_codes import user_text
 from qianbao.errors import InvalidInput, UserText
-from qianbao.money import UnknownCurrencyError, currency
+from qianbao.money import Money, UnknownCurrencyError, currency
+
+# Amounts checked here are in CNY (every wallet's currency): their bounds are said in yuan and fen.
+AMOUNT_CURRENCY = "CNY"
+# Other names and signs people write for a currency, and the ISO 4217 code they mean.
+CURRENCY_ALIASES = {"RMB": "CNY", "¥": "CNY", "￥": "CNY", "元": "CNY", "人民币": "CNY", "YUAN": "CNY"}
 
 
 def because(
@@ -120,11 +125,17 @@ def out_of_range(field: str, low: int, high: int) -> InvalidInput:
 
 
 def amount_range(field: str, low: int, high: int) -> InvalidInput:
+    """An amount of CNY in fen from `low` to `high`, said in money too ("¥0.01 to …")."""
     return because(
         "amount_range",
         f"{field} must be a whole number of minor units from {low} to {high}",
         field=field,
-        params={"min": low, "max": high},
+        params={
+            "min": low,
+            "max": high,
+            "least": Money(low, AMOUNT_CURRENCY),
+            "most": Money(high, AMOUNT_CURRENCY),
+        },
     )
 
 
@@ -172,16 +183,31 @@ def not_above(field: str, other: str) -> InvalidInput:
 
 
 def unknown_currency(field: str, given: object) -> InvalidInput:
-    """Not an ISO 4217 code; a lower-case known one (`cny`) gets a did-you-mean."""
-    suggestion = currency_suggestion(given)
-    if suggestion is not None:
+    """Not an ISO 4217 code; a lower-case known one (`cny`) or another name for one (`RMB`, `¥`) gets a
+    did-you-mean."""
+    hint = currency_hint(given)
+    if hint is not None:
+        variant, suggestion = hint
         return because(
-            "currency_case",
-            f"{field} must be an upper-case ISO 4217 code: {suggestion}, not {given}",
+            variant,
+            f"{field} must be an ISO 4217 code: {suggestion}, not {given}",
             field=field,
             params={"suggestion": suggestion},
         )
     return because("unknown_currency", f"{field} is not a known ISO 4217 code", field=field)
+
+
+def currency_hint(given: object) -> tuple[str, str] | None:
+    """(message variant, ISO 4217 code) for a currency written otherwise than its code: `currency_alias`
+    for another name or sign (`RMB`, `rmb`, `¥`, `元` → CNY), `currency_case` for a code in lower case
+    (`cny`); None when there is nothing to suggest."""
+    if not isinstance(given, str):
+        return None
+    alias = CURRENCY_ALIASES.get(given.strip().upper())
+    if alias is not None:
+        return "currency_alias", alias
+    suggestion = currency_suggestion(given)
+    return None if suggestion is None else ("currency_case", suggestion)
 
 
 def currency_suggestion(given: object) -> str | None:

@@ -63,7 +63,7 @@ DECLINES_ZH = {
         "check_input",
         "请核对填写的信息后重试。",
     ),
-    "validation_error": ("金额不能小于 1。", "check_input", "请核对填写的信息后重试。"),
+    "validation_error": ("金额不能少于 ¥0.01（1 分）。", "check_input", "请核对填写的信息后重试。"),
 }
 DECLINES_EN = {
     "insufficient_funds": (
@@ -88,7 +88,7 @@ DECLINES_EN = {
         "Check the details you entered and try again.",
     ),
     "validation_error": (
-        "The amount must be at least 1.",
+        "The amount must be at least ¥0.01 (1 fen).",
         "check_input",
         "Check the details you entered and try again.",
     ),

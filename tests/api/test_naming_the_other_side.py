@@ -159,12 +159,17 @@ def test_ones_own_wallets_are_named_by_the_wallet_never_by_ones_own_name(
     main = [("wallet_move", "credit", "旅行"), ("wallet_move", "credit", "Travel")]
     main += [("wallet_move", "debit", "Travel"), ("top_up", "credit", "Sandbox top-up")]
     assert named(client, alice, alice.wallet_id) == main
+    # The main wallet by its name in the reader's language (stored as "Main").
     assert named(client, alice, travel) == [
-        ("wallet_move", "debit", "Main"),
-        ("wallet_move", "credit", "Main"),
+        ("wallet_move", "debit", "Main wallet"),
+        ("wallet_move", "credit", "Main wallet"),
+    ]
+    assert named(client, alice, travel, "zh-CN") == [
+        ("wallet_move", "debit", "主钱包"),
+        ("wallet_move", "credit", "主钱包"),
     ]
     assert named(client, alice, pocket, "zh-CN") == [
-        ("wallet_move", "debit", "Main"),
+        ("wallet_move", "debit", "主钱包"),
         ("top_up", "credit", "沙盒充值"),
     ]
     moves = [t for t in rows(client, alice, alice.wallet_id) if t["type"] == "wallet_move"]
@@ -190,8 +195,35 @@ def test_ones_own_wallets_are_named_by_the_wallet_never_by_ones_own_name(
         ("wallet", "Travel"),
         ("system", "沙盒充值"),
     ]
+    path = f"/v1/wallets/{travel}/transactions"
+    exported = client.get(f"{path}.csv", headers={**alice.auth, "Accept-Language": "zh-CN"}).text
+    table = list(csv.DictReader(io.StringIO(exported.removeprefix("\ufeff"))))
+    assert [r["counterparty_name"] for r in table] == ["主钱包", "主钱包"]
+    # Search goes by the name shown too.
+    zh = {**alice.auth, "Accept-Language": "zh-CN"}
+    assert len(ok(client.get(path, params={"q": "主钱包"}, headers=zh))["data"]) == 2
     # Moves and closing notify nobody.
     assert bodies(client, alice) == []
+
+
+def test_the_main_wallets_budget_alert_names_it_in_the_readers_language(
+    client: TestClient, alice: SignedUp, bob: SignedUp
+) -> None:
+    assert patch(
+        client, alice, alice.wallet_id, budget={"amount": money(10_000), "on_limit": "warn"}
+    ).is_success
+    fund(client, alice, alice.wallet_id, 20_000)
+    transfer(client, alice, alice.wallet_id, bob.wallet_id, 8_000)  # 80 % of the budget
+    dispatch(client)
+    assert bodies(client, alice)[0] == (
+        "budget_threshold",
+        "You have used 80% of this month's budget for Main wallet.",
+        "「主钱包」本月预算已使用 80%。",
+    )
+    # The API names it so too; the kind says which wallet is the main one.
+    for lang, name in (("en", "Main wallet"), ("zh-CN", "主钱包")):
+        listed = ok(client.get("/v1/wallets", headers={**alice.auth, "Accept-Language": lang}))["data"]
+        assert (listed[0]["kind"], listed[0]["name"]) == ("main", name)
 
 
 def test_budget_and_goal_alerts_name_the_wallet(client: TestClient, alice: SignedUp, bob: SignedUp) -> None:

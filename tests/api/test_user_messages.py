@@ -8,6 +8,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from qianbao.error_messages import messages
+from tests.api.test_phone_change_and_recovery import resident_id
+from tests.api.test_pin import WRONG, new_challenge, pin_row, set_first_pin, try_pin
 from tests.api.test_wallets_and_transfers import funded, money
 from tests.support.api import SignedUp, new_phone
 from tests.support.messages import assert_helpful
@@ -219,7 +222,7 @@ def test_every_schema_error_carries_its_field_and_message(client: TestClient, al
     )
     by_field = {e["field"]: e["message"] for e in refused["errors"]}
     assert by_field == {
-        "to.wallet_id": "钱包 ID 必须是文本。",
+        "to.wallet_id": "钱包 ID 须以文本形式发送，即放在英文双引号中的 JSON 字符串，而不是数字。",
         "amount.amount": "金额必须是整数。",
         "amount.currency": "请填写币种。",
         "tip": "请求中不应包含「tip」，请删除后重试。",
@@ -246,3 +249,191 @@ def test_service_checks_name_the_field_in_both_languages(
         )
         assert refused["field"] == field
         assert_helpful(refused, language, path)
+
+
+# -- the PIN at step-up ---------------------------------------------------------------------------------
+
+
+def test_a_pin_that_is_not_six_digits_is_a_typing_slip_that_counts_toward_no_lock(
+    client: TestClient, alice: SignedUp
+) -> None:
+    set_first_pin(client, alice)
+    challenge = new_challenge(client, alice)
+    for pin, language in (("12345", "en"), ("1234567", "zh-CN"), ("12a456", "en"), ("１２３４５６", "en")):
+        response = client.post(
+            f"/v1/challenges/{challenge}/verify",
+            json={"method": "pin", "pin": pin},
+            headers=in_language(alice.auth, language),
+        )
+        body = answer(response, 422, "validation_error")
+        assert body["field"] == "pin"
+        assert (
+            body["user_message"]
+            == {
+                "en": "The payment PIN must be exactly 6 digits.",
+                "zh-CN": "支付密码必须是 6 位数字。",
+            }[language]
+        )
+    assert pin_row(client, alice).pin_failures == 0
+    # A wrong PIN of the right shape counts, and says how many more the lock allows.
+    for left, language in ((4, "en"), (3, "zh-CN"), (2, "en"), (1, "en")):
+        body = answer(
+            client.post(
+                f"/v1/challenges/{challenge}/verify",
+                json={"method": "pin", "pin": WRONG},
+                headers=in_language(alice.auth, language),
+            ),
+            422,
+            "second_factor_invalid",
+        )
+        assert body["attempts_left"] == left
+        assert (
+            body["user_message"]
+            == {
+                "en": f"The payment PIN is not correct. Attempts left before it is locked: {left}.",
+                "zh-CN": f"支付密码错误，还可以再试 {left} 次，之后将被锁定。",
+            }[language]
+        )
+    # The fifth locks it, and says so (until when, in the next step).
+    locked = answer(try_pin(client, alice, new_challenge(client, alice), WRONG), 422, "second_factor_invalid")
+    assert locked["attempts_left"] == 0 and locked["next_step"] == "try_after_unlock"
+    assert locked["user_message"].startswith("The payment PIN is not correct, and it is now locked")
+    assert locked["locked_until"] and pin_row(client, alice).pin_locked_until is not None
+
+
+def test_account_recovery_checks_the_pins_shape_first(client: TestClient) -> None:
+    body = {
+        "id_number": resident_id("44030419851122003"),
+        "new_phone": new_phone(),
+        "new_code": "123456",
+        "pin": "12345",
+        "second_factor": {"method": "totp", "code": "123456"},
+    }
+    refused = answer(client.post("/v1/recovery/phone/confirm", json=body), 422, "validation_error")
+    assert (
+        refused["field"] == "pin" and refused["user_message"] == "The payment PIN must be exactly 6 digits."
+    )
+
+
+# -- the body as a whole --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "zh", "en"),
+    [
+        (
+            b"[" * 40_000,  # 40 kB: under the 64 KiB limit, deeper than the JSON parser goes
+            "请求内容的 JSON 嵌套层数过深（数组或对象层层嵌套），"
+            "请发送层次更浅、包含本请求各字段的 JSON 对象。",
+            "The JSON body is nested too deeply (arrays or objects inside one another). Send a flatter JSON "
+            "object with this request's fields.",
+        ),
+        (
+            b"",
+            "请求内容为空，请以 JSON 对象发送本请求的各字段，并设置请求头 Content-Type: application/json。",
+            "The request body is empty. Send this request's fields as a JSON object, with the header "
+            "Content-Type: application/json.",
+        ),
+    ],
+    ids=["nested_too_deeply", "empty"],
+)
+def test_a_body_that_cannot_be_read_is_422_and_says_why(
+    client: TestClient, alice: SignedUp, content: bytes, zh: str, en: str
+) -> None:
+    for language, message in (("zh-CN", zh), ("en", en)):
+        headers = in_language({**alice.auth, "Content-Type": "application/json"}, language)
+        body = answer(client.post("/v1/transfers", content=content, headers=headers), 422, "validation_error")
+        assert body["user_message"] == message
+
+
+# -- fields ---------------------------------------------------------------------------------------------
+
+
+def test_a_pin_sent_as_a_number_is_told_to_go_in_quotes(client: TestClient, alice: SignedUp) -> None:
+    expected = {
+        "zh-CN": '支付密码须为放在英文双引号中的 6 位数字文本，例如 "123456"，而不是数字 123456。',
+        "en": 'The payment PIN must be 6 digits written as text, in quotes: "123456", not 123456.',
+    }
+    for language in LANGUAGES:
+        response = client.put("/v1/me/pin", json={"pin": 739152}, headers=in_language(alice.auth, language))
+        assert answer(response, 422, "validation_error")["user_message"] == expected[language]
+    phone = client.post("/v1/verifications", json={"phone": 13800138000})
+    assert answer(phone, 422, "validation_error")["user_message"] == (
+        "The phone number must be sent as text, in quotes (a JSON string), not as a number."
+    )
+
+
+def test_to_is_the_recipient_of_a_transfer_and_the_end_of_a_history_period(
+    client: TestClient, alice: SignedUp
+) -> None:
+    body = {"from_wallet_id": alice.wallet_id, "amount": money(100)}
+    for language, message in (("zh-CN", "请填写收款方。"), ("en", "Enter the recipient.")):
+        refused = client.post("/v1/transfers", json=body, headers=in_language(alice.auth, language))
+        assert answer(refused, 422, "validation_error")["user_message"] == message
+    history = f"/v1/wallets/{alice.wallet_id}/transactions"
+    for params, message in (
+        ({"to": "x" * 41}, "结束时间太长，最多 40 个字符。"),  # the schema's check
+        ({"from": "2026-03-02", "to": "2026-03-01"}, "开始时间必须早于结束时间。"),  # the service's
+    ):
+        refused = client.get(history, params=params, headers=in_language(alice.auth, "zh-CN"))
+        assert answer(refused, 422, "validation_error")["user_message"] == message
+
+
+def test_every_request_field_has_a_label(client: TestClient) -> None:
+    """Each body field and query parameter of the OpenAPI document is named by a label in messages, not
+    by its JSON name (`Enter "to".`)."""
+    document = client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    unlabelled: set[str] = set()
+
+    def walk(schema: dict[str, Any], seen: frozenset[str]) -> None:
+        ref = schema.get("$ref")
+        if ref is not None:
+            name = ref.rsplit("/", 1)[-1]
+            if name not in seen:
+                walk(schemas[name], seen | {name})
+            return
+        parts = [*schema.get("anyOf", ()), *schema.get("allOf", ())]
+        if "items" in schema:
+            parts.append(schema["items"])
+        for part in parts:
+            walk(part, seen)
+        for name, sub in schema.get("properties", {}).items():
+            if f"field.{name}" not in messages("en"):
+                unlabelled.add(name)
+            walk(sub, seen)
+
+    for spec in (op for methods in document["paths"].values() for op in methods.values()):
+        for parameter in spec.get("parameters", ()):
+            if parameter["in"] == "query" and f"field.{parameter['name']}" not in messages("en"):
+                unlabelled.add(parameter["name"])
+        content = spec.get("requestBody", {}).get("content", {}).get("application/json", {})
+        walk(content.get("schema", {}), frozenset())
+    assert not unlabelled
+
+
+@pytest.mark.parametrize("given", ["RMB", "rmb", "¥", "元"])
+def test_rmb_and_its_signs_point_to_cny(client: TestClient, alice: SignedUp, given: str) -> None:
+    body = {"from_wallet_id": alice.wallet_id, "to": {"wallet_id": alice.wallet_id}, "amount": money(100)}
+    body["amount"]["currency"] = given
+    for language, message in (
+        ("zh-CN", "您是想填写 CNY 吗？币种请填写 ISO 4217 代码 CNY。"),
+        ("en", "Did you mean CNY? Write the currency as its ISO 4217 code: CNY."),
+    ):
+        refused = client.post("/v1/transfers", json=body, headers=in_language(alice.auth, language))
+        assert answer(refused, 422, "validation_error")["user_message"] == message
+
+
+def test_amount_bounds_are_said_in_money(client: TestClient, alice: SignedUp, bob: SignedUp) -> None:
+    body = {"from_wallet_id": alice.wallet_id, "to": {"wallet_id": bob.wallet_id}, "amount": money(0)}
+    for language, message in (
+        ("zh-CN", "金额不能少于 ¥0.01（1 分）。"),
+        ("en", "The amount must be at least ¥0.01 (1 fen)."),
+    ):
+        refused = client.post("/v1/transfers", json=body, headers=in_language(alice.auth, language))
+        assert answer(refused, 422, "validation_error")["user_message"] == message
+    history = f"/v1/wallets/{alice.wallet_id}/transactions"
+    refused = client.get(history, params={"min_amount": -1}, headers=alice.auth)
+    assert answer(refused, 422, "validation_error")["user_message"] == (
+        "The minimum amount must be at least ¥0.00 (0 fen)."
+    )

@@ -135,7 +135,11 @@ def test_patch_changes_only_what_is_given(client: TestClient, alice: SignedUp) -
     assert wallet(client, alice, sub["id"]) == body
     main = patch(client, alice, alice.wallet_id, colour="#FFFFFF", icon="home")
     assert main.status_code == 200, main.text
-    assert (main.json()["colour"], main.json()["icon"], main.json()["name"]) == ("#FFFFFF", "home", "Main")
+    assert (main.json()["colour"], main.json()["icon"], main.json()["name"]) == (
+        "#FFFFFF",
+        "home",
+        "Main wallet",
+    )
 
 
 @pytest.mark.parametrize(

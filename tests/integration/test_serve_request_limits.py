@@ -130,7 +130,8 @@ def test_a_megabyte_of_headers_is_refused(served: Served) -> None:
     assert status == 431 and headers["content-type"] == "application/problem+json"
     problem = json.loads(content)
     assert problem["code"] == "headers_too_large" and problem["limit"] == 16 * 1024
-    assert problem["user_message"] and problem["support_reference"].startswith("req_")
+    assert problem["user_message"].startswith("The request headers are too large")
+    assert problem["support_reference"].startswith("req_")
 
 
 def test_a_thousand_headers_are_refused_though_they_are_small(served: Served) -> None:
@@ -138,7 +139,10 @@ def test_a_thousand_headers_are_refused_though_they_are_small(served: Served) ->
     status, _, content = exchange(served, request_head("GET", "/healthz", "Accept-Language: zh-CN", *many))
     problem = json.loads(content)
     assert status == 431 and problem["limit_count"] == 100
-    assert problem["user_message"] == "请求过大，无法处理，请重试。"
+    assert problem["user_message"] == (
+        "请求头过大（数量过多或内容过长，常见原因是 Cookie 过大）。"
+        "请减少或缩短请求头，或清除本网站的 Cookie 后重试。"
+    )
 
 
 def test_ordinary_requests_still_pass(served: Served) -> None:

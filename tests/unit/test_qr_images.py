@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
+from qianbao.api.problems import localized_message
 from qianbao.cli.main import app
 from qianbao.errors import InvalidInput
 from qianbao.payments.emvco import build_merchant_qr, qr_png
@@ -91,9 +92,29 @@ def test_a_postscript_file_is_refused_without_ghostscript_being_asked() -> None:
 
 def test_more_pixels_than_a_phone_photo_are_refused_before_decoding() -> None:
     """5000 × 5000 (25 megapixels): above 4096 × 4096, under the 40 megapixels allowed before."""
+    picture = encoded(Image.new("1", (5000, 5000), 1), optimize=True)
+    assert len(picture) < 100_000
     with pytest.raises(InvalidInput) as refused:
-        decode_qr_image(encoded(Image.new("1", (5000, 5000), 1), optimize=True))
+        decode_qr_image(picture)
     assert refused.value.extra["reason"] == "image_too_large"
+    # A few kilobytes: the message says pixels, not megabytes.
+    shown = {
+        language: localized_message("validation_error", language, 422, refused.value.user_text, None)
+        for language in ("en", "zh-CN")
+    }
+    assert shown == {
+        "en": "The picture has too many pixels. Send one of at most 4096 × 4096 pixels, such as a phone "
+        "photo or a screenshot.",
+        "zh-CN": "图片像素过多，请发送不超过 4096 × 4096 像素的图片，例如手机照片或截图。",
+    }
+
+
+def test_too_many_bytes_are_said_in_megabytes() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        decode_qr_image(b"x" * (8 * 1024 * 1024 + 1))
+    assert localized_message("validation_error", "en", 422, refused.value.user_text, None) == (
+        "The picture is too large. Send one of at most 8 MiB."
+    )
 
 
 def test_a_twelve_megapixel_phone_photo_still_reads() -> None:

@@ -21,13 +21,16 @@ from qianbao.api.request_errors import (
     describe_validation_errors,
     exactly_one_of,
     field_path,
+    labelled,
     unknown_currency,
     variant_for,
 )
 from qianbao.error_codes import BY_CODE, FIELD_LABELS, MESSAGE_VARIANTS, VARIANT_BY_MSGID, user_text
 from qianbao.error_messages import LANGUAGES, field_label, messages, specific_message
 from qianbao.errors import InvalidInput, UserText
-from qianbao.identity.errors import weak_password, weak_pin
+from qianbao.identity.errors import weak_password, weak_pin, wrong_proof
+from qianbao.money import Money
+from qianbao.wallets.names import MAIN_WALLET_NAME, shown_wallet_name
 from tests.support.messages import CJK, ENGLISH_RUN, QUOTED, assert_helpful
 
 SRC = Path(qianbao.__file__).resolve().parent
@@ -44,6 +47,10 @@ SAMPLE_PARAMS: dict[str, Any] = {
     "currency": "CNY",
     "suggestion": "CNY",
     "format": "TIFF",
+    "least": Money(1, "CNY"),
+    "most": Money(100_000, "CNY"),
+    "attempts_left": 3,
+    "size": "4096 × 4096",
 }
 
 
@@ -89,11 +96,26 @@ def test_every_field_label_is_translated(language: str) -> None:
         ("amount.currency", "the currency", "币种"),
         ("to.wallet_id", "the wallet ID", "钱包 ID"),
         ("events[0]", "the event types", "事件类型"),
-        ("previous_secret_valid_s", '"previous_secret_valid_s"', "「previous_secret_valid_s」"),
+        ("settings.tip_percent", '"settings.tip_percent"', "「settings.tip_percent」"),
+        ("to", "the recipient", "收款方"),
+        ("from", "the payer", "付款人"),
+        ("previous_secret_valid_s", "how long the previous secret stays valid", "旧密钥的有效时长"),
     ],
 )
 def test_a_field_is_named_by_its_label_or_else_its_path(path: str, en: str, zh: str) -> None:
     assert (field_label(path, "en"), field_label(path, "zh-CN")) == (en, zh)
+
+
+def test_a_route_names_its_own_fields_where_a_name_means_something_else() -> None:
+    """History's `to` is the end of a period, a transfer's the recipient: the route says which."""
+    period = {"from": "period_start", "to": "period_end"}
+    assert field_label("to", "en", period) == "the end of the period"
+    assert field_label("to", "zh-CN", period) == "结束时间"
+    assert field_label("to.wallet_id", "en", period) == "the wallet ID"  # only the paths it names
+    before = UserText("validation_error", "before", {"field": "from", "other": "to"})
+    assert specific_message(before, "zh-CN", labels=period) == "开始时间必须早于结束时间。"
+    with pytest.raises(KeyError):
+        labelled({"to": "no_such_label"})
 
 
 def test_a_long_unknown_field_name_is_shortened() -> None:
@@ -199,7 +221,10 @@ def test_every_invalid_input_in_src_goes_through_the_invalid_module() -> None:
             invalid.unknown_currency("currency", "XYZ"),
             "The currency must be an ISO 4217 currency code, such as CNY.",
         ),
-        (invalid.before("from", "to"), '"from" must be earlier than "to".'),
+        (
+            invalid.not_above("min_amount", "max_amount"),
+            "The minimum amount must not be more than the maximum amount.",
+        ),
         (invalid.needs_user(), "Sign in with a customer account to do this."),
     ],
 )
@@ -213,6 +238,100 @@ def test_currency_suggestions() -> None:
     assert invalid.currency_suggestion("Usd") == "USD"
     for given in ("CNY", "xyz", "cnyy", 12, None):
         assert invalid.currency_suggestion(given) is None
+
+
+@pytest.mark.parametrize("given", ["RMB", "rmb", "¥", "￥", "元", "人民币"])
+def test_other_names_for_the_renminbi_point_to_cny(given: str) -> None:
+    assert invalid.currency_hint(given) == ("currency_alias", "CNY")
+    error = invalid.unknown_currency("currency", given)
+    assert localized_message(error.code, "en", 422, error.user_text, "currency") == (
+        "Did you mean CNY? Write the currency as its ISO 4217 code: CNY."
+    )
+    assert localized_message(error.code, "zh-CN", 422, error.user_text, "currency") == (
+        "您是想填写 CNY 吗？币种请填写 ISO 4217 代码 CNY。"
+    )
+    schema = unknown_currency(given)
+    assert (schema.type, schema.context) == ("currency_alias", {"suggestion": "CNY"})
+    assert invalid.currency_hint("cny") == ("currency_case", "CNY")
+    assert invalid.currency_hint("XYZ") is None and invalid.currency_hint(12) is None
+
+
+def test_amount_bounds_are_said_in_money() -> None:
+    error = invalid.amount_range("amount", 1, 100_000)
+    assert localized_message(error.code, "en", 422, error.user_text, "amount") == (
+        "The amount must be from ¥0.01 to ¥1,000.00: a whole number of fen from 1 to 100,000."
+    )
+    assert localized_message(error.code, "zh-CN", 422, error.user_text, "amount") == (
+        "金额须在 ¥0.01 到 ¥1,000.00 之间，即以分为单位、1 到 100,000 之间的整数。"
+    )
+    small = variant_for("greater_than_equal", "amount.amount", {"ge": 1}, json_body=True)
+    assert specific_message(small, "en") == "The amount must be at least ¥0.01 (1 fen)."
+    assert specific_message(small, "zh-CN") == "金额不能少于 ¥0.01（1 分）。"
+    large = variant_for("less_than_equal", "max_amount", {"le": 10**15}, json_body=True)
+    assert specific_message(large, "en") == (
+        "The maximum amount must be at most ¥10,000,000,000,000.00 (1,000,000,000,000,000 fen)."
+    )
+    # An amount in another currency, or a number that is not money, keeps its bare bound.
+    other = variant_for("greater_than_equal", "amount.amount", {"ge": 1}, json_body=True, currency="USD")
+    assert specific_message(other, "en") == "The amount must be at least 1."
+    assert variant_for("greater_than_equal", "limit", {"ge": 1}, json_body=True).variant == "too_small"
+
+
+@pytest.mark.parametrize(
+    ("field", "en", "zh"),
+    [
+        (
+            "pin",
+            'The payment PIN must be 6 digits written as text, in quotes: "123456", not 123456.',
+            '支付密码须为放在英文双引号中的 6 位数字文本，例如 "123456"，而不是数字 123456。',
+        ),
+        (
+            "second_factor.code",
+            'The code must be 6 digits written as text, in quotes: "123456", not 123456.',
+            '验证码须为放在英文双引号中的 6 位数字文本，例如 "123456"，而不是数字 123456。',
+        ),
+        (
+            "account_number",
+            "The bank card number must be sent as text, in quotes (a JSON string), not as a number.",
+            "银行卡号须以文本形式发送，即放在英文双引号中的 JSON 字符串，而不是数字。",
+        ),
+    ],
+)
+def test_a_number_sent_for_digits_is_told_to_go_in_quotes(field: str, en: str, zh: str) -> None:
+    text = variant_for("string_type", field, {}, json_body=True, given=123456)
+    assert (specific_message(text, "en"), specific_message(text, "zh-CN")) == (en, zh)
+    # Not a number: the plain "must be text".
+    assert variant_for("string_type", field, {}, json_body=True, given=True).variant == "not_text"
+    assert variant_for("string_type", field, {}, json_body=True, given=[1]).variant == "not_text"
+
+
+def test_a_wrong_pin_at_step_up_says_how_many_attempts_are_left() -> None:
+    wrong = wrong_proof("pin", pin_attempts_left=3)
+    assert wrong.code == "second_factor_invalid" and wrong.extra["attempts_left"] == 3
+    assert localized_message(wrong.code, "en", 422, wrong.user_text, None) == (
+        "The payment PIN is not correct. Attempts left before it is locked: 3."
+    )
+    assert localized_message(wrong.code, "zh-CN", 422, wrong.user_text, None) == (
+        "支付密码错误，还可以再试 3 次，之后将被锁定。"
+    )
+    locked = wrong_proof("pin", pin_attempts_left=0, pin_locked_until=1_800_000_000_000_000)
+    assert locked.extra["next_step"] == "try_after_unlock" and locked.extra["locked_until"]
+    assert "locked" in localized_message(locked.code, "en", 422, locked.user_text, None)
+    other = wrong_proof("totp")
+    assert other.user_text is None and "attempts_left" not in other.extra
+
+
+def test_the_headers_message_says_what_is_too_large_and_what_to_do() -> None:
+    en, zh = messages("en")["error.headers_too_large"], messages("zh-CN")["error.headers_too_large"]
+    assert "headers" in en and "cookies" in en and "Please try again" not in en
+    assert "请求头" in zh and "Cookie" in zh
+
+
+def test_the_main_wallet_is_named_in_the_readers_language() -> None:
+    assert shown_wallet_name("main", MAIN_WALLET_NAME, "zh-CN") == "主钱包"
+    assert shown_wallet_name("main", MAIN_WALLET_NAME, "en") == "Main wallet"
+    assert shown_wallet_name("sub", MAIN_WALLET_NAME, "zh-CN") == MAIN_WALLET_NAME  # a pocket called Main
+    assert shown_wallet_name("sub", "旅行", "en") == "旅行"
 
 
 def test_a_renamed_error_names_its_new_field() -> None:
@@ -281,8 +400,8 @@ def test_each_schema_error_gets_its_field_and_a_message() -> None:
     by_field = {e["field"]: e["message"] for e in described.errors}
     assert by_field == {
         "name": "名称太长，最多 5 个字符。",
-        "amount.amount": "金额不能小于 1。",
-        "amount.currency": "币种必须是文本。",
+        "amount.amount": "金额不能少于 ¥0.01（1 分）。",
+        "amount.currency": "币种须以文本形式发送，即放在英文双引号中的 JSON 字符串，而不是数字。",
         "amount.x": "请求中不应包含「amount.x」，请删除后重试。",
         "events": "事件类型最多 2 项。",
     }
@@ -312,12 +431,14 @@ def test_a_body_that_is_not_a_json_object(content_type: str | None, expected: st
 
 
 def test_a_missing_body_and_broken_json() -> None:
-    missing = describe_validation_errors(
-        [{"loc": ("body",), "msg": "Field required", "type": "missing"}], "en", None
-    )
-    assert missing.errors[0]["message"] == (
-        "Send the request body as JSON, with the header Content-Type: application/json."
-    )
+    for content_type in (None, "application/json"):
+        missing = describe_validation_errors(
+            [{"loc": ("body",), "msg": "Field required", "type": "missing"}], "en", content_type
+        )
+        assert missing.errors[0]["message"] == (
+            "The request body is empty. Send this request's fields as a JSON object, with the header "
+            "Content-Type: application/json."
+        )
     broken = describe_validation_errors(
         [{"loc": ("body", 7), "msg": "JSON decode error", "type": "json_invalid"}],
         "zh-CN",

@@ -24,7 +24,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qianbao.api.request_errors import describe_validation_errors
+from qianbao.api.request_errors import describe_validation_errors, route_labels
 from qianbao.error_codes import ERROR_CODES, lookup
 from qianbao.error_messages import negotiate_language, next_step_message, specific_message, user_message
 from qianbao.errors import QianbaoError, UserText
@@ -91,6 +91,8 @@ def support_reference(request: Request, extra: Mapping[str, Any]) -> str:
 
 # Bad input that names its field but no more specific message still says which field is wrong.
 FIELD_INVALID = UserText("validation_error", "invalid")
+# A body nested deeper than the JSON parser goes (about a thousand levels), though under the size limit.
+JSON_TOO_DEEP = UserText("validation_error", "json_too_deep")
 
 
 def problem(
@@ -112,7 +114,9 @@ def problem(
         "status": status,
         "detail": detail,
         "code": code,
-        "user_message": localized_message(code, lang, status, user_text, extra.get("field")),
+        "user_message": localized_message(
+            code, lang, status, user_text, extra.get("field"), route_labels(request)
+        ),
         **extra,
     }
     # The error's own next step (it knows more, e.g. that no higher KYC tier exists) wins.
@@ -133,12 +137,20 @@ def problem(
     return response
 
 
-def localized_message(code: str, lang: str, status: int, user_text: UserText | None, field: object) -> str:
-    """The error's specific message in `lang`, else the generic one for its field, else its code's."""
+def localized_message(
+    code: str,
+    lang: str,
+    status: int,
+    user_text: UserText | None,
+    field: object,
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """The error's specific message in `lang`, else the generic one for its field, else its code's.
+    `labels` are the route's own field labels."""
     if user_text is None and code == "validation_error" and isinstance(field, str) and field:
         user_text = FIELD_INVALID
     if user_text is not None:
-        specific = specific_message(user_text, lang, field=field)
+        specific = specific_message(user_text, lang, field=field, labels=labels)
         if specific is not None:
             return specific
     return user_message(code, lang, status)
@@ -159,7 +171,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         described = describe_validation_errors(
-            exc.errors(), language(request), request.headers.get("content-type")
+            exc.errors(),
+            language(request),
+            request.headers.get("content-type"),
+            body=exc.body,
+            labels=route_labels(request),
         )
         return problem(
             request,
@@ -171,6 +187,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # FastAPI answers a body its JSON parser gave up on with 400; bad input is 422 here.
+            return problem(
+                request,
+                "validation_error",
+                "the JSON body is nested too deeply to be read",
+                user_text=JSON_TOO_DEEP,
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "validation_error")
         return problem(request, code, str(exc.detail), status=exc.status_code)
 

@@ -6,7 +6,8 @@ is on) and the event's ids and amounts. The text is rendered when read (`render`
 
 Every text names the other side ("You paid 李记面馆 ¥80.00.", "You sent ¥50.00 to *四."): a merchant by
 its registered name, a person by their masked name, never by anything more, and never the reader
-themselves; budget and goal alerts name the wallet. Events carry no names or memos, and neither do
+themselves; budget and goal alerts name the wallet (the main wallet as "主钱包" / "Main wallet", in the
+reader's language). Events carry no names or memos, and neither do
 notification rows: the names are looked up when the notifications are read (`list_notifications`, from
 the ids in the row), so they are today's names. When a name cannot be found the text goes without it.
 
@@ -29,6 +30,7 @@ from qianbao.identity.users import payee_names
 from qianbao.money import Money, MoneyError, format_money
 from qianbao.payments.merchants import merchant_by_id
 from qianbao.security.keyring import KeyRing
+from qianbao.wallets.names import shown_wallet_name
 from qianbao.wallets.service import wallet_rows
 
 MAX_IDS = 100
@@ -263,12 +265,17 @@ def render(
 
 
 def names_for(
-    conn: Connection, keys: KeyRing, user_id: str, notes: Sequence[tuple[str, Mapping[str, Any]]]
+    conn: Connection,
+    keys: KeyRing,
+    user_id: str,
+    notes: Sequence[tuple[str, Mapping[str, Any]]],
+    language: str = "en",
 ) -> list[dict[str, str]]:
     """For each (kind, data) of `user_id`'s notifications, the names its text shows (see `NAMED`).
 
     A person is named by their masked name, and never when the id is the reader's own; a wallet only when
-    it is the reader's. Ids that name nothing are left out, and the text then goes without them."""
+    it is the reader's (the main wallet in `language`). Ids that name nothing are left out, and the text
+    then goes without them."""
     wanted: dict[str, set[str]] = {PERSON: set(), MERCHANT: set(), OWN_WALLET: set()}
     for kind, data in notes:
         for key, what in NAMED.get(kind, {}).values():
@@ -281,7 +288,9 @@ def names_for(
             m.id: m.name for m in (merchant_by_id(conn, mid) for mid in sorted(wanted[MERCHANT])) if m
         },
         OWN_WALLET: {
-            w.id: w.name for w in wallet_rows(conn, wanted[OWN_WALLET]).values() if w.user_id == user_id
+            w.id: shown_wallet_name(w.kind, w.name, language)
+            for w in wallet_rows(conn, wanted[OWN_WALLET]).values()
+            if w.user_id == user_id
         },
     }
     result = []
@@ -309,10 +318,16 @@ def _view(row: Any, names: Mapping[str, str]) -> NotificationView:
 
 
 def list_notifications(
-    ctx: IdentityContext, user_id: str, *, limit: int, before_seq: int | None, unread_only: bool = False
+    ctx: IdentityContext,
+    user_id: str,
+    *,
+    limit: int,
+    before_seq: int | None,
+    unread_only: bool = False,
+    language: str = "en",
 ) -> tuple[list[NotificationView], str | None, int]:
-    """The user's notifications, newest first, with the names their texts show, the next cursor, and how
-    many are unread in all."""
+    """The user's notifications, newest first, with the names their texts show (in `language`), the next
+    cursor, and how many are unread in all."""
     query = select(notifications).where(notifications.c.user_id == user_id)
     if before_seq is not None:
         query = query.where(notifications.c.event_seq < before_seq)
@@ -327,7 +342,7 @@ def list_notifications(
             .where(notifications.c.user_id == user_id, notifications.c.read_at.is_(None))
         ).scalar_one()
         page = rows[:limit]
-        names = names_for(conn, ctx.keys, user_id, [(r.kind, r.data) for r in page])
+        names = names_for(conn, ctx.keys, user_id, [(r.kind, r.data) for r in page], language)
     found = [_view(r, n) for r, n in zip(page, names, strict=True)]
     next_cursor = str(found[-1].event_seq) if len(rows) > limit and found else None
     return found, next_cursor, int(unread)

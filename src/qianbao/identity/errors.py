@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from qianbao.clock import rfc3339
 from qianbao.error_codes import user_text
 from qianbao.errors import Conflict, InvalidInput, Unauthenticated, WeakCredential
 from qianbao.identity.credentials import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
@@ -89,4 +90,28 @@ def weak_pin(problems: Sequence[str]) -> WeakCredential:
         reasons=list(problems),
         user_text=user_text("weak_pin", problems[0]),
         **extra,
+    )
+
+
+def wrong_proof(
+    method: str, *, pin_attempts_left: int | None = None, pin_locked_until: int | None = None
+) -> SecondFactorInvalid:
+    """A step-up proof that is not correct. For a wrong PIN the message says how many more wrong PINs the
+    lock allows (`attempts_left`), or that this one locked it (until `locked_until`, epoch µs)."""
+    if pin_attempts_left is None:
+        return SecondFactorInvalid(f"the {method} proof is not correct", method=method)
+    if pin_locked_until is not None:
+        return SecondFactorInvalid(
+            "the PIN is not correct, and is now locked after too many wrong attempts",
+            method=method,
+            attempts_left=0,
+            locked_until=rfc3339(pin_locked_until),
+            next_step="try_after_unlock",
+            user_text=user_text("second_factor_invalid", "wrong_pin_locked"),
+        )
+    return SecondFactorInvalid(
+        f"the PIN is not correct; {pin_attempts_left} more wrong PINs lock it",
+        method=method,
+        attempts_left=pin_attempts_left,
+        user_text=user_text("second_factor_invalid", "wrong_pin", attempts_left=pin_attempts_left),
     )

@@ -3,9 +3,13 @@
 `pin_max_failures` (5) wrong PINs in a row lock the PIN for `pin_lock_s` (30 minutes); each further lock
 lasts twice as long as the one before, and a correct PIN resets the count of wrong ones (not the
 escalation, which only an operator can reset). Every failure and lock is audited, and a lock is notified.
+Only a PIN of the right shape (six digits) is checked and can count: anything else is a typing slip,
+refused as such (`validation_error`, `six_digits`) before the lock is looked at.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sqlalchemy import update
 
@@ -14,7 +18,7 @@ from qianbao.clock import rfc3339
 from qianbao.errors import Conflict, Locked
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.credentials import pin_problems
+from qianbao.identity.credentials import PIN_LENGTH, pin_problems
 from qianbao.identity.errors import weak_pin
 from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFacts
 from qianbao.identity.tables import users
@@ -29,10 +33,27 @@ def lock_seconds(base_s: int, lockouts_before: int) -> int:
     return int(base_s * 2 ** min(lockouts_before, MAX_LOCK_DOUBLINGS))
 
 
-def verify_pin(ctx: IdentityContext, user_id: str, pin: str) -> bool:
-    """True for the right PIN. Raises Locked while locked; counts failures in its own transaction."""
-    if not isinstance(pin, str):
-        raise invalid.six_digits("pin")
+@dataclass(frozen=True, slots=True)
+class PinCheck:
+    """The outcome of checking a PIN: right or not, how many more wrong PINs the lock allows, and when this
+    wrong PIN locked it, until when (epoch microseconds)."""
+
+    correct: bool
+    attempts_left: int
+    locked_until: int | None = None
+
+
+def check_pin_format(pin: object, field: str = "pin") -> str:
+    """`pin` if it is six ASCII digits; else bad input (`six_digits`) that counts toward nothing."""
+    if not isinstance(pin, str) or len(pin) != PIN_LENGTH or not (pin.isascii() and pin.isdigit()):
+        raise invalid.six_digits(field)
+    return pin
+
+
+def verify_pin(ctx: IdentityContext, user_id: str, pin: str) -> PinCheck:
+    """Check the PIN. Raises Locked while locked; counts failures in its own transaction. A PIN that is not
+    six digits is refused first (`check_pin_format`) and counts toward nothing."""
+    check_pin_format(pin)
     now = ctx.now()
     with ctx.db.write() as conn:
         row = credential_row(conn, user_id, lock=True)
@@ -52,19 +73,16 @@ def verify_pin(ctx: IdentityContext, user_id: str, pin: str) -> bool:
         if ctx.hasher.verify(row.pin_hash, pin):
             if row.pin_failures:
                 conn.execute(update(users).where(users.c.id == user_id).values(pin_failures=0))
-            return True
+            return PinCheck(correct=True, attempts_left=ctx.settings.pin_max_failures)
         failures = row.pin_failures + 1
         actor = audit.Actor("user", user_id)
         if failures >= ctx.settings.pin_max_failures:
             seconds = lock_seconds(ctx.settings.pin_lock_s, row.pin_lockouts)
+            locked_until = now + seconds * 1_000_000
             conn.execute(
                 update(users)
                 .where(users.c.id == user_id)
-                .values(
-                    pin_failures=0,
-                    pin_lockouts=row.pin_lockouts + 1,
-                    pin_locked_until=now + seconds * 1_000_000,
-                )
+                .values(pin_failures=0, pin_lockouts=row.pin_lockouts + 1, pin_locked_until=locked_until)
             )
             audit.record(
                 conn,
@@ -84,18 +102,18 @@ def verify_pin(ctx: IdentityContext, user_id: str, pin: str) -> bool:
                 text=f"【钱包 qianbao】支付密码连续输错，已锁定 {seconds // 60} 分钟。"
                 f" Your payment PIN is locked for {seconds // 60} minutes after too many wrong attempts.",
             )
-        else:
-            conn.execute(update(users).where(users.c.id == user_id).values(pin_failures=failures))
-            audit.record(
-                conn,
-                now,
-                "pin.verify",
-                actor,
-                subject_user_id=user_id,
-                outcome="failure",
-                details={"failures": failures},
-            )
-    return False
+            return PinCheck(correct=False, attempts_left=0, locked_until=locked_until)
+        conn.execute(update(users).where(users.c.id == user_id).values(pin_failures=failures))
+        audit.record(
+            conn,
+            now,
+            "pin.verify",
+            actor,
+            subject_user_id=user_id,
+            outcome="failure",
+            details={"failures": failures},
+        )
+    return PinCheck(correct=False, attempts_left=ctx.settings.pin_max_failures - failures)
 
 
 def set_pin(

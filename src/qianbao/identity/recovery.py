@@ -193,8 +193,7 @@ def recover_phone(
     Raises RecoveryNotPossible (one message for every failure) after auditing the real reason."""
     clean_id = normalise_id_number(id_number)
     new_phone = clean_new_phone(new_phone_text)
-    if not isinstance(pin, str):
-        raise invalid.six_digits("pin")
+    pins.check_pin_format(pin)  # a typing slip is said as such; only a six-digit PIN can count
     proof = _second_factor(second_factor)
     id_index = ctx.keys.digest(ID_NUMBER, clean_id)
     if info.ip:
@@ -261,7 +260,7 @@ def _recover(
         raise _Refused("second_factor", user_id)
     # 4. The payment PIN, with its lockout.
     try:
-        pin_ok = pins.verify_pin(ctx, user_id, pin)
+        pin_ok = pins.verify_pin(ctx, user_id, pin).correct
     except Locked:
         raise _Refused("pin_locked", user_id) from None
     except InvalidInput:

@@ -33,6 +33,7 @@ from qianbao.store.errors import DATABASE_ERRORS
 from qianbao.store.outbox import OutboxEvent
 from qianbao.store.unit_of_work import UnitOfWork
 from qianbao.wallets.accounts import open_wallet
+from qianbao.wallets.names import MAIN_WALLET_NAME
 
 PURPOSES = ("signup", "password_reset", "phone_change_old", "phone_change_new", "recovery_new_phone")
 MAX_CODE_ATTEMPTS = 5
@@ -247,7 +248,7 @@ def create_user_in(
         ctx.ledger,
         user_id=user_id,
         kind="main",
-        name="Main",
+        name=MAIN_WALLET_NAME,
         purpose="main",
         currency="CNY",
         balance_cap=tier.balance_cap,

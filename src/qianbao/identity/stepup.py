@@ -27,7 +27,7 @@ from qianbao.identity import passkeys as webauthn
 from qianbao.identity import pin as pins
 from qianbao.identity import proofs
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.errors import ChallengeInvalid, SecondFactorInvalid
+from qianbao.identity.errors import ChallengeInvalid, wrong_proof
 from qianbao.identity.model import Method, Operation, Principal, RequestInfo
 from qianbao.identity.sessions import trust_device
 from qianbao.identity.sms_quota import count_sms
@@ -289,12 +289,15 @@ def verify_challenge(
     proof: Mapping[str, Any],
     info: RequestInfo,
 ) -> ChallengeView:
-    """Check one proof. Wrong proofs count (five end the challenge); PIN failures also count to lockout."""
+    """Check one proof. Wrong proofs count (five end the challenge); PIN failures also count to lockout, and
+    a wrong PIN's message says how many more the lock allows. A proof that is missing, or a PIN that is
+    not six digits, is bad input and counts toward neither."""
     ctx.limiter.hit("challenge_verify", principal.user_id or principal.id)
     with ctx.db.read() as conn:
         row = _own(conn, principal, challenge_id)
     _usable(ctx, row, method)
-    ok = _check_proof(ctx, row, method, proof)
+    pin = _check_pin(ctx, row, proof) if method == Method.PIN.value else None
+    ok = pin.correct if pin is not None else _check_proof(ctx, row, method, proof)
     now = ctx.now()
     actor = audit.Actor(
         "user", row.user_id, ip=info.ip, device_id=principal.device_id, session_id=principal.session_id
@@ -342,16 +345,20 @@ def verify_challenge(
                 details={"challenge_id": challenge_id, "method": method},
             )
     if not ok:
-        raise SecondFactorInvalid(f"the {method} proof is not correct", method=method)
+        if pin is None:
+            raise wrong_proof(method)
+        raise wrong_proof(method, pin_attempts_left=pin.attempts_left, pin_locked_until=pin.locked_until)
     return get_challenge(ctx, principal, challenge_id)
 
 
+def _check_pin(ctx: IdentityContext, row: Any, proof: Mapping[str, Any]) -> pins.PinCheck:
+    pin = proof.get("pin")
+    if pin is None:
+        raise invalid.required("pin")
+    return pins.verify_pin(ctx, row.user_id, pins.check_pin_format(pin))
+
+
 def _check_proof(ctx: IdentityContext, row: Any, method: str, proof: Mapping[str, Any]) -> bool:
-    if method == Method.PIN.value:
-        pin = proof.get("pin")
-        if not isinstance(pin, str):
-            raise invalid.required("pin")
-        return pins.verify_pin(ctx, row.user_id, pin)
     if method == Method.TOTP.value:
         code = proof.get("code")
         if not isinstance(code, str):

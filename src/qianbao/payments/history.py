@@ -53,6 +53,7 @@ from qianbao.payments.merchants import merchant_by_id
 from qianbao.payments.records import records_by_ledger_ids
 from qianbao.payments.refunds import REFUND_CODE
 from qianbao.payments.transfers import MOVE_CODE, P2P_CODE
+from qianbao.wallets.names import shown_wallet_name
 from qianbao.wallets.service import WalletRow, own_wallet_row, wallet_rows
 
 # Ledger transfer code -> the transaction `type` the API shows. Several codes may share a type.
@@ -291,7 +292,7 @@ def _transactions(
                 "own": shop.owner_user_id == user_id,
             }
         elif wallet is not None:
-            counterparty = _wallet_party(wallet, user_id, names)
+            counterparty = _wallet_party(wallet, user_id, names, language)
         else:
             counterparty = {
                 "kind": "system",
@@ -332,12 +333,13 @@ def _status(t: Transfer, payment: PaymentRecord | None) -> str:
     return TRANSFER_STATUS[t.kind]
 
 
-def _wallet_party(wallet: WalletRow, user_id: str, names: dict[str, str]) -> dict[str, Any]:
-    """Another wallet: a person's, by their masked name; one's own (a move), by that wallet's name.
+def _wallet_party(wallet: WalletRow, user_id: str, names: dict[str, str], language: str) -> dict[str, Any]:
+    """Another wallet: a person's, by their masked name; one's own (a move), by that wallet's name (the
+    main wallet's in `language`).
 
     `name_masked` is what older clients show, so for one's own wallet it holds the wallet's name too."""
     own = wallet.user_id == user_id
-    shown = wallet.name if own else names.get(wallet.user_id)
+    shown = shown_wallet_name(wallet.kind, wallet.name, language) if own else names.get(wallet.user_id)
     return {"kind": "wallet", "wallet_id": wallet.id, "name": shown, "name_masked": shown, "own": own}
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import math
 import threading
 import warnings
 from collections import Counter
@@ -67,12 +68,12 @@ def decode_qr_image(data: bytes) -> str:
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
-                raise _too_large(f"the image has more than {MAX_IMAGE_PIXELS:,} pixels")
+                raise _too_many_pixels(f"the image has more than {MAX_IMAGE_PIXELS:,} pixels")
             image.load()
     except InvalidInput:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise _too_large("the image has too many pixels") from exc
+        raise _too_many_pixels("the image has too many pixels") from exc
     except UnidentifiedImageError as exc:
         other = recognised_format(data)
         if other is not None:
@@ -179,4 +180,12 @@ async def decode_qr_image_in_thread(data: bytes) -> str:
 def _too_large(detail: str) -> InvalidInput:
     return invalid.because(
         "image_too_large", detail, reason="image_too_large", params={"max": MAX_IMAGE_BYTES // 2**20}
+    )
+
+
+def _too_many_pixels(detail: str) -> InvalidInput:
+    """Few bytes, many pixels: the message says pixels (the `reason` stays `image_too_large`)."""
+    side = math.isqrt(MAX_IMAGE_PIXELS)
+    return invalid.because(
+        "image_too_many_pixels", detail, reason="image_too_large", params={"size": f"{side} × {side}"}
     )

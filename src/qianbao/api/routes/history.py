@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from qianbao.api import request_errors
 from qianbao.api.deps import CurrentUser, Identity
 from qianbao.api.problems import language
 from qianbao.clock import rfc3339
@@ -111,9 +112,12 @@ def filters(
 
 
 Filters = Annotated[history.HistoryQuery, Depends(filters)]
+# `from` and `to` here are the period shown; elsewhere `from` is a payer and `to` a recipient.
+period_labels = request_errors.labelled({"from": "period_start", "to": "period_end"})
 
 
 @router.get("/v1/wallets/{wallet_id}/transactions", response_model=TransactionList)
+@period_labels
 def wallet_transactions(
     request: Request,
     wallet_id: str,
@@ -136,6 +140,7 @@ def wallet_transactions(
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}, "description": "UTF-8 CSV with a BOM"}},
 )
+@period_labels
 def wallet_transactions_csv(
     request: Request, wallet_id: str, principal: CurrentUser, ctx: Identity, query: Filters
 ) -> StreamingResponse:

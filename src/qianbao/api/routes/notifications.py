@@ -81,10 +81,15 @@ def list_notifications(
     """Your notifications, newest first: money sent and received, payments, refunds, budget and goal
     alerts, money requests."""
     assert principal.user_id is not None  # noqa: S101 - CurrentUser guarantees it
-    found, next_cursor, unread_count = notifications.list_notifications(
-        ctx, principal.user_id, limit=limit, before_seq=page_params(cursor), unread_only=unread
-    )
     lang = language(request)
+    found, next_cursor, unread_count = notifications.list_notifications(
+        ctx,
+        principal.user_id,
+        limit=limit,
+        before_seq=page_params(cursor),
+        unread_only=unread,
+        language=lang,
+    )
     return {
         "data": [notification_json(n, lang) for n in found],
         "next_cursor": next_cursor,

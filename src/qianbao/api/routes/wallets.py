@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 from qianbao.api import request_errors
 from qianbao.api.deps import Body, CurrentUser, Identity, Info
 from qianbao.api.idempotency import run_idempotent
+from qianbao.api.problems import language
 from qianbao.clock import rfc3339
 from qianbao.errors import NotFound
+from qianbao.invalid import currency_hint
 from qianbao.money import UnknownCurrencyError, currency
 from qianbao.payments import funding, records
 from qianbao.payments import transfers as payments
@@ -21,6 +23,7 @@ from qianbao.wallets import closing, editing
 from qianbao.wallets import service as wallets
 from qianbao.wallets.budgets import BudgetStatus
 from qianbao.wallets.goals import GoalProgress
+from qianbao.wallets.names import shown_wallet_name
 from qianbao.wallets.settings import BudgetChange, GoalChange, WalletChanges
 
 router = APIRouter(tags=["wallets"])
@@ -33,6 +36,14 @@ class Strict(BaseModel):
 class MoneyIn(Strict):
     amount: StrictInt = Field(ge=1, le=MAX_PAYMENT, description="minor units (fen for CNY)")
     currency: StrictStr = Field(min_length=3, max_length=3)
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _written_otherwise(cls, value: object) -> object:
+        """`¥`, `元`, `RMB` or `cny` get their did-you-mean before the length check calls `¥` too short."""
+        if currency_hint(value) is not None:
+            raise request_errors.unknown_currency(str(value))
+        return value
 
     @field_validator("currency")
     @classmethod
@@ -129,7 +140,7 @@ class GoalOut(BaseModel):
 
 class WalletOut(BaseModel):
     id: str
-    name: str
+    name: str = Field(description='the main wallet is "Main wallet" or "主钱包" by Accept-Language')
     kind: str
     purpose: str
     currency: str
@@ -189,10 +200,11 @@ def _money(amount: int | None, code: str) -> dict[str, Any] | None:
     return None if amount is None else {"amount": amount, "currency": code}
 
 
-def wallet_json(w: wallets.WalletView) -> dict[str, Any]:
+def wallet_json(w: wallets.WalletView, lang: str) -> dict[str, Any]:
+    """A wallet as the API shows it; the main wallet's default name in `lang` ("Main wallet", "主钱包")."""
     return {
         "id": w.id,
-        "name": w.name,
+        "name": shown_wallet_name(w.kind, w.name, lang),
         "kind": w.kind,
         "purpose": w.purpose,
         "currency": w.currency,
@@ -269,11 +281,12 @@ def transfer_json(t: records.TransferRecord) -> dict[str, Any]:
 
 
 @router.get("/v1/wallets", response_model=WalletList)
-def list_wallets(principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+def list_wallets(request: Request, principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
     """The caller's wallets: the main wallet first, then sub-wallets."""
     assert principal.user_id is not None  # noqa: S101 - CurrentUser guarantees it
+    lang = language(request)
     return {
-        "data": [wallet_json(w) for w in wallets.list_wallets(ctx, principal.user_id)],
+        "data": [wallet_json(w, lang) for w in wallets.list_wallets(ctx, principal.user_id)],
         "next_cursor": None,
     }
 
@@ -300,25 +313,26 @@ def create_wallet(
             info=info,
             changes=wallet_changes(body),
         )
-        return 201, wallet_json(view)
+        return 201, wallet_json(view, language(request))
 
     return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
 
 
 @router.get("/v1/wallets/{wallet_id}", response_model=WalletOut)
-def get_wallet(wallet_id: str, principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
+def get_wallet(request: Request, wallet_id: str, principal: CurrentUser, ctx: Identity) -> dict[str, Any]:
     """One of the caller's wallets with its balance and available amount (someone else's: 404)."""
     assert principal.user_id is not None  # noqa: S101 - CurrentUser guarantees it
-    return wallet_json(wallets.get_wallet(ctx, principal.user_id, wallet_id))
+    return wallet_json(wallets.get_wallet(ctx, principal.user_id, wallet_id), language(request))
 
 
 @router.patch("/v1/wallets/{wallet_id}", response_model=WalletOut)
 def update_wallet(
-    wallet_id: str, body: WalletPatch, principal: CurrentUser, ctx: Identity, info: Info
+    request: Request, wallet_id: str, body: WalletPatch, principal: CurrentUser, ctx: Identity, info: Info
 ) -> dict[str, Any]:
     """Change a wallet: only the fields given change. The main wallet takes colour, icon and budget only.
     A lock can be extended but not shortened or removed before it ends (`423 wallet_locked`)."""
-    return wallet_json(editing.update_wallet(ctx, principal, wallet_id, wallet_changes(body), info))
+    changed = editing.update_wallet(ctx, principal, wallet_id, wallet_changes(body), info)
+    return wallet_json(changed, language(request))
 
 
 @router.post("/v1/wallets/{wallet_id}/close", response_model=ClosedWalletOut)
@@ -338,7 +352,7 @@ def close_wallet(
     def work() -> tuple[int, dict[str, Any]]:
         closed = closing.close_wallet(ctx, principal, wallet_id, info)
         return 200, {
-            "wallet": wallet_json(closed.wallet),
+            "wallet": wallet_json(closed.wallet, language(request)),
             "main_wallet_id": closed.main_wallet_id,
             "moved": _money(closed.moved, closed.wallet.currency),
             "transaction_id": closed.transaction_id,
@@ -443,7 +457,7 @@ def sandbox_fund(
             "wallet_id": funded.wallet_id,
             "amount": _money(funded.amount, funded.currency),
             "created_at": rfc3339(funded.created_at),
-            "wallet": wallet_json(wallet),
+            "wallet": wallet_json(wallet, language(request)),
         }
 
     return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
