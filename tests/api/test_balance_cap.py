@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from qianbao.errors import QianbaoError
 from qianbao.identity.model import Principal, PrincipalKind
 from qianbao.payments import transfers
+from qianbao.payments.engine.decide import Approve, Decision
 from qianbao.payments.transfers import TransferRequest, send_transfer
 from tests.support.api import SignedUp
 
@@ -115,6 +116,10 @@ def test_a_cap_refusal_tells_the_payer_nothing_about_the_recipient(
     assert pay(client, alice, bob.wallet_id, 30_000).status_code == 201  # within the room: paid
 
 
+def _approve_anyway(decision: Decision) -> Approve:
+    return decision if isinstance(decision, Approve) else Approve(decision.request, decision.own, 0, 0)
+
+
 def test_a_cap_refusal_inside_the_unit_of_work_is_stripped_too(
     client: TestClient, alice: SignedUp, bob: SignedUp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,7 +129,8 @@ def test_a_cap_refusal_inside_the_unit_of_work_is_stripped_too(
     alice_pays = Principal(PrincipalKind.USER, alice.user_id, alice.user_id, device_trusted=True)
     request = TransferRequest(alice.wallet_id, 40_000, "CNY", to_wallet_id=bob.wallet_id)
     fund(client, bob, bob.wallet_id, 970_000)
-    monkeypatch.setattr(transfers, "_check_payer_then_recipient", lambda *_a, **_k: None)
+    # The decision before step-up saw nothing wrong: only the unit of work's decision refuses.
+    monkeypatch.setattr(transfers, "approved_or_raise", _approve_anyway)
 
     with pytest.raises(QianbaoError) as broke:
         send_transfer(ctx, alice_pays, request, idempotency_key="stale-1")

@@ -1,5 +1,7 @@
 """KYC tier limits in the money path: single-payment and daily-outflow limits, checked atomically.
 
+The rules themselves are pure, in `identity.limit_rules`; this module loads their facts
+(`payer_limits`, `holder_cap`) and keeps the write that holds the daily limit under concurrency.
 `reserve_outflow` runs inside the payment's own transaction, before the ledger transfer: it adds the
 amount to the user's row for the local day with a conditional UPDATE (`… WHERE outflow + :amount <=
 :limit`). On PostgreSQL concurrent payments queue on that row and each re-checks the condition against
@@ -22,11 +24,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningInsert
 
 from qianbao.config import Settings, TierLimits
-from qianbao.errors import LimitExceeded
+from qianbao.findings import Finding
+from qianbao.identity.limit_rules import HolderCap, PayerLimits, daily_limit
 from qianbao.identity.model import effective_limits
 from qianbao.identity.tables import limit_overrides, limit_usage, users
 from qianbao.ledger.tables import accounts
-from qianbao.money import Money, format_money
 from qianbao.wallets.tables import wallets
 
 LOCAL_OFFSET = timedelta(hours=8)
@@ -49,11 +51,12 @@ class LimitStatus:
 
 # One statement for a user's tier, cooling-off and operator override; every payment reads it several
 # times (pre-checks, then the unit of work), so it is built once. The locked variant serialises credits
-# to the same user (check_inflow); FOR UPDATE OF users, as the override side of the join may be empty.
+# to the same user (holder_cap); FOR UPDATE OF users, as the override side of the join may be empty.
 _LIMITS = (
     select(
         users.c.kyc_tier,
         users.c.cooling_off_until,
+        users.c.status,
         limit_overrides.c.user_id.label("override_user_id"),
         limit_overrides.c.balance_cap,
         limit_overrides.c.single_payment,
@@ -113,21 +116,16 @@ def limit_status(
     return LimitStatus(tier, limits, used, remaining, cooling)
 
 
-def _money(amount: int, currency: str) -> dict[str, object]:
-    return {"amount": amount, "currency": currency}
-
-
-def check_single(limits: TierLimits, tier: int, amount: int, currency: str) -> None:
-    if limits.single_payment is not None and amount > limits.single_payment:
-        raise LimitExceeded(
-            "limit_exceeded_single",
-            f"the single-payment limit of tier {tier} is"
-            f" {format_money(Money(limits.single_payment, currency))}",
-            limit=_money(limits.single_payment, currency),
-            remaining=_money(limits.single_payment, currency),
-            kyc_tier=tier,
-            next_step="verify_identity" if tier > 1 else "contact_support",
-        )
+def payer_limits(
+    conn: Connection, settings: Settings, user_id: str, currency: str, now_us: int
+) -> tuple[str, PayerLimits]:
+    """The payer's account status (`limit_rules.payer_may_pay`) and the facts of `single_limit` and
+    `daily_limit` (the limits in force, today's use), in one statement."""
+    row = conn.execute(
+        _LIMITS_AND_USED, {"user_id": user_id, "day": local_day(now_us), "currency": currency}
+    ).one()
+    tier, limits, _cooling = _limits_of(row, settings, now_us)
+    return str(row.status), PayerLimits(tier, limits, int(row.used_today or 0))
 
 
 @cache
@@ -152,27 +150,20 @@ def _reserve_statement(dialect: str, *, limited: bool) -> ReturningInsert[Any]:
 
 def reserve_outflow(
     conn: Connection, settings: Settings, user_id: str, amount: int, currency: str, now_us: int
-) -> None:
-    """Count `amount` against today's limits in the caller's transaction, or raise LimitExceeded."""
+) -> Finding | None:
+    """Count `amount` against today's outflow in the caller's transaction (the payment engine decided
+    it fits). A concurrent payment may have used the room since: then nothing is counted and the
+    daily-limit finding, on today's committed total, is returned (the caller rolls back)."""
     tier, limits, _cooling = limits_for(conn, settings, user_id, now_us)
-    check_single(limits, tier, amount, currency)
-    day = local_day(now_us)
     daily = limits.daily_outflow
     if daily is None or amount <= daily:
         upsert = _reserve_statement(conn.dialect.name, limited=daily is not None)
-        values = {"user_id": user_id, "day": day, "currency": currency, "amount": amount}
+        values = {"user_id": user_id, "day": local_day(now_us), "currency": currency, "amount": amount}
         if conn.execute(upsert, values if daily is None else {**values, "daily": daily}).first() is not None:
-            return
-    assert daily is not None  # noqa: S101 - without a limit the upsert always applies
-    remaining = max(0, daily - used_today(conn, user_id, currency, now_us))
-    raise LimitExceeded(
-        "limit_exceeded_daily",
-        f"the daily outflow limit of tier {tier} is {format_money(Money(daily, currency))};"
-        f" {format_money(Money(remaining, currency))} remains today",
-        limit=_money(daily, currency),
-        remaining=_money(remaining, currency),
-        kyc_tier=tier,
-        next_step="verify_identity" if tier > 1 else "try_tomorrow",
+            return None
+    used = used_today(conn, user_id, currency, now_us)
+    return daily_limit(PayerLimits(tier, limits, used), amount) or Finding(
+        "limit_exceeded_daily", {"tier": tier, "limit": daily, "remaining": max(0, (daily or 0) - used)}
     )
 
 
@@ -187,41 +178,20 @@ _HELD = select(
 )
 
 
-def check_inflow(
-    conn: Connection,
-    settings: Settings,
-    user_id: str,
-    amount: int,
-    currency: str,
-    now_us: int,
-    *,
-    reveal_room: bool,
-    lock: bool = True,
-) -> None:
-    """The balance cap applies to all of a user's wallets together (sub-wallets are no way around it).
+def holder_cap(
+    conn: Connection, settings: Settings, user_id: str, currency: str, now_us: int, *, lock: bool
+) -> HolderCap | None:
+    """The facts of `identity.limit_rules.balance_cap` for a user (None: no such user).
 
-    Each wallet's ledger ceiling is the cap too, but only a check over the sum can hold the total: this
-    runs in the crediting transaction with the user's row locked, so concurrent credits to the same
-    user queue (PostgreSQL; SQLite's write lock already serialises them). `reveal_room` is false when
-    the payer is someone else: the room left would tell them the recipient's balance. Without `lock` it
-    is the read-only pre-check that refuses before any step-up is asked for."""
+    Each wallet's ledger ceiling is the cap too, but only a check over the sum can hold the total. With
+    `lock` (inside the crediting transaction) the user's row is locked first, so concurrent credits to
+    the same user queue (PostgreSQL; SQLite's write lock already serialises them) and each sees what
+    the ones before it added. Without it, it is the read-only pre-check before any step-up."""
     row = conn.execute(_LIMITS_LOCKED if lock else _LIMITS, {"user_id": user_id}).first()
     if row is None:
-        return
+        return None
     tier, limits, _cooling = _limits_of(row, settings, now_us)
     if limits.balance_cap is None:
-        return
+        return HolderCap(tier, None, 0)
     held = conn.execute(_HELD, {"user_id": user_id, "currency": currency}).scalar_one()
-    room = max(0, limits.balance_cap - int(held))
-    if amount <= room:
-        return
-    extra: dict[str, object] = {"limit": _money(limits.balance_cap, currency), "kyc_tier": tier}
-    if reveal_room:
-        extra["remaining"] = _money(room, currency)
-        extra["next_step"] = "verify_identity" if tier > 1 else "contact_support"
-    raise LimitExceeded(
-        "balance_cap_exceeded",
-        f"the wallets would hold more than the tier-{tier} balance cap of"
-        f" {format_money(Money(limits.balance_cap, currency))}",
-        **extra,
-    )
+    return HolderCap(tier, limits.balance_cap, int(held))

@@ -228,9 +228,7 @@ class _Batch:
             )
         _check_can_pay(debit)
         _check_can_receive(credit)
-        if debit.debits_must_not_exceed_credits and (
-            debit.debits_posted + debit.debits_pending + amount > debit.credits_posted
-        ):
+        if exceeds_credits(debit, amount):
             raise _Rejected(R.EXCEEDS_CREDITS, f"available {debit.available}, needed {amount}")
         if credit.credits_must_not_exceed_debits and (
             credit.credits_posted + credit.credits_pending + amount > credit.debits_posted
@@ -341,30 +339,62 @@ class _Batch:
         )
 
 
-def _check_can_pay(account: Account) -> None:
+def payer_refusal(account: Account) -> ResultCode | None:
+    """Why the account may not be debited (closed, frozen, debit-frozen), or None. Pure: the payment
+    engine asks the same question before step-up that the ledger asks when it applies the transfer."""
     status = account.status
     if status is _OPEN:
+        return None
+    return R.ACCOUNT_CLOSED if status is _CLOSED else R.ACCOUNT_FROZEN
+
+
+def receiver_refusal(account: Account) -> ResultCode | None:
+    """Why the account may not be credited (closed or fully frozen), or None."""
+    status = account.status
+    if status is _OPEN or status is AccountStatus.DEBIT_FROZEN:
+        return None
+    return R.ACCOUNT_CLOSED if status is _CLOSED else R.ACCOUNT_FROZEN
+
+
+def exceeds_credits(account: Account, amount: int) -> bool:
+    """A debit of `amount` would take an account that may not go negative below zero (holds count)."""
+    return account.debits_must_not_exceed_credits and (
+        account.debits_posted + account.debits_pending + amount > account.credits_posted
+    )
+
+
+def room_under_ceiling(account: Account) -> int | None:
+    """How much more a credit-normal account may receive under its ceiling, incoming holds counted
+    (None: no ceiling)."""
+    ceiling = account.balance_ceiling
+    if ceiling is None or account.normal_balance is not _CREDIT_NORMAL:
+        return None
+    return max(0, ceiling - (account.credits_posted + account.credits_pending - account.debits_posted))
+
+
+def _check_can_pay(account: Account) -> None:
+    code = payer_refusal(account)
+    if code is None:
         return
-    if status is _CLOSED:
-        raise _Rejected(R.ACCOUNT_CLOSED, f"account {account.id!r} is closed")
-    raise _Rejected(R.ACCOUNT_FROZEN, f"account {account.id!r} is {status}")  # frozen or debit_frozen
+    if code is R.ACCOUNT_CLOSED:
+        raise _Rejected(code, f"account {account.id!r} is closed")
+    raise _Rejected(code, f"account {account.id!r} is {account.status}")  # frozen or debit_frozen
 
 
 def _check_can_receive(account: Account) -> None:
-    status = account.status
-    if status is _OPEN or status is AccountStatus.DEBIT_FROZEN:
+    code = receiver_refusal(account)
+    if code is None:
         return
-    if status is _CLOSED:
-        raise _Rejected(R.ACCOUNT_CLOSED, f"account {account.id!r} is closed")
-    raise _Rejected(R.ACCOUNT_FROZEN, f"account {account.id!r} is frozen")
+    if code is R.ACCOUNT_CLOSED:
+        raise _Rejected(code, f"account {account.id!r} is closed")
+    raise _Rejected(code, f"account {account.id!r} is frozen")
 
 
 def _check_ceiling(debit: Account, credit: Account, amount: int) -> None:
     # A ceiling bounds the balance on the account's normal side, counting holds coming in.
-    ceiling = credit.balance_ceiling
-    if ceiling is not None and credit.normal_balance is _CREDIT_NORMAL:
-        if credit.credits_posted + credit.credits_pending + amount - credit.debits_posted > ceiling:
-            raise _Rejected(R.EXCEEDS_CEILING, f"account {credit.id!r} may hold at most {ceiling}")
+    room = room_under_ceiling(credit)
+    if room is not None and amount > room:
+        raise _Rejected(R.EXCEEDS_CEILING, f"account {credit.id!r} may hold at most {credit.balance_ceiling}")
     ceiling = debit.balance_ceiling
     if ceiling is not None and debit.normal_balance is _DEBIT_NORMAL:
         if debit.debits_posted + debit.debits_pending + amount - debit.credits_posted > ceiling:

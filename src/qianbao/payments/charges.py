@@ -23,20 +23,32 @@ from sqlalchemy import Connection, select, update
 from qianbao.errors import Conflict, Locked, NotFound, QianbaoError
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.limits import reserve_outflow
 from qianbao.identity.model import Operation, Principal, PrincipalKind
 from qianbao.ids import new_id
 from qianbao.ledger.model import ResultCode, TransferSpec
 from qianbao.payments import payment_codes
 from qianbao.payments.dynamic_qr import clean_order_id
+from qianbao.payments.engine.decide import decide
+from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
+from qianbao.payments.engine.load import load_books
+from qianbao.payments.engine.writes import (
+    AlreadyApplied,
+    Declined,
+    approved_or_decline,
+    chain_outcome,
+    count_outflow,
+    count_spend,
+)
 from qianbao.payments.errors import CurrencyMismatch
-from qianbao.payments.guards import AlreadyApplied, Declined, chain_outcome, ensure_can_pay
 from qianbao.payments.inputs import check_amount, derived_id, require_user_id
 from qianbao.payments.merchant_payments import (
     PaymentPlan,
+    decide_in_unit,
     ledger_chain,
+    merchant_target,
     new_record,
     payment_by_ledger_id,
+    payment_request,
     prepare,
     record_failure,
     replay,
@@ -50,9 +62,8 @@ from qianbao.payments.merchant_records import (
     payment_from_row,
 )
 from qianbao.payments.merchant_tables import merchant_payments
-from qianbao.payments.merchants import own_merchant
+from qianbao.payments.merchants import merchant_status_of, own_merchant
 from qianbao.store.errors import DATABASE_ERRORS, is_retryable
-from qianbao.wallets import spending
 from qianbao.wallets.service import plausible_id, wallet_row
 
 HOLD_CODE = "merchant.payment_hold"
@@ -139,7 +150,7 @@ def charge(
                 claim=use_allowance,
                 idempotency_key=idempotency_key,
                 scope=scope,
-                exempt_from_step_up=True,
+                no_pin=True,
             )
         except _AllowanceTaken:
             pass  # the allowance ran out meanwhile: the customer confirms instead
@@ -149,22 +160,21 @@ def charge(
 def _hold(
     ctx: IdentityContext, payer: Principal, plan: PaymentPlan, scope: str, key: str | None
 ) -> PaymentRecord:
-    prepare(ctx, payer, plan)
+    """Hold the funds for the customer's confirmation: decided like any payment (limits included, counted
+    when confirmed), then the ledger hold, in one unit of work."""
+    prepare(ctx, payer, plan, kind=Kind.CODE_HOLD)
     confirm_s = ctx.settings.payment_code_confirm_s
     record = new_record(ctx, payer, plan)
+    request = replace(payment_request(payer, plan, kind=Kind.CODE_HOLD), stepped_up=True)
     while True:
         try:
             with ctx.uow() as uow:
                 conn = uow.conn
-                ensure_can_pay(conn, record.payer_user_id)
                 now = ctx.now()
                 record = replace(
                     record, status="pending", created_at=now, expires_at=now + confirm_s * 1_000_000
                 )
-                try:
-                    spending.check_spend(conn, record.payer_wallet_id, record.amount, now, own_move=False)
-                except QianbaoError as exc:
-                    raise Declined(exc) from None
+                decide_in_unit(ctx, conn, request, merchant_target(plan), now)
                 hold = TransferSpec.pending(
                     record.ledger_transfer_id,
                     record.payer_wallet_id,
@@ -233,38 +243,59 @@ def list_pending(ctx: IdentityContext, principal: Principal) -> list[PaymentReco
     return [r for r in found if r.status == "pending"]
 
 
+def _confirmation(record: PaymentRecord, principal: Principal) -> PaymentRequest:
+    return PaymentRequest(
+        kind=Kind.CODE_CONFIRM,
+        payer_user_id=record.payer_user_id,
+        source_wallet_id=record.payer_wallet_id,
+        target_wallet_id=record.merchant_wallet_id,
+        amount=record.amount,
+        currency=record.currency,
+        device_trusted=principal.device_trusted,
+    )
+
+
+def _target(record: PaymentRecord) -> TargetWallet:
+    return TargetWallet(record.merchant_wallet_id, record.merchant_user_id, record.currency)
+
+
 def confirm(
     ctx: IdentityContext, principal: Principal, payment_id: str, *, step_up: str | None
 ) -> PaymentRecord:
-    """The customer confirms a held payment (step-up always: that is the point of the hold)."""
+    """The customer confirms a held payment (step-up always: that is the point of the hold). It is
+    decided first, like any payment, so a confirmation that cannot succeed asks for no proof."""
     record = _pending_for(ctx, principal, payment_id, merchant_too=False)
-    proof = stepup.require_step_up(
-        ctx,
-        principal,
-        operation=Operation.PAYMENT,
-        params={"payment": record.id, "amount": record.amount, "currency": record.currency},
-        reasons=["payment_code_confirmation"],
-        step_up_header=step_up,
-    )
+    request = _confirmation(record, principal)
     try:
-        return _post(ctx, record, proof)
+        with ctx.db.read() as conn:
+            now = ctx.now()
+            request = replace(request, merchant_status=merchant_status_of(conn, record.merchant_wallet_id))
+            books = load_books(ctx, conn, [request], [_target(record)], now=now, lock=False)
+            approved = approved_or_decline(decide(request, books, ctx.step_up_policy, now))
+        proof = stepup.require_step_up(
+            ctx,
+            principal,
+            operation=Operation.PAYMENT,
+            params={"payment": record.id, "amount": record.amount, "currency": record.currency},
+            reasons=approved.step_up,
+            step_up_header=step_up,
+        )
+        return _post(ctx, record, replace(request, stepped_up=True), proof)
     except Declined as declined:
         _release(ctx, record, "failed", declined.error.code)
         declined.error.extra["payment_id"] = record.id
         raise declined.error from None
 
 
-def _post(ctx: IdentityContext, record: PaymentRecord, proof: stepup.StepUpPass | None) -> PaymentRecord:
+def _post(
+    ctx: IdentityContext, record: PaymentRecord, request: PaymentRequest, proof: stepup.StepUpPass | None
+) -> PaymentRecord:
     with ctx.uow() as uow:
         conn = uow.conn
         stepup.consume(ctx, conn, proof)
         now = ctx.now()
-        try:
-            ensure_can_pay(conn, record.payer_user_id)
-            spending.check_spend(conn, record.payer_wallet_id, record.amount, now, own_move=False)
-            reserve_outflow(conn, ctx.settings, record.payer_user_id, record.amount, record.currency, now)
-        except QianbaoError as exc:
-            raise Declined(exc) from None
+        approved = decide_in_unit(ctx, conn, request, _target(record), now)
+        count_outflow(ctx, conn, approved, record.payer_user_id, now)
         chain = ledger_chain(record)
         post = TransferSpec.post(
             f"{record.ledger_transfer_id}:post", record.ledger_transfer_id, linked=len(chain) > 1
@@ -281,10 +312,7 @@ def _post(ctx: IdentityContext, record: PaymentRecord, proof: stepup.StepUpPass 
         ).rowcount
         if moved != 1:
             raise PaymentNotPending("the payment is no longer pending")
-        try:
-            events = spending.record_spend(conn, record.payer_wallet_id, record.amount, record.currency, now)
-        except QianbaoError as exc:
-            raise Declined(exc) from None
+        events = count_spend(conn, approved, record.payer_wallet_id, now)
         done = replace(record, status="succeeded")
         uow.emit(payment_event(done))
         for event in events:

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 
 from qianbao.errors import Conflict, IdempotencyKeyReused, NotFound
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.limits import check_inflow
+from qianbao.identity.limit_rules import balance_cap
+from qianbao.identity.limits import holder_cap
 from qianbao.identity.model import Principal
 from qianbao.ids import new_id
 from qianbao.ledger.model import ResultCode, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_account_id, system_account_specs
-from qianbao.payments.errors import LEDGER_DECLINES, CurrencyMismatch, decline_error, room_under_cap
+from qianbao.payments.engine.declines import error_for
+from qianbao.payments.engine.rules import ledger_finding, recipient_room
+from qianbao.payments.errors import CurrencyMismatch
 from qianbao.payments.inputs import check_amount, derived_id, require_user_id
 from qianbao.wallets import spending
 from qianbao.wallets.service import own_wallet_row
@@ -70,7 +73,11 @@ def sandbox_fund(
         transfer_id = f"sandbox:{new_id('fnd')}"
     spec = TransferSpec.posted(transfer_id, funding, wallet.id, amount, currency_code, code=FUNDING_CODE)
     with ctx.uow() as uow:
-        check_inflow(uow.conn, ctx.settings, user_id, amount, currency_code, ctx.now(), reveal_room=True)
+        # The cap over all the user's wallets (their own: they may see the room left), then the ledger.
+        holder = holder_cap(uow.conn, ctx.settings, user_id, currency_code, ctx.now(), lock=True)
+        over_cap = None if holder is None else balance_cap(holder, amount)
+        if over_cap is not None:
+            raise error_for(over_cap, currency_code)
         (result,) = ctx.ledger.apply_in(uow.conn, [spec])
         if result.code is ResultCode.OK:  # a savings goal may just have been reached
             for event in spending.after_credit(uow.conn, wallet.id, ctx.now()):
@@ -79,11 +86,10 @@ def sandbox_fund(
     if result.code is ResultCode.EXISTS_WITH_DIFFERENT_FIELDS:
         raise IdempotencyKeyReused("this Idempotency-Key was used for a different funding")
     if not result.succeeded:
-        room = None
-        if result.code is ResultCode.EXCEEDS_CEILING:
-            room = room_under_cap(LedgerReader(ctx.db).lookup_accounts([wallet.id])[wallet.id])
-        raise decline_error(
-            LEDGER_DECLINES.get(result.code, str(result.code)), currency_code=currency_code, room=room
-        )
+        finding = ledger_finding(result.code)
+        if result.code is ResultCode.EXCEEDS_CEILING:  # the wallet's own ceiling: how much it may take
+            account = LedgerReader(ctx.db).lookup_accounts([wallet.id])[wallet.id]
+            finding = recipient_room(account, amount) or finding
+        raise error_for(finding, currency_code)
     created = result.transfer.created_at if result.transfer is not None else ctx.now()
     return Funding(transfer_id, wallet.id, amount, currency_code, created)

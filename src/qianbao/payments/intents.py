@@ -281,8 +281,8 @@ def confirm_intent(
         done = payment_by_ledger_id(ctx, plan.ledger_id)
         if done is not None:  # a declined one is raised again, after the intent caught up
             return _finish(ctx, intent, done), replay(done)
-    prepare(ctx, principal, plan)
-    proof = step_up_for(ctx, principal, plan, step_up)
+    approved = prepare(ctx, principal, plan)
+    proof = step_up_for(ctx, principal, plan, approved, step_up)
     if not resuming:
         with ctx.db.write() as conn:
             processing = _move(conn, intent, "processing", ctx.now(), payer_user_id=user_id)

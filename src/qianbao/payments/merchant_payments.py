@@ -2,10 +2,11 @@
 (`qr_payments`), a payment code at a till (`charges`), an online checkout (`intents`).
 
 The money path, as for P2P (GUIDE §2):
-  1. read-only checks: the payer's account and wallet, the merchant (exists, active), the currency, hard
-     limits (single payment, today's allowance), the wallet's own rules (lock, budget), the balance;
-  2. step-up where the policy asks for it (`401 step_up_required`; repeat with `Step-Up: <id>`);
-  3. ONE unit of work: spend the step-up pass, reserve the outflow against the daily limit, run the
+  1. the payment engine's `decide` over state read without locks (`prepare`): every rule in its one
+     order (payments/engine/decide.py), the step-up reasons included;
+  2. step-up where the decision asks for it (`401 step_up_required`; repeat with `Step-Up: <id>`);
+  3. ONE unit of work: spend the step-up pass, decide again over state read there (the merchant's
+     status included), count the outflow toward the daily limit (atomic), run the
      method's own claim (a dynamic code is marked paid; an intent moves to `succeeded`), apply the ledger
      chain — payer → merchant wallet for the amount, linked with merchant wallet → fee account for the
      merchant discount fee — write the payment record and its outbox event, count the budget spend.
@@ -20,21 +21,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import Connection
 
-from qianbao.errors import Conflict, Locked, NotFound, QianbaoError
+from qianbao.errors import Conflict, NotFound, QianbaoError
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.limits import reserve_outflow
-from qianbao.identity.model import Operation, Principal, StepUpFacts
+from qianbao.identity.model import Operation, Principal
 from qianbao.ids import new_id
-from qianbao.ledger.model import AccountStatus, TransferSpec
-from qianbao.ledger.queries import LedgerReader
+from qianbao.ledger.model import TransferSpec
 from qianbao.ledger.system_accounts import FEES, system_account_id
-from qianbao.payments.errors import CurrencyMismatch, decline_error
+from qianbao.payments.engine.decide import Approve, decide
+from qianbao.payments.engine.declines import approved_or_raise, stored_decline
+from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
+from qianbao.payments.engine.load import load_books
+from qianbao.payments.engine.writes import (
+    AlreadyApplied,
+    Declined,
+    approved_or_decline,
+    chain_outcome,
+    count_outflow,
+    count_spend,
+)
 from qianbao.payments.fees import fee_for
-from qianbao.payments.guards import AlreadyApplied, Declined, chain_outcome, check_hard_limits, ensure_can_pay
 from qianbao.payments.inputs import require_user_id
 from qianbao.payments.merchant_records import (
     PaymentRecord,
@@ -42,10 +52,9 @@ from qianbao.payments.merchant_records import (
     payment_by,
     payment_event,
 )
-from qianbao.payments.merchants import Merchant, rate_for
+from qianbao.payments.merchants import Merchant, merchant_status_of, rate_for
 from qianbao.store.errors import DATABASE_ERRORS, is_retryable
 from qianbao.store.outbox import append_events
-from qianbao.wallets import spending
 from qianbao.wallets.service import WalletRow, plausible_id
 
 PAYMENT_CODE = "merchant.payment"
@@ -82,53 +91,61 @@ def replay(record: PaymentRecord) -> PaymentRecord:
     """An earlier outcome bound to the same key: the payment, or its decline raised again."""
     if record.status != "failed":
         return record
-    raise decline_error(
-        record.failure_code or "conflict", currency_code=record.currency, payment_id=record.id
+    raise stored_decline(record.failure_code, record.currency, reveal=True, payment_id=record.id)
+
+
+def payment_request(
+    principal: Principal, plan: PaymentPlan, *, kind: Kind = Kind.MERCHANT, no_pin: bool = False
+) -> PaymentRequest:
+    """The engine's request for a merchant payment (a merchant is never a "new payee")."""
+    return PaymentRequest(
+        kind=kind,
+        payer_user_id=require_user_id(principal),
+        source_wallet_id=plan.source.id,
+        target_wallet_id=plan.merchant.wallet_id,
+        amount=plan.amount,
+        currency=plan.currency,
+        merchant_status=plan.merchant.status,
+        device_trusted=principal.device_trusted,
+        no_pin=no_pin,
     )
 
 
-def _check_balances(ctx: IdentityContext, conn: Connection, plan: PaymentPlan) -> None:
-    accounts = LedgerReader(ctx.db).lookup_accounts_in(conn, [plan.source.id, plan.merchant.wallet_id])
-    payer, merchant_wallet = accounts[plan.source.id], accounts[plan.merchant.wallet_id]
-    if payer.status is not AccountStatus.OPEN:
-        raise decline_error("wallet_frozen", currency_code=plan.currency)
-    if merchant_wallet.status in (AccountStatus.FROZEN, AccountStatus.CLOSED):
-        raise Locked("merchant_inactive", "this merchant cannot accept payments at the moment")
-    if payer.available < plan.amount:
-        raise decline_error("insufficient_funds", currency_code=plan.currency)
+def merchant_target(plan: PaymentPlan) -> TargetWallet:
+    merchant = plan.merchant
+    return TargetWallet(merchant.wallet_id, merchant.owner_user_id, merchant.currency)
 
 
-def prepare(ctx: IdentityContext, principal: Principal, plan: PaymentPlan) -> None:
-    """The read-only checks before step-up (the unit of work re-checks what can change)."""
+def prepare(ctx: IdentityContext, principal: Principal, plan: PaymentPlan, **kinds: Any) -> Approve:
+    """The decision before step-up, over state read without locks (the unit of work decides again)."""
     with ctx.db.read() as conn:
-        prepare_in(ctx, conn, principal, plan)
+        return prepare_in(ctx, conn, principal, plan, **kinds)
 
 
-def prepare_in(ctx: IdentityContext, conn: Connection, principal: Principal, plan: PaymentPlan) -> None:
+def prepare_in(
+    ctx: IdentityContext,
+    conn: Connection,
+    principal: Principal,
+    plan: PaymentPlan,
+    *,
+    kind: Kind = Kind.MERCHANT,
+    no_pin: bool = False,
+) -> Approve:
     """`prepare` in a read transaction the caller holds (sharing it with its own look-ups)."""
-    user_id = require_user_id(principal)
-    if plan.source.currency != plan.currency:
-        raise CurrencyMismatch(f"the wallet holds {plan.source.currency}, not {plan.currency}")
+    request = payment_request(principal, plan, kind=kind, no_pin=no_pin)
     now = ctx.now()
-    ensure_can_pay(conn, user_id)
-    check_hard_limits(conn, ctx, user_id, plan.amount, plan.currency, now)
-    spending.check_spend(conn, plan.source.id, plan.amount, now, own_move=False)
-    _check_balances(ctx, conn, plan)
+    books = load_books(ctx, conn, [request], [merchant_target(plan)], now=now, lock=False)
+    return approved_or_raise(decide(request, books, ctx.step_up_policy, now))
 
 
 def step_up_for(
     ctx: IdentityContext,
     principal: Principal,
     plan: PaymentPlan,
+    approved: Approve,
     step_up: str | None,
-    *,
-    exempt: bool = False,
 ) -> stepup.StepUpPass | None:
-    """The step-up policy for a merchant payment (a merchant is never a "new payee"); `exempt` for the
-    password-free small payments a customer allowed (payment codes)."""
-    if exempt:
-        return None
-    facts = StepUpFacts(Operation.PAYMENT, plan.amount, False, principal.device_trusted)
+    """Fresh proof where the decision asks for it (`401 step_up_required`), bound to this payment."""
     params = {
         "merchant": plan.merchant.id,
         "from": plan.source.id,
@@ -141,7 +158,7 @@ def step_up_for(
         principal,
         operation=Operation.PAYMENT,
         params=params,
-        reasons=ctx.step_up_policy.reasons(facts),
+        reasons=approved.step_up,
         step_up_header=step_up,
     )
 
@@ -202,17 +219,18 @@ def run_payment(
     claim: Claim | None = None,
     idempotency_key: str | None = None,
     step_up: str | None = None,
-    exempt_from_step_up: bool = False,
+    no_pin: bool = False,
     scope: str | None = None,
 ) -> PaymentRecord:
-    """Checks, step-up, then the unit of work (retried on serialisation failures); declines recorded.
+    """Decide, step-up, then the unit of work (retried on serialisation failures); declines recorded.
 
     `principal` is the payer; `scope` the caller's idempotency scope when someone else initiates the
-    payment (a merchant charging a payment code)."""
-    prepare(ctx, principal, plan)
-    proof = step_up_for(ctx, principal, plan, step_up, exempt=exempt_from_step_up)
+    payment (a merchant charging a payment code); `no_pin` for the password-free small payments a
+    customer allowed (payment codes)."""
+    approved = prepare(ctx, principal, plan, no_pin=no_pin)
+    proof = step_up_for(ctx, principal, plan, approved, step_up)
     return execute_payment(
-        ctx, principal, plan, proof, claim=claim, idempotency_key=idempotency_key, scope=scope
+        ctx, principal, plan, proof, claim=claim, idempotency_key=idempotency_key, scope=scope, no_pin=no_pin
     )
 
 
@@ -225,16 +243,18 @@ def execute_payment(
     claim: Claim | None = None,
     idempotency_key: str | None = None,
     scope: str | None = None,
+    no_pin: bool = False,
 ) -> PaymentRecord:
     """The unit of work after `prepare` and step-up: retried on serialisation failures; a decline is
     recorded as a failed payment and raised; a replay of the same ledger id returns the first outcome."""
     scope = principal.scope if scope is None else scope
     record = new_record(ctx, principal, plan)
+    request = replace(payment_request(principal, plan, no_pin=no_pin), stepped_up=True)
     attempt = 0
     while True:
         attempt += 1
         try:
-            return _execute(ctx, scope, record, proof, claim, idempotency_key)
+            return _execute(ctx, scope, record, request, proof, claim, idempotency_key)
         except Declined as declined:
             record_failure(ctx, scope, record, declined.error, idempotency_key)
             raise declined.error from None
@@ -263,10 +283,22 @@ def record_failure(
     error.extra["payment_id"] = failed.id
 
 
+def decide_in_unit(
+    ctx: IdentityContext, conn: Connection, request: PaymentRequest, target: TargetWallet, now: int
+) -> Approve:
+    """The decision again inside the unit of work, over state read there (the merchant's status too:
+    a merchant suspended since the first decision takes nothing)."""
+    status = merchant_status_of(conn, target.wallet_id)
+    request = replace(request, merchant_status=status or request.merchant_status)
+    books = load_books(ctx, conn, [request], [target], now=now, lock=True)
+    return approved_or_decline(decide(request, books, ctx.step_up_policy, now))
+
+
 def _execute(
     ctx: IdentityContext,
     scope: str,
     record: PaymentRecord,
+    request: PaymentRequest,
     proof: stepup.StepUpPass | None,
     claim: Claim | None,
     key: str | None,
@@ -278,23 +310,15 @@ def _execute(
         if payment_by(conn, ctx.keys, ledger_id=record.ledger_transfer_id) is not None:
             raise AlreadyApplied
         stepup.consume(ctx, conn, proof)
-        ensure_can_pay(conn, record.payer_user_id)
         now = ctx.now()
         record = replace(record, created_at=now)
-        try:
-            spending.check_spend(conn, record.payer_wallet_id, record.amount, now, own_move=False)
-            reserve_outflow(conn, ctx.settings, record.payer_user_id, record.amount, record.currency, now)
-        except QianbaoError as exc:  # locked wallet, budget, daily limit: declines bound to the key
-            raise Declined(exc) from None
+        target = TargetWallet(record.merchant_wallet_id, record.merchant_user_id, record.currency)
+        approved = decide_in_unit(ctx, conn, request, target, now)
+        count_outflow(ctx, conn, approved, record.payer_user_id, now)
         if claim is not None:
             claim(conn, record)
         chain_outcome(ctx.ledger.apply_in(conn, ledger_chain(record)), record.currency)
-        try:  # a blocking budget that lost a race to a concurrent payment refuses here
-            budget_events = spending.record_spend(
-                conn, record.payer_wallet_id, record.amount, record.currency, now
-            )
-        except QianbaoError as exc:
-            raise Declined(exc) from None
+        budget_events = count_spend(conn, approved, record.payer_wallet_id, now)
         insert_payment(conn, ctx.keys, record, scope, key)
         uow.emit(payment_event(record))
         for event in budget_events:

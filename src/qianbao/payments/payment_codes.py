@@ -39,6 +39,7 @@ from qianbao.payments.code_tables import (
     payment_code_settings,
     payment_code_uses,
 )
+from qianbao.payments.engine.rules import no_pin_allowance
 from qianbao.payments.inputs import require_user_id
 from qianbao.security.fields import context
 from qianbao.store.errors import DATABASE_ERRORS
@@ -71,7 +72,7 @@ class Allowance:
     used_today: int
 
     def covers(self, amount: int) -> bool:
-        return amount <= self.per_payment and self.used_today + amount <= self.daily
+        return no_pin_allowance(self.per_payment, self.daily, self.used_today, amount)
 
 
 def _device(row: Any) -> CodeDevice:

@@ -131,7 +131,7 @@ def pay_by_qr(
                     return replay(done)
             parsed = parse_merchant_qr(request.qr)
             plan, code = _plan_for_qr(ctx, conn, principal, request, parsed, ledger_id)
-            prepare_in(ctx, conn, principal, plan)
+            approved = prepare_in(ctx, conn, principal, plan)
     except (dynamic_qr.QrCodeUsed, dynamic_qr.QrCodeExpired):
         # A retry that overlapped its own first attempt finds the code paid, by that attempt: replay it.
         done = None if idempotency_key is None else payment_by_ledger_id(ctx, ledger_id)
@@ -143,5 +143,5 @@ def pay_by_qr(
         if code is not None:
             dynamic_qr.claim(conn, code, record.id, record.created_at)
 
-    proof = step_up_for(ctx, principal, plan, step_up)
+    proof = step_up_for(ctx, principal, plan, approved, step_up)
     return execute_payment(ctx, principal, plan, proof, claim=claim, idempotency_key=idempotency_key)

@@ -27,9 +27,9 @@ from qianbao.ids import new_id
 from qianbao.ledger.model import AccountStatus, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.system_accounts import FEES, system_account_id
+from qianbao.payments.engine.writes import AlreadyApplied, Declined, chain_outcome
 from qianbao.payments.errors import PaymentDeclined, money_json
 from qianbao.payments.fees import fee_refund
-from qianbao.payments.guards import AlreadyApplied, Declined, chain_outcome
 from qianbao.payments.inputs import MAX_MEMO_LENGTH, derived_id, require_user_id
 from qianbao.payments.merchant_records import (
     PaymentRecord,

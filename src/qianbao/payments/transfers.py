@@ -32,33 +32,29 @@ from dataclasses import dataclass, replace
 from sqlalchemy import Connection, select
 
 from qianbao import invalid
-from qianbao.errors import (
-    Conflict,
-    IdempotencyKeyReused,
-    LimitExceeded,
-    NotFound,
-    QianbaoError,
-)
+from qianbao.errors import Conflict, NotFound, QianbaoError
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.limits import check_inflow, reserve_outflow
-from qianbao.identity.model import Operation, Principal, StepUpFacts
+from qianbao.identity.model import Operation, Principal
 from qianbao.identity.phones import normalise_phone
 from qianbao.identity.users import find_user_id_by_phone, get_user
 from qianbao.ids import new_id
-from qianbao.ledger.model import AccountStatus, ResultCode, TransferSpec
+from qianbao.ledger.model import TransferSpec
 from qianbao.ledger.queries import LedgerReader
-from qianbao.payments.errors import (
-    LEDGER_DECLINES,
-    CurrencyMismatch,
-    SameWallet,
-    decline_error,
-    money_json,
-    recipient_cap_error,
-    recipient_not_found,
-    room_under_cap,
+from qianbao.payments.engine.decide import decide
+from qianbao.payments.engine.declines import approved_or_raise, stored_decline
+from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
+from qianbao.payments.engine.load import load_books
+from qianbao.payments.engine.rules import recipient_room
+from qianbao.payments.engine.writes import (
+    AlreadyApplied,
+    Declined,
+    approved_or_decline,
+    chain_outcome,
+    count_outflow,
+    count_spend,
 )
-from qianbao.payments.guards import AlreadyApplied, Declined, check_hard_limits, ensure_can_pay
+from qianbao.payments.errors import RecipientNotFound, money_json, recipient_not_found
 from qianbao.payments.inputs import check_amount, clean_memo, derived_id, require_user_id
 from qianbao.payments.receive_qr import qr_recipient
 from qianbao.payments.records import (
@@ -148,63 +144,11 @@ def get_transfer(ctx: IdentityContext, principal: Principal, transfer_id: str) -
 # -- declines --------------------------------------------------------------------------------------
 
 
-def _check_payer_then_recipient(
-    ctx: IdentityContext,
-    conn: Connection,
-    source: WalletRow,
-    target: WalletRow,
-    amount: int,
-    code: str,
-    *,
-    own: bool,
-    now: int,
-) -> None:
-    """The balance checks before step-up, the payer's own first (read-only; the unit of work re-checks).
-
-    Whoever cannot pay the amount hears `insufficient_funds` and nothing about the recipient: answering
-    the recipient's cap first would let an empty wallet bisect the recipient's exact balance. A cap
-    refusal for someone else's wallet carries no limit, room or tier (`recipient_cap_error`)."""
-    accounts = LedgerReader(ctx.db).lookup_accounts_in(conn, [source.id, target.id])
-    payer, payee = accounts[source.id], accounts[target.id]
-    if payer.status is not AccountStatus.OPEN:  # debit-frozen, frozen or closed: cannot pay out
-        raise decline_error("wallet_frozen", currency_code=code)
-    if payer.available < amount:
-        raise decline_error("insufficient_funds", currency_code=code)
-    if payee.status in (AccountStatus.FROZEN, AccountStatus.CLOSED):
-        raise decline_error("wallet_frozen", currency_code=code)
-    if own:  # the owner may see their own room; the total over their wallets does not change
-        room = room_under_cap(payee)
-        if room < amount:
-            raise decline_error("balance_cap_exceeded", currency_code=code, room=room)
-        return
-    try:
-        check_inflow(conn, ctx.settings, target.user_id, amount, code, now, reveal_room=False, lock=False)
-    except LimitExceeded:
-        raise recipient_cap_error() from None
-    if room_under_cap(payee) < amount:
-        raise recipient_cap_error()
-
-
-def _payer_view(ctx: IdentityContext, error: QianbaoError, source_id: str, amount: int) -> QianbaoError:
-    """A decline of a payment to someone else as the payer may see it. The unit of work checks the
-    recipient's cap before the ledger checks the payer's balance, so if the balance fell short meanwhile
-    that is the answer; otherwise the cap refusal is stripped of the recipient's limit and tier."""
-    if error.code != "balance_cap_exceeded":
-        return error
-    source = LedgerReader(ctx.db).lookup_accounts([source_id])[source_id]
-    if source.available < amount:
-        return decline_error("insufficient_funds", currency_code=source.currency)
-    return recipient_cap_error()
-
-
 def _replay(record: TransferRecord) -> TransferRecord:
     if record.status != "failed":
         return record
-    if record.failure_code == "balance_cap_exceeded" and record.to_user_id != record.from_user_id:
-        raise recipient_cap_error(transfer_id=record.id)
-    raise decline_error(
-        record.failure_code or "conflict", currency_code=record.currency, transfer_id=record.id
-    )
+    own = record.to_user_id == record.from_user_id
+    raise stored_decline(record.failure_code, record.currency, reveal=own, transfer_id=record.id)
 
 
 def _record_failure(ctx: IdentityContext, record: TransferRecord, scope: str, key: str | None) -> None:
@@ -219,20 +163,34 @@ def _record_failure(ctx: IdentityContext, record: TransferRecord, scope: str, ke
             raise
 
 
+def _own_room(ctx: IdentityContext, error: QianbaoError, wallet_id: str, amount: int) -> None:
+    """A move between one's own wallets refused by the ledger's ceiling: say how much more fits."""
+    if error.code == "balance_cap_exceeded" and "remaining" not in error.extra:
+        account = LedgerReader(ctx.db).lookup_accounts([wallet_id])[wallet_id]
+        finding = recipient_room(account, amount)
+        if finding is not None:
+            error.extra["remaining"] = money_json(int(finding.data["room"]), account.currency)
+
+
 # -- sending ---------------------------------------------------------------------------------------
 
 
-def _payee_is_new(conn: Connection, user_id: str, payee_user_id: str) -> bool:
-    earlier = conn.execute(
-        select(transfers.c.id)
-        .where(
-            transfers.c.from_user_id == user_id,
-            transfers.c.to_user_id == payee_user_id,
-            transfers.c.status == "succeeded",
-        )
-        .limit(1)
-    ).first()
-    return earlier is None
+def _target(
+    ctx: IdentityContext, conn: Connection, request: TransferRequest, phone: str | None, currency: str
+) -> tuple[TargetWallet | None, str]:
+    """The recipient's wallet (None when the one named cannot be found) and how it was named."""
+    by = "phone" if phone is not None else "wallet_id" if request.to_qr is None else "receive_code"
+    row: WalletRow | None
+    try:
+        if phone is not None:
+            row = wallet_row(conn, _recipient_by_phone(ctx, conn, phone, currency).wallet_id)
+        elif request.to_qr is not None:
+            row = qr_recipient(ctx, conn, request.to_qr, amount=request.amount, currency_code=currency)
+        else:
+            row = wallet_row(conn, str(request.to_wallet_id))
+    except RecipientNotFound:
+        return None, by
+    return (None if row is None else TargetWallet(row.id, row.user_id, row.currency)), by
 
 
 def send_transfer(
@@ -258,8 +216,8 @@ def send_transfer(
         derived_id(P2P_CODE, scope, idempotency_key) if idempotency_key else f"{P2P_CODE}:{new_id('trf')}"
     )
     now = ctx.now()
-    # All the checks before step-up share one read transaction (each transaction is a pool checkout and
-    # two round trips more on every payment).
+    # The replay look-up, the recipient and the decision before step-up share one read transaction
+    # (each transaction is a pool checkout and two round trips more on every payment).
     with ctx.db.read() as conn:
         if idempotency_key is not None:
             done = records_by_ledger_ids(conn, ctx.keys, [ledger_id]).get(ledger_id)
@@ -268,47 +226,36 @@ def send_transfer(
         phone = None if request.to_phone is None else normalise_phone(request.to_phone)
         if phone is not None:
             ctx.limiter.hit("recipient_lookup", user_id)
-        ensure_can_pay(conn, user_id)
         source = own_wallet_row(conn, user_id, request.from_wallet_id)
-        if request.to_wallet_id == source.id:
-            raise SameWallet("choose a different wallet to pay into")
-        if code != source.currency:
-            raise CurrencyMismatch(f"the wallet holds {source.currency}, not {code}")
-        target: WalletRow | None
-        if phone is not None:
-            target = wallet_row(conn, _recipient_by_phone(ctx, conn, phone, source.currency).wallet_id)
-        elif request.to_qr is not None:
-            target = qr_recipient(ctx, conn, request.to_qr, amount=amount, currency_code=code)
-        else:
-            target = wallet_row(conn, str(request.to_wallet_id))
-        if target is None:
-            raise recipient_not_found("no such recipient wallet", by="wallet_id")
-        if target.id == source.id:
-            raise SameWallet("choose a different wallet to pay into")
-        if target.currency != source.currency:
-            raise CurrencyMismatch("the wallets hold different currencies")
-        own = target.user_id == user_id
-        spending.check_spend(conn, source.id, amount, now, own_move=own)  # wallet_locked, budget_exceeded
-        if not own:
-            check_hard_limits(conn, ctx, user_id, amount, code, now)
-        payee_is_new = not own and _payee_is_new(conn, user_id, target.user_id)
-        _check_payer_then_recipient(ctx, conn, source, target, amount, code, own=own, now=now)
-    proof = None
-    if not own:
-        facts = StepUpFacts(Operation.PAYMENT, amount, payee_is_new, principal.device_trusted)
-        proof = stepup.require_step_up(
-            ctx,
-            principal,
-            operation=Operation.PAYMENT,
-            params={"from": source.id, "to": target.id, "amount": amount, "currency": code},
-            reasons=ctx.step_up_policy.reasons(facts),
-            step_up_header=step_up,
+        target, by = _target(ctx, conn, request, phone, source.currency)
+        payment = PaymentRequest(
+            kind=Kind.P2P,
+            payer_user_id=user_id,
+            source_wallet_id=source.id,
+            target_wallet_id=None if target is None else target.wallet_id,
+            amount=amount,
+            currency=code,
+            named_wallet_id=request.to_wallet_id,
+            recipient_by=by,
+            device_trusted=principal.device_trusted,
         )
+        books = load_books(ctx, conn, [payment], [] if target is None else [target], now=now, lock=False)
+    approved = approved_or_raise(decide(payment, books, ctx.step_up_policy, now))
+    assert target is not None  # noqa: S101 - an approved payment has its recipient
+    proof = stepup.require_step_up(
+        ctx,
+        principal,
+        operation=Operation.PAYMENT,
+        params={"from": source.id, "to": target.wallet_id, "amount": amount, "currency": code},
+        reasons=approved.step_up,
+        step_up_header=step_up,
+    )
+    own = approved.own
     record = TransferRecord(
         id=new_id("trf"),
         ledger_transfer_id=ledger_id,
         from_wallet_id=source.id,
-        to_wallet_id=target.id,
+        to_wallet_id=target.wallet_id,
         from_user_id=user_id,
         to_user_id=target.user_id,
         amount=amount,
@@ -319,23 +266,21 @@ def send_transfer(
         created_at=now,
     )
     spec = TransferSpec.posted(
-        ledger_id, source.id, target.id, amount, code, code=MOVE_CODE if own else P2P_CODE
+        ledger_id, source.id, target.wallet_id, amount, code, code=MOVE_CODE if own else P2P_CODE
     )
+    work = _Work(replace(payment, stepped_up=True), target, record, spec, proof, idempotency_key, on_applied)
     attempt = 0
     while True:
         attempt += 1
         try:
-            return _execute(
-                ctx, principal, record, spec, proof, own=own, key=idempotency_key, on_applied=on_applied
-            )
+            return _execute(ctx, principal, work)
         except Declined as declined:
-            error = declined.error if own else _payer_view(ctx, declined.error, source.id, amount)
+            error = declined.error
             failed = replace(record, status="failed", failure_code=error.code, created_at=ctx.now())
             _record_failure(ctx, failed, scope, idempotency_key)
             error.extra["transfer_id"] = failed.id
-            if own and error.code == "balance_cap_exceeded":
-                target_account = LedgerReader(ctx.db).lookup_accounts([target.id])[target.id]
-                error.extra["remaining"] = money_json(room_under_cap(target_account), code)
+            if own:
+                _own_room(ctx, error, target.wallet_id, amount)
             raise error from None
         except AlreadyApplied:
             found = record_by_ledger_id(ctx, ledger_id)
@@ -347,57 +292,41 @@ def send_transfer(
                 raise
 
 
-def _execute(
-    ctx: IdentityContext,
-    principal: Principal,
-    record: TransferRecord,
-    spec: TransferSpec,
-    proof: stepup.StepUpPass | None,
-    *,
-    own: bool,
-    key: str | None,
-    on_applied: AppliedHook | None = None,
-) -> TransferRecord:
-    """The unit of work. Leaving it by an exception rolls everything back (the outflow reservation too)."""
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """What the unit of work writes, decided before step-up (and decided again inside it)."""
+
+    payment: PaymentRequest
+    target: TargetWallet
+    record: TransferRecord
+    spec: TransferSpec
+    proof: stepup.StepUpPass | None
+    key: str | None
+    on_applied: AppliedHook | None
+
+
+def _execute(ctx: IdentityContext, principal: Principal, work: _Work) -> TransferRecord:
+    """The unit of work. Leaving it by an exception rolls everything back (the outflow count too)."""
+    record, payment = work.record, work.payment
     with ctx.uow() as uow:
         conn = uow.conn
-        stepup.consume(ctx, conn, proof)
-        ensure_can_pay(conn, record.from_user_id)
-        now = ctx.now()
-        if not own:
-            try:
-                reserve_outflow(conn, ctx.settings, record.from_user_id, record.amount, record.currency, now)
-                check_inflow(
-                    conn, ctx.settings, record.to_user_id, record.amount, record.currency, now,
-                    reveal_room=record.to_user_id == record.from_user_id,
-                )  # fmt: skip
-            except LimitExceeded as exc:
-                raise Declined(exc) from None
-        try:  # a lock or a blocking budget may have come since the pre-check
-            spending.check_spend(conn, record.from_wallet_id, record.amount, now, own_move=own)
-        except QianbaoError as exc:
-            raise Declined(exc) from None
-        (result,) = ctx.ledger.apply_in(conn, [spec])
-        if result.code is ResultCode.EXISTS:
+        # A retry that overlapped its first attempt (same key) finds its transfer and replays it,
+        # before the first attempt's own debit could decline it.
+        if work.key is not None and records_by_ledger_ids(conn, ctx.keys, [work.spec.id]):
             raise AlreadyApplied
-        if result.code is ResultCode.EXISTS_WITH_DIFFERENT_FIELDS:
-            raise IdempotencyKeyReused("this Idempotency-Key was used for a different transfer")
-        if result.code is not ResultCode.OK:
-            declined = LEDGER_DECLINES.get(result.code, str(result.code))
-            raise Declined(decline_error(declined, currency_code=record.currency))
-        try:  # spending counts against the payer's monthly budget; a move between own wallets does not
-            events = (
-                []
-                if own
-                else spending.record_spend(conn, record.from_wallet_id, record.amount, record.currency, now)
-            )
-        except QianbaoError as exc:
-            raise Declined(exc) from None
+        stepup.consume(ctx, conn, work.proof)
+        now = ctx.now()
+        books = load_books(ctx, conn, [payment], [work.target], now=now, lock=True)
+        approved = approved_or_decline(decide(payment, books, ctx.step_up_policy, now))
+        count_outflow(ctx, conn, approved, record.from_user_id, now)
+        results = ctx.ledger.apply_in(conn, [work.spec])
+        chain_outcome(results, record.currency, reveal=approved.own, what="transfer")
+        events = count_spend(conn, approved, record.from_wallet_id, now)
         events += spending.after_credit(conn, record.to_wallet_id, now)
         applied = replace(record, created_at=now)
-        insert_record(conn, ctx.keys, applied, principal.scope, key)
-        if on_applied is not None:
-            on_applied(conn, applied)
+        insert_record(conn, ctx.keys, applied, principal.scope, work.key)
+        if work.on_applied is not None:
+            work.on_applied(conn, applied)
         uow.emit(transfer_event(applied))
         for event in events:
             uow.emit(event)

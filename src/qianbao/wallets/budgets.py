@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Connection, and_, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from qianbao.findings import Finding
 from qianbao.identity.limits import local_day
 from qianbao.store.outbox import OutboxEvent
-from qianbao.wallets.errors import budget_exceeded, money
-from qianbao.wallets.settings import Budget
+from qianbao.wallets.errors import money
+from qianbao.wallets.settings import Budget, WalletSettings
+from qianbao.wallets.spend_rules import monthly_budget
 from qianbao.wallets.tables import BUDGET_THRESHOLDS, wallet_budget_months
 
 BUDGET_EVENT = "wallet.budget_threshold_reached"
@@ -82,16 +84,16 @@ def add_spending(
     currency: str,
     budget: Budget | None,
     now_us: int,
-) -> list[OutboxEvent]:
-    """Add `amount` to the month's spending in the caller's transaction; raise budget_exceeded if a
-    blocking budget would be passed. One statement: `INSERT … ON CONFLICT DO UPDATE … WHERE spent +
-    amount <= budget`. On PostgreSQL a concurrent payment waits for this row and then re-evaluates the
-    condition against the committed total, so two payments can never both pass the budget."""
+) -> list[OutboxEvent] | Finding:
+    """Add `amount` to the month's spending in the caller's transaction, returning the threshold events
+    to emit; or, if a blocking budget would be passed, add nothing and return its finding. One
+    statement: `INSERT … ON CONFLICT DO UPDATE … WHERE spent + amount <= budget`. On PostgreSQL a
+    concurrent payment waits for this row and then re-evaluates the condition against the committed
+    total, so two payments can never both pass the budget."""
     month = month_of(now_us)
     block = budget is not None and budget.on_limit == "block"
     if block and budget is not None and amount > budget.amount:
-        spent = spent_in(conn, [wallet_id], month).get(wallet_id, 0)
-        raise budget_exceeded(budget.amount, spent, currency)
+        return _refusal(conn, wallet_id, month, budget, amount)
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     table = wallet_budget_months
     statement = dialect.insert(table).values(wallet_id=wallet_id, month=month, spent=amount, notified=0)
@@ -103,8 +105,7 @@ def add_spending(
     row = conn.execute(upsert).first()
     if row is None:  # the blocking condition failed: nothing was added
         assert budget is not None  # noqa: S101 - only a blocking budget has a condition
-        spent = spent_in(conn, [wallet_id], month).get(wallet_id, 0)
-        raise budget_exceeded(budget.amount, spent, currency)
+        return _refusal(conn, wallet_id, month, budget, amount)
     spent, notified = int(row.spent), int(row.notified)
     if budget is None:
         return []
@@ -113,6 +114,13 @@ def add_spending(
         return []
     conn.execute(update(table).where(_key(wallet_id, month)).values(notified=thresholds[-1]))
     return [threshold_event(user_id, wallet_id, t, budget.amount, spent, currency, month) for t in thresholds]
+
+
+def _refusal(conn: Connection, wallet_id: str, month: str, budget: Budget, amount: int) -> Finding:
+    spent = spent_in(conn, [wallet_id], month).get(wallet_id, 0)
+    # The upsert's condition is the rule's; re-asking the rule builds its finding from the month now.
+    finding = monthly_budget(WalletSettings(wallet_id, budget=budget), spent, amount)
+    return finding or Finding("budget_exceeded", {"budget": budget.amount, "spent": spent})
 
 
 def remove_spending(conn: Connection, wallet_id: str, amount: int, month: str) -> None:

@@ -22,10 +22,11 @@ from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, RequestInfo
 from qianbao.ledger.model import AccountStatus, ResultCode, TransferSpec
 from qianbao.ledger.queries import LedgerReader
+from qianbao.payments.engine.declines import error_for
 from qianbao.security import audit
 from qianbao.store.errors import DATABASE_ERRORS, is_retryable
 from qianbao.store.outbox import OutboxEvent
-from qianbao.wallets import spending
+from qianbao.wallets import spend_rules, spending
 from qianbao.wallets.errors import WalletCloseRefused, money
 from qianbao.wallets.service import WalletRow, WalletView, get_wallet, main_wallet_id, own_wallet_row
 from qianbao.wallets.tables import wallets
@@ -81,7 +82,10 @@ def _close(
         account, main = accounts[row.id], accounts[main_id]
         if account.status is AccountStatus.CLOSED:
             return  # a concurrent close won; its answer is ours
-        spending.check_spend(conn, row.id, account.balance, now, own_move=True)  # a lock: wallet_locked
+        state = spending.source_state(conn, row.id, now)
+        locked = None if state is None else spend_rules.wallet_lock(state.settings, now)
+        if locked is not None:  # no money leaves a locked wallet, closing included
+            raise error_for(locked, row.currency)
         if account.debits_pending or account.credits_pending:
             raise WalletCloseRefused(
                 "money is on hold in this wallet: close it when the holds are settled",

@@ -21,6 +21,7 @@ from qianbao import invalid
 from qianbao.clock import to_us
 from qianbao.identity.limits import local_day
 from qianbao.wallets.errors import wallet_locked
+from qianbao.wallets.model import Budget, Goal, WalletSettings
 from qianbao.wallets.tables import ON_LIMIT_ACTIONS, wallet_settings
 
 # Named colours clients can render consistently; any other colour is given as #RRGGBB.
@@ -64,32 +65,6 @@ class Unset(Enum):
 
 
 UNSET = Unset.UNSET
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    amount: int
-    on_limit: str  # warn | block
-
-
-@dataclass(frozen=True, slots=True)
-class Goal:
-    target: int
-    target_date: str | None  # YYYY-MM-DD
-
-
-@dataclass(frozen=True, slots=True)
-class WalletSettings:
-    wallet_id: str
-    colour: str | None = None
-    icon: str | None = None
-    budget: Budget | None = None
-    goal: Goal | None = None
-    goal_reached_at: int | None = None
-    locked_until: int | None = None
-
-    def locked_at(self, now_us: int) -> bool:
-        return self.locked_until is not None and self.locked_until > now_us
 
 
 @dataclass(frozen=True, slots=True)

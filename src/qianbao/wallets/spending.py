@@ -3,13 +3,14 @@
 Locks and budgets are enforced here, for every way money leaves a wallet (P2P, merchant payments, moves
 between one's own wallets, closing). The calls, in the payment's order:
 
-  check_spend(conn, wallet_id, amount, now_us, own_move=…)   read-only; raises `wallet_locked` (423) or
-      `budget_exceeded` (422). Call it before step-up (a hard limit: no challenge for a payment that
-      cannot happen) and again inside the unit of work, before the ledger transfer.
+  source_state(conn, wallet_id, now_us)                       read-only: the wallet's settings and the
+      month's spending, for the pure rules `wallets.spend_rules.wallet_lock` (`wallet_locked`, 423) and
+      `monthly_budget` (`budget_exceeded`, 422), which the payment engine's `decide` asks before step-up
+      and again inside the unit of work.
   record_spend(conn, wallet_id, amount, currency, now_us)     inside the unit of work, after the ledger
       said OK, for spending only (not for moves between one's own wallets). Adds the amount to the
-      month's spending atomically (a blocking budget can still refuse here under a race: raises
-      `budget_exceeded`, and the caller must roll back) and returns the budget threshold events to emit.
+      month's spending atomically and returns the budget threshold events to emit, or (a blocking budget
+      that lost a race) the `budget_exceeded` finding: the caller must then roll back.
   record_unspend(conn, wallet_id, amount, now_us)             a refund of spending, in the refund's unit
       of work: the month's spending goes down.
   after_credit(conn, wallet_id, now_us)                       after any credit (payments received, own
@@ -26,13 +27,21 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
+from qianbao.findings import Finding
 from qianbao.store.outbox import OutboxEvent
 from qianbao.wallets import budgets, goals
-from qianbao.wallets.errors import budget_exceeded, wallet_locked
 from qianbao.wallets.settings import WalletSettings, settings_from_row
 from qianbao.wallets.tables import wallet_settings, wallets
 
-__all__ = ["after_credit", "check_spend", "record_spend", "record_unspend"]
+__all__ = ["SpendState", "after_credit", "record_spend", "record_unspend", "source_state"]
+
+
+@dataclass(frozen=True, slots=True)
+class SpendState:
+    user_id: str
+    currency: str
+    settings: WalletSettings | None
+    month_spent: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,27 +64,25 @@ def _wallet(conn: Connection, wallet_id: str) -> _Wallet | None:
     return _Wallet(str(row.user_id), str(row.currency), settings)
 
 
-def check_spend(conn: Connection, wallet_id: str, amount: int, now_us: int, *, own_move: bool) -> None:
-    """Refuse money leaving a locked wallet, or spending past a blocking monthly budget. Read-only."""
+def source_state(conn: Connection, wallet_id: str, now_us: int) -> SpendState | None:
+    """What the spending rules (`wallets.spend_rules`) need of a paying wallet: its settings and this
+    month's spending (None for wallets this module does not know)."""
     wallet = _wallet(conn, wallet_id)
-    if wallet is None or wallet.settings is None:
-        return
-    settings = wallet.settings
-    if settings.locked_until is not None and settings.locked_at(now_us):
-        raise wallet_locked(settings.locked_until, "no money may leave this wallet: it is locked")
-    budget = settings.budget
-    if own_move or budget is None or budget.on_limit != "block":
-        return
-    spent = budgets.spent_in(conn, [wallet_id], budgets.month_of(now_us)).get(wallet_id, 0)
-    if spent + amount > budget.amount:
-        raise budget_exceeded(budget.amount, spent, wallet.currency)
+    if wallet is None:
+        return None
+    budget = None if wallet.settings is None else wallet.settings.budget
+    spent = 0
+    if budget is not None and budget.on_limit == "block":  # only a blocking budget needs the month
+        spent = budgets.spent_in(conn, [wallet_id], budgets.month_of(now_us)).get(wallet_id, 0)
+    return SpendState(wallet.user_id, wallet.currency, wallet.settings, spent)
 
 
 def record_spend(
     conn: Connection, wallet_id: str, amount: int, currency: str, now_us: int
-) -> list[OutboxEvent]:
+) -> list[OutboxEvent] | Finding:
     """Count spending against the wallet's month (atomic); the `wallet.budget_threshold_reached` events
-    to emit. Raises `budget_exceeded` when a blocking budget lost a race: roll the payment back."""
+    to emit, or the `budget_exceeded` finding when a blocking budget lost a race (nothing was counted:
+    roll the payment back)."""
     wallet = _wallet(conn, wallet_id)
     if wallet is None:
         return []

@@ -1,0 +1,152 @@
+"""`decide`: every rule of a money movement, in the one order they are asked, over loaded state.
+
+The order (a request failing several rules is answered with the first):
+
+   1. the payer may pay (not frozen or closed)            account_frozen
+   2. the wallet named is not the paying wallet           same_wallet
+   3. the amount is in the paying wallet's currency       currency_mismatch
+   4. the recipient exists                                recipient_not_found
+   5. it is another wallet, in the same currency          same_wallet, currency_mismatch
+   6. the merchant is active                              merchant_inactive
+   7. the paying wallet is not locked                     wallet_locked
+   8. its blocking monthly budget has room (spending)     budget_exceeded
+   9. the single-payment limit, then today's outflow      limit_exceeded_single, limit_exceeded_daily
+      (payments to someone else)
+  10. the paying wallet's account is open, and holds      wallet_frozen, insufficient_funds
+      the amount (a confirmation posts funds held)
+  11. the receiving wallet's account takes credits        wallet_frozen / merchant_inactive
+  12. the recipient's balance cap over all their wallets, balance_cap_exceeded
+      then the receiving wallet's own ceiling
+  13. the step-up policy                                  → StepUp(reasons)
+
+The payer's own checks (1–10) come before anything about the recipient (11–12): whoever cannot pay
+hears nothing about the recipient's balance, and a cap refusal of someone else's wallet carries no
+limit, room or tier (`declines`). Checks 1–12 are hard: no step-up is asked for a payment that cannot
+happen.
+
+`decide_batch` decides requests in order over shared books, each seeing the running totals (balances,
+today's outflow, the month's spending, the recipients' holdings) of the approved ones before it; its
+result equals deciding them one by one, writing each approval before the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from qianbao.findings import Finding
+from qianbao.identity import limit_rules
+from qianbao.identity.model import Operation, StepUpFacts, StepUpPolicy
+from qianbao.payments.engine import rules
+from qianbao.payments.engine.facts import (
+    Books,
+    Kind,
+    PaymentRequest,
+    books_after,
+    counts_outflow,
+    counts_spend,
+    holds_funds,
+)
+from qianbao.wallets import spend_rules
+
+
+@dataclass(frozen=True, slots=True)
+class Approve:
+    """The payment may be written: `outflow` counts toward the payer's limits today, `spend` toward the
+    paying wallet's monthly budget; `step_up` the reasons fresh proof is needed first (empty: none)."""
+
+    request: PaymentRequest
+    own: bool
+    outflow: int
+    spend: int
+    step_up: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    request: PaymentRequest
+    own: bool
+    finding: Finding
+
+
+Decision = Approve | Decline
+
+
+def is_own(request: PaymentRequest, books: Books) -> bool:
+    """A move between one's own wallets (a P2P payment whose recipient is the payer)."""
+    target = None if request.target_wallet_id is None else books.targets.get(request.target_wallet_id)
+    return request.kind is Kind.P2P and target is not None and target.user_id == request.payer_user_id
+
+
+def _findings(request: PaymentRequest, books: Books, now: int, own: bool) -> Iterator[Finding | None]:
+    amount = request.amount
+    payer = books.payers[request.payer_user_id]
+    source = books.sources[request.source_wallet_id]
+    yield limit_rules.payer_may_pay(payer.credential_status)
+    yield rules.same_wallet(source.wallet_id, request.named_wallet_id)
+    yield rules.wallet_currency(source.currency, request.currency)
+    yield rules.recipient_found(request.target_wallet_id, request.recipient_by)
+    assert request.target_wallet_id is not None  # noqa: S101 - the rule above stops a missing one
+    target = books.targets[request.target_wallet_id]
+    yield rules.same_wallet(source.wallet_id, target.wallet_id)
+    yield rules.wallets_currency(source.currency, target.currency)
+    yield rules.merchant_active(request.merchant_status)
+    yield spend_rules.wallet_lock(source.settings, now)
+    if not own:  # spending and limits; a hold is checked now and counted when it is confirmed
+        yield spend_rules.monthly_budget(source.settings, source.month_spent, amount)
+        yield limit_rules.single_limit(payer.limits, amount)
+        yield limit_rules.daily_limit(payer.limits, amount)
+    paying = books.accounts[source.wallet_id]
+    yield rules.payer_account(paying)
+    if not holds_funds(request):
+        yield rules.payer_balance(paying, amount)
+    receiving = books.accounts[target.wallet_id]
+    yield rules.recipient_account(receiving, merchant=request.kind is not Kind.P2P)
+    if not holds_funds(request):  # a held credit already counts toward the recipient's ceiling
+        holder = books.holders.get(target.user_id)
+        if not own and holder is not None:
+            yield limit_rules.balance_cap(holder, amount)
+        yield rules.recipient_room(receiving, amount)
+
+
+def _step_up(request: PaymentRequest, books: Books, policy: StepUpPolicy, own: bool) -> tuple[str, ...]:
+    if request.stepped_up:
+        return ()
+    if request.kind is Kind.CODE_CONFIRM:  # confirming is the point of the hold: always
+        return ("payment_code_confirmation",)
+    if own or request.no_pin or request.kind is Kind.CODE_HOLD:
+        return ()
+    payee_is_new = False
+    if request.kind is Kind.P2P and request.target_wallet_id is not None:
+        payee = books.targets[request.target_wallet_id].user_id
+        payee_is_new = (request.payer_user_id, payee) not in books.known_payees
+    facts = StepUpFacts(Operation.PAYMENT, request.amount, payee_is_new, request.device_trusted)
+    return tuple(policy.reasons(facts))
+
+
+def decide(request: PaymentRequest, books: Books, policy: StepUpPolicy, now: int) -> Decision:
+    """Approve (with the step-up reasons, if any) or decline one request."""
+    own = is_own(request, books)
+    for finding in _findings(request, books, now, own):
+        if finding is not None:
+            return Decline(request, own, finding)
+    return Approve(
+        request,
+        own,
+        outflow=request.amount if counts_outflow(request, own) else 0,
+        spend=request.amount if counts_spend(request, own) else 0,
+        step_up=_step_up(request, books, policy, own),
+    )
+
+
+def decide_batch(
+    requests: Sequence[PaymentRequest], books: Books, policy: StepUpPolicy, now: int
+) -> list[Decision]:
+    """Decide in order; each approval that needs no further proof moves the books for the next."""
+    decisions: list[Decision] = []
+    for request in requests:
+        decision = decide(request, books, policy, now)
+        decisions.append(decision)
+        if isinstance(decision, Approve) and not decision.step_up:
+            books = books_after(books, request, own=decision.own)
+    return decisions

@@ -1,0 +1,180 @@
+"""What `decide` decides over: the request, and the state loaded for it, as frozen data.
+
+A `Books` holds the state of any number of requests, keyed by ids (payers by user id, wallets and
+ledger accounts by wallet id, balance-cap holders by user id), so that a batch's requests share it and
+each sees what the ones before it used (`Books.after`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from qianbao.identity.limit_rules import HolderCap, PayerLimits
+from qianbao.ledger.model import Account
+from qianbao.wallets.model import WalletSettings
+
+
+class Kind(StrEnum):
+    """The money movements. What each counts toward is in `counts_outflow` and `counts_spend`."""
+
+    P2P = "p2p"  # to a wallet id, a phone number, a receive code, or accepting a money request
+    MERCHANT = (
+        "merchant"  # merchant QR (static, dynamic), checkout, a payment code within the no-PIN allowance
+    )
+    CODE_HOLD = "code_hold"  # a payment code above the allowance: funds held until the customer confirms
+    CODE_CONFIRM = "code_confirm"  # the customer confirms a held payment: the hold is posted
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRequest:
+    """One money movement to decide. `target_wallet_id` is None when the recipient named could not be
+    found (`recipient_by` says how it was named: phone, wallet_id, receive_code, payer_wallet_id)."""
+
+    kind: Kind
+    payer_user_id: str
+    source_wallet_id: str
+    target_wallet_id: str | None
+    amount: int
+    currency: str
+    named_wallet_id: str | None = None  # the wallet id the caller typed, before any look-up
+    recipient_by: str = "wallet_id"
+    merchant_status: str | None = None  # a merchant payment: the merchant's status
+    device_trusted: bool = True
+    no_pin: bool = False  # a payment code within the customer's no-PIN allowance: no step-up
+    stepped_up: bool = False  # the proof is in hand (the unit of work decides again, without asking)
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    user_id: str
+    credential_status: str  # active, frozen, closed
+    limits: PayerLimits
+
+
+@dataclass(frozen=True, slots=True)
+class SourceWallet:
+    """A wallet money leaves: its owner, its own rules and this month's spending."""
+
+    wallet_id: str
+    user_id: str
+    currency: str
+    settings: WalletSettings | None
+    month_spent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TargetWallet:
+    wallet_id: str
+    user_id: str
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class Books:
+    """The loaded state. Ledger accounts are copies nobody else mutates."""
+
+    payers: Mapping[str, Payer] = field(default_factory=dict)
+    sources: Mapping[str, SourceWallet] = field(default_factory=dict)
+    targets: Mapping[str, TargetWallet] = field(default_factory=dict)
+    accounts: Mapping[str, Account] = field(default_factory=dict)
+    holders: Mapping[str, HolderCap] = field(default_factory=dict)  # recipients' caps, by user id
+    known_payees: frozenset[tuple[str, str]] = frozenset()  # (payer, payee) with an earlier payment
+
+    def merged(self, other: Books) -> Books:
+        return Books(
+            {**self.payers, **other.payers},
+            {**self.sources, **other.sources},
+            {**self.targets, **other.targets},
+            {**self.accounts, **other.accounts},
+            {**self.holders, **other.holders},
+            self.known_payees | other.known_payees,
+        )
+
+
+def counts_outflow(request: PaymentRequest, own: bool) -> bool:
+    """Whether the payment counts toward the payer's single and daily limits. A hold counts only when
+    the customer confirms it; a move between one's own wallets never does."""
+    return not own and request.kind is not Kind.CODE_HOLD
+
+
+def counts_spend(request: PaymentRequest, own: bool) -> bool:
+    """Whether the payment is spending (the monthly budget): money leaving to someone else, counted when
+    it is paid (a hold at its confirmation)."""
+    return not own and request.kind is not Kind.CODE_HOLD
+
+
+def holds_funds(request: PaymentRequest) -> bool:
+    """A confirmation posts funds already held: the balance was checked when they were held."""
+    return request.kind is Kind.CODE_CONFIRM
+
+
+def _moved(account: Account, *, debit: int = 0, credit: int = 0, pending: bool = False) -> Account:
+    moved = account.copy()
+    if pending:
+        moved.debits_pending += debit
+        moved.credits_pending += credit
+    else:
+        moved.debits_posted += debit
+        moved.credits_posted += credit
+    return moved
+
+
+def books_after(books: Books, request: PaymentRequest, *, own: bool) -> Books:
+    """The state once an approved request is written: the running totals a batch carries."""
+    assert request.target_wallet_id is not None  # noqa: S101 - only approved requests move books
+    amount = request.amount
+    payers = dict(books.payers)
+    if counts_outflow(request, own):
+        payer = payers[request.payer_user_id]
+        payers[payer.user_id] = replace(payer, limits=payer.limits.after(amount))
+    sources = dict(books.sources)
+    if counts_spend(request, own):
+        source = sources[request.source_wallet_id]
+        sources[source.wallet_id] = replace(source, month_spent=source.month_spent + amount)
+    accounts = dict(books.accounts)
+    pending = request.kind is Kind.CODE_HOLD
+    if holds_funds(request):  # the hold becomes posted on both sides
+        debit = accounts[request.source_wallet_id].copy()
+        debit.debits_pending -= amount
+        debit.debits_posted += amount
+        credit = accounts[request.target_wallet_id].copy()
+        credit.credits_pending -= amount
+        credit.credits_posted += amount
+        accounts[debit.id], accounts[credit.id] = debit, credit
+    else:
+        accounts[request.source_wallet_id] = _moved(
+            accounts[request.source_wallet_id], debit=amount, pending=pending
+        )
+        accounts[request.target_wallet_id] = _moved(
+            accounts[request.target_wallet_id], credit=amount, pending=pending
+        )
+    # What each user's wallets hold together (the cap's measure: posted credits and incoming holds,
+    # less posted debits): the payer's falls when money leaves (not while it is only held), the
+    # recipient's rises when it arrives (already, while it is held for them).
+    holders = dict(books.holders)
+    target = books.targets[request.target_wallet_id]
+    payer_id = request.payer_user_id
+    if payer_id in holders and not pending:
+        holders[payer_id] = holders[payer_id].after(-amount)
+    if target.user_id in holders and not holds_funds(request):
+        holders[target.user_id] = holders[target.user_id].after(amount)
+    known = books.known_payees
+    if request.kind is Kind.P2P and not own:
+        known = known | {(request.payer_user_id, target.user_id)}
+    return Books(payers, sources, books.targets, accounts, holders, known)
+
+
+__all__ = [
+    "Books",
+    "Kind",
+    "Payer",
+    "PaymentRequest",
+    "SourceWallet",
+    "TargetWallet",
+    "books_after",
+    "counts_outflow",
+    "counts_spend",
+    "holds_funds",
+]
