@@ -19,7 +19,7 @@ from qianbao.findings import Finding
 from qianbao.identity.limits import local_day
 from qianbao.store.outbox import OutboxEvent
 from qianbao.wallets.errors import money
-from qianbao.wallets.settings import Budget, WalletSettings
+from qianbao.wallets.model import Budget, WalletSettings
 from qianbao.wallets.spend_rules import monthly_budget
 from qianbao.wallets.tables import BUDGET_THRESHOLDS, wallet_budget_months
 

@@ -17,6 +17,7 @@ from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, RequestInfo
 from qianbao.security import audit
 from qianbao.wallets import goals
+from qianbao.wallets.model import WalletSettings
 from qianbao.wallets.service import (
     SUB_WALLET_PURPOSES,
     WalletView,
@@ -27,7 +28,6 @@ from qianbao.wallets.service import (
 from qianbao.wallets.settings import (
     UNSET,
     WalletChanges,
-    WalletSettings,
     apply_changes,
     load_one,
     save_settings,

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, select, update
 from qianbao.ledger.tables import accounts
 from qianbao.store.outbox import OutboxEvent
 from qianbao.wallets.errors import money
-from qianbao.wallets.settings import Goal, WalletSettings
+from qianbao.wallets.model import Goal, WalletSettings
 from qianbao.wallets.tables import wallet_settings
 
 GOAL_EVENT = "wallet.goal_reached"

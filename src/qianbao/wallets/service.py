@@ -33,9 +33,9 @@ from qianbao.wallets import budgets, goals
 from qianbao.wallets.accounts import open_wallet
 from qianbao.wallets.budgets import BudgetStatus
 from qianbao.wallets.goals import GoalProgress
+from qianbao.wallets.model import WalletSettings
 from qianbao.wallets.settings import (
     WalletChanges,
-    WalletSettings,
     appearance,
     apply_changes,
     load_settings,

@@ -30,7 +30,8 @@ from sqlalchemy import Connection, select
 from qianbao.findings import Finding
 from qianbao.store.outbox import OutboxEvent
 from qianbao.wallets import budgets, goals
-from qianbao.wallets.settings import WalletSettings, settings_from_row
+from qianbao.wallets.model import WalletSettings
+from qianbao.wallets.settings import settings_from_row
 from qianbao.wallets.tables import wallet_settings, wallets
 
 __all__ = ["SpendState", "after_credit", "record_spend", "record_unspend", "source_state"]
