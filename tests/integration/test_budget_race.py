@@ -21,14 +21,15 @@ from sqlalchemy import select, text
 from qianbao.bootstrap import Container
 from qianbao.identity.model import Principal, PrincipalKind, RequestInfo
 from qianbao.ledger.verify import verify_ledger
+from qianbao.payments.engine.declines import error_for
 from qianbao.payments.funding import sandbox_fund
 from qianbao.payments.transfers import TransferRequest, send_transfer
 from qianbao.store.outbox import outbox
 from qianbao.wallets.budgets import month_of
-from qianbao.wallets.errors import BudgetExceeded
 from qianbao.wallets.service import create_sub_wallet
 from qianbao.wallets.settings import BudgetChange, WalletChanges
-from qianbao.wallets.spending import check_spend, record_spend
+from qianbao.wallets.spend_rules import monthly_budget
+from qianbao.wallets.spending import record_spend, source_state
 from qianbao.wallets.tables import wallet_budget_months
 from tests.support.population import race, register
 
@@ -72,12 +73,13 @@ def test_the_second_of_two_concurrent_spends_rechecks_the_committed_total(contai
 
     def second() -> None:
         with engine.connect() as conn, conn.begin():
-            check_spend(conn, wallet_id, 60_000, now, own_move=False)  # sees nothing committed: passes
-            try:
-                record_spend(conn, wallet_id, 60_000, "CNY", now)
+            state = source_state(conn, wallet_id, now)  # sees nothing committed: the rule passes
+            assert state is not None and monthly_budget(state.settings, state.month_spent, 60_000) is None
+            counted = record_spend(conn, wallet_id, 60_000, "CNY", now)
+            if isinstance(counted, list):
                 outcome.append("spent")
-            except BudgetExceeded as exc:
-                outcome.append(exc.extra["spent"])
+            else:  # the refusal as the payer hears it
+                outcome.append(error_for(counted, "CNY").extra["spent"])
 
     with engine.connect() as first, first.begin():
         record_spend(first, wallet_id, 60_000, "CNY", now)
