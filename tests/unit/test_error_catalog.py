@@ -50,7 +50,7 @@ from qianbao.error_messages import (
     next_step_message,
 )
 from qianbao.errors import QianbaoError
-from qianbao.payments.errors import LEDGER_DECLINES
+from qianbao.payments.engine.rules import LEDGER_DECLINES
 
 SRC = Path(qianbao.__file__).resolve().parent
 REPO = SRC.parent.parent

@@ -1,8 +1,8 @@
 """Payment errors (codes in API.md) and how a ledger result code or a limit becomes one.
 
-Transfers and sandbox funding decline with the same codes and the same extra fields (`remaining` under
-one's own balance cap), so the mapping lives here rather than in either use case. Someone else's cap is
-refused by `recipient_cap_error`, which reveals nothing about their balance.
+The error classes and builders the payment engine's decline module (`payments/engine/declines.py`)
+answers with. Someone else's cap is refused by `recipient_cap_error`, which reveals nothing about their
+balance.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from typing import Any
 
 from qianbao.error_codes import lookup, user_text
 from qianbao.errors import Conflict, InvalidInput, LimitExceeded, NotFound, QianbaoError
-from qianbao.ledger.model import Account, ResultCode
-from qianbao.payments.inputs import MAX_PAYMENT
 
 
 class PaymentDeclined(QianbaoError):
@@ -22,6 +20,14 @@ class PaymentDeclined(QianbaoError):
     def __init__(self, code: str, detail: str, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.code = code
+
+
+class RefundExceedsPayment(QianbaoError):
+    code = "refund_exceeds_payment"
+
+
+class PaymentNotRefundable(Conflict):
+    code = "payment_not_refundable"
 
 
 class SameWallet(InvalidInput):
@@ -40,13 +46,6 @@ def recipient_not_found(detail: str, *, by: str) -> RecipientNotFound:
     """No open wallet to pay; `by` is how it was named (`phone`, `wallet_id`, `receive_code`, or the
     `payer_wallet_id` of a money request), which decides what the message tells the user to check."""
     return RecipientNotFound(detail, user_text=user_text("recipient_not_found", by))
-
-
-def room_under_cap(account: Account) -> int:
-    """How much more the account may receive under its ceiling (incoming holds count)."""
-    if account.balance_ceiling is None:
-        return MAX_PAYMENT
-    return max(0, account.balance_ceiling - account.balance - account.credits_pending)
 
 
 def recipient_cap_error(**extra: Any) -> PaymentDeclined:
@@ -77,12 +76,3 @@ def decline_error(code: str, *, currency_code: str, room: int | None = None, **e
     if lookup(code) is not None:  # a stored decline replayed (wallet_locked, budget_exceeded, …)
         return PaymentDeclined(code, f"the payment was declined ({code})", **extra)
     return Conflict(f"the ledger refused the transfer ({code})", **extra)
-
-
-LEDGER_DECLINES = {
-    ResultCode.EXCEEDS_CREDITS: "insufficient_funds",
-    ResultCode.EXCEEDS_CEILING: "balance_cap_exceeded",
-    ResultCode.ACCOUNT_FROZEN: "wallet_frozen",
-    ResultCode.ACCOUNT_CLOSED: "wallet_frozen",
-    ResultCode.CURRENCY_MISMATCH: "currency_mismatch",
-}

@@ -27,8 +27,10 @@ from qianbao.ids import new_id
 from qianbao.ledger.model import AccountStatus, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.system_accounts import FEES, system_account_id
+from qianbao.payments.engine.declines import error_for
+from qianbao.payments.engine.rules import refundable
 from qianbao.payments.engine.writes import AlreadyApplied, Declined, chain_outcome
-from qianbao.payments.errors import PaymentDeclined, money_json
+from qianbao.payments.errors import PaymentDeclined, PaymentNotRefundable, RefundExceedsPayment, money_json
 from qianbao.payments.fees import fee_refund
 from qianbao.payments.inputs import MAX_MEMO_LENGTH, derived_id, require_user_id
 from qianbao.payments.merchant_records import (
@@ -50,14 +52,6 @@ from qianbao.wallets.service import main_wallet_id, plausible_id
 REFUND_CODE = "merchant.refund"
 FEE_REFUND_CODE = "merchant.fee_refund"
 _RETRIES = 5
-
-
-class RefundExceedsPayment(QianbaoError):
-    code = "refund_exceeds_payment"
-
-
-class PaymentNotRefundable(Conflict):
-    code = "payment_not_refundable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +86,9 @@ def merchant_payment(ctx: IdentityContext, principal: Principal, payment_id: str
 
 
 def _check_refundable(payment: PaymentRecord, amount: int) -> None:
-    if payment.status != "succeeded":
-        raise PaymentNotRefundable(
-            f"a {payment.status} payment cannot be refunded", payment_status=payment.status
-        )
-    remaining = payment.amount - payment.refunded_amount
-    if amount > remaining:
-        raise RefundExceedsPayment(
-            "the refund is larger than what is left to refund",
-            remaining=money_json(remaining, payment.currency),
-        )
+    finding = refundable(payment.status, payment.amount, payment.refunded_amount, amount)
+    if finding is not None:
+        raise error_for(finding, payment.currency)
 
 
 def _destination(ctx: IdentityContext, payment: PaymentRecord) -> str:

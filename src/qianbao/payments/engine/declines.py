@@ -16,6 +16,8 @@ from qianbao.money import Money, format_money
 from qianbao.payments.engine.decide import Approve, Decision, Decline
 from qianbao.payments.errors import (
     CurrencyMismatch,
+    PaymentNotRefundable,
+    RefundExceedsPayment,
     SameWallet,
     decline_error,
     money_json,
@@ -65,6 +67,12 @@ def error_for(finding: Finding, currency: str, *, reveal: bool = True, **extra: 
         )
     if code == "balance_cap_exceeded":
         return cap_error(finding, currency, reveal=reveal, **extra)
+    if code == "payment_not_refundable":
+        status = data["payment_status"]
+        return PaymentNotRefundable(f"a {status} payment cannot be refunded", payment_status=status, **extra)
+    if code == "refund_exceeds_payment":
+        remaining = money_json(int(data["remaining"]), currency)
+        return RefundExceedsPayment("the refund is larger than what is left to refund", remaining=remaining)
     return decline_error(code, currency_code=currency, **extra)
 
 

@@ -69,6 +69,16 @@ def no_pin_allowance(per_payment: int, daily: int, used_today: int, amount: int)
     return amount <= per_payment and used_today + amount <= daily
 
 
+def refundable(status: str, paid: int, refunded: int, amount: int) -> Finding | None:
+    """Only a succeeded payment is refunded, and never past what was paid (partials add up to it)."""
+    if status != "succeeded":
+        return Finding("payment_not_refundable", {"payment_status": status})
+    remaining = paid - refunded
+    if amount > remaining:
+        return Finding("refund_exceeds_payment", {"remaining": remaining})
+    return None
+
+
 LEDGER_DECLINES = {
     ResultCode.EXCEEDS_CREDITS: "insufficient_funds",
     ResultCode.EXCEEDS_CEILING: "balance_cap_exceeded",
