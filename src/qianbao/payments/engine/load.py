@@ -68,7 +68,8 @@ def load_books(
             if cap is not None:
                 holders[target.user_id] = cap
         pair = (request.payer_user_id, target.user_id)
-        if pair not in known and _paid_before(conn, *pair):
+        # Only the step-up policy asks whether the payee is new: not once the proof is in hand.
+        if not request.stepped_up and pair not in known and _paid_before(conn, *pair):
             known.add(pair)
     account_ids = sorted({*sources, *by_id})
     if lock:  # locked in id order, as the ledger locks them: the balances decided on are the ones written
