@@ -45,7 +45,6 @@ from qianbao.payments.merchant_payments import (
     PaymentPlan,
     decide_in_unit,
     ledger_chain,
-    merchant_target,
     new_record,
     payment_by_ledger_id,
     payment_request,
@@ -174,7 +173,7 @@ def _hold(
                 record = replace(
                     record, status="pending", created_at=now, expires_at=now + confirm_s * 1_000_000
                 )
-                decide_in_unit(ctx, conn, request, merchant_target(plan), now)
+                decide_in_unit(ctx, conn, request, record, now, replay_check=True)
                 hold = TransferSpec.pending(
                     record.ledger_transfer_id,
                     record.payer_wallet_id,
@@ -292,9 +291,8 @@ def _post(
 ) -> PaymentRecord:
     with ctx.uow() as uow:
         conn = uow.conn
-        stepup.consume(ctx, conn, proof)
         now = ctx.now()
-        approved = decide_in_unit(ctx, conn, request, _target(record), now)
+        approved = decide_in_unit(ctx, conn, request, record, now, proof=proof)
         count_outflow(ctx, conn, approved, record.payer_user_id, now)
         chain = ledger_chain(record)
         post = TransferSpec.post(

@@ -20,7 +20,7 @@ from qianbao.ledger.model import ResultCode, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_account_id, system_account_specs
 from qianbao.payments.engine.declines import error_for
-from qianbao.payments.engine.rules import ledger_finding, recipient_room
+from qianbao.payments.engine.rules import ledger_finding
 from qianbao.payments.errors import CurrencyMismatch
 from qianbao.payments.inputs import check_amount, derived_id, require_user_id
 from qianbao.wallets import spending
@@ -86,10 +86,9 @@ def sandbox_fund(
     if result.code is ResultCode.EXISTS_WITH_DIFFERENT_FIELDS:
         raise IdempotencyKeyReused("this Idempotency-Key was used for a different funding")
     if not result.succeeded:
-        finding = ledger_finding(result.code)
+        account = None
         if result.code is ResultCode.EXCEEDS_CEILING:  # the wallet's own ceiling: how much it may take
             account = LedgerReader(ctx.db).lookup_accounts([wallet.id])[wallet.id]
-            finding = recipient_room(account, amount) or finding
-        raise error_for(finding, currency_code)
+        raise error_for(ledger_finding(result.code, account), currency_code)
     created = result.transfer.created_at if result.transfer is not None else ctx.now()
     return Funding(transfer_id, wallet.id, amount, currency_code, created)

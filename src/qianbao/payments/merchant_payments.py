@@ -39,10 +39,10 @@ from qianbao.payments.engine.load import load_books
 from qianbao.payments.engine.writes import (
     AlreadyApplied,
     Declined,
-    approved_or_decline,
     chain_outcome,
     count_outflow,
     count_spend,
+    decide_locked,
 )
 from qianbao.payments.fees import fee_for
 from qianbao.payments.inputs import require_user_id
@@ -284,14 +284,38 @@ def record_failure(
 
 
 def decide_in_unit(
-    ctx: IdentityContext, conn: Connection, request: PaymentRequest, target: TargetWallet, now: int
+    ctx: IdentityContext,
+    conn: Connection,
+    request: PaymentRequest,
+    record: PaymentRecord,
+    now: int,
+    *,
+    proof: stepup.StepUpPass | None = None,
+    replay_check: bool = False,
 ) -> Approve:
-    """The decision again inside the unit of work, over state read there (the merchant's status too:
-    a merchant suspended since the first decision takes nothing)."""
-    status = merchant_status_of(conn, target.wallet_id)
+    """The decision again inside the unit of work, over state read there with its locks (the merchant's
+    status too: a merchant suspended since the first decision takes nothing). Every account the ledger
+    chain touches is locked at once, in id order, the fee account included. With `replay_check`, a
+    retry that overlapped its first attempt (same ledger id) finds that payment once the locks are held
+    and replays it, before anything (a dynamic code, an intent, the balance) could answer otherwise."""
+    status = merchant_status_of(conn, record.merchant_wallet_id)
     request = replace(request, merchant_status=status or request.merchant_status)
-    books = load_books(ctx, conn, [request], [target], now=now, lock=True)
-    return approved_or_decline(decide(request, books, ctx.step_up_policy, now))
+    target = TargetWallet(record.merchant_wallet_id, record.merchant_user_id, record.currency)
+    fees = [system_account_id(FEES, record.currency)] if record.fee > 0 else []
+
+    def applied(c: Connection) -> bool:
+        return payment_by(c, ctx.keys, ledger_id=record.ledger_transfer_id) is not None
+
+    return decide_locked(
+        ctx,
+        conn,
+        request,
+        [target],
+        now,
+        proof=proof,
+        applied=applied if replay_check else None,
+        also_lock=fees,
+    )
 
 
 def _execute(
@@ -305,15 +329,9 @@ def _execute(
 ) -> PaymentRecord:
     with ctx.uow() as uow:
         conn = uow.conn
-        # A retry that overlapped the first attempt (same ledger id) finds its payment here and replays
-        # it, before anything (a dynamic code, an intent) could answer "already used".
-        if payment_by(conn, ctx.keys, ledger_id=record.ledger_transfer_id) is not None:
-            raise AlreadyApplied
-        stepup.consume(ctx, conn, proof)
         now = ctx.now()
         record = replace(record, created_at=now)
-        target = TargetWallet(record.merchant_wallet_id, record.merchant_user_id, record.currency)
-        approved = decide_in_unit(ctx, conn, request, target, now)
+        approved = decide_in_unit(ctx, conn, request, record, now, proof=proof, replay_check=True)
         count_outflow(ctx, conn, approved, record.payer_user_id, now)
         if claim is not None:
             claim(conn, record)

@@ -39,20 +39,20 @@ from qianbao.identity.model import Operation, Principal
 from qianbao.identity.phones import normalise_phone
 from qianbao.identity.users import find_user_id_by_phone, get_user
 from qianbao.ids import new_id
-from qianbao.ledger.model import TransferSpec
+from qianbao.ledger.model import ResultCode, TransferSpec
 from qianbao.ledger.queries import LedgerReader
-from qianbao.payments.engine.decide import decide
+from qianbao.payments.engine.decide import Decline, decide
 from qianbao.payments.engine.declines import approved_or_raise, stored_decline
 from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
 from qianbao.payments.engine.load import load_books
-from qianbao.payments.engine.rules import recipient_room
+from qianbao.payments.engine.rules import ledger_finding
 from qianbao.payments.engine.writes import (
     AlreadyApplied,
     Declined,
-    approved_or_decline,
     chain_outcome,
     count_outflow,
     count_spend,
+    decide_locked,
 )
 from qianbao.payments.errors import RecipientNotFound, money_json, recipient_not_found
 from qianbao.payments.inputs import check_amount, clean_memo, derived_id, require_user_id
@@ -163,34 +163,49 @@ def _record_failure(ctx: IdentityContext, record: TransferRecord, scope: str, ke
             raise
 
 
-def _own_room(ctx: IdentityContext, error: QianbaoError, wallet_id: str, amount: int) -> None:
+def _own_room(ctx: IdentityContext, error: QianbaoError, wallet_id: str) -> None:
     """A move between one's own wallets refused by the ledger's ceiling: say how much more fits."""
     if error.code == "balance_cap_exceeded" and "remaining" not in error.extra:
         account = LedgerReader(ctx.db).lookup_accounts([wallet_id])[wallet_id]
-        finding = recipient_room(account, amount)
-        if finding is not None:
-            error.extra["remaining"] = money_json(int(finding.data["room"]), account.currency)
+        room = ledger_finding(ResultCode.EXCEEDS_CEILING, account).get("room")
+        if room is not None:
+            error.extra["remaining"] = money_json(int(room), account.currency)
 
 
 # -- sending ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """Who the payer named: the wallet found (None: none), how it was named, and, for a receive code
+    that cannot be paid as presented (unreadable, altered, another amount…), why."""
+
+    target: TargetWallet | None
+    by: str
+    refusal: QianbaoError | None = None
+
+
 def _target(
     ctx: IdentityContext, conn: Connection, request: TransferRequest, phone: str | None, currency: str
-) -> tuple[TargetWallet | None, str]:
-    """The recipient's wallet (None when the one named cannot be found) and how it was named."""
+) -> _Named:
     by = "phone" if phone is not None else "wallet_id" if request.to_qr is None else "receive_code"
     row: WalletRow | None
     try:
         if phone is not None:
             row = wallet_row(conn, _recipient_by_phone(ctx, conn, phone, currency).wallet_id)
         elif request.to_qr is not None:
-            row = qr_recipient(ctx, conn, request.to_qr, amount=request.amount, currency_code=currency)
+            row = qr_recipient(
+                ctx, conn, request.to_qr, amount=request.amount, currency_code=request.currency
+            )
         else:
             row = wallet_row(conn, str(request.to_wallet_id))
     except RecipientNotFound:
-        return None, by
-    return (None if row is None else TargetWallet(row.id, row.user_id, row.currency)), by
+        return _Named(None, by)
+    except QianbaoError as refusal:  # the code's own refusal: answered where the recipient is asked
+        if request.to_qr is None:
+            raise
+        return _Named(None, by, refusal)
+    return _Named(None if row is None else TargetWallet(row.id, row.user_id, row.currency), by)
 
 
 def send_transfer(
@@ -227,7 +242,8 @@ def send_transfer(
         if phone is not None:
             ctx.limiter.hit("recipient_lookup", user_id)
         source = own_wallet_row(conn, user_id, request.from_wallet_id)
-        target, by = _target(ctx, conn, request, phone, source.currency)
+        named = _target(ctx, conn, request, phone, source.currency)
+        target, by = named.target, named.by
         payment = PaymentRequest(
             kind=Kind.P2P,
             payer_user_id=user_id,
@@ -240,7 +256,14 @@ def send_transfer(
             device_trusted=principal.device_trusted,
         )
         books = load_books(ctx, conn, [payment], [] if target is None else [target], now=now, lock=False)
-    approved = approved_or_raise(decide(payment, books, ctx.step_up_policy, now))
+    decision = decide(payment, books, ctx.step_up_policy, now)
+    if (
+        named.refusal is not None
+        and isinstance(decision, Decline)
+        and decision.finding.code == "recipient_not_found"
+    ):
+        raise named.refusal  # the payer's own checks passed: the receive code is what refuses
+    approved = approved_or_raise(decision)
     assert target is not None  # noqa: S101 - an approved payment has its recipient
     proof = stepup.require_step_up(
         ctx,
@@ -280,7 +303,7 @@ def send_transfer(
             _record_failure(ctx, failed, scope, idempotency_key)
             error.extra["transfer_id"] = failed.id
             if own:
-                _own_room(ctx, error, target.wallet_id, amount)
+                _own_room(ctx, error, target.wallet_id)
             raise error from None
         except AlreadyApplied:
             found = record_by_ledger_id(ctx, ledger_id)
@@ -310,14 +333,21 @@ def _execute(ctx: IdentityContext, principal: Principal, work: _Work) -> Transfe
     record, payment = work.record, work.payment
     with ctx.uow() as uow:
         conn = uow.conn
-        # A retry that overlapped its first attempt (same key) finds its transfer and replays it,
-        # before the first attempt's own debit could decline it.
-        if work.key is not None and records_by_ledger_ids(conn, ctx.keys, [work.spec.id]):
-            raise AlreadyApplied
-        stepup.consume(ctx, conn, work.proof)
         now = ctx.now()
-        books = load_books(ctx, conn, [payment], [work.target], now=now, lock=True)
-        approved = approved_or_decline(decide(payment, books, ctx.step_up_policy, now))
+        # A retry that overlapped its first attempt (same key) finds that transfer once the locks are
+        # held, and replays it, before the first attempt's own debit could decline it.
+        key = work.key
+        approved = decide_locked(
+            ctx,
+            conn,
+            payment,
+            [work.target],
+            now,
+            proof=work.proof,
+            applied=None
+            if key is None
+            else lambda c: bool(records_by_ledger_ids(c, ctx.keys, [work.spec.id])),
+        )
         count_outflow(ctx, conn, approved, record.from_user_id, now)
         results = ctx.ledger.apply_in(conn, [work.spec])
         chain_outcome(results, record.currency, reveal=approved.own, what="transfer")

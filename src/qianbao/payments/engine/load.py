@@ -43,8 +43,11 @@ def load_books(
     *,
     now: int,
     lock: bool,
+    also_lock: Sequence[str] = (),
 ) -> Books:
-    """The books for `requests`, whose recipients (already resolved) are `targets`."""
+    """The books for `requests`, whose recipients (already resolved) are `targets`. `also_lock` names
+    the other accounts the unit of work's ledger chain touches (the fee account): locking them all in one
+    id-ordered step, as the ledger does, is what keeps two units of work from waiting on each other."""
     by_id = {t.wallet_id: t for t in targets}
     payers: dict[str, Payer] = {}
     sources: dict[str, SourceWallet] = {}
@@ -71,7 +74,7 @@ def load_books(
         # Only the step-up policy asks whether the payee is new: not once the proof is in hand.
         if not request.stepped_up and pair not in known and _paid_before(conn, *pair):
             known.add(pair)
-    account_ids = sorted({*sources, *by_id})
+    account_ids = sorted({*sources, *by_id, *(also_lock if lock else ())})
     if lock:  # locked in id order, as the ledger locks them: the balances decided on are the ones written
         accounts = ctx.ledger.lock_accounts_in(conn, account_ids)
     else:

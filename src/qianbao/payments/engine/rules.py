@@ -88,7 +88,11 @@ LEDGER_DECLINES = {
 }
 
 
-def ledger_finding(code: ResultCode) -> Finding:
+def ledger_finding(code: ResultCode, receiving: Account | None = None) -> Finding:
     """What a ledger refusal means for a payment (the ledger decides again when it applies: a race
-    between this decision and the transfer is answered by the ledger's own result)."""
+    between this decision and the transfer is answered by the ledger's own result). For a ceiling
+    refusal, `receiving` (the credited account, read afterwards) tells the room left."""
+    room = None if receiving is None else room_under_ceiling(receiving)
+    if code is ResultCode.EXCEEDS_CEILING and room is not None:
+        return Finding("balance_cap_exceeded", {"room": room})
     return Finding(LEDGER_DECLINES.get(code, str(code)))

@@ -9,16 +9,19 @@ caller then records the decline in its own transaction, bound to the Idempotency
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection
 
 from qianbao.errors import IdempotencyKeyReused, QianbaoError
+from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.limits import reserve_outflow
 from qianbao.ledger.model import ResultCode, TransferResult
-from qianbao.payments.engine.decide import Approve, Decision, Decline
+from qianbao.payments.engine.decide import Approve, Decision, Decline, decide
 from qianbao.payments.engine.declines import error_for
+from qianbao.payments.engine.facts import PaymentRequest, TargetWallet
+from qianbao.payments.engine.load import load_books
 from qianbao.payments.engine.rules import ledger_finding
 from qianbao.store.outbox import OutboxEvent
 from qianbao.wallets import spending
@@ -41,6 +44,28 @@ def approved_or_decline(decision: Decision) -> Approve:
     if isinstance(decision, Decline):
         raise Declined(error_for(decision.finding, decision.request.currency, reveal=decision.own))
     return decision
+
+
+def decide_locked(
+    ctx: IdentityContext,
+    conn: Connection,
+    request: PaymentRequest,
+    targets: Sequence[TargetWallet],
+    now: int,
+    *,
+    proof: stepup.StepUpPass | None,
+    applied: Callable[[Connection], bool] | None = None,
+    also_lock: Sequence[str] = (),
+) -> Approve:
+    """The unit of work's decision: load the state with its locks, then (once the locks are held, so an
+    overlapping attempt with the same Idempotency-Key has committed or rolled back) `applied` tells
+    whether this payment exists already (`AlreadyApplied`: replay it), then the step-up pass is spent and
+    the request decided again."""
+    books = load_books(ctx, conn, [request], targets, now=now, lock=True, also_lock=also_lock)
+    if applied is not None and applied(conn):
+        raise AlreadyApplied
+    stepup.consume(ctx, conn, proof)
+    return approved_or_decline(decide(request, books, ctx.step_up_policy, now))
 
 
 def count_outflow(ctx: IdentityContext, conn: Connection, approved: Approve, user_id: str, now: int) -> None:
