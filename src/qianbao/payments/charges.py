@@ -51,6 +51,7 @@ from qianbao.payments.merchant_payments import (
     prepare,
     record_failure,
     replay,
+    replay_applied,
     run_payment,
 )
 from qianbao.payments.merchant_records import (
@@ -62,7 +63,7 @@ from qianbao.payments.merchant_records import (
 )
 from qianbao.payments.merchant_tables import merchant_payments
 from qianbao.payments.merchants import merchant_status_of, own_merchant
-from qianbao.store.errors import DATABASE_ERRORS, is_retryable
+from qianbao.store.errors import retried
 from qianbao.wallets.service import plausible_id, wallet_row
 
 HOLD_CODE = "merchant.payment_hold"
@@ -165,40 +166,37 @@ def _hold(
     confirm_s = ctx.settings.payment_code_confirm_s
     record = new_record(ctx, payer, plan)
     request = replace(payment_request(payer, plan, kind=Kind.CODE_HOLD), stepped_up=True)
-    while True:
-        try:
-            with ctx.uow() as uow:
-                conn = uow.conn
-                now = ctx.now()
-                record = replace(
-                    record, status="pending", created_at=now, expires_at=now + confirm_s * 1_000_000
-                )
-                decide_in_unit(ctx, conn, request, record, now, replay_check=True)
-                hold = TransferSpec.pending(
-                    record.ledger_transfer_id,
-                    record.payer_wallet_id,
-                    record.merchant_wallet_id,
-                    record.amount,
-                    record.currency,
-                    code=HOLD_CODE,
-                    timeout_seconds=confirm_s,
-                )
-                chain_outcome(ctx.ledger.apply_in(conn, [hold]), record.currency)
-                insert_payment(conn, ctx.keys, record, scope, key)
-                uow.emit(payment_event(record, "payment.confirmation_required"))
-                uow.commit()
-                return record
-        except Declined as declined:
-            record_failure(ctx, scope, record, declined.error, key)
-            raise declined.error from None
-        except AlreadyApplied:
-            found = payment_by_ledger_id(ctx, record.ledger_transfer_id)
-            if found is None:
-                raise Conflict("this payment was already applied") from None
-            return replay(found)
-        except DATABASE_ERRORS as exc:
-            if not is_retryable(exc):
-                raise
+
+    def unit() -> PaymentRecord:
+        with ctx.uow() as uow:
+            conn = uow.conn
+            now = ctx.now()
+            pending = replace(
+                record, status="pending", created_at=now, expires_at=now + confirm_s * 1_000_000
+            )
+            decide_in_unit(ctx, conn, request, pending, now, replay_check=True)
+            hold = TransferSpec.pending(
+                pending.ledger_transfer_id,
+                pending.payer_wallet_id,
+                pending.merchant_wallet_id,
+                pending.amount,
+                pending.currency,
+                code=HOLD_CODE,
+                timeout_seconds=confirm_s,
+            )
+            chain_outcome(ctx.ledger.apply_in(conn, [hold]), pending.currency)
+            insert_payment(conn, ctx.keys, pending, scope, key)
+            uow.emit(payment_event(pending, "payment.confirmation_required"))
+            uow.commit()
+            return pending
+
+    try:
+        return retried(unit)
+    except Declined as declined:
+        record_failure(ctx, scope, record, declined.error, key)
+        raise declined.error from None
+    except AlreadyApplied:
+        return replay_applied(ctx, record.ledger_transfer_id)
 
 
 # -- the customer's side ---------------------------------------------------------------------------

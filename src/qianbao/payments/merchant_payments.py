@@ -53,13 +53,12 @@ from qianbao.payments.merchant_records import (
     payment_event,
 )
 from qianbao.payments.merchants import Merchant, merchant_status_of, rate_for
-from qianbao.store.errors import DATABASE_ERRORS, is_retryable
+from qianbao.store.errors import DATABASE_ERRORS, is_retryable, retried
 from qianbao.store.outbox import append_events
 from qianbao.wallets.service import WalletRow, plausible_id
 
 PAYMENT_CODE = "merchant.payment"
 FEE_CODE = "merchant.fee"
-_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,22 +249,21 @@ def execute_payment(
     scope = principal.scope if scope is None else scope
     record = new_record(ctx, principal, plan)
     request = replace(payment_request(principal, plan, no_pin=no_pin), stepped_up=True)
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return _execute(ctx, scope, record, request, proof, claim, idempotency_key)
-        except Declined as declined:
-            record_failure(ctx, scope, record, declined.error, idempotency_key)
-            raise declined.error from None
-        except AlreadyApplied:
-            found = payment_by_ledger_id(ctx, plan.ledger_id)
-            if found is None:
-                raise Conflict("this payment was already applied") from None
-            return replay(found)
-        except DATABASE_ERRORS as exc:
-            if attempt >= _RETRIES or not is_retryable(exc):
-                raise
+    try:
+        return retried(lambda: _execute(ctx, scope, record, request, proof, claim, idempotency_key))
+    except Declined as declined:
+        record_failure(ctx, scope, record, declined.error, idempotency_key)
+        raise declined.error from None
+    except AlreadyApplied:
+        return replay_applied(ctx, plan.ledger_id)
+
+
+def replay_applied(ctx: IdentityContext, ledger_id: str) -> PaymentRecord:
+    """The payment an earlier attempt with the same ledger id committed, answered again."""
+    found = payment_by_ledger_id(ctx, ledger_id)
+    if found is None:
+        raise Conflict("this payment was already applied")
+    return replay(found)
 
 
 def record_failure(

@@ -44,14 +44,13 @@ from qianbao.payments.merchant_records import (
     refund_from_row,
 )
 from qianbao.payments.merchant_tables import merchant_payments, refunds
-from qianbao.store.errors import DATABASE_ERRORS, is_retryable
+from qianbao.store.errors import DATABASE_ERRORS, is_retryable, retried
 from qianbao.store.outbox import append_events
 from qianbao.wallets import spending
 from qianbao.wallets.service import main_wallet_id, plausible_id
 
 REFUND_CODE = "merchant.refund"
 FEE_REFUND_CODE = "merchant.fee_refund"
-_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,23 +154,17 @@ def refund_payment(
         reason=reason,
         created_at=ctx.now(),
     )
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return _execute(ctx, principal, refund, idempotency_key)
-        except Declined as declined:
-            _record_failure(ctx, principal, refund, payment, declined.error, idempotency_key)
-            raise declined.error from None
-        except AlreadyApplied:
-            with ctx.db.read() as conn:
-                found = refund_by(conn, ctx.keys, ledger_id=ledger_id)
-            if found is None:
-                raise Conflict("this refund was already applied") from None
-            return _replay(found, payment)
-        except DATABASE_ERRORS as exc:
-            if attempt >= _RETRIES or not is_retryable(exc):
-                raise
+    try:
+        return retried(lambda: _execute(ctx, principal, refund, idempotency_key))
+    except Declined as declined:
+        _record_failure(ctx, principal, refund, payment, declined.error, idempotency_key)
+        raise declined.error from None
+    except AlreadyApplied:
+        with ctx.db.read() as conn:
+            found = refund_by(conn, ctx.keys, ledger_id=ledger_id)
+        if found is None:
+            raise Conflict("this refund was already applied") from None
+        return _replay(found, payment)
 
 
 def _replay(refund: RefundRecord, payment: PaymentRecord) -> RefundRecord:

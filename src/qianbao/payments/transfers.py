@@ -67,14 +67,13 @@ from qianbao.payments.records import (
 )
 from qianbao.payments.tables import transfers
 from qianbao.security.masking import mask_name_for_payee, mask_phone
-from qianbao.store.errors import DATABASE_ERRORS, is_retryable
+from qianbao.store.errors import DATABASE_ERRORS, is_retryable, retried
 from qianbao.store.outbox import append_events
 from qianbao.wallets import spending
 from qianbao.wallets.service import WalletRow, main_wallet_id, own_wallet_row, plausible_id, wallet_row
 
 P2P_CODE = "p2p"
 MOVE_CODE = "wallet.move"
-_RETRIES = 5
 # A caller's own step inside the transfer's unit of work (e.g. a money request marking itself paid).
 AppliedHook = Callable[[Connection, TransferRecord], None]
 
@@ -292,27 +291,21 @@ def send_transfer(
         ledger_id, source.id, target.wallet_id, amount, code, code=MOVE_CODE if own else P2P_CODE
     )
     work = _Work(replace(payment, stepped_up=True), target, record, spec, proof, idempotency_key, on_applied)
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return _execute(ctx, principal, work)
-        except Declined as declined:
-            error = declined.error
-            failed = replace(record, status="failed", failure_code=error.code, created_at=ctx.now())
-            _record_failure(ctx, failed, scope, idempotency_key)
-            error.extra["transfer_id"] = failed.id
-            if own:
-                _own_room(ctx, error, target.wallet_id)
-            raise error from None
-        except AlreadyApplied:
-            found = record_by_ledger_id(ctx, ledger_id)
-            if found is None:
-                raise Conflict("this transfer was already applied") from None
-            return _replay(found)
-        except DATABASE_ERRORS as exc:
-            if attempt >= _RETRIES or not is_retryable(exc):
-                raise
+    try:
+        return retried(lambda: _execute(ctx, principal, work))
+    except Declined as declined:
+        error = declined.error
+        failed = replace(record, status="failed", failure_code=error.code, created_at=ctx.now())
+        _record_failure(ctx, failed, scope, idempotency_key)
+        error.extra["transfer_id"] = failed.id
+        if own:
+            _own_room(ctx, error, target.wallet_id)
+        raise error from None
+    except AlreadyApplied:
+        found = record_by_ledger_id(ctx, ledger_id)
+        if found is None:
+            raise Conflict("this transfer was already applied") from None
+        return _replay(found)
 
 
 @dataclass(frozen=True, slots=True)

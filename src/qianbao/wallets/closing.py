@@ -24,7 +24,7 @@ from qianbao.ledger.model import AccountStatus, ResultCode, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.payments.engine.declines import error_for
 from qianbao.security import audit
-from qianbao.store.errors import DATABASE_ERRORS, is_retryable
+from qianbao.store.errors import retried
 from qianbao.store.outbox import OutboxEvent
 from qianbao.wallets import spend_rules, spending
 from qianbao.wallets.errors import WalletCloseRefused, money
@@ -32,7 +32,6 @@ from qianbao.wallets.service import WalletRow, WalletView, get_wallet, main_wall
 from qianbao.wallets.tables import wallets
 
 MOVE_CODE = "wallet.move"  # the same ledger code as a move between own wallets (payments.transfers)
-_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +57,8 @@ def close_wallet(
         main_id = main_wallet_id(conn, user_id, row.currency)
     if row.kind == "main" or main_id is None:
         raise WalletCloseRefused("the main wallet cannot be closed", reason="main_wallet")
-    attempt = 0
-    while row.closed_at is None:
-        attempt += 1
-        try:
-            _close(ctx, principal, row, main_id, info)
-            break
-        except DATABASE_ERRORS as exc:
-            if attempt >= _RETRIES or not is_retryable(exc):
-                raise
+    if row.closed_at is None:
+        retried(lambda: _close(ctx, principal, row, main_id, info))
     return _result(ctx, user_id, row.id, main_id)
 
 
