@@ -11,21 +11,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from qianbao.identity.model import TierLimits
 
 
 class Environment(StrEnum):
     SANDBOX = "sandbox"
     PRODUCTION = "production"
-
-
-class TierLimits(BaseModel):
-    """Limits of one KYC tier in fen; None means no limit."""
-
-    balance_cap: int | None
-    single_payment: int | None
-    daily_outflow: int | None
 
 
 # Modelled on the e-CNY wallet tiers (4 = phone number only … 1 = enhanced verification).

@@ -117,7 +117,7 @@ def test_a_cap_refusal_tells_the_payer_nothing_about_the_recipient(
 
 
 def _approve_anyway(decision: Decision) -> Approve:
-    return decision if isinstance(decision, Approve) else Approve(decision.request, decision.own, 0, 0)
+    return decision if isinstance(decision, Approve) else Approve(decision.request, decision.own, 0)
 
 
 def test_a_cap_refusal_inside_the_unit_of_work_is_stripped_too(

@@ -36,7 +36,8 @@ from sqlalchemy import case, func, select
 from qianbao.api import app as app_module
 from qianbao.api.problems import STATUS_BY_CODE
 from qianbao.clock import FixedClock
-from qianbao.config import Settings, TierLimits
+from qianbao.config import Settings
+from qianbao.identity.model import TierLimits
 from qianbao.ledger.system_accounts import FEES, SANDBOX_FUNDING, system_account_id
 from qianbao.ledger.tables import accounts
 from qianbao.ledger.verify import verify_ledger

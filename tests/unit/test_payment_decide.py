@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 
-from qianbao.config import TierLimits
 from qianbao.errors import LimitExceeded, Locked
 from qianbao.findings import Finding
 from qianbao.identity.limit_rules import HolderCap, PayerLimits
-from qianbao.identity.model import StepUpPolicy
+from qianbao.identity.model import StepUpPolicy, TierLimits
 from qianbao.ledger.model import Account, AccountStatus, NormalBalance
 from qianbao.payments.engine.decide import Approve, Decision, Decline, decide
 from qianbao.payments.engine.declines import error_for
@@ -346,7 +345,7 @@ def test_recipient_not_found_keeps_how_it_was_named(by: str) -> None:
 
 def test_p2p_to_someone_else_counts_toward_limits_and_budget() -> None:
     decision = approved(run(amount=12_345))
-    assert (decision.own, decision.outflow, decision.spend) == (False, 12_345, 12_345)
+    assert (decision.own, decision.spent) == (False, 12_345)
 
 
 def test_own_move_counts_nothing_and_ignores_limits_and_budget() -> None:
@@ -359,19 +358,19 @@ def test_own_move_counts_nothing_and_ignores_limits_and_budget() -> None:
             month_spent=1,
         )
     )
-    assert (decision.own, decision.outflow, decision.spend) == (True, 0, 0)
+    assert (decision.own, decision.spent) == (True, 0)
     # ... but not the balance
     declined(run(target=OWN, amount=BALANCE + 1), "insufficient_funds")
 
 
 def test_merchant_payment_counts_both() -> None:
     decision = approved(run(kind=Kind.MERCHANT, target=SHOP, amount=777))
-    assert (decision.own, decision.outflow, decision.spend) == (False, 777, 777)
+    assert (decision.own, decision.spent) == (False, 777)
 
 
 def test_a_merchant_payment_into_ones_own_wallet_is_not_an_own_move() -> None:
     decision = approved(run(kind=Kind.MERCHANT, target=OWN, amount=777))
-    assert (decision.own, decision.outflow, decision.spend) == (False, 777, 777)
+    assert (decision.own, decision.spent) == (False, 777)
     declined(run(kind=Kind.MERCHANT, target=OWN, used_today=DAILY), "limit_exceeded_daily")
 
 
@@ -384,14 +383,14 @@ def test_code_hold_is_checked_against_limits_but_counts_nothing() -> None:
         "insufficient_funds",
     )
     decision = approved(run(LOUD, kind=Kind.CODE_HOLD, target=SHOP, device_trusted=False))
-    assert (decision.outflow, decision.spend, decision.step_up) == (0, 0, ())
+    assert (decision.spent, decision.step_up) == (0, ())
 
 
 def test_code_confirm_counts_both_and_posts_funds_already_held() -> None:
     # Everything is held: nothing is available, the confirmation still goes through.
     knobs: dict[str, Any] = {"kind": Kind.CODE_CONFIRM, "target": SHOP, "stepped_up": True}
     decision = approved(run(amount=AMOUNT, balance=AMOUNT, debits_pending=AMOUNT, **knobs))
-    assert (decision.outflow, decision.spend, decision.step_up) == (AMOUNT, AMOUNT, ())
+    assert (decision.spent, decision.step_up) == (AMOUNT, ())
     # The held credit already counts toward the receiving wallet's ceiling.
     approved(run(target_ceiling=AMOUNT, target_credits_pending=AMOUNT, **knobs))
     # Limits and budget are asked again when the hold is counted.

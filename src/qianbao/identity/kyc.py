@@ -21,7 +21,6 @@ from stdnum.cn import ric
 
 from qianbao import invalid
 from qianbao.clock import from_us
-from qianbao.config import TierLimits
 from qianbao.errors import Conflict, InvalidInput
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
@@ -39,7 +38,7 @@ from qianbao.identity.kyc_records import (
     record_rejection,
 )
 from qianbao.identity.limits import LOCAL_OFFSET, limit_status
-from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFacts
+from qianbao.identity.model import Operation, Principal, RequestInfo, StepUpFacts, TierLimits
 from qianbao.identity.signup import clean_name
 from qianbao.identity.tables import kyc_applications, users
 from qianbao.identity.users import ID_NUMBER, credential_row

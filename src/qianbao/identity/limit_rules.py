@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qianbao.config import TierLimits
 from qianbao.findings import Finding
+from qianbao.identity.model import TierLimits
 
 
 @dataclass(frozen=True, slots=True)

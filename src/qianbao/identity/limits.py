@@ -23,10 +23,10 @@ from sqlalchemy import BigInteger, Connection, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningInsert
 
-from qianbao.config import Settings, TierLimits
+from qianbao.config import Settings
 from qianbao.findings import Finding
 from qianbao.identity.limit_rules import HolderCap, PayerLimits, daily_limit
-from qianbao.identity.model import effective_limits
+from qianbao.identity.model import TierLimits, effective_limits
 from qianbao.identity.tables import limit_overrides, limit_usage, users
 from qianbao.ledger.tables import accounts
 from qianbao.wallets.tables import wallets
@@ -104,16 +104,22 @@ def used_today(conn: Connection, user_id: str, currency: str, now_us: int) -> in
     return int(used or 0)
 
 
-def limit_status(
+def _payer(
     conn: Connection, settings: Settings, user_id: str, currency: str, now_us: int
-) -> LimitStatus:
+) -> tuple[str, PayerLimits, bool]:
+    """(account status, limits in force with today's use, cooling off?) in one statement."""
     row = conn.execute(
         _LIMITS_AND_USED, {"user_id": user_id, "day": local_day(now_us), "currency": currency}
     ).one()
     tier, limits, cooling = _limits_of(row, settings, now_us)
-    used = int(row.used_today or 0)
-    remaining = None if limits.daily_outflow is None else max(0, limits.daily_outflow - used)
-    return LimitStatus(tier, limits, used, remaining, cooling)
+    return str(row.status), PayerLimits(tier, limits, int(row.used_today or 0)), cooling
+
+
+def limit_status(
+    conn: Connection, settings: Settings, user_id: str, currency: str, now_us: int
+) -> LimitStatus:
+    _status, payer, cooling = _payer(conn, settings, user_id, currency, now_us)
+    return LimitStatus(payer.tier, payer.limits, payer.used_today, payer.remaining_today, cooling)
 
 
 def payer_limits(
@@ -121,11 +127,8 @@ def payer_limits(
 ) -> tuple[str, PayerLimits]:
     """The payer's account status (`limit_rules.payer_may_pay`) and the facts of `single_limit` and
     `daily_limit` (the limits in force, today's use), in one statement."""
-    row = conn.execute(
-        _LIMITS_AND_USED, {"user_id": user_id, "day": local_day(now_us), "currency": currency}
-    ).one()
-    tier, limits, _cooling = _limits_of(row, settings, now_us)
-    return str(row.status), PayerLimits(tier, limits, int(row.used_today or 0))
+    status, payer, _cooling = _payer(conn, settings, user_id, currency, now_us)
+    return status, payer
 
 
 @cache

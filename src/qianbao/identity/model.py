@@ -8,7 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from qianbao.config import TierLimits
+
+@dataclass(frozen=True, slots=True)
+class TierLimits:
+    """Limits of one KYC tier in fen; None means no limit. (Settings read them from
+    `QIANBAO_KYC_TIERS`; they live here so the pure limit rules need nothing from the settings.)"""
+
+    balance_cap: int | None
+    single_payment: int | None
+    daily_outflow: int | None
 
 
 class PrincipalKind(StrEnum):

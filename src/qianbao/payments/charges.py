@@ -29,7 +29,7 @@ from qianbao.ledger.model import ResultCode, TransferSpec
 from qianbao.payments import payment_codes
 from qianbao.payments.dynamic_qr import clean_order_id
 from qianbao.payments.engine.decide import decide
-from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
+from qianbao.payments.engine.facts import Kind, PaymentRequest
 from qianbao.payments.engine.load import load_books
 from qianbao.payments.engine.writes import (
     AlreadyApplied,
@@ -50,6 +50,7 @@ from qianbao.payments.merchant_payments import (
     payment_request,
     prepare,
     record_failure,
+    record_target,
     replay,
     replay_applied,
     run_payment,
@@ -252,10 +253,6 @@ def _confirmation(record: PaymentRecord, principal: Principal) -> PaymentRequest
     )
 
 
-def _target(record: PaymentRecord) -> TargetWallet:
-    return TargetWallet(record.merchant_wallet_id, record.merchant_user_id, record.currency)
-
-
 def confirm(
     ctx: IdentityContext, principal: Principal, payment_id: str, *, step_up: str | None
 ) -> PaymentRecord:
@@ -267,7 +264,7 @@ def confirm(
         with ctx.db.read() as conn:
             now = ctx.now()
             request = replace(request, merchant_status=merchant_status_of(conn, record.merchant_wallet_id))
-            books = load_books(ctx, conn, [request], [_target(record)], now=now, lock=False)
+            books = load_books(ctx, conn, [request], [record_target(record)], now=now, lock=False)
             approved = approved_or_decline(decide(request, books, ctx.step_up_policy, now))
         proof = stepup.require_step_up(
             ctx,

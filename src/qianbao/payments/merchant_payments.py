@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -115,10 +114,21 @@ def merchant_target(plan: PaymentPlan) -> TargetWallet:
     return TargetWallet(merchant.wallet_id, merchant.owner_user_id, merchant.currency)
 
 
-def prepare(ctx: IdentityContext, principal: Principal, plan: PaymentPlan, **kinds: Any) -> Approve:
+def record_target(record: PaymentRecord) -> TargetWallet:
+    return TargetWallet(record.merchant_wallet_id, record.merchant_user_id, record.currency)
+
+
+def prepare(
+    ctx: IdentityContext,
+    principal: Principal,
+    plan: PaymentPlan,
+    *,
+    kind: Kind = Kind.MERCHANT,
+    no_pin: bool = False,
+) -> Approve:
     """The decision before step-up, over state read without locks (the unit of work decides again)."""
     with ctx.db.read() as conn:
-        return prepare_in(ctx, conn, principal, plan, **kinds)
+        return prepare_in(ctx, conn, principal, plan, kind=kind, no_pin=no_pin)
 
 
 def prepare_in(
@@ -298,7 +308,7 @@ def decide_in_unit(
     and replays it, before anything (a dynamic code, an intent, the balance) could answer otherwise."""
     status = merchant_status_of(conn, record.merchant_wallet_id)
     request = replace(request, merchant_status=status or request.merchant_status)
-    target = TargetWallet(record.merchant_wallet_id, record.merchant_user_id, record.currency)
+    target = record_target(record)
     fees = [system_account_id(FEES, record.currency)] if record.fee > 0 else []
 
     def applied(c: Connection) -> bool:

@@ -1,26 +1,25 @@
 """P2P transfers (to a wallet id or a phone number): the transfer use case and recipient look-up.
 
 The money path (API.md, GUIDE §2), for `send_transfer`:
-  1. checks that need no lock, in read transactions: the amount, the payer (not frozen), the wallets
-     (the payer's own; the recipient's wallet or, by phone, main wallet), currencies;
-  2. hard limits BEFORE any step-up, for payments to someone else: the single-payment limit, today's
-     remaining allowance, then for everyone the payer's own balance, and only then the recipient's
-     balance cap — a request that would break one is refused with that code and no challenge. The payer's
-     own checks come first and a cap refusal for someone else's wallet carries no limit, room or tier, so
-     that declines cannot be used to probe the recipient's balance;
-  3. the step-up policy (amount, new payee, untrusted device) → `401 step_up_required` or a pass;
-  4. ONE unit of work: consume the step-up pass, reserve the outflow against the daily limit (atomic
-     conditional UPDATE), apply the ledger transfer, write the transfer record and its outbox event.
-     If the daily limit or the ledger declines, everything rolls back, and the decline is then recorded
-     as a `failed` transfer (own transaction) so the Idempotency-Key stays bound to it.
+  1. in one read transaction: the replay of an earlier outcome of the same key, the payer's own wallet,
+     the recipient (a wallet id, a phone number's main wallet, a receive code's wallet), then the
+     payment engine's `decide` over state read without locks: every rule in its one order
+     (payments/engine/decide.py). A payment that cannot happen is refused with its code and no
+     challenge; the payer's own checks come first, and a cap refusal of someone else's wallet carries
+     no limit, room or tier, so that declines cannot be used to probe the recipient's balance;
+  2. the step-up reasons of the decision → `401 step_up_required` or a pass;
+  3. ONE unit of work: the state again with its locks, the replay check, the step-up pass spent, the
+     same `decide`, today's outflow counted (atomic conditional upsert), the ledger transfer, the
+     budget spending, the transfer record and its outbox event. A decline rolls everything back and
+     is then recorded as a `failed` transfer (own transaction), so the Idempotency-Key stays bound to it.
 Moving money between one's own wallets needs no step-up and does not count toward outflow limits.
 
 With an Idempotency-Key the ledger transfer id is derived from (caller scope, key): even a crash between
 the ledger commit and the stored HTTP answer cannot pay twice — a re-run finds the record or the ledger
 answers `exists`. Ledger transfers carry no metadata: ids and the transfer code only, no personal data.
 
-Around it in this package: `inputs` (amount, memo, derived ids), `errors` (payment errors and the
-ledger-code mapping), `records` (the transfers table and its outbox event), `funding` (sandbox funding)
+Around it in this package: `engine` (the decision core), `inputs` (amount, memo, derived ids), `errors`
+(payment errors), `records` (the transfers table and its outbox event), `funding` (sandbox funding)
 and `history` (a wallet's transactions).
 """
 
@@ -39,13 +38,13 @@ from qianbao.identity.model import Operation, Principal
 from qianbao.identity.phones import normalise_phone
 from qianbao.identity.users import find_user_id_by_phone, get_user
 from qianbao.ids import new_id
-from qianbao.ledger.model import ResultCode, TransferSpec
+from qianbao.ledger.model import TransferSpec
 from qianbao.ledger.queries import LedgerReader
+from qianbao.ledger.rules import room_under_ceiling
 from qianbao.payments.engine.decide import Decline, decide
 from qianbao.payments.engine.declines import approved_or_raise, stored_decline
 from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
 from qianbao.payments.engine.load import load_books
-from qianbao.payments.engine.rules import ledger_finding
 from qianbao.payments.engine.writes import (
     AlreadyApplied,
     Declined,
@@ -166,9 +165,9 @@ def _own_room(ctx: IdentityContext, error: QianbaoError, wallet_id: str) -> None
     """A move between one's own wallets refused by the ledger's ceiling: say how much more fits."""
     if error.code == "balance_cap_exceeded" and "remaining" not in error.extra:
         account = LedgerReader(ctx.db).lookup_accounts([wallet_id])[wallet_id]
-        room = ledger_finding(ResultCode.EXCEEDS_CEILING, account).get("room")
+        room = room_under_ceiling(account)
         if room is not None:
-            error.extra["remaining"] = money_json(int(room), account.currency)
+            error.extra["remaining"] = money_json(room, account.currency)
 
 
 # -- sending ---------------------------------------------------------------------------------------

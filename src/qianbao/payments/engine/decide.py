@@ -43,22 +43,21 @@ from qianbao.payments.engine.facts import (
     Kind,
     PaymentRequest,
     books_after,
-    counts_outflow,
-    counts_spend,
     holds_funds,
+    is_spending,
 )
 from qianbao.wallets import spend_rules
 
 
 @dataclass(frozen=True, slots=True)
 class Approve:
-    """The payment may be written: `outflow` counts toward the payer's limits today, `spend` toward the
-    paying wallet's monthly budget; `step_up` the reasons fresh proof is needed first (empty: none)."""
+    """The payment may be written: `spent` is what counts toward the payer's outflow today and the paying
+    wallet's monthly budget (0: not spending); `step_up` the reasons fresh proof is needed first (empty:
+    none)."""
 
     request: PaymentRequest
     own: bool
-    outflow: int
-    spend: int
+    spent: int
     step_up: tuple[str, ...] = ()
 
 
@@ -133,8 +132,7 @@ def decide(request: PaymentRequest, books: Books, policy: StepUpPolicy, now: int
     return Approve(
         request,
         own,
-        outflow=request.amount if counts_outflow(request, own) else 0,
-        spend=request.amount if counts_spend(request, own) else 0,
+        spent=request.amount if is_spending(request, own) else 0,
         step_up=_step_up(request, books, policy, own),
     )
 

@@ -17,7 +17,7 @@ from qianbao.wallets.model import WalletSettings
 
 
 class Kind(StrEnum):
-    """The money movements. What each counts toward is in `counts_outflow` and `counts_spend`."""
+    """The money movements. Which of them are spending is `is_spending`."""
 
     P2P = "p2p"  # to a wallet id, a phone number, a receive code, or accepting a money request
     MERCHANT = (
@@ -93,15 +93,10 @@ class Books:
         )
 
 
-def counts_outflow(request: PaymentRequest, own: bool) -> bool:
-    """Whether the payment counts toward the payer's single and daily limits. A hold counts only when
-    the customer confirms it; a move between one's own wallets never does."""
-    return not own and request.kind is not Kind.CODE_HOLD
-
-
-def counts_spend(request: PaymentRequest, own: bool) -> bool:
-    """Whether the payment is spending (the monthly budget): money leaving to someone else, counted when
-    it is paid (a hold at its confirmation)."""
+def is_spending(request: PaymentRequest, own: bool) -> bool:
+    """Whether the payment is spending: money leaving to someone else, counted toward the payer's daily
+    outflow and the paying wallet's monthly budget when it is paid (a hold at its confirmation). A move
+    between one's own wallets never is."""
     return not own and request.kind is not Kind.CODE_HOLD
 
 
@@ -126,11 +121,10 @@ def books_after(books: Books, request: PaymentRequest, *, own: bool) -> Books:
     assert request.target_wallet_id is not None  # noqa: S101 - only approved requests move books
     amount = request.amount
     payers = dict(books.payers)
-    if counts_outflow(request, own):
+    sources = dict(books.sources)
+    if is_spending(request, own):
         payer = payers[request.payer_user_id]
         payers[payer.user_id] = replace(payer, limits=payer.limits.after(amount))
-    sources = dict(books.sources)
-    if counts_spend(request, own):
         source = sources[request.source_wallet_id]
         sources[source.wallet_id] = replace(source, month_spent=source.month_spent + amount)
     accounts = dict(books.accounts)
@@ -174,7 +168,6 @@ __all__ = [
     "SourceWallet",
     "TargetWallet",
     "books_after",
-    "counts_outflow",
-    "counts_spend",
+    "is_spending",
     "holds_funds",
 ]

@@ -70,20 +70,20 @@ def decide_locked(
 
 def count_outflow(ctx: IdentityContext, conn: Connection, approved: Approve, user_id: str, now: int) -> None:
     """Count the approved outflow toward the payer's day (atomic; a race lost is a decline)."""
-    if not approved.outflow:
+    if not approved.spent:
         return
     currency = approved.request.currency
-    refusal = reserve_outflow(conn, ctx.settings, user_id, approved.outflow, currency, now)
+    refusal = reserve_outflow(conn, ctx.settings, user_id, approved.spent, currency, now)
     if refusal is not None:
         raise Declined(error_for(refusal, currency, reveal=True))
 
 
 def count_spend(conn: Connection, approved: Approve, wallet_id: str, now: int) -> list[OutboxEvent]:
     """Count the approved spending toward the wallet's month; the budget events to emit."""
-    if not approved.spend:
+    if not approved.spent:
         return []
     currency = approved.request.currency
-    counted = spending.record_spend(conn, wallet_id, approved.spend, currency, now)
+    counted = spending.record_spend(conn, wallet_id, approved.spent, currency, now)
     if not isinstance(counted, list):  # a blocking budget lost a race
         raise Declined(error_for(counted, currency))
     return counted
