@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # Group commit: how long the ledger waits for more transfers once one arrives, and the batch cap.
     ledger_batch_window_ms: float = Field(default=1.0, ge=0, le=100)
     ledger_batch_max: int = Field(default=4096, ge=1, le=65536)
+    # The payment pipeline: most payments decided and written in one database transaction.
+    payment_batch_max: int = Field(default=256, ge=1, le=4096)
     # How often the pending-transfer sweeper looks for expired holds.
     ledger_sweep_interval_s: float = Field(default=1.0, gt=0, le=3600)
     # SQLite durability: FULL fsyncs every commit; NORMAL (WAL) may lose the last commits on power loss.

@@ -126,6 +126,10 @@ class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
 
 
+class IdempotencyKeyInUse(Conflict):
+    code = "idempotency_key_in_use"
+
+
 class LedgerRejected(QianbaoError):
     """A transfer was refused by the ledger; `code` is the ledger's result code."""
 

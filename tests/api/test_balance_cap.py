@@ -8,9 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from qianbao.errors import QianbaoError
-from qianbao.identity.model import Principal, PrincipalKind
-from qianbao.payments import transfers
-from qianbao.payments.engine.decide import Approve, Decision
+from qianbao.identity.model import Principal, PrincipalKind, StepUpPolicy
+from qianbao.payments.engine import pipeline
+from qianbao.payments.engine.decide import Approve, decide
+from qianbao.payments.engine.facts import Books, PaymentRequest
 from qianbao.payments.transfers import TransferRequest, send_transfer
 from tests.support.api import SignedUp
 
@@ -116,21 +117,22 @@ def test_a_cap_refusal_tells_the_payer_nothing_about_the_recipient(
     assert pay(client, alice, bob.wallet_id, 30_000).status_code == 201  # within the room: paid
 
 
-def _approve_anyway(decision: Decision) -> Approve:
+def _approve_anyway(request: PaymentRequest, books: Books, policy: StepUpPolicy, now: int) -> Approve:
+    decision = decide(request, books, policy, now)
     return decision if isinstance(decision, Approve) else Approve(decision.request, decision.own, 0)
 
 
 def test_a_cap_refusal_inside_the_unit_of_work_is_stripped_too(
     client: TestClient, alice: SignedUp, bob: SignedUp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The pre-checks saw a stale picture (Bob was paid meanwhile): the unit of work refuses, with the
+    """The decision did not foresee it (as if it saw a stale picture): the ledger refuses, with the
     payer's own shortfall first and otherwise without the recipient's limit or tier."""
     ctx = client.app.state.container.identity  # type: ignore[attr-defined]
     alice_pays = Principal(PrincipalKind.USER, alice.user_id, alice.user_id, device_trusted=True)
     request = TransferRequest(alice.wallet_id, 40_000, "CNY", to_wallet_id=bob.wallet_id)
     fund(client, bob, bob.wallet_id, 970_000)
-    # The decision before step-up saw nothing wrong: only the unit of work's decision refuses.
-    monkeypatch.setattr(transfers, "approved_or_raise", _approve_anyway)
+    # The pipeline's decision sees nothing wrong: only the ledger's own checks refuse.
+    monkeypatch.setattr(pipeline, "decide", _approve_anyway)
 
     with pytest.raises(QianbaoError) as broke:
         send_transfer(ctx, alice_pays, request, idempotency_key="stale-1")

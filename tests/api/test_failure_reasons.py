@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from qianbao.error_codes import BY_CODE
 from qianbao.ledger.model import AccountStatus
-from qianbao.ledger.queries import LedgerReader
 from tests.api.test_wallets_and_transfers import container, funded, money
 from tests.support.api import SignedUp, new_phone
+from tests.support.ledger import shown_open
 
 ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}
 EN = {"Accept-Language": "en-GB,en;q=0.9"}
@@ -173,14 +173,7 @@ def test_a_ledger_decline_is_referenced_by_its_transfer_id(
     """A decline that reached the ledger has a failed transfer on record: that id is the reference, in
     the body and in every replay of the same Idempotency-Key."""
     funded(client, alice, 40_000)
-    real_lookup = LedgerReader.lookup_accounts_in  # the pre-checks' balance read
-
-    def frozen_after_checks(self: LedgerReader, conn: Any, ids: Any) -> Any:
-        found = real_lookup(self, conn, ids)
-        container(client).ledger.set_account_status(bob.wallet_id, AccountStatus.FROZEN)
-        return found
-
-    monkeypatch.setattr(LedgerReader, "lookup_accounts_in", frozen_after_checks)
+    shown_open(monkeypatch, container(client).ledger, bob.wallet_id)  # the ledger has the last word
     first = transfer(client, alice, money(30_000), {"wallet_id": bob.wallet_id}, ZH, key="frozen-payee")
     monkeypatch.undo()
 

@@ -16,7 +16,6 @@ from sqlalchemy import func, select, update
 from qianbao.identity.model import Principal, PrincipalKind
 from qianbao.identity.tables import limit_usage, users
 from qianbao.ledger.model import AccountStatus
-from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.verify import verify_ledger
 from qianbao.payments.errors import PaymentDeclined
 from qianbao.payments.tables import transfers
@@ -26,6 +25,7 @@ from qianbao.store.idempotency_tables import idempotency_keys
 from qianbao.store.outbox import outbox
 from tests.api.test_kyc import valid_id_number
 from tests.support.api import SignedUp, api_client, make_settings, new_phone, sign_up
+from tests.support.ledger import shown_open
 
 PIN = "740285"
 
@@ -564,15 +564,8 @@ def test_a_ledger_decline_is_recorded_and_releases_the_daily_reservation(
     funded(client, alice, 40_000)
     ctx = container(client).identity
     principal = Principal(PrincipalKind.USER, alice.user_id, alice.user_id, device_trusted=True)
-    # Bob's wallet is frozen after the checks, before the unit of work: the ledger has the last word.
-    real_lookup = LedgerReader.lookup_accounts_in  # the pre-checks' balance read
-
-    def frozen_after_checks(self: LedgerReader, conn: Any, ids: Any) -> Any:
-        found = real_lookup(self, conn, ids)
-        container(client).ledger.set_account_status(bob.wallet_id, AccountStatus.FROZEN)
-        return found
-
-    monkeypatch.setattr(LedgerReader, "lookup_accounts_in", frozen_after_checks)
+    # Bob's wallet is frozen, but the decision is shown it open: the ledger has the last word.
+    shown_open(monkeypatch, container(client).ledger, bob.wallet_id)
     request = TransferRequest(alice.wallet_id, 30_000, "CNY", to_wallet_id=bob.wallet_id)
     with pytest.raises(PaymentDeclined) as declined:
         send_transfer(ctx, principal, request, idempotency_key="declined")

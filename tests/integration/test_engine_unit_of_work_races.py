@@ -4,7 +4,8 @@ Each test holds a first unit of work open at a chosen point (inside a hook that 
 taken) until a second transaction is seen waiting for a lock (pg_stat_activity), then lets it commit:
 no sleeps, no timing. They guard three things the decision core's unit of work must keep:
   - a retry with the same Idempotency-Key that overlapped its first attempt replays that payment, even
-    when the first attempt took the whole balance (P2P and merchant payments);
+    when the first attempt took the whole balance (P2P through the payment pipeline, the retry reaching
+    another worker's pipeline; merchant payments);
   - a merchant payment locks every account its ledger chain touches, the fee account included, in one
     id-ordered step, so a refund to the same customer at the same moment cannot deadlock with it.
 """
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from qianbao.bootstrap import Container
+from qianbao.bootstrap import Container, build_container
 from qianbao.errors import QianbaoError
 from qianbao.payments.funding import sandbox_fund
 from qianbao.payments.merchant_payments import PaymentPlan, run_payment
@@ -87,9 +88,16 @@ def test_a_p2p_retry_overlapping_its_first_attempt_replays_it(container: Contain
     )
     while hold.calls == 0 and first.is_alive():  # the first attempt is inside its unit of work
         first.join(0.01)
-    second = _in_thread(results, "retry", lambda: send_transfer(ctx, payer, request, idempotency_key="k1"))
-    first.join(60)
-    second.join(60)
+    # The retry reaches another worker (its own pipeline): only the database orders the two.
+    other = build_container(container.settings)
+    try:
+        second = _in_thread(
+            results, "retry", lambda: send_transfer(other.identity, payer, request, idempotency_key="k1")
+        )
+        first.join(60)
+        second.join(60)
+    finally:
+        other.close()
     assert results["first"][0] == "ok"
     assert results["retry"][0] == "ok", results["retry"]
     assert results["retry"][1].id == results["first"][1].id

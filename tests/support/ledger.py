@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+from sqlalchemy import Connection
+
 from qianbao.ledger.engine import LedgerEngine
-from qianbao.ledger.model import AccountSpec, NormalBalance, ResultCode, TransferSpec
+from qianbao.ledger.model import Account, AccountSpec, AccountStatus, NormalBalance, ResultCode, TransferSpec
 from tests.conftest import unique
 
 
@@ -25,3 +28,20 @@ def open_accounts(engine: LedgerEngine, count: int, *, funded: int = 0, currency
         outcome = engine.create_transfers(transfers, group_ends=range(len(transfers)))
         assert all(r.code is ResultCode.OK for r in outcome), outcome
     return funding, wallets
+
+
+def shown_open(monkeypatch: pytest.MonkeyPatch, engine: LedgerEngine, wallet_id: str) -> None:
+    """Freeze the wallet's account, but show it open to the payment pipeline's decision (its locked
+    read of the accounts): only the ledger's own checks then refuse, as if the decision had seen a
+    picture that changed before it was written."""
+    engine.set_account_status(wallet_id, AccountStatus.FROZEN)
+    real_lock = LedgerEngine.lock_accounts_in
+
+    def open_to_the_decision(self: LedgerEngine, conn: Connection, ids: list[str]) -> dict[str, Account]:
+        found = real_lock(self, conn, ids)
+        if wallet_id in found:
+            found[wallet_id] = found[wallet_id].copy()
+            found[wallet_id].status = AccountStatus.OPEN
+        return found
+
+    monkeypatch.setattr(LedgerEngine, "lock_accounts_in", open_to_the_decision)

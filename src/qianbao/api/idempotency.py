@@ -28,57 +28,37 @@ import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Executable, bindparam, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, update
 
 from qianbao import invalid
 from qianbao.api.problems import problem
 from qianbao.clock import Clock
-from qianbao.errors import Conflict, IdempotencyKeyReused, QianbaoError
+from qianbao.errors import IdempotencyKeyInUse, IdempotencyKeyReused, QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, PrincipalKind
+from qianbao.payments.engine.orders import Answered, Done, HttpKey
 from qianbao.security.keyring import KeyRing
 from qianbao.store.database import Database
+from qianbao.store.idempotency import (
+    ABANDONED_AFTER_US,
+    BY_KEY,
+    IN_PROGRESS,
+    MAX_KEY_LENGTH,
+    SEAL_CONTEXT,
+    SEALED,
+    STORE,
+    UNBOUND_CODES,
+    KeyClaim,
+    claim_statement,
+)
 from qianbao.store.idempotency_tables import idempotency_keys
 
-IN_PROGRESS = 0
-SEALED = "sealed"
-SEAL_CONTEXT = "idempotency_keys.response"
 SHOWN_TO = "shown_to"  # beside SEALED: the keyed digest of the caller a shown-once secret belongs to
 SHOWN_TO_INDEX = "idempotency.shown_to"
-# A claim this old was abandoned by a crashed worker; money paths are safe to re-run (ledger ids).
-ABANDONED_AFTER_US = 60_000_000
-MAX_KEY_LENGTH = 255
-# Codes that mean "refused before anything was attempted": not bound to the key.
-UNBOUND_CODES = frozenset(
-    {
-        "unauthenticated",
-        "forbidden",
-        "validation_error",
-        "rate_limited",
-        "step_up_required",
-        "service_unavailable",
-        "internal_error",
-        "not_found",
-        "idempotency_key_in_use",
-        "challenge_invalid",
-        "verification_failed",
-        "weak_password",
-        "weak_pin",
-        "signature_invalid",
-        "signature_expired",
-        "signature_malformed",
-    }
-)
-
-
-class IdempotencyKeyInUse(Conflict):
-    code = "idempotency_key_in_use"
 
 
 # For the OpenAPI description of a shown-once field.
@@ -138,12 +118,7 @@ def run_idempotent(
     if key is None:
         status, payload = work()
         return JSONResponse(payload, status_code=status)
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise invalid.because(
-            "idempotency_key",
-            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
-            params={"max": MAX_KEY_LENGTH},
-        )
+    _check_key(key)
     fingerprint = request_fingerprint(ctx.keys, request.method, request.url.path, body)
     stored = _claim(db, clock, scope, key, fingerprint)
     if stored is not None:
@@ -177,6 +152,53 @@ def run_idempotent(
     return JSONResponse(payload, status_code=status)
 
 
+def pipeline_key(
+    ctx: IdentityContext,
+    request: Request,
+    *,
+    scope: str,
+    key: str | None,
+    body: bytes,
+    render: Callable[[Any], tuple[int, dict[str, Any]]],
+    sealed: bool = True,
+) -> HttpKey | None:
+    """The Idempotency-Key of a payment for the payment pipeline, which claims it and stores its answer
+    in the payment's own batch transaction (`render`: a record's answer). None without a key."""
+    if key is None:
+        return None
+    _check_key(key)
+
+    def render_error(error: QianbaoError) -> tuple[int, dict[str, Any]]:
+        response = problem(request, error.code, error.detail, user_text=error.user_text, **error.extra)
+        return response.status_code, json.loads(bytes(response.body))
+
+    fingerprint = request_fingerprint(ctx.keys, request.method, request.url.path, body)
+    return HttpKey(KeyClaim(scope, key, fingerprint), sealed, render, render_error)
+
+
+def pipeline_response(
+    outcome: Done | Answered, render: Callable[[Any], tuple[int, dict[str, Any]]]
+) -> JSONResponse:
+    """A payment's answer: as stored with its key (a replay, or a bound decline), or of its record."""
+    if isinstance(outcome, Answered):
+        if outcome.problem:
+            return JSONResponse(
+                outcome.payload, status_code=outcome.status, media_type="application/problem+json"
+            )
+        return JSONResponse(outcome.payload, status_code=outcome.status)
+    status, payload = outcome.answer if outcome.answer is not None else render(outcome.record)
+    return JSONResponse(payload, status_code=status)
+
+
+def _check_key(key: str) -> None:
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise invalid.because(
+            "idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
+            params={"max": MAX_KEY_LENGTH},
+        )
+
+
 def _same_caller(ctx: IdentityContext, once: ShownOnce, shown_to: object) -> bool:
     """Is the replaying caller the one the secret was shown to? An answer stored without a caller (before
     this rule, or for nobody) shows its secret to no one."""
@@ -191,13 +213,13 @@ def _claim(db: Database, clock: Clock, scope: str, key: str, fingerprint: str) -
         # The usual case, a new key, is one statement: claim it unless a row exists (then read that row).
         with db.write() as conn:
             claimed = conn.execute(
-                _claim_statement(conn.dialect.name),
+                claim_statement(conn.dialect.name),
                 {"scope": scope, "key": key, "request_hash": fingerprint, "created_at": now},
             ).first()
         if claimed is not None:
             return None
         with db.read() as conn:
-            row = conn.execute(_BY_KEY, {"scope": scope, "key": key}).first()
+            row = conn.execute(BY_KEY, {"scope": scope, "key": key}).first()
         if row is None:
             continue  # released meanwhile (a refusal before execution): claim it again
         if row.request_hash != fingerprint:
@@ -221,41 +243,9 @@ def _claim(db: Database, clock: Clock, scope: str, key: str, fingerprint: str) -
     raise IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
 
 
-_BY_KEY = select(idempotency_keys).where(
-    idempotency_keys.c.scope == bindparam("scope"), idempotency_keys.c.key == bindparam("key")
-)
-
-
-@cache
-def _claim_statement(dialect: str) -> Executable:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING: a row back means the key is ours. Built once per dialect
-    (every idempotent POST runs it)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert(idempotency_keys)
-        .values(
-            scope=bindparam("scope"),
-            key=bindparam("key"),
-            request_hash=bindparam("request_hash"),
-            status_code=IN_PROGRESS,
-            response={},
-            created_at=bindparam("created_at"),
-        )
-        .on_conflict_do_nothing(index_elements=[idempotency_keys.c.scope, idempotency_keys.c.key])
-        .returning(idempotency_keys.c.created_at)
-    )
-
-
-_STORE = (
-    update(idempotency_keys)
-    .where(idempotency_keys.c.scope == bindparam("w_scope"), idempotency_keys.c.key == bindparam("w_key"))
-    .values(status_code=bindparam("status_code"), response=bindparam("response"))
-)
-
-
 def _store(db: Database, scope: str, key: str, status: int, payload: dict[str, Any]) -> None:
     with db.write() as conn:
-        conn.execute(_STORE, {"w_scope": scope, "w_key": key, "status_code": status, "response": payload})
+        conn.execute(STORE, {"w_scope": scope, "w_key": key, "status_code": status, "response": payload})
 
 
 def _release(db: Database, scope: str, key: str) -> None:

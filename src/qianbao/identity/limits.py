@@ -14,12 +14,13 @@ Days are China Standard Time (UTC+8, no daylight saving), like the e-CNY wallet'
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, bindparam, func, select
+from sqlalchemy import BigInteger, Connection, and_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -198,3 +199,127 @@ def holder_cap(
         return HolderCap(tier, None, 0)
     held = conn.execute(_HELD, {"user_id": user_id, "currency": currency}).scalar_one()
     return HolderCap(tier, limits.balance_cap, int(held))
+
+
+# -- many users at once (the payment pipeline's batches) ------------------------------------------------
+
+_MANY = (
+    select(
+        users.c.id,
+        users.c.kyc_tier,
+        users.c.cooling_off_until,
+        users.c.status,
+        limit_overrides.c.user_id.label("override_user_id"),
+        limit_overrides.c.balance_cap,
+        limit_overrides.c.single_payment,
+        limit_overrides.c.daily_outflow,
+        limit_overrides.c.expires_at,
+    )
+    .select_from(users.outerjoin(limit_overrides, limit_overrides.c.user_id == users.c.id))
+    .order_by(users.c.id)
+)
+
+
+def payers_limits(
+    conn: Connection, settings: Settings, user_ids: Iterable[str], currency: str, now_us: int
+) -> dict[str, tuple[str, PayerLimits]]:
+    """`payer_limits` for many users in one statement."""
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    usage = limit_usage.alias("usage")
+    query = (
+        _MANY.add_columns(usage.c.outflow.label("used_today"))
+        .outerjoin(
+            usage,
+            and_(
+                usage.c.user_id == users.c.id,
+                usage.c.day == local_day(now_us),
+                usage.c.currency == currency,
+            ),
+        )
+        .where(users.c.id.in_(wanted))
+    )
+    found: dict[str, tuple[str, PayerLimits]] = {}
+    for row in conn.execute(query):
+        tier, limits, _cooling = _limits_of(row, settings, now_us)
+        found[str(row.id)] = (str(row.status), PayerLimits(tier, limits, int(row.used_today or 0)))
+    return found
+
+
+def holder_caps(
+    conn: Connection, settings: Settings, user_ids: Iterable[str], currency: str, now_us: int, *, lock: bool
+) -> dict[str, HolderCap]:
+    """`holder_cap` for many users: with `lock`, their rows are locked in id order in one statement (two
+    batches crediting overlapping users queue in one order), then what each holds in one more."""
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    query = _MANY.where(users.c.id.in_(wanted))
+    rows = list(conn.execute(query.with_for_update(of=users) if lock else query))
+    caps: dict[str, tuple[int, int | None]] = {}
+    for row in rows:
+        tier, limits, _cooling = _limits_of(row, settings, now_us)
+        caps[str(row.id)] = (tier, limits.balance_cap)
+    capped = [user_id for user_id, (_tier, cap) in caps.items() if cap is not None]
+    held: dict[str, int] = {}
+    if capped:
+        sums = conn.execute(
+            select(wallets.c.user_id, func.sum(
+                accounts.c.credits_posted + accounts.c.credits_pending - accounts.c.debits_posted
+            ))
+            .select_from(accounts.join(wallets, wallets.c.id == accounts.c.id))
+            .where(wallets.c.user_id.in_(capped), accounts.c.currency == currency)
+            .group_by(wallets.c.user_id)
+        )  # fmt: skip
+        held = {str(user_id): int(total or 0) for user_id, total in sums}
+    return {
+        user_id: HolderCap(tier, cap, held.get(user_id, 0) if cap is not None else 0)
+        for user_id, (tier, cap) in caps.items()
+    }
+
+
+def add_outflows(
+    conn: Connection,
+    payers: Mapping[str, PayerLimits],
+    payments: Sequence[tuple[str, int]],
+    currency: str,
+    now_us: int,
+) -> dict[str, Finding]:
+    """Count approved spending (`payments`: payer's user id, amount) toward today, in one statement: an
+    upsert adding to each payer's row (in id order), returning the new totals. `payers` are the limits
+    the batch decided on. A total past its limit means another transaction counted meanwhile (the
+    batch's view was stale): its daily-limit finding is returned, and the caller must roll back."""
+    spent: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for user_id, amount in payments:
+        spent[user_id] = spent.get(user_id, 0) + amount
+        count[user_id] = count.get(user_id, 0) + 1
+    counted = sorted(spent.items())
+    if not counted:
+        return {}
+    day = local_day(now_us)
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(limit_usage)
+    upsert = insert.on_conflict_do_update(
+        index_elements=[limit_usage.c.user_id, limit_usage.c.day, limit_usage.c.currency],
+        set_={
+            "outflow": limit_usage.c.outflow + insert.excluded.outflow,
+            "payments": limit_usage.c.payments + insert.excluded.payments,
+        },
+    ).returning(limit_usage.c.user_id, limit_usage.c.outflow)
+    rows = [
+        {"user_id": u, "day": day, "currency": currency, "outflow": amount, "payments": count[u]}
+        for u, amount in counted
+    ]
+    refused: dict[str, Finding] = {}
+    for user_id, total in conn.execute(upsert.values(rows)):
+        limits = payers[str(user_id)]
+        daily = limits.limits.daily_outflow
+        if daily is not None and int(total) > daily:
+            amount = spent[str(user_id)]
+            before = PayerLimits(limits.tier, limits.limits, int(total) - amount)
+            refused[str(user_id)] = daily_limit(before, amount) or Finding(
+                "limit_exceeded_daily", {"tier": limits.tier, "limit": daily, "remaining": 0}
+            )
+    return refused

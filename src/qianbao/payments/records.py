@@ -70,27 +70,30 @@ def record_by_ledger_id(ctx: IdentityContext, ledger_id: str) -> TransferRecord 
         return records_by_ledger_ids(conn, ctx.keys, [ledger_id]).get(ledger_id)
 
 
+def record_row(keys: KeyRing, record: TransferRecord, scope: str, key: str | None) -> dict[str, Any]:
+    """The record as a row of `transfers` (the memo encrypted; the key bound, if there is one)."""
+    return {
+        "id": record.id,
+        "ledger_transfer_id": record.ledger_transfer_id,
+        "from_wallet_id": record.from_wallet_id,
+        "to_wallet_id": record.to_wallet_id,
+        "from_user_id": record.from_user_id,
+        "to_user_id": record.to_user_id,
+        "amount": record.amount,
+        "currency": record.currency,
+        "memo_cipher": None if record.memo is None else keys.encrypt(record.memo, context=MEMO_CONTEXT),
+        "status": record.status,
+        "failure_code": record.failure_code,
+        "created_at": record.created_at,
+        "idempotency_scope": scope if key is not None else None,
+        "idempotency_key": key,
+    }
+
+
 def insert_record(
     conn: Connection, keys: KeyRing, record: TransferRecord, scope: str, key: str | None
 ) -> None:
-    conn.execute(
-        insert(transfers).values(
-            id=record.id,
-            ledger_transfer_id=record.ledger_transfer_id,
-            from_wallet_id=record.from_wallet_id,
-            to_wallet_id=record.to_wallet_id,
-            from_user_id=record.from_user_id,
-            to_user_id=record.to_user_id,
-            amount=record.amount,
-            currency=record.currency,
-            memo_cipher=None if record.memo is None else keys.encrypt(record.memo, context=MEMO_CONTEXT),
-            status=record.status,
-            failure_code=record.failure_code,
-            created_at=record.created_at,
-            idempotency_scope=scope if key is not None else None,
-            idempotency_key=key,
-        )
-    )
+    conn.execute(insert(transfers).values(record_row(keys, record, scope, key)))
 
 
 def transfer_event(record: TransferRecord) -> OutboxEvent:

@@ -9,7 +9,7 @@ even if the budget is changed during the month.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Connection, and_, case, select, update
@@ -114,6 +114,65 @@ def add_spending(
         return []
     conn.execute(update(table).where(_key(wallet_id, month)).values(notified=thresholds[-1]))
     return [threshold_event(user_id, wallet_id, t, budget.amount, spent, currency, month) for t in thresholds]
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """Approved spending from one wallet (the batch's sum), with the budget it was decided under."""
+
+    user_id: str
+    wallet_id: str
+    amount: int
+    currency: str
+    budget: Budget | None
+
+
+def add_spendings(
+    conn: Connection, spends: Sequence[Spend], now_us: int
+) -> tuple[list[OutboxEvent], dict[str, Finding]]:
+    """`add_spending` for many wallets (one per wallet) in one statement: an upsert adding to each
+    wallet's month (in id order), returning the new totals. A blocking budget's total past its amount
+    means another transaction spent meanwhile (the caller's view was stale): its `budget_exceeded`
+    finding is returned by wallet id and the caller must roll back. Otherwise the threshold events."""
+    ordered = sorted((s for s in spends if s.amount > 0), key=lambda s: s.wallet_id)
+    if not ordered:
+        return [], {}
+    month = month_of(now_us)
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    table = wallet_budget_months
+    insert = dialect.insert(table)
+    upsert = insert.on_conflict_do_update(
+        index_elements=[table.c.wallet_id, table.c.month],
+        set_={"spent": table.c.spent + insert.excluded.spent},
+    ).returning(table.c.wallet_id, table.c.spent, table.c.notified)
+    rows = [{"wallet_id": s.wallet_id, "month": month, "spent": s.amount, "notified": 0} for s in ordered]
+    by_wallet = {s.wallet_id: s for s in ordered}
+    events: list[OutboxEvent] = []
+    refused: dict[str, Finding] = {}
+    for wallet_id, total, notified in conn.execute(upsert.values(rows)):
+        spend = by_wallet[str(wallet_id)]
+        budget = spend.budget
+        if budget is None:
+            continue
+        spent = int(total)
+        if budget.on_limit == "block" and spent > budget.amount:
+            finding = monthly_budget(
+                WalletSettings(spend.wallet_id, budget=budget), spent - spend.amount, spend.amount
+            )
+            refused[spend.wallet_id] = finding or Finding(
+                "budget_exceeded", {"budget": budget.amount, "spent": spent}
+            )
+            continue
+        thresholds = crossed(int(notified), spent, budget.amount)
+        if thresholds:
+            conn.execute(update(table).where(_key(spend.wallet_id, month)).values(notified=thresholds[-1]))
+            events += [
+                threshold_event(
+                    spend.user_id, spend.wallet_id, t, budget.amount, spent, spend.currency, month
+                )
+                for t in thresholds
+            ]
+    return events, refused
 
 
 def _refusal(conn: Connection, wallet_id: str, month: str, budget: Budget, amount: int) -> Finding:

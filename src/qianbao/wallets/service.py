@@ -129,10 +129,15 @@ def wallet_row(conn: Connection, wallet_id: str) -> WalletRow | None:
     return wallet_rows(conn, [wallet_id]).get(wallet_id)
 
 
+def no_such_wallet() -> NotFound:
+    """A wallet that is not the caller's: someone else's wallet is "not found" too (API.md)."""
+    return NotFound("no such wallet", user_text=user_text("not_found", "wallet"))
+
+
 def own_wallet_row(conn: Connection, user_id: str, wallet_id: str) -> WalletRow:
     row = wallet_row(conn, wallet_id)
-    if row is None or row.user_id != user_id:  # someone else's wallet is "not found" too (API.md)
-        raise NotFound("no such wallet", user_text=user_text("not_found", "wallet"))
+    if row is None or row.user_id != user_id:
+        raise no_such_wallet()
     return row
 
 

@@ -23,6 +23,7 @@ but is still refused by a lock (`own_move=True` checks only the lock). Wallets t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
@@ -34,7 +35,15 @@ from qianbao.wallets.model import WalletSettings
 from qianbao.wallets.settings import settings_from_row
 from qianbao.wallets.tables import wallet_settings, wallets
 
-__all__ = ["SpendState", "after_credit", "record_spend", "record_unspend", "source_state"]
+__all__ = [
+    "SpendState",
+    "after_credit",
+    "after_credits",
+    "record_spend",
+    "record_unspend",
+    "source_state",
+    "source_states",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +123,49 @@ def after_credit(conn: Connection, wallet_id: str, now_us: int) -> list[OutboxEv
     if wallet is None:
         return []
     return goals.check_goal(conn, wallet.user_id, wallet.currency, wallet.settings, now_us)
+
+
+# -- many wallets at once (the payment pipeline's batches) ----------------------------------------------
+
+
+def _wallets(conn: Connection, wallet_ids: Iterable[str]) -> dict[str, _Wallet]:
+    wanted = sorted(set(wallet_ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        select(wallets.c.id.label("the_wallet_id"), wallets.c.user_id, wallets.c.currency, wallet_settings)
+        .select_from(wallets.outerjoin(wallet_settings, wallet_settings.c.wallet_id == wallets.c.id))
+        .where(wallets.c.id.in_(wanted))
+    )
+    return {
+        str(row.the_wallet_id): _Wallet(
+            str(row.user_id),
+            str(row.currency),
+            None if row.wallet_id is None else settings_from_row(row._mapping),
+        )
+        for row in rows
+    }
+
+
+def source_states(conn: Connection, wallet_ids: Iterable[str], now_us: int) -> dict[str, SpendState]:
+    """`source_state` for many wallets: two statements whatever their number."""
+    found = _wallets(conn, wallet_ids)
+    blocking = [
+        wallet_id
+        for wallet_id, w in found.items()
+        if w.settings is not None and w.settings.budget is not None and w.settings.budget.on_limit == "block"
+    ]
+    spent = budgets.spent_in(conn, blocking, budgets.month_of(now_us)) if blocking else {}
+    return {
+        wallet_id: SpendState(w.user_id, w.currency, w.settings, spent.get(wallet_id, 0))
+        for wallet_id, w in found.items()
+    }
+
+
+def after_credits(conn: Connection, wallet_ids: Iterable[str], now_us: int) -> list[OutboxEvent]:
+    """`after_credit` for many wallets: one statement, and one more per goal that may just be reached."""
+    events: list[OutboxEvent] = []
+    for wallet in _wallets(conn, wallet_ids).values():
+        if wallet.settings is not None and wallet.settings.goal is not None:
+            events += goals.check_goal(conn, wallet.user_id, wallet.currency, wallet.settings, now_us)
+    return events

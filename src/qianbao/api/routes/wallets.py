@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 
 from qianbao.api import request_errors
 from qianbao.api.deps import Body, CurrentUser, Identity, Info
-from qianbao.api.idempotency import run_idempotent
+from qianbao.api.idempotency import pipeline_key, pipeline_response, run_idempotent
 from qianbao.api.problems import language
 from qianbao.clock import rfc3339
 from qianbao.errors import NotFound
@@ -388,22 +388,17 @@ def create_transfer(
         memo=body.memo,
     )
 
-    def work() -> tuple[int, dict[str, Any]]:
-        record = payments.send_transfer(
-            ctx, principal, request_data, idempotency_key=idempotency_key, step_up=step_up
-        )
+    def render(record: Any) -> tuple[int, dict[str, Any]]:
         return 201, transfer_json(record)
 
     # The answer holds the memo (personal data): stored encrypted, opened again for a replay.
-    return run_idempotent(
-        ctx,
-        request,
-        scope=principal.scope,
-        key=idempotency_key,
-        body=raw,
-        work=work,
-        sealed=True,
+    http = pipeline_key(
+        ctx, request, scope=principal.scope, key=idempotency_key, body=raw, render=render, sealed=True
     )
+    order = payments.transfer_order(
+        ctx, principal, request_data, idempotency_key=idempotency_key, step_up=step_up, http=http
+    )
+    return pipeline_response(payments.submit_order(ctx, order), render)
 
 
 @router.get("/v1/transfers/{transfer_id}", response_model=TransferOut, response_model_exclude_unset=True)

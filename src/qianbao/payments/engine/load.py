@@ -1,8 +1,9 @@
 """The state `decide` needs, read in the caller's transaction.
 
-Before step-up it is read without locks; inside the unit of work the recipients' user rows are locked
-first (`holder_cap(lock=True)`), so concurrent credits to one user queue and each sees the others, then
-the ledger accounts (in id order, as the ledger itself locks them).
+One statement per table for any number of requests (a batch of the payment pipeline, or one request).
+Before step-up it is read without locks; with locks the recipients' user rows are locked first
+(`holder_caps(lock=True)`), so concurrent credits to one user queue and each sees the others, then the
+ledger accounts (in id order, as the ledger itself locks them).
 The daily limit and blocking budgets are held under concurrency by their conditional writes
 (`identity.limits.reserve_outflow`, `wallets.spending.record_spend`), the balances by the ledger.
 """
@@ -15,24 +16,27 @@ from sqlalchemy import Connection, select
 
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.limit_rules import HolderCap
-from qianbao.identity.limits import holder_cap, payer_limits
+from qianbao.identity.limits import holder_caps, payers_limits
 from qianbao.ledger.queries import LedgerReader
 from qianbao.payments.engine.facts import Books, Kind, Payer, PaymentRequest, SourceWallet, TargetWallet
 from qianbao.payments.tables import transfers
 from qianbao.wallets import spending
 
 
-def _paid_before(conn: Connection, payer_user_id: str, payee_user_id: str) -> bool:
-    earlier = conn.execute(
-        select(transfers.c.id)
+def _known_payees(conn: Connection, pairs: set[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    """Which (payer, payee) pairs have a successful payment already: one statement for all of them."""
+    if not pairs:
+        return frozenset()
+    rows = conn.execute(
+        select(transfers.c.from_user_id, transfers.c.to_user_id)
         .where(
-            transfers.c.from_user_id == payer_user_id,
-            transfers.c.to_user_id == payee_user_id,
+            transfers.c.from_user_id.in_(sorted({p for p, _ in pairs})),
+            transfers.c.to_user_id.in_(sorted({q for _, q in pairs})),
             transfers.c.status == "succeeded",
         )
-        .limit(1)
-    ).first()
-    return earlier is not None
+        .distinct()
+    )
+    return frozenset((str(a), str(b)) for a, b in rows) & frozenset(pairs)
 
 
 def load_books(
@@ -45,38 +49,38 @@ def load_books(
     lock: bool,
     also_lock: Sequence[str] = (),
 ) -> Books:
-    """The books for `requests`, whose recipients (already resolved) are `targets`. `also_lock` names
-    the other accounts the unit of work's ledger chain touches (the fee account): locking them all in one
-    id-ordered step, as the ledger does, is what keeps two units of work from waiting on each other."""
+    """The books for `requests`, whose recipients (already resolved) are `targets`, in one statement per
+    table however many requests there are. `also_lock` names the other accounts the ledger chains touch
+    (the fee account): locking them all in one id-ordered step, as the ledger does, is what keeps two
+    units of work (or batches) from waiting on each other. The order: the recipients' user rows (their
+    balance caps), then the accounts, then what is read without locks."""
     by_id = {t.wallet_id: t for t in targets}
-    payers: dict[str, Payer] = {}
-    sources: dict[str, SourceWallet] = {}
-    holders: dict[str, HolderCap] = {}
-    known: set[tuple[str, str]] = set()
+    capped: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
     for request in requests:
-        if request.payer_user_id not in payers:
-            status, limits = payer_limits(conn, ctx.settings, request.payer_user_id, request.currency, now)
-            payers[request.payer_user_id] = Payer(request.payer_user_id, status, limits)
-        if request.source_wallet_id not in sources:
-            state = spending.source_state(conn, request.source_wallet_id, now)
-            assert state is not None  # noqa: S101 - the caller loaded the payer's own wallet
-            sources[request.source_wallet_id] = SourceWallet(
-                request.source_wallet_id, state.user_id, state.currency, state.settings, state.month_spent
-            )
         target = None if request.target_wallet_id is None else by_id.get(request.target_wallet_id)
         if request.kind is not Kind.P2P or target is None or target.user_id == request.payer_user_id:
             continue
-        if target.user_id not in holders:
-            cap = holder_cap(conn, ctx.settings, target.user_id, target.currency, now, lock=lock)
-            if cap is not None:
-                holders[target.user_id] = cap
-        pair = (request.payer_user_id, target.user_id)
+        capped.add(target.user_id)
         # Only the step-up policy asks whether the payee is new: not once the proof is in hand.
-        if not request.stepped_up and pair not in known and _paid_before(conn, *pair):
-            known.add(pair)
-    account_ids = sorted({*sources, *by_id, *(also_lock if lock else ())})
+        if not request.stepped_up:
+            pairs.add((request.payer_user_id, target.user_id))
+    holders: dict[str, HolderCap] = {}
+    for code in sorted({r.currency for r in requests}):  # one currency, but a batch could mix them
+        holders |= holder_caps(conn, ctx.settings, capped, code, now, lock=lock)
+    source_ids = {r.source_wallet_id for r in requests}
+    account_ids = sorted({*source_ids, *by_id, *(also_lock if lock else ())})
     if lock:  # locked in id order, as the ledger locks them: the balances decided on are the ones written
         accounts = ctx.ledger.lock_accounts_in(conn, account_ids)
     else:
         accounts = LedgerReader(ctx.db).lookup_accounts_in(conn, account_ids)
-    return Books(payers, sources, by_id, accounts, holders, frozenset(known))
+    # Read after the locks: a batch paying from the same wallet committed before they were granted.
+    payers: dict[str, Payer] = {}
+    for code in sorted({r.currency for r in requests}):
+        found = payers_limits(conn, ctx.settings, {r.payer_user_id for r in requests}, code, now)
+        payers |= {user_id: Payer(user_id, status, limits) for user_id, (status, limits) in found.items()}
+    sources = {
+        wallet_id: SourceWallet(wallet_id, state.user_id, state.currency, state.settings, state.month_spent)
+        for wallet_id, state in spending.source_states(conn, source_ids, now).items()
+    }
+    return Books(payers, sources, by_id, accounts, holders, _known_payees(conn, pairs))

@@ -1,0 +1,131 @@
+"""What the payment pipeline takes and gives back: orders (one payment asked for), the way each kind of
+payment is staged and written (a `Flow`), and the outcomes.
+
+An order is parsed and validated input only: everything read from the database for it (the
+Idempotency-Key's record, the wallets, the recipient, the books) is read inside its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
+
+from qianbao.errors import QianbaoError
+from qianbao.identity.context import IdentityContext
+from qianbao.identity.model import Principal
+from qianbao.ledger.model import TransferSpec
+from qianbao.payments.engine.facts import Books, PaymentRequest, TargetWallet
+from qianbao.store.idempotency import KeyClaim
+from qianbao.store.outbox import OutboxEvent
+
+
+@dataclass(frozen=True, slots=True)
+class HttpKey:
+    """An HTTP request's Idempotency-Key: claimed in the batch, and its answer stored before the same
+    COMMIT. `render` makes the success answer of a record, `render_error` the problem of a decline."""
+
+    claim: KeyClaim
+    sealed: bool
+    render: Callable[[Any], tuple[int, dict[str, Any]]]
+    render_error: Callable[[QianbaoError], tuple[int, dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One payment asked for. `key` binds the record (and derives `ledger_id`); `http` is set when the
+    HTTP layer's Idempotency-Key record is the pipeline's to claim and answer."""
+
+    flow: Flow
+    principal: Principal
+    payload: Any  # the flow's own parsed input
+    ledger_id: str
+    key: str | None = None
+    step_up: str | None = None  # the Step-Up header: a proved challenge to spend
+    http: HttpKey | None = None
+    hook: Callable[[Connection, Any], None] | None = None  # runs after the record is written
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """An order with its state resolved: the engine's request, its recipient (None: not found), the
+    other accounts its chain touches, and what the flow needs to write it."""
+
+    order: Order
+    request: PaymentRequest
+    target: TargetWallet | None
+    also_lock: tuple[str, ...] = ()
+    refusal: QianbaoError | None = None  # the recipient's own refusal (a receive code), if not found
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """An order whose record exists already (same ledger id): answered from the record."""
+
+    record: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A payment written, or an earlier one replayed: the record, and the HTTP answer stored with it."""
+
+    record: Any
+    answer: tuple[int, dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """An HTTP answer replayed from the Idempotency-Key record (`problem`: a bound refusal)."""
+
+    status: int
+    payload: Any
+
+    @property
+    def problem(self) -> bool:
+        return self.status >= 400
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsStepUp:
+    """Approved, but fresh proof is needed first: the caller creates the challenge (`401`)."""
+
+    reasons: tuple[str, ...]
+    params: Mapping[str, Any]
+
+
+Outcome = Done | Answered | NeedsStepUp
+
+
+class Flow(Protocol):
+    """One kind of payment: how its orders are staged and how its records are written."""
+
+    what: str  # "transfer", "payment": the object a reused key is told about
+
+    def stage(
+        self, ctx: IdentityContext, conn: Connection, orders: Sequence[Order], now: int
+    ) -> list[Staged | Replay | QianbaoError]: ...
+
+    def existing(self, ctx: IdentityContext, conn: Connection, ledger_ids: Sequence[str]) -> dict[str, Any]:
+        """The records already bound to these ledger ids (by ledger id): an earlier attempt's outcome."""
+        ...
+
+    def step_up_params(self, staged: Staged) -> dict[str, Any]: ...
+
+    def chain(self, staged: Staged) -> list[TransferSpec]: ...
+
+    def record(self, staged: Staged, now: int, failure: QianbaoError | None) -> Any: ...
+
+    def declined(self, staged: Staged, error: QianbaoError, record: Any, books: Books) -> QianbaoError:
+        """The decline's error as answered: with the failed record's id (and what else it may tell)."""
+        ...
+
+    def replay(self, record: Any) -> Any:
+        """A record found again: itself, or (a recorded decline) the error raised again."""
+        ...
+
+    def write(
+        self, ctx: IdentityContext, conn: Connection, written: Sequence[tuple[Staged, Any]]
+    ) -> list[OutboxEvent]: ...

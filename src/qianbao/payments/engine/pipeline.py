@@ -1,0 +1,488 @@
+"""The payment pipeline: every payment is an order in a batch, and a batch is ONE transaction.
+
+    orders ──► GroupCommitter (store/group_commit.py: the callers take turns writing a batch)
+                 │
+                 ▼  one transaction, one statement per table for the whole batch
+       1. Idempotency-Key claims (sorted)      store.idempotency.claim_keys   → replays, reused keys
+       2. stage: wallets, recipients          Flow.stage (per kind)          → refusals
+       3. load with locks: recipients' user    engine.load.load_books
+          rows, then every account in id order,
+          then limits, budgets, known payees;
+          the records of keyed orders          Flow.existing                  → replays
+       4. decide each order in turn over the   engine.decide.decide + facts.books_after
+          running books; spend step-up passes     (declines decided in memory: no rollback)
+       5. the ledger: every approved chain      LedgerEngine.apply_in
+       6. today's outflow, the months' budgets  identity.limits.add_outflows, wallets.budgets
+          (totals checked: stale → retry)         .add_spendings, wallets.spending.after_credits
+       7. records (paid and declined), hooks,   Flow.write, store.outbox
+          outbox events
+       8. answers bound to their keys; keys     store.idempotency.store_answers / release_keys
+          refused before anything was tried freed
+       COMMIT, then every caller of the batch gets its outcome.
+
+A decline never rolls back its neighbours: it is decided in memory and recorded in the same batch. A
+database error, a stale total (another process counted meanwhile) or a ledger refusal the decision did
+not foresee rolls the batch back; it is retried, and if it still fails its orders run one by one, each
+as a batch of one, where that refusal is answered for the one order it concerns. Correctness comes
+from the database (row locks, the primary keys of idempotency records and ledger transfers, the
+totals checked after the upserts), never from a lock in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import Connection
+
+from qianbao.errors import IdempotencyKeyInUse, IdempotencyKeyReused, QianbaoError, ServiceUnavailable
+from qianbao.identity import stepup
+from qianbao.identity.context import IdentityContext
+from qianbao.identity.limits import add_outflows
+from qianbao.ledger.model import ResultCode, TransferSpec
+from qianbao.payments.engine.decide import Approve, Decline, decide
+from qianbao.payments.engine.declines import error_for
+from qianbao.payments.engine.facts import Books, books_after
+from qianbao.payments.engine.load import load_books
+from qianbao.payments.engine.orders import (
+    Answered,
+    Done,
+    NeedsStepUp,
+    Order,
+    Outcome,
+    Replay,
+    Staged,
+)
+from qianbao.payments.engine.rules import ledger_finding
+from qianbao.store.errors import DATABASE_ERRORS, is_retryable
+from qianbao.store.group_commit import GroupCommitter
+from qianbao.store.idempotency import (
+    ABANDONED_AFTER_US,
+    UNBOUND_CODES,
+    Answer,
+    KeyId,
+    StoredKey,
+    claim_keys,
+    release_keys,
+    seal,
+    store_answers,
+    take_over,
+    unseal,
+)
+from qianbao.store.outbox import OutboxEvent
+from qianbao.wallets import budgets, spending
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 4  # a batch's tries before its orders run one by one
+Result = Outcome | BaseException
+
+
+class _Retry(Exception):  # noqa: N818 - control flow: roll the batch back and run it again
+    """The batch's view was stale (another transaction counted meanwhile), or the ledger refused what
+    the decision approved: roll back and try again (or one by one)."""
+
+
+def pipeline(ctx: IdentityContext) -> GroupCommitter[Order, Outcome]:
+    """The process's pipeline for this context (built on first use: it has no thread of its own)."""
+    found: GroupCommitter[Order, Outcome] | None = getattr(ctx, "_payment_pipeline", None)
+    if found is None:
+        found = GroupCommitter(lambda orders: process(ctx, orders), max_batch=ctx.settings.payment_batch_max)
+        object.__setattr__(ctx, "_payment_pipeline", found)
+    return found
+
+
+def submit(ctx: IdentityContext, order: Order) -> Outcome:
+    """Pay (or replay) one order through the pipeline; raises what the order is refused with."""
+    return pipeline(ctx).run(order)
+
+
+def process(ctx: IdentityContext, orders: Sequence[Order]) -> list[Result]:
+    """A batch: one transaction for all, retried; if it keeps failing, each order alone."""
+    failure: BaseException | None = None
+    for _attempt in range(ATTEMPTS if len(orders) > 1 else 1):
+        try:
+            return _run(ctx, orders)
+        except _Retry as exc:
+            failure = exc
+        except DATABASE_ERRORS as exc:
+            if not is_retryable(exc):
+                failure = exc
+                break
+            failure = exc
+    if len(orders) > 1:
+        log.info("a payment batch of %d is run one by one (%s)", len(orders), type(failure).__name__)
+        return [_alone(ctx, order) for order in orders]
+    return [_alone(ctx, orders[0], tried=failure)]
+
+
+def _alone(ctx: IdentityContext, order: Order, *, tried: BaseException | None = None) -> Result:
+    """One order as a batch of one, with the usual retries; its error, if it still fails, is its own."""
+    attempts = ATTEMPTS - (1 if tried is not None else 0)
+    failure = tried
+    for _attempt in range(attempts):
+        try:
+            return _run(ctx, [order], alone=True)[0]
+        except _Retry as exc:
+            failure = exc
+        except DATABASE_ERRORS as exc:
+            if not is_retryable(exc):
+                return exc
+            failure = exc
+        except Exception as exc:  # noqa: BLE001 - this order's own error: answered to its caller
+            return exc
+    log.warning("a payment could not be written after %d attempts: %r", ATTEMPTS, failure)
+    return ServiceUnavailable(
+        "the payment could not be completed now; try again with the same Idempotency-Key"
+    )
+
+
+# -- one attempt -----------------------------------------------------------------------------------
+
+
+class _Batch:
+    """One attempt's state: what each order is answered, and what the batch writes."""
+
+    def __init__(self, orders: Sequence[Order]) -> None:
+        self.orders = orders
+        self.results: list[Result | None] = [None] * len(orders)
+        self.unbound: list[KeyId] = []
+        self.answers: list[tuple[Answer, bool]] = []  # and whether to seal it
+        self.followers: dict[int, int] = {}  # a repeated key in the batch: index → the first's index
+        self.taken_over: set[int] = set()  # keys claimed from an abandoned request outside the pipeline
+        self._at = {id(order): i for i, order in enumerate(orders)}
+
+    def index(self, staged: Staged) -> int:
+        return self._at[id(staged.order)]
+
+    def refuse(self, i: int, error: QianbaoError) -> None:
+        """Refused before anything was tried: unbound keys are freed, bound ones keep the problem."""
+        self.results[i] = error
+        http = self.orders[i].http
+        if http is None:
+            return
+        if error.code in UNBOUND_CODES:
+            self.unbound.append(http.claim.id)
+        else:
+            self.bind(i, *http.render_error(error), sealed=False)
+
+    def bind(self, i: int, status: int, payload: dict[str, Any], *, sealed: bool) -> None:
+        http = self.orders[i].http
+        assert http is not None  # noqa: S101 - only HTTP orders are bound
+        self.answers.append((Answer(http.claim.scope, http.claim.key, status, payload), sealed))
+
+
+def _run(ctx: IdentityContext, orders: Sequence[Order], *, alone: bool = False) -> list[Result]:
+    batch = _Batch(orders)
+    with ctx.uow() as uow:
+        conn = uow.conn
+        now = ctx.now()
+        _claim(ctx, conn, batch, now)
+        staged = _stage(ctx, conn, batch, now)
+        books = load_books(
+            ctx,
+            conn,
+            [s.request for s in staged],
+            [s.target for s in staged if s.target is not None],
+            now=now,
+            lock=True,
+            also_lock=sorted({a for s in staged for a in s.also_lock}),
+        )
+        staged = _replays(ctx, conn, batch, staged)
+        approved = _decide(ctx, conn, batch, staged, books, now)
+        approved, declined = _apply_ledger(ctx, conn, batch, approved, alone=alone)
+        counted = _count(conn, approved, books, now)
+        # Each payment's own event before what it caused (a budget threshold, a goal), as subscribers
+        # read them in the outbox's order.
+        for event in _records(ctx, conn, batch, approved, declined, books, now) + counted:
+            uow.emit(event)
+        _answers(ctx, conn, batch)
+        uow.commit()
+    for i, j in batch.followers.items():
+        batch.results[i] = _follow(batch, i, j)
+    return [r if r is not None else RuntimeError("an order was not answered") for r in batch.results]
+
+
+def _claim(ctx: IdentityContext, conn: Connection, batch: _Batch, now: int) -> None:
+    """Claim every HTTP key of the batch at once; answer replays, reused and busy keys."""
+    firsts: dict[KeyId, int] = {}
+    for i, order in enumerate(batch.orders):
+        if order.http is None:
+            continue
+        key_id = order.http.claim.id
+        if key_id in firsts:  # the same key twice in one batch: the later ones follow the first
+            batch.followers[i] = firsts[key_id]
+            continue
+        firsts[key_id] = i
+    stored = claim_keys(conn, [batch.orders[i].http.claim for i in firsts.values()], now)  # type: ignore[union-attr]
+    for key_id, row in stored.items():
+        i = firsts[key_id]
+        answer = _stored_answer(ctx, conn, batch.orders[i], row, now)
+        if answer is None:
+            batch.taken_over.add(i)
+        else:
+            batch.results[i] = answer
+
+
+def _stored_answer(
+    ctx: IdentityContext, conn: Connection, order: Order, row: StoredKey, now: int
+) -> Result | None:
+    """The answer for a key found claimed already (None: it was abandoned, and is now this order's)."""
+    http = order.http
+    assert http is not None  # noqa: S101 - only HTTP orders have claims
+    if row.fingerprint != http.claim.fingerprint:
+        return IdempotencyKeyReused("this Idempotency-Key was used with a different request")
+    if not row.in_progress:
+        return Answered(row.status, unseal(ctx.keys, row.response))
+    # Claimed by a request outside the pipeline that is still running, unless it was abandoned.
+    if now - row.created_at < ABANDONED_AFTER_US:
+        return IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
+    if take_over(conn, http.claim.id, row.created_at, now):
+        return None
+    return IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
+
+
+def _follow(batch: _Batch, i: int, j: int) -> Result:
+    """A repeat of an earlier order's key in the same batch: the same answer, as a replay would give."""
+    first, mine = batch.orders[j], batch.orders[i]
+    assert first.http is not None and mine.http is not None  # noqa: S101 - followers are HTTP orders
+    if first.http.claim.fingerprint != mine.http.claim.fingerprint:
+        return IdempotencyKeyReused("this Idempotency-Key was used with a different request")
+    result = batch.results[j]
+    if isinstance(result, NeedsStepUp) or (isinstance(result, QianbaoError) and result.code in UNBOUND_CODES):
+        return IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
+    if isinstance(result, Done) and result.answer is not None:
+        return Answered(*result.answer)
+    if isinstance(result, QianbaoError):
+        return Answered(*mine.http.render_error(result))
+    return result if result is not None else RuntimeError("an order was not answered")
+
+
+def _stage(ctx: IdentityContext, conn: Connection, batch: _Batch, now: int) -> list[Staged]:
+    """Each flow resolves its orders (one statement per table); refusals and replays are answered."""
+    live = [i for i, r in enumerate(batch.results) if i not in batch.followers and r is None]
+    by_flow: dict[int, list[int]] = {}
+    for i in live:
+        by_flow.setdefault(id(batch.orders[i].flow), []).append(i)
+    staged: dict[int, Staged] = {}
+    for indexes in by_flow.values():
+        flow = batch.orders[indexes[0]].flow
+        for i, found in zip(
+            indexes, flow.stage(ctx, conn, [batch.orders[i] for i in indexes], now), strict=True
+        ):
+            if isinstance(found, QianbaoError):
+                batch.refuse(i, found)
+            elif isinstance(found, Replay):
+                _answer_record(batch, i, found.record, replayed=True)
+            else:
+                staged[i] = found
+    return [staged[i] for i in sorted(staged)]
+
+
+def _replays(ctx: IdentityContext, conn: Connection, batch: _Batch, staged: list[Staged]) -> list[Staged]:
+    """Orders whose ledger id has a record already: an attempt with the same key committed first (an
+    overlapping retry waited for its locks just now). Asked once the locks are held, so the first
+    attempt has committed or rolled back; answered from the record, not decided again."""
+    keyed: dict[int, list[Staged]] = {}
+    for item in staged:
+        if item.order.key is not None:
+            keyed.setdefault(id(item.order.flow), []).append(item)
+    done: set[int] = set()
+    for items in keyed.values():
+        found = items[0].order.flow.existing(ctx, conn, [i.order.ledger_id for i in items])
+        for item in items:
+            record = found.get(item.order.ledger_id)
+            if record is not None:
+                _answer_record(batch, batch.index(item), record, replayed=True)
+                done.add(id(item))
+    return [item for item in staged if id(item) not in done]
+
+
+def _answer_record(batch: _Batch, i: int, record: Any, *, replayed: bool) -> None:
+    """A record as the order's answer: a payment, or (a recorded decline) its error."""
+    order = batch.orders[i]
+    try:
+        shown = order.flow.replay(record) if replayed else record
+    except QianbaoError as error:
+        batch.results[i] = error
+        if order.http is not None:
+            batch.bind(i, *order.http.render_error(error), sealed=False)
+        return
+    answer = None
+    if order.http is not None:
+        answer = order.http.render(shown)
+        batch.bind(i, *answer, sealed=order.http.sealed)
+    batch.results[i] = Done(shown, answer)
+
+
+def _decide(
+    ctx: IdentityContext, conn: Connection, batch: _Batch, staged: Sequence[Staged], books: Books, now: int
+) -> list[tuple[Staged, Approve]]:
+    """Decide each order over the running books; spend the step-up passes. Declines are in memory."""
+    approved: list[tuple[Staged, Approve]] = []
+    policy = ctx.step_up_policy
+    for item in staged:
+        i = batch.index(item)
+        order = item.order
+        request = replace(item.request, stepped_up=order.step_up is not None)
+        decision = decide(request, books, policy, now)
+        if isinstance(decision, Decline):
+            if item.refusal is not None and decision.finding.code == "recipient_not_found":
+                batch.refuse(i, item.refusal)  # the payer's own checks passed: the code is what refuses
+                continue
+            # Answered as the check before step-up always was: bound to the key, not recorded.
+            batch.refuse(i, error_for(decision.finding, request.currency, reveal=decision.own))
+            continue
+        if order.step_up is None and decision.step_up:
+            batch.results[i] = NeedsStepUp(decision.step_up, order.flow.step_up_params(item))
+            if order.http is not None:
+                batch.unbound.append(order.http.claim.id)
+            continue
+        if order.step_up is not None:
+            payer = request.payer_user_id
+            binding = stepup.binding_of("payment", order.flow.step_up_params(item))
+            proof = stepup.StepUpPass(payer, order.step_up, binding, order.principal.session_id)
+            try:
+                stepup.consume(ctx, conn, proof)
+            except QianbaoError as error:  # a conditional update that changed nothing: refused alone
+                batch.refuse(i, error)
+                continue
+        approved.append((item, decision))
+        books = books_after(books, item.request, own=decision.own)
+    return approved
+
+
+def _apply_ledger(
+    ctx: IdentityContext,
+    conn: Connection,
+    batch: _Batch,
+    approved: list[tuple[Staged, Approve]],
+    *,
+    alone: bool,
+) -> tuple[list[tuple[Staged, Approve]], list[tuple[Staged, QianbaoError]]]:
+    """Every approved chain in one ledger call, each chain its own linked group. What the ledger
+    refused (a batch of one only: in a larger batch that means retrying alone) is declined: recorded as
+    a failed payment, as a decline inside the unit of work always was."""
+    declined: list[tuple[Staged, QianbaoError]] = []
+    specs: list[TransferSpec] = []
+    ends: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for item, _decision in approved:
+        chain = item.order.flow.chain(item)
+        spans.append((len(specs), len(chain)))
+        specs.extend(chain)
+        ends.append(len(specs) - 1)
+    if not specs:
+        return approved, declined
+    results = ctx.ledger.apply_in(conn, specs, frozenset(ends))
+    kept: list[tuple[Staged, Approve]] = []
+    for (item, decision), (start, size) in zip(approved, spans, strict=True):
+        mine = results[start : start + size]
+        if all(r.code is ResultCode.OK for r in mine):
+            kept.append((item, decision))
+            continue
+        if not alone:  # the decision over locked books did not foresee it: decide each alone
+            raise _Retry("the ledger refused an approved chain")
+        i = batch.index(item)
+        first = mine[0].code
+        if first is ResultCode.EXISTS:  # an earlier attempt with the same ledger id committed it
+            ledger_id = item.order.ledger_id
+            record = item.order.flow.existing(ctx, conn, [ledger_id]).get(ledger_id)
+            if record is not None:
+                _answer_record(batch, i, record, replayed=True)
+            else:  # the ledger holds it, its record does not (yet): nothing to answer from
+                batch.refuse(i, IdempotencyKeyInUse("this payment is being recorded; try again shortly"))
+            continue
+        failing = next(
+            (r.code for r in mine if r.code not in (ResultCode.OK, ResultCode.LINKED_EVENT_FAILED)), first
+        )
+        if failing is ResultCode.EXISTS_WITH_DIFFERENT_FIELDS:
+            batch.refuse(
+                i,
+                IdempotencyKeyReused(f"this Idempotency-Key was used for a different {item.order.flow.what}"),
+            )
+            continue
+        currency = item.request.currency
+        declined.append((item, error_for(ledger_finding(failing), currency, reveal=decision.own)))
+    return kept, declined
+
+
+def _count(
+    conn: Connection, approved: Sequence[tuple[Staged, Approve]], books: Books, now: int
+) -> list[OutboxEvent]:
+    """Today's outflow and the months' spending, one upsert each for the whole batch; then the goals."""
+    events: list[OutboxEvent] = []
+    for currency in sorted({item.request.currency for item, _ in approved}):
+        mine = [(item, d) for item, d in approved if item.request.currency == currency]
+        spent = [(item.request.payer_user_id, d.spent) for item, d in mine if d.spent]
+        limits = {p: books.payers[p].limits for p, _ in spent}
+        if add_outflows(conn, limits, spent, currency, now):
+            raise _Retry("today's outflow changed since the batch read it")
+        by_wallet: dict[str, int] = {}
+        for item, decision in mine:
+            if decision.spent:
+                wallet_id = item.request.source_wallet_id
+                by_wallet[wallet_id] = by_wallet.get(wallet_id, 0) + decision.spent
+        spends = []
+        for wallet_id, amount in by_wallet.items():
+            source = books.sources[wallet_id]
+            budget = None if source.settings is None else source.settings.budget
+            spends.append(budgets.Spend(source.user_id, wallet_id, amount, currency, budget))
+        budget_events, refused = budgets.add_spendings(conn, spends, now)
+        if refused:
+            raise _Retry("a month's spending changed since the batch read it")
+        events += budget_events
+    credited = {item.target.wallet_id for item, _ in approved if item.target is not None}
+    events += spending.after_credits(conn, credited, now)
+    return events
+
+
+def _records(
+    ctx: IdentityContext,
+    conn: Connection,
+    batch: _Batch,
+    approved: Sequence[tuple[Staged, Approve]],
+    declined: Sequence[tuple[Staged, QianbaoError]],
+    books: Books,
+    now: int,
+) -> list[OutboxEvent]:
+    """The records of the paid and the declined orders, per flow; the hooks; the answers."""
+    written: list[tuple[Staged, Any]] = []
+    for item, _decision in approved:
+        record = item.order.flow.record(item, now, None)
+        written.append((item, record))
+    refused: list[tuple[Staged, QianbaoError, Any]] = []
+    for item, error in declined:
+        record = item.order.flow.record(item, now, error)
+        written.append((item, record))
+        refused.append((item, error, record))
+    events: list[OutboxEvent] = []
+    by_flow: dict[int, list[tuple[Staged, Any]]] = {}
+    for item, record in written:
+        by_flow.setdefault(id(item.order.flow), []).append((item, record))
+    for group in by_flow.values():
+        events += group[0][0].order.flow.write(ctx, conn, group)
+    for item, record in written[: len(approved)]:
+        if item.order.hook is not None:
+            item.order.hook(conn, record)  # raising fails the batch: the order is then tried alone
+        _answer_record(batch, batch.index(item), record, replayed=False)
+    for item, error, record in refused:
+        i = batch.index(item)
+        answered = item.order.flow.declined(item, error, record, books)
+        batch.results[i] = answered
+        if item.order.http is not None:
+            batch.bind(i, *item.order.http.render_error(answered), sealed=False)
+    return events
+
+
+def _answers(ctx: IdentityContext, conn: Connection, batch: _Batch) -> None:
+    """The answers, bound to their keys before the batch's COMMIT (sealed: they hold personal data)."""
+    store_answers(
+        conn, [replace(a, payload=seal(ctx.keys, a.payload)) if sealed else a for a, sealed in batch.answers]
+    )
+    release_keys(conn, batch.unbound)
+
+
+__all__ = ["pipeline", "process", "submit"]
