@@ -5,6 +5,7 @@ at once. The others are refused with the state's code, and the money moves exact
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,14 +16,14 @@ from qianbao.identity.model import Principal
 from qianbao.ledger.system_accounts import FEES, system_account_id
 from qianbao.ledger.verify import verify_ledger
 from qianbao.payments import dynamic_qr, intents
-from qianbao.payments import qr_payments as qr_payments_module
 from qianbao.payments.code_tables import payment_intents
 from qianbao.payments.fees import fee_for
 from qianbao.payments.funding import sandbox_fund
 from qianbao.payments.merchant_records import PaymentRecord
 from qianbao.payments.merchant_tables import merchant_payments, merchant_qr_codes
 from qianbao.payments.merchants import Merchant
-from qianbao.payments.qr_payments import QrPaymentRequest, pay_by_qr
+from qianbao.payments.qr_flow import pay_by_qr
+from qianbao.payments.qr_payments import QrPaymentRequest
 from tests.integration.test_refund_race import balances, open_shop, register
 from tests.support.population import race
 
@@ -98,7 +99,8 @@ def test_a_retry_that_overlapped_the_first_payment_gets_the_payment(
     container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The interleaving of a client's retry racing its own first request, made deterministic: the retry's
-    look-up by key misses (the first had not committed), then it runs after the first committed."""
+    batch reads the code unpaid (the first had not committed), then holds its locks after the first
+    committed: it finds the first payment by its key and answers it, not `qr_code_used`."""
     ctx = container.identity
     owner, merchant = open_shop(ctx)
     ((payer, wallet),) = customers(container, 1)
@@ -107,16 +109,17 @@ def test_a_retry_that_overlapped_the_first_payment_gets_the_payment(
     )
     request = QrPaymentRequest(wallet, dynamic_qr.payload_for(merchant, code))
     first = pay_by_qr(ctx, payer, request, idempotency_key="retry-1")
-    real = qr_payments_module.payment_by_ledger_id
-    missed: list[bool] = []
+    real = dynamic_qr.code_by_reference
+    read: list[bool] = []
 
-    def first_look_up_misses(*args: Any, **kwargs: Any) -> PaymentRecord | None:
-        if not missed:
-            missed.append(True)
-            return None
-        return real(*args, **kwargs)
+    def first_read_before_the_first_committed(*args: Any, **kwargs: Any) -> dynamic_qr.DynamicQr | None:
+        found = real(*args, **kwargs)
+        if not read and found is not None:  # the retry's batch reads the code as the first left it: unpaid
+            read.append(True)
+            return replace(found, status="active", payment_id=None)
+        return found
 
-    monkeypatch.setattr(qr_payments_module, "payment_by_ledger_id", first_look_up_misses)
+    monkeypatch.setattr(dynamic_qr, "code_by_reference", first_read_before_the_first_committed)
     again = pay_by_qr(ctx, payer, request, idempotency_key="retry-1")
     assert again.id == first.id
 

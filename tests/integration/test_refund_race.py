@@ -30,7 +30,8 @@ from qianbao.payments.funding import sandbox_fund
 from qianbao.payments.merchant_records import PaymentRecord, RefundRecord
 from qianbao.payments.merchant_tables import merchant_payments, refunds
 from qianbao.payments.merchants import Merchant
-from qianbao.payments.qr_payments import QrPaymentRequest, pay_by_qr
+from qianbao.payments.qr_flow import pay_by_qr
+from qianbao.payments.qr_payments import QrPaymentRequest
 from qianbao.payments.refunds import RefundRequest, refund_payment
 from tests.support.population import race
 from tests.support.population import register_principal as register

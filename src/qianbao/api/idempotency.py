@@ -40,7 +40,7 @@ from qianbao.clock import Clock
 from qianbao.errors import IdempotencyKeyInUse, IdempotencyKeyReused, QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, PrincipalKind
-from qianbao.payments.engine.orders import Answered, Done, HttpKey
+from qianbao.payments.engine.orders import Answered, Done, HttpKey, Render
 from qianbao.security.keyring import KeyRing
 from qianbao.store.database import Database
 from qianbao.store.idempotency import (
@@ -159,7 +159,7 @@ def pipeline_key(
     scope: str,
     key: str | None,
     body: bytes,
-    render: Callable[[Any], tuple[int, dict[str, Any]]],
+    render: Render,
     sealed: bool = True,
 ) -> HttpKey | None:
     """The Idempotency-Key of a payment for the payment pipeline, which claims it and stores its answer
@@ -176,9 +176,7 @@ def pipeline_key(
     return HttpKey(KeyClaim(scope, key, fingerprint), sealed, render, render_error)
 
 
-def pipeline_response(
-    outcome: Done | Answered, render: Callable[[Any], tuple[int, dict[str, Any]]]
-) -> JSONResponse:
+def pipeline_response(outcome: Done | Answered, render: Render) -> JSONResponse:
     """A payment's answer: as stored with its key (a replay, or a bound decline), or of its record."""
     if isinstance(outcome, Answered):
         if outcome.problem:
@@ -186,7 +184,7 @@ def pipeline_response(
                 outcome.payload, status_code=outcome.status, media_type="application/problem+json"
             )
         return JSONResponse(outcome.payload, status_code=outcome.status)
-    status, payload = outcome.answer if outcome.answer is not None else render(outcome.record)
+    status, payload = outcome.answer if outcome.answer is not None else render(outcome.record, None)
     return JSONResponse(payload, status_code=status)
 
 

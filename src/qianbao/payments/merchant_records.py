@@ -144,33 +144,36 @@ def refund_by(
     return None if row is None else refund_from_row(row, keys)
 
 
+def payment_row(keys: KeyRing, p: PaymentRecord, scope: str, key: str | None) -> dict[str, Any]:
+    """The record as a row of `merchant_payments` (the note encrypted; the key bound, if there is one)."""
+    return {
+        "id": p.id,
+        "ledger_transfer_id": p.ledger_transfer_id,
+        "method": p.method,
+        "merchant_id": p.merchant_id,
+        "merchant_user_id": p.merchant_user_id,
+        "merchant_wallet_id": p.merchant_wallet_id,
+        "payer_user_id": p.payer_user_id,
+        "payer_wallet_id": p.payer_wallet_id,
+        "amount": p.amount,
+        "currency": p.currency,
+        "fee": p.fee,
+        "refunded_amount": p.refunded_amount,
+        "fee_refunded": p.fee_refunded,
+        "status": p.status,
+        "failure_code": p.failure_code,
+        "order_id": p.order_id,
+        "qr_code_id": p.qr_code_id,
+        "memo_cipher": None if p.memo is None else keys.encrypt(p.memo, context=PAYMENT_MEMO_CONTEXT),
+        "created_at": p.created_at,
+        "expires_at": p.expires_at,
+        "idempotency_scope": scope if key is not None else None,
+        "idempotency_key": key,
+    }
+
+
 def insert_payment(conn: Connection, keys: KeyRing, p: PaymentRecord, scope: str, key: str | None) -> None:
-    conn.execute(
-        insert(merchant_payments).values(
-            id=p.id,
-            ledger_transfer_id=p.ledger_transfer_id,
-            method=p.method,
-            merchant_id=p.merchant_id,
-            merchant_user_id=p.merchant_user_id,
-            merchant_wallet_id=p.merchant_wallet_id,
-            payer_user_id=p.payer_user_id,
-            payer_wallet_id=p.payer_wallet_id,
-            amount=p.amount,
-            currency=p.currency,
-            fee=p.fee,
-            refunded_amount=p.refunded_amount,
-            fee_refunded=p.fee_refunded,
-            status=p.status,
-            failure_code=p.failure_code,
-            order_id=p.order_id,
-            qr_code_id=p.qr_code_id,
-            memo_cipher=None if p.memo is None else keys.encrypt(p.memo, context=PAYMENT_MEMO_CONTEXT),
-            created_at=p.created_at,
-            expires_at=p.expires_at,
-            idempotency_scope=scope if key is not None else None,
-            idempotency_key=key,
-        )
-    )
+    conn.execute(insert(merchant_payments).values(payment_row(keys, p, scope, key)))
 
 
 def insert_refund(conn: Connection, keys: KeyRing, r: RefundRecord, scope: str, key: str | None) -> None:

@@ -12,6 +12,7 @@ route decides the scope). Anyone else gets 404, as for wallets.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +109,18 @@ def own_merchant(conn: Connection, principal: Principal, merchant_id: str) -> Me
 
 def payable_merchant(conn: Connection, merchant_id: str | None) -> Merchant:
     """The merchant a customer is about to pay: it must exist and be active."""
-    merchant = None if merchant_id is None else merchant_by_id(conn, merchant_id)
+    return payable(None if merchant_id is None else merchant_by_id(conn, merchant_id))
+
+
+def merchants_by_ids(conn: Connection, merchant_ids: Iterable[str | None]) -> dict[str, Merchant]:
+    ids = sorted({m for m in merchant_ids if m is not None and plausible_id(m)})
+    if not ids:
+        return {}
+    return {str(r.id): _merchant(r) for r in conn.execute(select(merchants).where(merchants.c.id.in_(ids)))}
+
+
+def payable(merchant: Merchant | None) -> Merchant:
+    """`payable_merchant` of a merchant already read."""
     if merchant is None or merchant.status == "closed":
         raise MerchantNotFound("no merchant with this id accepts payments")
     if merchant.status != "active":

@@ -32,14 +32,13 @@ from sqlalchemy import Connection, select
 
 from qianbao import invalid
 from qianbao.errors import NotFound
-from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.model import Operation, Principal
+from qianbao.identity.model import Principal
 from qianbao.identity.phones import normalise_phone
 from qianbao.identity.users import find_user_id_by_phone, get_user
 from qianbao.ids import new_id
-from qianbao.payments.engine.orders import Answered, Done, HttpKey, NeedsStepUp, Order
-from qianbao.payments.engine.pipeline import submit
+from qianbao.payments.engine.orders import Done, HttpKey, Order
+from qianbao.payments.engine.service import submit_order
 from qianbao.payments.errors import recipient_not_found
 from qianbao.payments.inputs import check_amount, clean_memo, derived_id, require_user_id
 from qianbao.payments.records import TransferRecord, record_from_row
@@ -175,19 +174,3 @@ def send_transfer(
     assert isinstance(outcome, Done)  # noqa: S101 - without an HTTP key nothing is answered from it
     record: TransferRecord = outcome.record
     return record
-
-
-def submit_order(ctx: IdentityContext, order: Order) -> Done | Answered:
-    """Submit to the pipeline; an order that needs fresh proof gets its challenge (`401`)."""
-    outcome = submit(ctx, order)
-    if isinstance(outcome, NeedsStepUp):
-        stepup.require_step_up(
-            ctx,
-            order.principal,
-            operation=Operation.PAYMENT,
-            params=outcome.params,
-            reasons=outcome.reasons,
-            step_up_header=None,
-        )
-        raise AssertionError("require_step_up raises without a Step-Up header")  # pragma: no cover
-    return outcome

@@ -7,15 +7,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictStr
+from sqlalchemy import Connection
 
 from qianbao.api.deps import Body, CurrentUser, Identity, user_or_key
-from qianbao.api.idempotency import run_idempotent
+from qianbao.api.idempotency import pipeline_key, pipeline_response, run_idempotent
 from qianbao.api.routes.merchants import PaymentOut, Reader, payment_json
 from qianbao.api.routes.wallets import MoneyIn, MoneyOut, Strict
 from qianbao.clock import rfc3339
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
-from qianbao.payments import merchant_payments, qr_payments, refunds
+from qianbao.payments import merchant_payments, qr_flow, qr_payments, refunds
+from qianbao.payments.engine.service import submit_order
 from qianbao.payments.merchant_records import PaymentRecord, RefundRecord
 from qianbao.payments.merchants import merchant_by_id
 
@@ -55,9 +57,16 @@ class RefundList(BaseModel):
     next_cursor: str | None
 
 
-def _shown(ctx: IdentityContext, record: PaymentRecord, principal: Principal) -> dict[str, Any]:
-    with ctx.db.read() as conn:
-        merchant = merchant_by_id(conn, record.merchant_id)
+def _shown(
+    ctx: IdentityContext, record: PaymentRecord, principal: Principal, conn: Connection | None = None
+) -> dict[str, Any]:
+    """A payment as the caller sees it; `conn`: read the merchant in that transaction (a batch's)."""
+    if conn is not None:
+        return payment_json(
+            record, merchant_by_id(conn, record.merchant_id), viewer_user_id=principal.user_id
+        )
+    with ctx.db.read() as read:
+        merchant = merchant_by_id(read, record.merchant_id)
     return payment_json(record, merchant, viewer_user_id=principal.user_id)
 
 
@@ -101,16 +110,17 @@ def pay_by_qr(
         memo=body.memo,
     )
 
-    def work() -> tuple[int, dict[str, Any]]:
-        record = qr_payments.pay_by_qr(
-            ctx, principal, request_data, idempotency_key=idempotency_key, step_up=step_up
-        )
-        return 201, _shown(ctx, record, principal)
+    def render(record: Any, conn: Connection | None = None) -> tuple[int, dict[str, Any]]:
+        return 201, _shown(ctx, record, principal, conn)
 
     # The answer holds the customer's note (personal data): stored encrypted for replays.
-    return run_idempotent(
-        ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work, sealed=True
+    http = pipeline_key(
+        ctx, request, scope=principal.scope, key=idempotency_key, body=raw, render=render, sealed=True
     )
+    order = qr_flow.qr_order(
+        principal, request_data, idempotency_key=idempotency_key, step_up=step_up, http=http
+    )
+    return pipeline_response(submit_order(ctx, order), render)
 
 
 @router.get("/v1/payments/{payment_id}", response_model=PaymentOut, response_model_exclude_unset=True)

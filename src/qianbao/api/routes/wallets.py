@@ -18,6 +18,7 @@ from qianbao.invalid import currency_hint
 from qianbao.money import UnknownCurrencyError, currency
 from qianbao.payments import funding, records
 from qianbao.payments import transfers as payments
+from qianbao.payments.engine.service import submit_order
 from qianbao.payments.inputs import MAX_PAYMENT
 from qianbao.wallets import closing, editing
 from qianbao.wallets import service as wallets
@@ -388,7 +389,7 @@ def create_transfer(
         memo=body.memo,
     )
 
-    def render(record: Any) -> tuple[int, dict[str, Any]]:
+    def render(record: Any, _conn: object = None) -> tuple[int, dict[str, Any]]:
         return 201, transfer_json(record)
 
     # The answer holds the memo (personal data): stored encrypted, opened again for a replay.
@@ -398,7 +399,7 @@ def create_transfer(
     order = payments.transfer_order(
         ctx, principal, request_data, idempotency_key=idempotency_key, step_up=step_up, http=http
     )
-    return pipeline_response(payments.submit_order(ctx, order), render)
+    return pipeline_response(submit_order(ctx, order), render)
 
 
 @router.get("/v1/transfers/{transfer_id}", response_model=TransferOut, response_model_exclude_unset=True)

@@ -21,6 +21,9 @@ from qianbao.payments.engine.facts import Books, PaymentRequest, TargetWallet
 from qianbao.store.idempotency import KeyClaim
 from qianbao.store.outbox import OutboxEvent
 
+# A record's HTTP answer (status, body); given the batch's connection when asked inside it.
+Render = Callable[[Any, Connection | None], tuple[int, dict[str, Any]]]
+
 
 @dataclass(frozen=True, slots=True)
 class HttpKey:
@@ -29,7 +32,7 @@ class HttpKey:
 
     claim: KeyClaim
     sealed: bool
-    render: Callable[[Any], tuple[int, dict[str, Any]]]
+    render: Render
     render_error: Callable[[QianbaoError], tuple[int, dict[str, Any]]]
 
 

@@ -275,7 +275,7 @@ def _stage(ctx: IdentityContext, conn: Connection, batch: _Batch, now: int) -> l
             if isinstance(found, QianbaoError):
                 batch.refuse(i, found)
             elif isinstance(found, Replay):
-                _answer_record(batch, i, found.record, replayed=True)
+                _answer_record(conn, batch, i, found.record, replayed=True)
             else:
                 staged[i] = found
     return [staged[i] for i in sorted(staged)]
@@ -295,12 +295,12 @@ def _replays(ctx: IdentityContext, conn: Connection, batch: _Batch, staged: list
         for item in items:
             record = found.get(item.order.ledger_id)
             if record is not None:
-                _answer_record(batch, batch.index(item), record, replayed=True)
+                _answer_record(conn, batch, batch.index(item), record, replayed=True)
                 done.add(id(item))
     return [item for item in staged if id(item) not in done]
 
 
-def _answer_record(batch: _Batch, i: int, record: Any, *, replayed: bool) -> None:
+def _answer_record(conn: Connection, batch: _Batch, i: int, record: Any, *, replayed: bool) -> None:
     """A record as the order's answer: a payment, or (a recorded decline) its error."""
     order = batch.orders[i]
     try:
@@ -312,7 +312,7 @@ def _answer_record(batch: _Batch, i: int, record: Any, *, replayed: bool) -> Non
         return
     answer = None
     if order.http is not None:
-        answer = order.http.render(shown)
+        answer = order.http.render(shown, conn)
         batch.bind(i, *answer, sealed=order.http.sealed)
     batch.results[i] = Done(shown, answer)
 
@@ -391,7 +391,7 @@ def _apply_ledger(
             ledger_id = item.order.ledger_id
             record = item.order.flow.existing(ctx, conn, [ledger_id]).get(ledger_id)
             if record is not None:
-                _answer_record(batch, i, record, replayed=True)
+                _answer_record(conn, batch, i, record, replayed=True)
             else:  # the ledger holds it, its record does not (yet): nothing to answer from
                 batch.refuse(i, IdempotencyKeyInUse("this payment is being recorded; try again shortly"))
             continue
@@ -467,7 +467,7 @@ def _records(
     for item, record in written[: len(approved)]:
         if item.order.hook is not None:
             item.order.hook(conn, record)  # raising fails the batch: the order is then tried alone
-        _answer_record(batch, batch.index(item), record, replayed=False)
+        _answer_record(conn, batch, batch.index(item), record, replayed=False)
     for item, error, record in refused:
         i = batch.index(item)
         answered = item.order.flow.declined(item, error, record, books)
