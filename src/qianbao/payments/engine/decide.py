@@ -31,7 +31,7 @@ result equals deciding them one by one, writing each approval before the next.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from qianbao.findings import Finding
@@ -138,13 +138,20 @@ def decide(request: PaymentRequest, books: Books, policy: StepUpPolicy, now: int
 
 
 def decide_batch(
-    requests: Sequence[PaymentRequest], books: Books, policy: StepUpPolicy, now: int
+    requests: Sequence[PaymentRequest],
+    books: Books,
+    policy: StepUpPolicy,
+    now: int,
+    *,
+    admit: Callable[[Approve], bool] | None = None,
 ) -> list[Decision]:
-    """Decide in order; each approval that needs no further proof moves the books for the next."""
+    """Decide in order; each approval that needs no further proof moves the books for the next. `admit`
+    (the pipeline's: it spends the approval's Step-Up proof) may still turn an approval away, and then
+    the books do not move for it."""
     decisions: list[Decision] = []
     for request in requests:
         decision = decide(request, books, policy, now)
         decisions.append(decision)
-        if isinstance(decision, Approve) and not decision.step_up:
+        if isinstance(decision, Approve) and not decision.step_up and (admit is None or admit(decision)):
             books = books_after(books, request, own=decision.own)
     return decisions

@@ -41,10 +41,11 @@ from qianbao.errors import IdempotencyKeyInUse, IdempotencyKeyReused, QianbaoErr
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.limits import add_outflows
+from qianbao.identity.model import Operation
 from qianbao.ledger.model import ResultCode, TransferSpec
-from qianbao.payments.engine.decide import Approve, Decline, decide
+from qianbao.payments.engine.decide import Approve, Decline, decide_batch
 from qianbao.payments.engine.declines import error_for
-from qianbao.payments.engine.facts import Books, books_after
+from qianbao.payments.engine.facts import Books
 from qianbao.payments.engine.load import load_books
 from qianbao.payments.engine.orders import (
     Answered,
@@ -320,37 +321,45 @@ def _answer_record(conn: Connection, batch: _Batch, i: int, record: Any, *, repl
 def _decide(
     ctx: IdentityContext, conn: Connection, batch: _Batch, staged: Sequence[Staged], books: Books, now: int
 ) -> list[tuple[Staged, Approve]]:
-    """Decide each order over the running books; spend the step-up passes. Declines are in memory."""
-    approved: list[tuple[Staged, Approve]] = []
-    policy = ctx.step_up_policy
+    """Decide the orders in turn over the running books (`decide_batch`), spending each Step-Up proof
+    as its order is approved; a proof that does not hold refuses that order alone, and the books do
+    not move for it. Declines are in memory: nothing is rolled back for them."""
+    by_request: dict[int, Staged] = {}  # each request (the engine's, as decided) → its order
+    requests = []
     for item in staged:
-        i = batch.index(item)
+        request = replace(item.request, stepped_up=item.order.step_up is not None)
+        by_request[id(request)] = item
+        requests.append(request)
+    approved: list[tuple[Staged, Approve]] = []
+
+    def admit(decision: Approve) -> bool:
+        item = by_request[id(decision.request)]
         order = item.order
-        request = replace(item.request, stepped_up=order.step_up is not None)
-        decision = decide(request, books, policy, now)
+        if order.step_up is not None:
+            binding = stepup.binding_of(Operation.PAYMENT, order.flow.step_up_params(item))
+            proof = stepup.StepUpPass(
+                decision.request.payer_user_id, order.step_up, binding, order.principal.session_id
+            )
+            try:
+                stepup.consume(ctx, conn, proof)
+            except QianbaoError as error:  # a conditional update that changed nothing
+                batch.refuse(batch.index(item), error)
+                return False
+        approved.append((item, decision))
+        return True
+
+    for decision in decide_batch(requests, books, ctx.step_up_policy, now, admit=admit):
+        item = by_request[id(decision.request)]
+        i = batch.index(item)
         if isinstance(decision, Decline):
             if item.refusal is not None and decision.finding.code == "recipient_not_found":
                 batch.refuse(i, item.refusal)  # the payer's own checks passed: the code is what refuses
-                continue
-            # Answered as the check before step-up always was: bound to the key, not recorded.
-            batch.refuse(i, error_for(decision.finding, request.currency, reveal=decision.own))
-            continue
-        if order.step_up is None and decision.step_up:
-            batch.results[i] = NeedsStepUp(decision.step_up, order.flow.step_up_params(item))
-            if order.http is not None:
-                batch.unbound.append(order.http.claim.id)
-            continue
-        if order.step_up is not None:
-            payer = request.payer_user_id
-            binding = stepup.binding_of("payment", order.flow.step_up_params(item))
-            proof = stepup.StepUpPass(payer, order.step_up, binding, order.principal.session_id)
-            try:
-                stepup.consume(ctx, conn, proof)
-            except QianbaoError as error:  # a conditional update that changed nothing: refused alone
-                batch.refuse(i, error)
-                continue
-        approved.append((item, decision))
-        books = books_after(books, item.request, own=decision.own)
+            else:  # answered as the check before step-up always was: bound to the key, not recorded
+                batch.refuse(i, error_for(decision.finding, decision.request.currency, reveal=decision.own))
+        elif decision.step_up:
+            batch.results[i] = NeedsStepUp(decision.step_up, item.order.flow.step_up_params(item))
+            if item.order.http is not None:
+                batch.unbound.append(item.order.http.claim.id)
     return approved
 
 

@@ -1,0 +1,197 @@
+"""The payment pipeline on PostgreSQL: batches, and several worker processes on one database.
+
+Each worker process (tests/integration/workers/payment_worker.py) has its own pipeline; nothing but the
+database orders them. Every process waits for a "go" file, so their batches really overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from qianbao.bootstrap import Container
+from qianbao.errors import QianbaoError
+from qianbao.identity.model import Principal, PrincipalKind
+from qianbao.identity.tables import limit_usage
+from qianbao.ledger.verify import verify_ledger
+from qianbao.payments.engine.orders import Done
+from qianbao.payments.engine.pipeline import process
+from qianbao.payments.funding import sandbox_fund
+from qianbao.payments.tables import transfers
+from qianbao.payments.transfers import TransferRequest, transfer_order
+from tests.integration.workers.common import reaped, start_worker, wait_all
+from tests.support.population import register
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+def _principal(user_id: str) -> Principal:
+    return Principal(PrincipalKind.USER, user_id, user_id, device_trusted=True)
+
+
+def _funded(container: Container, name: str, amount: int) -> tuple[str, str]:
+    user_id, wallet = register(container.identity, name)
+    if amount:
+        sandbox_fund(
+            container.identity, _principal(user_id), wallet_id=wallet, amount=amount, currency_code="CNY"
+        )
+    return user_id, wallet
+
+
+def _balances(container: Container, wallets: list[str]) -> dict[str, int]:
+    return {w: a.balance for w, a in container.reader.lookup_accounts(wallets).items()}
+
+
+# -- one batch ----------------------------------------------------------------------------------------
+
+
+def test_a_batch_with_a_decline_in_the_middle_commits_the_others(container: Container) -> None:
+    ctx = container.identity
+    payers = [_funded(container, f"付款人{i}", funded) for i, funded in enumerate((10_000, 500, 10_000))]
+    _payee, payee_wallet = _funded(container, "收款人", 0)
+    orders = [
+        transfer_order(
+            ctx, _principal(user), TransferRequest(wallet, 3_000, "CNY", to_wallet_id=payee_wallet)
+        )
+        for user, wallet in payers
+    ]
+    first, middle, last = process(ctx, orders)
+    assert isinstance(first, Done) and isinstance(last, Done)
+    assert isinstance(middle, QianbaoError) and middle.code == "insufficient_funds"
+    assert _balances(container, [w for _, w in payers] + [payee_wallet]) == {
+        payers[0][1]: 7_000,
+        payers[1][1]: 500,
+        payers[2][1]: 7_000,
+        payee_wallet: 6_000,
+    }
+    assert verify_ledger(container.db).ok
+
+
+def test_payments_of_one_payer_in_one_batch_see_each_other(container: Container) -> None:
+    """The second decision sees the first one's balance, today's outflow and the month's spending."""
+    ctx = container.identity
+    user, wallet = _funded(container, "王丽", 10_000)
+    payees = [_funded(container, f"收款人{i}", 0)[1] for i in range(3)]
+    orders = [
+        transfer_order(ctx, _principal(user), TransferRequest(wallet, amount, "CNY", to_wallet_id=payee))
+        for amount, payee in zip((6_000, 6_000, 4_000), payees, strict=True)
+    ]
+    results = process(ctx, orders)
+    assert [r.code if isinstance(r, QianbaoError) else "ok" for r in results] == [
+        "ok",
+        "insufficient_funds",
+        "ok",
+    ]
+    with ctx.db.read() as conn:
+        used = conn.execute(select(limit_usage.c.outflow, limit_usage.c.payments)).one()
+    assert tuple(used) == (10_000, 2)
+    assert _balances(container, [wallet, *payees]) == {
+        wallet: 0,
+        payees[0]: 6_000,
+        payees[1]: 0,
+        payees[2]: 4_000,
+    }
+
+
+# -- several worker processes ---------------------------------------------------------------------------
+
+
+def _run_workers(
+    container: Container, tmp_path: Path, plans: list[list[list[dict[str, Any]]]]
+) -> list[tuple[str, str, str]]:
+    """Run one worker process per plan (its clients' payments), released together; every ack."""
+    go = tmp_path / "go"
+    procs = []
+    acks = []
+    with reaped(procs):
+        for i, clients in enumerate(plans):
+            plan = tmp_path / f"plan-{i}.json"
+            plan.write_text(
+                json.dumps(
+                    {
+                        "url": container.settings.database_url,
+                        "var_dir": str(container.settings.var_dir),
+                        "go": str(go),
+                        "clients": clients,
+                    }
+                )
+            )
+            acks.append(tmp_path / f"acks-{i}.log")
+            procs.append(
+                start_worker("payment_worker", str(plan), str(acks[-1]), log=tmp_path / f"worker-{i}.out")
+            )
+        go.touch()
+        codes = wait_all(procs, time.monotonic() + 150)
+    assert codes == [0] * len(plans), [(tmp_path / f"worker-{i}.out").read_text() for i in range(len(plans))]
+    lines = [line.split("\t") for log in acks for line in log.read_text().splitlines()]
+    return [(key, outcome, transfer_id) for key, outcome, transfer_id in lines]
+
+
+def _split(
+    payments: list[dict[str, Any]], processes: int = 2, clients: int = 4
+) -> list[list[list[dict[str, Any]]]]:
+    """Deal the payments round-robin to `processes` × `clients` threads."""
+    lanes: list[list[dict[str, Any]]] = [[] for _ in range(processes * clients)]
+    for i, payment in enumerate(payments):
+        lanes[i % len(lanes)].append(payment)
+    return [lanes[p * clients : (p + 1) * clients] for p in range(processes)]
+
+
+def test_two_worker_processes_never_take_a_payer_past_the_daily_limit(
+    container: Container, tmp_path: Path
+) -> None:
+    """Tier 4: ¥5,000 a day. 20 × ¥400 from one payer, from two processes: exactly 12 pass."""
+    payer, wallet = _funded(container, "王丽", 900_000)
+    payees = [_funded(container, f"收款人{i}", 0)[1] for i in range(20)]
+    payments = [
+        {"payer": payer, "from": wallet, "to": payee, "amount": 40_000, "key": f"day-{i}"}
+        for i, payee in enumerate(payees)
+    ]
+    acks = _run_workers(container, tmp_path, _split(payments))
+    assert Counter(outcome for _, outcome, _ in acks) == {"ok": 12, "limit_exceeded_daily": 8}
+    with container.db.read() as conn:
+        used = conn.execute(
+            select(limit_usage.c.outflow, limit_usage.c.payments).where(limit_usage.c.user_id == payer)
+        ).one()
+    assert tuple(used) == (480_000, 12)
+    assert _balances(container, [wallet])[wallet] == 900_000 - 480_000
+    assert verify_ledger(container.db).ok
+
+
+def test_two_worker_processes_never_take_a_recipient_past_the_balance_cap(
+    container: Container, tmp_path: Path
+) -> None:
+    """Tier 4: ¥10,000 over all of a user's wallets. The recipient holds ¥9,000; ten payers send ¥300
+    each from two processes: exactly three fit."""
+    _recipient, recipient_wallet = _funded(container, "收款人", 900_000)
+    payers = [_funded(container, f"付款人{i}", 50_000) for i in range(10)]
+    payments = [
+        {"payer": user, "from": wallet, "to": recipient_wallet, "amount": 30_000, "key": f"cap-{i}"}
+        for i, (user, wallet) in enumerate(payers)
+    ]
+    acks = _run_workers(container, tmp_path, _split(payments, clients=5))
+    assert Counter(outcome for _, outcome, _ in acks) == {"ok": 3, "balance_cap_exceeded": 7}
+    assert _balances(container, [recipient_wallet])[recipient_wallet] == 990_000
+    assert verify_ledger(container.db).ok
+
+
+def test_twenty_concurrent_requests_with_one_key_make_one_payment(
+    container: Container, tmp_path: Path
+) -> None:
+    payer, wallet = _funded(container, "王丽", 10_000)
+    _payee, payee_wallet = _funded(container, "李雷", 0)
+    same = {"payer": payer, "from": wallet, "to": payee_wallet, "amount": 7_000, "key": "one-key"}
+    acks = _run_workers(container, tmp_path, [[[same]] * 10, [[same]] * 10])
+    assert len(acks) == 20
+    assert {outcome for _, outcome, _ in acks} == {"ok"}
+    assert len({transfer_id for _, _, transfer_id in acks}) == 1  # every answer is the one payment
+    with container.db.read() as conn:
+        paid = conn.execute(select(func.count()).select_from(transfers)).scalar_one()
+    assert paid == 1
+    assert _balances(container, [wallet, payee_wallet]) == {wallet: 3_000, payee_wallet: 7_000}
