@@ -84,7 +84,7 @@ def test_a_failed_batch_fails_every_caller_of_it_and_the_next_batch_runs() -> No
 
 
 def test_a_processor_that_answers_too_few_items_fails_the_batch() -> None:
-    committer: GroupCommitter[int, int] = GroupCommitter(lambda items: [])
+    committer: GroupCommitter[int, int] = GroupCommitter(lambda _items: [])
     with pytest.raises(RuntimeError, match="answer every item"):
         committer.run(1)
 
