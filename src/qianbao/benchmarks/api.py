@@ -78,13 +78,18 @@ def answered(db: Database, key_prefix: str) -> dict[int, int]:
 
 
 def settle(db: Database, key_prefix: str, seconds: float = 30) -> dict[int, int]:
-    """Wait until the server has finished the requests wrk left in flight when it stopped."""
+    """Wait until the server has finished the requests wrk left in flight when it stopped: nothing in
+    progress, and neither the answers nor the ledger's payments changed over the last half second (a
+    payment pipeline's batch marks nothing in progress: it commits its answers and payments at once)."""
     deadline = time.monotonic() + seconds
+    last: tuple[dict[int, int], int] | None = None
     while True:
         outcome = answered(db, key_prefix)
-        if not outcome.get(0) or time.monotonic() > deadline:
+        now = (outcome, payment_transfers(db))
+        if (not outcome.get(0) and now == last) or time.monotonic() > deadline:
             return outcome
-        time.sleep(0.2)
+        last = now
+        time.sleep(0.5)
 
 
 @dataclass

@@ -110,7 +110,13 @@ class TransferFlow:
         by_phone = _by_phone(ctx, conn, phones)
         staged: list[Staged | Replay | QianbaoError] = []
         for order, ask in zip(orders, asks, strict=True):
-            payer = order.principal.user_id
+            payer = str(order.principal.user_id)
+            if ask.to_phone is not None:
+                try:  # a look-up by phone number, only for what is not a replay (rate-limited)
+                    ctx.limiter.hit("recipient_lookup", payer)
+                except QianbaoError as refusal:
+                    staged.append(refusal)
+                    continue
             source = sources[ask.from_wallet_id]
             if source is None or source.user_id != payer:  # someone else's wallet is "not found" too
                 staged.append(no_such_wallet())

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select
 
 from qianbao import invalid
-from qianbao.errors import NotFound
+from qianbao.errors import NotFound, QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.identity.phones import normalise_phone
@@ -118,7 +118,6 @@ def get_transfer(ctx: IdentityContext, principal: Principal, transfer_id: str) -
 
 
 def transfer_order(
-    ctx: IdentityContext,
     principal: Principal,
     request: TransferRequest,
     *,
@@ -128,20 +127,25 @@ def transfer_order(
     http: HttpKey | None = None,
 ) -> Order:
     """The pipeline's order for a transfer: the input checked (amount, memo, one recipient), nothing
-    read. With an Idempotency-Key the ledger transfer id is derived from (caller scope, key)."""
-    user_id = require_user_id(principal)
-    check_amount(request.amount, request.currency)
-    memo = clean_memo(request.memo)
-    if [request.to_wallet_id, request.to_phone, request.to_qr].count(None) != 2:
-        raise invalid.exactly_one_of("to", ["wallet_id", "phone", "qr"])
-    phone = None if request.to_phone is None else normalise_phone(request.to_phone)
-    if phone is not None:
-        ctx.limiter.hit("recipient_lookup", user_id)
+    read. With an Idempotency-Key the ledger transfer id is derived from (caller scope, key). Input
+    refused for an HTTP request with a key is answered in the batch, after the key (a replay of a
+    stored answer, or a key reused for another request, is answered as such first)."""
     ledger_id = (
         derived_id(P2P_CODE, principal.scope, idempotency_key)
         if idempotency_key
         else f"{P2P_CODE}:{new_id('trf')}"
     )
+    try:
+        require_user_id(principal)
+        check_amount(request.amount, request.currency)
+        memo = clean_memo(request.memo)
+        if [request.to_wallet_id, request.to_phone, request.to_qr].count(None) != 2:
+            raise invalid.exactly_one_of("to", ["wallet_id", "phone", "qr"])
+        phone = None if request.to_phone is None else normalise_phone(request.to_phone)
+    except QianbaoError as refusal:
+        if http is None:
+            raise
+        return Order(TRANSFERS, principal, None, ledger_id, idempotency_key, step_up, http, refusal=refusal)
     ask = TransferInput(
         from_wallet_id=request.from_wallet_id,
         amount=request.amount,
@@ -168,7 +172,7 @@ def send_transfer(
     right after the transfer is recorded (a money request marks itself paid there); if it raises,
     nothing is paid."""
     order = transfer_order(
-        ctx, principal, request, idempotency_key=idempotency_key, step_up=step_up, on_applied=on_applied
+        principal, request, idempotency_key=idempotency_key, step_up=step_up, on_applied=on_applied
     )
     outcome = submit_order(ctx, order)
     assert isinstance(outcome, Done)  # noqa: S101 - without an HTTP key nothing is answered from it

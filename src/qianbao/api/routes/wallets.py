@@ -397,7 +397,7 @@ def create_transfer(
         ctx, request, scope=principal.scope, key=idempotency_key, body=raw, render=render, sealed=True
     )
     order = payments.transfer_order(
-        ctx, principal, request_data, idempotency_key=idempotency_key, step_up=step_up, http=http
+        principal, request_data, idempotency_key=idempotency_key, step_up=step_up, http=http
     )
     return pipeline_response(submit_order(ctx, order), render)
 

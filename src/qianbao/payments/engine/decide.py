@@ -145,13 +145,13 @@ def decide_batch(
     *,
     admit: Callable[[Approve], bool] | None = None,
 ) -> list[Decision]:
-    """Decide in order; each approval that needs no further proof moves the books for the next. `admit`
-    (the pipeline's: it spends the approval's Step-Up proof) may still turn an approval away, and then
-    the books do not move for it."""
+    """Decide in order; an approval moves the books for the next when it needs no further proof, or,
+    with `admit` (the pipeline's: it spends the order's Step-Up proof where one is needed), when
+    `admit` takes it."""
     decisions: list[Decision] = []
     for request in requests:
         decision = decide(request, books, policy, now)
         decisions.append(decision)
-        if isinstance(decision, Approve) and not decision.step_up and (admit is None or admit(decision)):
+        if isinstance(decision, Approve) and (admit(decision) if admit is not None else not decision.step_up):
             books = books_after(books, request, own=decision.own)
     return decisions

@@ -49,6 +49,7 @@ class Order:
     step_up: str | None = None  # the Step-Up header: a proved challenge to spend
     http: HttpKey | None = None
     hook: Callable[[Connection, Any], None] | None = None  # runs after the record is written
+    refusal: QianbaoError | None = None  # input refused: answered after the key is claimed
 
 
 @dataclass(frozen=True, slots=True)

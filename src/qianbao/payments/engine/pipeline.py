@@ -31,7 +31,7 @@ totals checked after the upserts), never from a lock in this process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -63,6 +63,7 @@ from qianbao.store.idempotency import (
     ABANDONED_AFTER_US,
     UNBOUND_CODES,
     Answer,
+    KeyClaim,
     KeyId,
     StoredKey,
     claim_keys,
@@ -101,29 +102,32 @@ def submit(ctx: IdentityContext, order: Order) -> Outcome:
 
 
 def process(ctx: IdentityContext, orders: Sequence[Order]) -> list[Result]:
-    """A batch: one transaction for all, retried; if it keeps failing, each order alone."""
+    """A batch: one transaction for all, retried; if it keeps failing, or one order's own step refuses
+    (a money request's hook, a dynamic code claimed meanwhile), each order alone, where every error
+    is its own order's."""
+    if len(orders) == 1:
+        return [_alone(ctx, orders[0])]
     failure: BaseException | None = None
-    for _attempt in range(ATTEMPTS if len(orders) > 1 else 1):
+    for _attempt in range(ATTEMPTS):
         try:
             return _run(ctx, orders)
         except _Retry as exc:
             failure = exc
         except DATABASE_ERRORS as exc:
-            if not is_retryable(exc):
-                failure = exc
-                break
             failure = exc
-    if len(orders) > 1:
-        log.info("a payment batch of %d is run one by one (%s)", len(orders), type(failure).__name__)
-        return [_alone(ctx, order) for order in orders]
-    return [_alone(ctx, orders[0], tried=failure)]
+            if not is_retryable(exc):
+                break
+        except Exception as exc:  # noqa: BLE001 - an order's own refusal: find out whose, alone
+            failure = exc
+            break
+    log.info("a payment batch of %d is run one by one (%r)", len(orders), failure)
+    return [_alone(ctx, order) for order in orders]
 
 
-def _alone(ctx: IdentityContext, order: Order, *, tried: BaseException | None = None) -> Result:
+def _alone(ctx: IdentityContext, order: Order) -> Result:
     """One order as a batch of one, with the usual retries; its error, if it still fails, is its own."""
-    attempts = ATTEMPTS - (1 if tried is not None else 0)
-    failure = tried
-    for _attempt in range(attempts):
+    failure: BaseException | None = None
+    for _attempt in range(ATTEMPTS):
         try:
             return _run(ctx, [order], alone=True)[0]
         except _Retry as exc:
@@ -152,7 +156,6 @@ class _Batch:
         self.unbound: list[KeyId] = []
         self.answers: list[tuple[Answer, bool]] = []  # and whether to seal it
         self.followers: dict[int, int] = {}  # a repeated key in the batch: index → the first's index
-        self.taken_over: set[int] = set()  # keys claimed from an abandoned request outside the pipeline
         self._at = {id(order): i for i, order in enumerate(orders)}
 
     def index(self, staged: Staged) -> int:
@@ -182,22 +185,27 @@ def _run(ctx: IdentityContext, orders: Sequence[Order], *, alone: bool = False) 
         now = ctx.now()
         _claim(ctx, conn, batch, now)
         staged = _stage(ctx, conn, batch, now)
-        books = load_books(
-            ctx,
-            conn,
-            [s.request for s in staged],
-            [s.target for s in staged if s.target is not None],
-            now=now,
-            lock=True,
-            also_lock=sorted({a for s in staged for a in s.also_lock}),
-        )
-        staged = _replays(ctx, conn, batch, staged)
-        approved = _decide(ctx, conn, batch, staged, books, now)
+        # The books hold one currency's limits and holdings per user: a batch that mixes currencies
+        # (in practice, a request in a currency its wallet does not hold) is decided per currency.
+        books_of: dict[str, Books] = {}
+        approved: list[tuple[Staged, Approve]] = []
+        for code in sorted({s.request.currency for s in staged}):
+            part = [s for s in staged if s.request.currency == code]
+            books_of[code] = books = load_books(
+                ctx,
+                conn,
+                [s.request for s in part],
+                [s.target for s in part if s.target is not None],
+                now=now,
+                lock=True,
+                also_lock=sorted({a for s in part for a in s.also_lock}),
+            )
+            approved += _decide(ctx, conn, batch, _replays(ctx, conn, batch, part), books, now)
         approved, declined = _apply_ledger(ctx, conn, batch, approved, alone=alone)
-        counted = _count(conn, approved, books, now)
+        counted = _count(conn, approved, books_of, now)
         # Each payment's own event before what it caused (a budget threshold, a goal), as subscribers
         # read them in the outbox's order.
-        for event in _records(ctx, conn, batch, approved, declined, books, now) + counted:
+        for event in _records(ctx, conn, batch, approved, declined, books_of, now) + counted:
             uow.emit(event)
         _answers(ctx, conn, batch)
         uow.commit()
@@ -209,6 +217,7 @@ def _run(ctx: IdentityContext, orders: Sequence[Order], *, alone: bool = False) 
 def _claim(ctx: IdentityContext, conn: Connection, batch: _Batch, now: int) -> None:
     """Claim every HTTP key of the batch at once; answer replays, reused and busy keys."""
     firsts: dict[KeyId, int] = {}
+    claims: list[KeyClaim] = []
     for i, order in enumerate(batch.orders):
         if order.http is None:
             continue
@@ -217,14 +226,25 @@ def _claim(ctx: IdentityContext, conn: Connection, batch: _Batch, now: int) -> N
             batch.followers[i] = firsts[key_id]
             continue
         firsts[key_id] = i
-    stored = claim_keys(conn, [batch.orders[i].http.claim for i in firsts.values()], now)  # type: ignore[union-attr]
+        claims.append(order.http.claim)
+    stored = claim_keys(conn, claims, now)
     for key_id, row in stored.items():
         i = firsts[key_id]
         answer = _stored_answer(ctx, conn, batch.orders[i], row, now)
-        if answer is None:
-            batch.taken_over.add(i)
-        else:
+        if answer is not None:  # else: an abandoned claim, taken over: the order runs
             batch.results[i] = answer
+    # A repeat of a key that was stored already is answered from the stored row, by its own body.
+    for i, j in list(batch.followers.items()):
+        found = next((row for key_id, row in stored.items() if firsts[key_id] == j), None)
+        if found is None:
+            continue
+        del batch.followers[i]
+        if found.in_progress:
+            batch.results[i] = IdempotencyKeyInUse(
+                "a request with this Idempotency-Key is still being processed"
+            )
+        else:
+            batch.results[i] = _stored_answer(ctx, conn, batch.orders[i], found, now)
 
 
 def _stored_answer(
@@ -263,7 +283,15 @@ def _follow(batch: _Batch, i: int, j: int) -> Result:
 
 def _stage(ctx: IdentityContext, conn: Connection, batch: _Batch, now: int) -> list[Staged]:
     """Each flow resolves its orders (one statement per table); refusals and replays are answered."""
-    live = [i for i, r in enumerate(batch.results) if i not in batch.followers and r is None]
+    live = []
+    for i, result in enumerate(batch.results):
+        refusal = batch.orders[i].refusal
+        if i in batch.followers or result is not None:
+            continue
+        if refusal is not None:
+            batch.refuse(i, refusal)
+        else:
+            live.append(i)
     by_flow: dict[int, list[int]] = {}
     for i in live:
         by_flow.setdefault(id(batch.orders[i].flow), []).append(i)
@@ -321,21 +349,22 @@ def _answer_record(conn: Connection, batch: _Batch, i: int, record: Any, *, repl
 def _decide(
     ctx: IdentityContext, conn: Connection, batch: _Batch, staged: Sequence[Staged], books: Books, now: int
 ) -> list[tuple[Staged, Approve]]:
-    """Decide the orders in turn over the running books (`decide_batch`), spending each Step-Up proof
-    as its order is approved; a proof that does not hold refuses that order alone, and the books do
-    not move for it. Declines are in memory: nothing is rolled back for them."""
-    by_request: dict[int, Staged] = {}  # each request (the engine's, as decided) → its order
-    requests = []
-    for item in staged:
-        request = replace(item.request, stepped_up=item.order.step_up is not None)
-        by_request[id(request)] = item
-        requests.append(request)
+    """Decide the orders in turn over the running books (`decide_batch`). An approval that needs fresh
+    proof spends its order's Step-Up proof then (a proof that does not hold refuses that order alone);
+    without one it is answered `step_up_required` after the batch. A Step-Up header on a payment that
+    needs no proof is ignored, as it always was. The books move only for what is admitted. Declines
+    are in memory: nothing is rolled back for them."""
+    order_of = {id(item.request): item for item in staged}
     approved: list[tuple[Staged, Approve]] = []
+    settled: set[int] = set()  # admitted, or refused by its proof
 
     def admit(decision: Approve) -> bool:
-        item = by_request[id(decision.request)]
+        item = order_of[id(decision.request)]
         order = item.order
-        if order.step_up is not None:
+        if decision.step_up:
+            if order.step_up is None:
+                return False
+            settled.add(id(item))
             binding = stepup.binding_of(Operation.PAYMENT, order.flow.step_up_params(item))
             proof = stepup.StepUpPass(
                 decision.request.payer_user_id, order.step_up, binding, order.principal.session_id
@@ -345,18 +374,21 @@ def _decide(
             except QianbaoError as error:  # a conditional update that changed nothing
                 batch.refuse(batch.index(item), error)
                 return False
+        settled.add(id(item))
         approved.append((item, decision))
         return True
 
-    for decision in decide_batch(requests, books, ctx.step_up_policy, now, admit=admit):
-        item = by_request[id(decision.request)]
+    for decision in decide_batch(
+        [item.request for item in staged], books, ctx.step_up_policy, now, admit=admit
+    ):
+        item = order_of[id(decision.request)]
         i = batch.index(item)
         if isinstance(decision, Decline):
             if item.refusal is not None and decision.finding.code == "recipient_not_found":
                 batch.refuse(i, item.refusal)  # the payer's own checks passed: the code is what refuses
             else:  # answered as the check before step-up always was: bound to the key, not recorded
                 batch.refuse(i, error_for(decision.finding, decision.request.currency, reveal=decision.own))
-        elif decision.step_up:
+        elif id(item) not in settled:
             batch.results[i] = NeedsStepUp(decision.step_up, item.order.flow.step_up_params(item))
             if item.order.http is not None:
                 batch.unbound.append(item.order.http.claim.id)
@@ -419,12 +451,13 @@ def _apply_ledger(
 
 
 def _count(
-    conn: Connection, approved: Sequence[tuple[Staged, Approve]], books: Books, now: int
+    conn: Connection, approved: Sequence[tuple[Staged, Approve]], books_of: Mapping[str, Books], now: int
 ) -> list[OutboxEvent]:
     """Today's outflow and the months' spending, one upsert each for the whole batch; then the goals."""
     events: list[OutboxEvent] = []
     for currency in sorted({item.request.currency for item, _ in approved}):
         mine = [(item, d) for item, d in approved if item.request.currency == currency]
+        books = books_of[currency]
         spent = [(item.request.payer_user_id, d.spent) for item, d in mine if d.spent]
         limits = {p: books.payers[p].limits for p, _ in spent}
         if add_outflows(conn, limits, spent, currency, now):
@@ -454,7 +487,7 @@ def _records(
     batch: _Batch,
     approved: Sequence[tuple[Staged, Approve]],
     declined: Sequence[tuple[Staged, QianbaoError]],
-    books: Books,
+    books_of: Mapping[str, Books],
     now: int,
 ) -> list[OutboxEvent]:
     """The records of the paid and the declined orders, per flow; the hooks; the answers."""
@@ -479,7 +512,7 @@ def _records(
         _answer_record(conn, batch, batch.index(item), record, replayed=False)
     for item, error, record in refused:
         i = batch.index(item)
-        answered = item.order.flow.declined(item, error, record, books)
+        answered = item.order.flow.declined(item, error, record, books_of[item.request.currency])
         batch.results[i] = answered
         if item.order.http is not None:
             batch.bind(i, *item.order.http.render_error(answered), sealed=False)
