@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from qianbao.errors import QianbaoError
 from qianbao.identity.model import Principal, PrincipalKind, StepUpPolicy
-from qianbao.payments.engine import pipeline
+from qianbao.payments.engine import decide as decide_module
 from qianbao.payments.engine.decide import Approve, decide
 from qianbao.payments.engine.facts import Books, PaymentRequest
 from qianbao.payments.transfers import TransferRequest, send_transfer
@@ -132,7 +132,7 @@ def test_a_cap_refusal_inside_the_unit_of_work_is_stripped_too(
     request = TransferRequest(alice.wallet_id, 40_000, "CNY", to_wallet_id=bob.wallet_id)
     fund(client, bob, bob.wallet_id, 970_000)
     # The pipeline's decision sees nothing wrong: only the ledger's own checks refuse.
-    monkeypatch.setattr(pipeline, "decide", _approve_anyway)
+    monkeypatch.setattr(decide_module, "decide", _approve_anyway)  # what decide_batch asks
 
     with pytest.raises(QianbaoError) as broke:
         send_transfer(ctx, alice_pays, request, idempotency_key="stale-1")
