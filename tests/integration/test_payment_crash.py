@@ -12,7 +12,6 @@ uninterrupted run resubmits every payment that was acknowledged paid, or never a
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import time
@@ -32,7 +31,8 @@ from qianbao.payments.funding import sandbox_fund
 from qianbao.payments.tables import transfers
 from qianbao.store.outbox import outbox
 from qianbao.wallets.tables import wallet_budget_months
-from tests.integration.workers.common import reaped, start_worker, wait_all
+from tests.integration.workers.common import reaped, wait_all
+from tests.integration.workers.payment_worker import launch
 from tests.support.population import register
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -84,22 +84,10 @@ def _run(
     go = tmp_path / f"{name}-go"
     with reaped(procs):
         for p in range(PROCESSES):
-            plan = tmp_path / f"{name}-{p}.json"
             mine = clients[p * CLIENTS : (p + 1) * CLIENTS]
-            plan.write_text(
-                json.dumps(
-                    {
-                        "url": container.settings.database_url,
-                        "var_dir": str(container.settings.var_dir),
-                        "go": str(go),
-                        "clients": mine,
-                    }
-                )
-            )
-            logs.append(tmp_path / f"{name}-{p}.acks")
-            procs.append(
-                start_worker("payment_worker", str(plan), str(logs[-1]), log=tmp_path / f"{name}-{p}.out")
-            )
+            proc, acks = launch(container.settings, tmp_path, f"{name}-{p}", mine, go)
+            procs.append(proc)
+            logs.append(acks)
         go.touch()
         deadline = time.monotonic() + 150
         if kill_after is not None:

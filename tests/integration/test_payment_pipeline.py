@@ -6,7 +6,6 @@ database orders them. Every process waits for a "go" file, so their batches real
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,7 +30,8 @@ from qianbao.payments.transfers import TransferRequest, transfer_order
 from qianbao.store.idempotency import KeyClaim
 from qianbao.wallets.service import create_sub_wallet
 from tests.integration.test_refund_race import open_shop
-from tests.integration.workers.common import reaped, start_worker, wait_all
+from tests.integration.workers.common import reaped, wait_all
+from tests.integration.workers.payment_worker import launch
 from tests.support.population import register, register_principal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -115,21 +115,9 @@ def _run_workers(
     acks = []
     with reaped(procs):
         for i, clients in enumerate(plans):
-            plan = tmp_path / f"plan-{i}.json"
-            plan.write_text(
-                json.dumps(
-                    {
-                        "url": container.settings.database_url,
-                        "var_dir": str(container.settings.var_dir),
-                        "go": str(go),
-                        "clients": clients,
-                    }
-                )
-            )
-            acks.append(tmp_path / f"acks-{i}.log")
-            procs.append(
-                start_worker("payment_worker", str(plan), str(acks[-1]), log=tmp_path / f"worker-{i}.out")
-            )
+            proc, log = launch(container.settings, tmp_path, f"worker-{i}", clients, go)
+            procs.append(proc)
+            acks.append(log)
         go.touch()
         codes = wait_all(procs, time.monotonic() + 150)
     assert codes == [0] * len(plans), [(tmp_path / f"worker-{i}.out").read_text() for i in range(len(plans))]

@@ -53,20 +53,17 @@ class LimitStatus:
 # One statement for a user's tier, cooling-off and operator override; every payment reads it several
 # times (pre-checks, then the unit of work), so it is built once. The locked variant serialises credits
 # to the same user (holder_cap); FOR UPDATE OF users, as the override side of the join may be empty.
-_LIMITS = (
-    select(
-        users.c.kyc_tier,
-        users.c.cooling_off_until,
-        users.c.status,
-        limit_overrides.c.user_id.label("override_user_id"),
-        limit_overrides.c.balance_cap,
-        limit_overrides.c.single_payment,
-        limit_overrides.c.daily_outflow,
-        limit_overrides.c.expires_at,
-    )
-    .select_from(users.outerjoin(limit_overrides, limit_overrides.c.user_id == users.c.id))
-    .where(users.c.id == bindparam("user_id"))
-)
+_USER_LIMITS = select(
+    users.c.kyc_tier,
+    users.c.cooling_off_until,
+    users.c.status,
+    limit_overrides.c.user_id.label("override_user_id"),
+    limit_overrides.c.balance_cap,
+    limit_overrides.c.single_payment,
+    limit_overrides.c.daily_outflow,
+    limit_overrides.c.expires_at,
+).select_from(users.outerjoin(limit_overrides, limit_overrides.c.user_id == users.c.id))
+_LIMITS = _USER_LIMITS.where(users.c.id == bindparam("user_id"))
 _LIMITS_LOCKED = _LIMITS.with_for_update(of=users)
 _USED_TODAY = select(limit_usage.c.outflow).where(
     limit_usage.c.user_id == bindparam("user_id"),
@@ -203,21 +200,7 @@ def holder_cap(
 
 # -- many users at once (the payment pipeline's batches) ------------------------------------------------
 
-_MANY = (
-    select(
-        users.c.id,
-        users.c.kyc_tier,
-        users.c.cooling_off_until,
-        users.c.status,
-        limit_overrides.c.user_id.label("override_user_id"),
-        limit_overrides.c.balance_cap,
-        limit_overrides.c.single_payment,
-        limit_overrides.c.daily_outflow,
-        limit_overrides.c.expires_at,
-    )
-    .select_from(users.outerjoin(limit_overrides, limit_overrides.c.user_id == users.c.id))
-    .order_by(users.c.id)
-)
+_MANY = _USER_LIMITS.add_columns(users.c.id).order_by(users.c.id)
 
 
 def payers_limits(

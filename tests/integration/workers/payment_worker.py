@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -21,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from qianbao.bootstrap import build_container
+from qianbao.config import Settings
 from qianbao.errors import QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, PrincipalKind
 from qianbao.payments.transfers import TransferRequest, send_transfer
+from tests.integration.workers.common import start_worker
 from tests.support.api import make_settings
 
 
@@ -58,6 +61,26 @@ def _client(
     for payment in payments:
         outcome, transfer_id = _pay(ctx, payment)
         acks.ack(payment["key"], outcome, transfer_id)
+
+
+def launch(
+    settings: Settings, work_dir: Path, name: str, clients: list[list[dict[str, Any]]], go: Path
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a worker process on `settings`' database and keys, paying `clients` once `go` exists;
+    its acknowledgements go to the returned file, its output to `<name>.out`."""
+    plan = work_dir / f"{name}.json"
+    plan.write_text(
+        json.dumps(
+            {
+                "url": settings.database_url,
+                "var_dir": str(settings.var_dir),
+                "go": str(go),
+                "clients": clients,
+            }
+        )
+    )
+    acks = work_dir / f"{name}.acks"
+    return start_worker("payment_worker", str(plan), str(acks), log=work_dir / f"{name}.out"), acks
 
 
 def main(plan_path: str, acks_path: str) -> int:
