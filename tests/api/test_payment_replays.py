@@ -3,10 +3,13 @@ Through the payment pipeline these are answered in the batch, after the Idempote
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
+from qianbao.ledger.model import AccountStatus
 from tests.api.test_wallets_and_transfers import balance, funded, pay, prove_with_pin, set_pin
 from tests.support.api import SignedUp
+from tests.support.ledger import shown_open
 
 
 def test_replays_of_a_payment_by_phone_spend_no_recipient_look_ups(
@@ -51,3 +54,26 @@ def test_a_reused_key_is_refused_as_reused_even_with_an_invalid_body(
     invalid = pay(client, alice, 100, to={"wallet_id": bob.wallet_id}, key="k-2", memo=bad_memo)
     assert invalid.status_code == 422 and invalid.json()["code"] == "validation_error"
     assert pay(client, alice, 100, to={"wallet_id": bob.wallet_id}, key="k-2").status_code == 201
+
+
+def test_a_ledger_refusal_leaves_the_step_up_proof_unspent(
+    client: TestClient, alice: SignedUp, bob: SignedUp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger refuses a proved payment the decision approved (the recipient's wallet frozen): the
+    decline is recorded, and the proof was not spent on it, as when a unit of work rolled back."""
+    set_pin(client, alice)
+    funded(client, alice, 200_000)
+    first = pay(client, alice, 60_000, to={"wallet_id": bob.wallet_id}, key="proved-1")
+    assert first.status_code == 401
+    challenge = first.json()["challenge_id"]
+    prove_with_pin(client, alice, challenge)
+    ledger = client.app.state.container.ledger  # type: ignore[attr-defined]
+    shown_open(monkeypatch, ledger, bob.wallet_id)
+    refused = pay(client, alice, 60_000, to={"wallet_id": bob.wallet_id}, key="proved-1", step_up=challenge)
+    assert refused.status_code == 423 and refused.json()["code"] == "wallet_frozen", refused.text
+    assert refused.json()["transfer_id"].startswith("trf_")
+    monkeypatch.undo()
+    ledger.set_account_status(bob.wallet_id, AccountStatus.OPEN)
+    again = pay(client, alice, 60_000, to={"wallet_id": bob.wallet_id}, key="proved-2", step_up=challenge)
+    assert again.status_code == 201, again.text
+    assert balance(client, bob) == 60_000

@@ -189,6 +189,7 @@ def _run(ctx: IdentityContext, orders: Sequence[Order], *, alone: bool = False) 
         # (in practice, a request in a currency its wallet does not hold) is decided per currency.
         books_of: dict[str, Books] = {}
         approved: list[tuple[Staged, Approve]] = []
+        proofs: list[tuple[Staged, stepup.StepUpPass]] = []
         for code in sorted({s.request.currency for s in staged}):
             part = [s for s in staged if s.request.currency == code]
             books_of[code] = books = load_books(
@@ -200,8 +201,10 @@ def _run(ctx: IdentityContext, orders: Sequence[Order], *, alone: bool = False) 
                 lock=True,
                 also_lock=sorted({a for s in part for a in s.also_lock}),
             )
-            approved += _decide(ctx, conn, batch, _replays(ctx, conn, batch, part), books, now)
+            part = _replays(ctx, conn, batch, part)
+            approved += _decide(ctx, conn, batch, part, books, now, later=proofs if alone else None)
         approved, declined = _apply_ledger(ctx, conn, batch, approved, alone=alone)
+        _spend_later(ctx, conn, proofs, approved)
         counted = _count(conn, approved, books_of, now)
         # Each payment's own event before what it caused (a budget threshold, a goal), as subscribers
         # read them in the outbox's order.
@@ -347,13 +350,22 @@ def _answer_record(conn: Connection, batch: _Batch, i: int, record: Any, *, repl
 
 
 def _decide(
-    ctx: IdentityContext, conn: Connection, batch: _Batch, staged: Sequence[Staged], books: Books, now: int
+    ctx: IdentityContext,
+    conn: Connection,
+    batch: _Batch,
+    staged: Sequence[Staged],
+    books: Books,
+    now: int,
+    *,
+    later: list[tuple[Staged, stepup.StepUpPass]] | None = None,
 ) -> list[tuple[Staged, Approve]]:
     """Decide the orders in turn over the running books (`decide_batch`). An approval that needs fresh
     proof spends its order's Step-Up proof then (a proof that does not hold refuses that order alone);
     without one it is answered `step_up_required` after the batch. A Step-Up header on a payment that
     needs no proof is ignored, as it always was. The books move only for what is admitted. Declines
-    are in memory: nothing is rolled back for them."""
+    are in memory: nothing is rolled back for them. With `later` (an order alone), its proof is
+    spent only once the ledger has taken the payment (`_spend_later`): a ledger refusal, recorded as
+    a failed payment, leaves the proof unspent, as a declined unit of work always did."""
     order_of = {id(item.request): item for item in staged}
     approved: list[tuple[Staged, Approve]] = []
     settled: set[int] = set()  # admitted, or refused by its proof
@@ -369,6 +381,10 @@ def _decide(
             proof = stepup.StepUpPass(
                 decision.request.payer_user_id, order.step_up, binding, order.principal.session_id
             )
+            if later is not None:
+                later.append((item, proof))
+                approved.append((item, decision))
+                return True
             try:
                 stepup.consume(ctx, conn, proof)
             except QianbaoError as error:  # a conditional update that changed nothing
@@ -393,6 +409,20 @@ def _decide(
             if item.order.http is not None:
                 batch.unbound.append(item.order.http.claim.id)
     return approved
+
+
+def _spend_later(
+    ctx: IdentityContext,
+    conn: Connection,
+    proofs: Sequence[tuple[Staged, stepup.StepUpPass]],
+    paid: Sequence[tuple[Staged, Approve]],
+) -> None:
+    """An order alone spends its proof once the ledger took it; a proof that does not hold raises,
+    and the order's whole transaction (its ledger transfer too) rolls back."""
+    taken = {id(item) for item, _decision in paid}
+    for item, proof in proofs:
+        if id(item) in taken:
+            stepup.consume(ctx, conn, proof)
 
 
 def _apply_ledger(
