@@ -22,15 +22,16 @@ from tests.support.api import SignedUp
 
 @contextmanager
 def transactions(client: TestClient) -> Iterator[list[str]]:
-    """ "read"/"write" for each transaction begun by a request thread (not the test's own thread, nor the
-    background sweeper) while the block runs."""
+    """ "read"/"write" for each transaction begun by a request thread or a payment-writer thread (the
+    pipeline's, for `async` payment routes) while the block runs: not the test's own thread, nor the
+    background sweeper."""
     engine = client.app.state.container.db.engine  # type: ignore[attr-defined]
     seen: list[str] = []
     me = threading.current_thread()
 
     def on_begin(conn: Connection) -> None:
         thread = threading.current_thread()
-        if thread is not me and thread.name.startswith("AnyIO"):
+        if thread is not me and thread.name.startswith(("AnyIO", "payment-writer")):
             seen.append("read" if conn.get_execution_options().get(_READ_ONLY) else "write")
 
     event.listen(engine, "begin", on_begin)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 
@@ -113,3 +114,47 @@ def test_batches_never_exceed_the_cap_and_nobody_is_left_waiting() -> None:
         thread.join(20)
     assert sorted(results) == list(range(40))
     assert max(sizes) <= 3 and sum(sizes) == 40
+
+
+def test_asyncio_callers_wait_without_threads_and_share_batches_with_thread_callers() -> None:
+    """Forty coroutines on one event loop and two threads: every caller gets its own result, and the
+    coroutines' items are written in few batches by writer threads (they hold none themselves)."""
+    sizes: list[int] = []
+    writers: set[str] = set()
+
+    def process(items: Sequence[int]) -> list[int | BaseException]:
+        sizes.append(len(items))
+        writers.add(threading.current_thread().name)
+        threading.Event().wait(0.002)  # a commit takes a while: callers pile up meanwhile
+        return [ValueError("seven") if i == 7 else i * 10 for i in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(process)
+
+    async def callers() -> list[int | str]:
+        async def one(i: int) -> int | str:
+            try:
+                return await committer.run_async(i)
+            except ValueError as exc:
+                return str(exc)
+
+        return list(await asyncio.gather(*(one(i) for i in range(40))))
+
+    threaded: dict[int, int] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: threaded.__setitem__(i, committer.run(i))) for i in (100, 101)
+    ]
+    for thread in threads:
+        thread.start()
+    got = asyncio.run(callers())
+    for thread in threads:
+        thread.join(10)
+    assert got == [("seven" if i == 7 else i * 10) for i in range(40)]
+    assert threaded == {100: 1000, 101: 1010}
+    assert sum(sizes) == 42 and len(sizes) < 42  # batched
+    assert "payment-writer" in writers
+
+
+def test_an_asyncio_caller_alone_is_written_at_once() -> None:
+    committer: GroupCommitter[int, int] = GroupCommitter(lambda items: [i + 1 for i in items])
+    assert asyncio.run(committer.run_async(1)) == 2
+    assert asyncio.run(committer.run_async(2)) == 3  # a new writer after the last one stopped

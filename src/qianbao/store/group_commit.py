@@ -8,17 +8,23 @@ batch at once. So batches form from what arrived while the previous one was comm
 timer: a lone request is a batch of one and waits for nothing, and under load the per-transaction
 cost is shared by everyone who arrived meanwhile.
 
+An asyncio caller (`run_async`: an `async` route) waits without holding a thread, so all the
+requests in flight, not only as many as the thread pool has threads, can join a batch; since it cannot
+take its turn, a writer thread is started for it when nobody is writing, and it stops when the queue
+is empty. Thread-pool callers and asyncio callers share the queue and the batches.
+
 This is a throughput device only. Correctness comes from the database (row locks, UNIQUE keys,
 conditional writes): any number of processes, each with its own committer, may write to one database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 I = TypeVar("I")  # noqa: E741 - the item type
 R = TypeVar("R")
@@ -34,6 +40,9 @@ class _Ticket(Generic[I, R]):
     done: bool = False
     result: R | None = None
     error: BaseException | None = None
+    # An asyncio caller: it holds no thread while it waits, so a writer thread writes its batch.
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[R] | None = None
 
 
 class GroupCommitter(Generic[I, R]):
@@ -43,8 +52,34 @@ class GroupCommitter(Generic[I, R]):
         self._queue: deque[_Ticket[I, R]] = deque()
         self._guard = threading.Lock()  # the queue
         self._writing = threading.Lock()  # held by the caller writing a batch
+        self._draining = False  # a writer thread is writing for asyncio callers
         self.batches = 0
         self.items = 0
+
+    async def run_async(self, item: I) -> R:
+        """`run` for an asyncio caller: it waits without holding a thread, so every request in flight
+        can join the next batch (a thread-pool caller holds its thread until its batch commits). A
+        writer thread is started when asyncio callers are queued and nobody is writing for them."""
+        loop = asyncio.get_running_loop()
+        ticket: _Ticket[I, R] = _Ticket(item, loop=loop, future=loop.create_future())
+        with self._guard:
+            self._queue.append(ticket)
+            start = not self._draining
+            self._draining = True
+        if start:
+            threading.Thread(target=self._drain, name="payment-writer", daemon=True).start()
+        assert ticket.future is not None  # noqa: S101 - set above
+        return await ticket.future
+
+    def _drain(self) -> None:
+        """Write batches until the queue is empty, then stop (the next asyncio caller starts another)."""
+        while True:
+            with self._writing:
+                self._write_one_batch()
+            with self._guard:
+                if not self._queue:
+                    self._draining = False
+                    return
 
     def run(self, item: I) -> R:
         """Queue `item`, wait for its batch to commit (writing it, if nobody else is), return its result
@@ -91,9 +126,35 @@ class GroupCommitter(Generic[I, R]):
                 ticket.result = result
             ticket.done = True
             ticket.wake.set()
+            if ticket.loop is not None:
+                _settle_in(ticket)
 
     def _wake_oldest(self) -> None:
         with self._guard:
             oldest = self._queue[0] if self._queue else None
-        if oldest is not None:
+            start = oldest is not None and oldest.loop is not None and not self._draining
+            if start:
+                self._draining = True
+        if start:  # an asyncio caller has no thread to take its turn: give it a writer
+            threading.Thread(target=self._drain, name="payment-writer", daemon=True).start()
+        elif oldest is not None:
             oldest.wake.set()
+
+
+def _settle_in(ticket: _Ticket[Any, Any]) -> None:
+    """Hand an asyncio caller its outcome on its own event loop (a closed loop: the caller left)."""
+    future, loop = ticket.future, ticket.loop
+    assert future is not None and loop is not None  # noqa: S101 - asyncio tickets have both
+
+    def settle() -> None:
+        if future.done():
+            return
+        if ticket.error is not None:
+            future.set_exception(ticket.error)
+        else:
+            future.set_result(ticket.result)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:
+        pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictStr
@@ -17,7 +18,8 @@ from qianbao.clock import rfc3339
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.payments import merchant_payments, qr_flow, qr_payments, refunds
-from qianbao.payments.engine.service import submit_order
+from qianbao.payments.engine.orders import Done
+from qianbao.payments.engine.service import submit_order_async
 from qianbao.payments.merchant_records import PaymentRecord, RefundRecord
 from qianbao.payments.merchants import merchant_by_id
 
@@ -89,7 +91,7 @@ def refund_json(r: RefundRecord, *, merchant_view: bool, payer_view: bool) -> di
 
 
 @router.post("/v1/payments", status_code=201, response_model=PaymentOut, response_model_exclude_unset=True)
-def pay_by_qr(
+async def pay_by_qr(
     body: QrPaymentBody,
     request: Request,
     raw: Body,
@@ -120,7 +122,11 @@ def pay_by_qr(
     order = qr_flow.qr_order(
         principal, request_data, idempotency_key=idempotency_key, step_up=step_up, http=http
     )
-    return pipeline_response(submit_order(ctx, order), render)
+    # Async: the request waits for its batch without holding a thread (docs/payments.md, "The pipeline").
+    outcome = await submit_order_async(ctx, order)
+    if isinstance(outcome, Done) and outcome.answer is None:  # no key: the answer reads the merchant
+        return await anyio.to_thread.run_sync(pipeline_response, outcome, render)
+    return pipeline_response(outcome, render)
 
 
 @router.get("/v1/payments/{payment_id}", response_model=PaymentOut, response_model_exclude_unset=True)

@@ -18,7 +18,7 @@ from qianbao.invalid import currency_hint
 from qianbao.money import UnknownCurrencyError, currency
 from qianbao.payments import funding, records
 from qianbao.payments import transfers as payments
-from qianbao.payments.engine.service import submit_order
+from qianbao.payments.engine.service import submit_order_async
 from qianbao.payments.inputs import MAX_PAYMENT
 from qianbao.wallets import closing, editing
 from qianbao.wallets import service as wallets
@@ -363,7 +363,7 @@ def close_wallet(
 
 
 @router.post("/v1/transfers", status_code=201, response_model=TransferOut, response_model_exclude_unset=True)
-def create_transfer(
+async def create_transfer(
     body: TransferBody,
     request: Request,
     raw: Body,
@@ -399,7 +399,8 @@ def create_transfer(
     order = payments.transfer_order(
         principal, request_data, idempotency_key=idempotency_key, step_up=step_up, http=http
     )
-    return pipeline_response(submit_order(ctx, order), render)
+    # Async: the request waits for its batch without holding a thread (docs/payments.md, "The pipeline").
+    return pipeline_response(await submit_order_async(ctx, order), render)
 
 
 @router.get("/v1/transfers/{transfer_id}", response_model=TransferOut, response_model_exclude_unset=True)

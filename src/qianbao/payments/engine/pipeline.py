@@ -101,6 +101,11 @@ def submit(ctx: IdentityContext, order: Order) -> Outcome:
     return pipeline(ctx).run(order)
 
 
+async def submit_async(ctx: IdentityContext, order: Order) -> Outcome:
+    """`submit` from an event loop, without holding a thread while the batch is written."""
+    return await pipeline(ctx).run_async(order)
+
+
 def process(ctx: IdentityContext, orders: Sequence[Order]) -> list[Result]:
     """A batch: one transaction for all, retried; if it keeps failing, or one order's own step refuses
     (a money request's hook, a dynamic code claimed meanwhile), each order alone, where every error
@@ -557,4 +562,4 @@ def _answers(ctx: IdentityContext, conn: Connection, batch: _Batch) -> None:
     release_keys(conn, batch.unbound)
 
 
-__all__ = ["pipeline", "process", "submit"]
+__all__ = ["pipeline", "process", "submit", "submit_async"]
