@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection
@@ -43,12 +42,12 @@ from qianbao.identity.context import IdentityContext
 from qianbao.identity.limits import add_outflows
 from qianbao.identity.model import Operation
 from qianbao.ledger.model import ResultCode, TransferSpec
+from qianbao.payments.engine.batch import Batch, Result, claim, follow, store
 from qianbao.payments.engine.decide import Approve, Decline, decide_batch
 from qianbao.payments.engine.declines import error_for
 from qianbao.payments.engine.facts import Books
 from qianbao.payments.engine.load import load_books
 from qianbao.payments.engine.orders import (
-    Answered,
     Done,
     NeedsStepUp,
     Order,
@@ -59,27 +58,12 @@ from qianbao.payments.engine.orders import (
 from qianbao.payments.engine.rules import ledger_finding
 from qianbao.store.errors import DATABASE_ERRORS, is_retryable
 from qianbao.store.group_commit import GroupCommitter
-from qianbao.store.idempotency import (
-    ABANDONED_AFTER_US,
-    UNBOUND_CODES,
-    Answer,
-    KeyClaim,
-    KeyId,
-    StoredKey,
-    claim_keys,
-    release_keys,
-    seal,
-    store_answers,
-    take_over,
-    unseal,
-)
 from qianbao.store.outbox import OutboxEvent
 from qianbao.wallets import budgets, spending
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 4  # a batch's tries before its orders run one by one
-Result = Outcome | BaseException
 
 
 class _Retry(Exception):  # noqa: N818 - control flow: roll the batch back and run it again
@@ -152,43 +136,12 @@ def _alone(ctx: IdentityContext, order: Order) -> Result:
 # -- one attempt -----------------------------------------------------------------------------------
 
 
-class _Batch:
-    """One attempt's state: what each order is answered, and what the batch writes."""
-
-    def __init__(self, orders: Sequence[Order]) -> None:
-        self.orders = orders
-        self.results: list[Result | None] = [None] * len(orders)
-        self.unbound: list[KeyId] = []
-        self.answers: list[tuple[Answer, bool]] = []  # and whether to seal it
-        self.followers: dict[int, int] = {}  # a repeated key in the batch: index → the first's index
-        self._at = {id(order): i for i, order in enumerate(orders)}
-
-    def index(self, staged: Staged) -> int:
-        return self._at[id(staged.order)]
-
-    def refuse(self, i: int, error: QianbaoError) -> None:
-        """Refused before anything was tried: unbound keys are freed, bound ones keep the problem."""
-        self.results[i] = error
-        http = self.orders[i].http
-        if http is None:
-            return
-        if error.code in UNBOUND_CODES:
-            self.unbound.append(http.claim.id)
-        else:
-            self.bind(i, *http.render_error(error), sealed=False)
-
-    def bind(self, i: int, status: int, payload: dict[str, Any], *, sealed: bool) -> None:
-        http = self.orders[i].http
-        assert http is not None  # noqa: S101 - only HTTP orders are bound
-        self.answers.append((Answer(http.claim.scope, http.claim.key, status, payload), sealed))
-
-
 def _run(ctx: IdentityContext, orders: Sequence[Order], *, alone: bool = False) -> list[Result]:
-    batch = _Batch(orders)
+    batch = Batch(orders)
     with ctx.uow() as uow:
         conn = uow.conn
         now = ctx.now()
-        _claim(ctx, conn, batch, now)
+        claim(ctx, conn, batch, now)
         staged = _stage(ctx, conn, batch, now)
         # The books hold one currency's limits and holdings per user: a batch that mixes currencies
         # (in practice, a request in a currency its wallet does not hold) is decided per currency.
@@ -215,81 +168,14 @@ def _run(ctx: IdentityContext, orders: Sequence[Order], *, alone: bool = False) 
         # read them in the outbox's order.
         for event in _records(ctx, conn, batch, approved, declined, books_of, now) + counted:
             uow.emit(event)
-        _answers(ctx, conn, batch)
+        store(ctx, conn, batch)
         uow.commit()
     for i, j in batch.followers.items():
-        batch.results[i] = _follow(batch, i, j)
+        batch.results[i] = follow(batch, i, j)
     return [r if r is not None else RuntimeError("an order was not answered") for r in batch.results]
 
 
-def _claim(ctx: IdentityContext, conn: Connection, batch: _Batch, now: int) -> None:
-    """Claim every HTTP key of the batch at once; answer replays, reused and busy keys."""
-    firsts: dict[KeyId, int] = {}
-    claims: list[KeyClaim] = []
-    for i, order in enumerate(batch.orders):
-        if order.http is None:
-            continue
-        key_id = order.http.claim.id
-        if key_id in firsts:  # the same key twice in one batch: the later ones follow the first
-            batch.followers[i] = firsts[key_id]
-            continue
-        firsts[key_id] = i
-        claims.append(order.http.claim)
-    stored = claim_keys(conn, claims, now)
-    for key_id, row in stored.items():
-        i = firsts[key_id]
-        answer = _stored_answer(ctx, conn, batch.orders[i], row, now)
-        if answer is not None:  # else: an abandoned claim, taken over: the order runs
-            batch.results[i] = answer
-    # A repeat of a key that was stored already is answered from the stored row, by its own body.
-    for i, j in list(batch.followers.items()):
-        found = next((row for key_id, row in stored.items() if firsts[key_id] == j), None)
-        if found is None:
-            continue
-        del batch.followers[i]
-        if found.in_progress:
-            batch.results[i] = IdempotencyKeyInUse(
-                "a request with this Idempotency-Key is still being processed"
-            )
-        else:
-            batch.results[i] = _stored_answer(ctx, conn, batch.orders[i], found, now)
-
-
-def _stored_answer(
-    ctx: IdentityContext, conn: Connection, order: Order, row: StoredKey, now: int
-) -> Result | None:
-    """The answer for a key found claimed already (None: it was abandoned, and is now this order's)."""
-    http = order.http
-    assert http is not None  # noqa: S101 - only HTTP orders have claims
-    if row.fingerprint != http.claim.fingerprint:
-        return IdempotencyKeyReused("this Idempotency-Key was used with a different request")
-    if not row.in_progress:
-        return Answered(row.status, unseal(ctx.keys, row.response))
-    # Claimed by a request outside the pipeline that is still running, unless it was abandoned.
-    if now - row.created_at < ABANDONED_AFTER_US:
-        return IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
-    if take_over(conn, http.claim.id, row.created_at, now):
-        return None
-    return IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
-
-
-def _follow(batch: _Batch, i: int, j: int) -> Result:
-    """A repeat of an earlier order's key in the same batch: the same answer, as a replay would give."""
-    first, mine = batch.orders[j], batch.orders[i]
-    assert first.http is not None and mine.http is not None  # noqa: S101 - followers are HTTP orders
-    if first.http.claim.fingerprint != mine.http.claim.fingerprint:
-        return IdempotencyKeyReused("this Idempotency-Key was used with a different request")
-    result = batch.results[j]
-    if isinstance(result, NeedsStepUp) or (isinstance(result, QianbaoError) and result.code in UNBOUND_CODES):
-        return IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed")
-    if isinstance(result, Done) and result.answer is not None:
-        return Answered(*result.answer)
-    if isinstance(result, QianbaoError):
-        return Answered(*mine.http.render_error(result))
-    return result if result is not None else RuntimeError("an order was not answered")
-
-
-def _stage(ctx: IdentityContext, conn: Connection, batch: _Batch, now: int) -> list[Staged]:
+def _stage(ctx: IdentityContext, conn: Connection, batch: Batch, now: int) -> list[Staged]:
     """Each flow resolves its orders (one statement per table); refusals and replays are answered."""
     live = []
     for i, result in enumerate(batch.results):
@@ -318,7 +204,7 @@ def _stage(ctx: IdentityContext, conn: Connection, batch: _Batch, now: int) -> l
     return [staged[i] for i in sorted(staged)]
 
 
-def _replays(ctx: IdentityContext, conn: Connection, batch: _Batch, staged: list[Staged]) -> list[Staged]:
+def _replays(ctx: IdentityContext, conn: Connection, batch: Batch, staged: list[Staged]) -> list[Staged]:
     """Orders whose ledger id has a record already: an attempt with the same key committed first (an
     overlapping retry waited for its locks just now). Asked once the locks are held, so the first
     attempt has committed or rolled back; answered from the record, not decided again."""
@@ -337,7 +223,7 @@ def _replays(ctx: IdentityContext, conn: Connection, batch: _Batch, staged: list
     return [item for item in staged if id(item) not in done]
 
 
-def _answer_record(conn: Connection, batch: _Batch, i: int, record: Any, *, replayed: bool) -> None:
+def _answer_record(conn: Connection, batch: Batch, i: int, record: Any, *, replayed: bool) -> None:
     """A record as the order's answer: a payment, or (a recorded decline) its error."""
     order = batch.orders[i]
     try:
@@ -357,7 +243,7 @@ def _answer_record(conn: Connection, batch: _Batch, i: int, record: Any, *, repl
 def _decide(
     ctx: IdentityContext,
     conn: Connection,
-    batch: _Batch,
+    batch: Batch,
     staged: Sequence[Staged],
     books: Books,
     now: int,
@@ -433,7 +319,7 @@ def _spend_later(
 def _apply_ledger(
     ctx: IdentityContext,
     conn: Connection,
-    batch: _Batch,
+    batch: Batch,
     approved: list[tuple[Staged, Approve]],
     *,
     alone: bool,
@@ -519,7 +405,7 @@ def _count(
 def _records(
     ctx: IdentityContext,
     conn: Connection,
-    batch: _Batch,
+    batch: Batch,
     approved: Sequence[tuple[Staged, Approve]],
     declined: Sequence[tuple[Staged, QianbaoError]],
     books_of: Mapping[str, Books],
@@ -552,14 +438,6 @@ def _records(
         if item.order.http is not None:
             batch.bind(i, *item.order.http.render_error(answered), sealed=False)
     return events
-
-
-def _answers(ctx: IdentityContext, conn: Connection, batch: _Batch) -> None:
-    """The answers, bound to their keys before the batch's COMMIT (sealed: they hold personal data)."""
-    store_answers(
-        conn, [replace(a, payload=seal(ctx.keys, a.payload)) if sealed else a for a, sealed in batch.answers]
-    )
-    release_keys(conn, batch.unbound)
 
 
 __all__ = ["pipeline", "process", "submit", "submit_async"]
