@@ -4,8 +4,8 @@ Each test holds a first unit of work open at a chosen point (inside a hook that 
 taken) until a second transaction is seen waiting for a lock (pg_stat_activity), then lets it commit:
 no sleeps, no timing. They guard three things the decision core's unit of work must keep:
   - a retry with the same Idempotency-Key that overlapped its first attempt replays that payment, even
-    when the first attempt took the whole balance (P2P through the payment pipeline, the retry reaching
-    another worker's pipeline; merchant payments);
+    when the first attempt took the whole balance (P2P and merchant payments through the payment
+    pipeline, the retry reaching another worker's pipeline);
   - a merchant payment locks every account its ledger chain touches, the fee account included, in one
     id-ordered step, so a refund to the same customer at the same moment cannot deadlock with it.
 """
@@ -22,7 +22,8 @@ from sqlalchemy import text
 from qianbao.bootstrap import Container, build_container
 from qianbao.errors import QianbaoError
 from qianbao.payments.funding import sandbox_fund
-from qianbao.payments.merchant_payments import PaymentPlan, run_payment
+from qianbao.payments.merchant_flow import run_planned
+from qianbao.payments.merchant_payments import PaymentPlan
 from qianbao.payments.refunds import RefundRequest, refund_payment
 from qianbao.payments.transfers import TransferRequest, send_transfer
 from qianbao.wallets.service import wallet_row
@@ -115,13 +116,19 @@ def test_a_merchant_payment_retry_overlapping_its_first_attempt_replays_it(conta
     hold = _Holder(container)
     results: dict[str, Any] = {}
     first = _in_thread(
-        results, "first", lambda: run_payment(ctx, payer, plan, claim=hold, idempotency_key="k")
+        results, "first", lambda: run_planned(ctx, payer, plan, claim=hold, idempotency_key="k")
     )
     while hold.calls == 0 and first.is_alive():  # the first attempt is inside its unit of work
         first.join(0.01)
-    second = _in_thread(results, "retry", lambda: run_payment(ctx, payer, plan, idempotency_key="k"))
-    first.join(60)
-    second.join(60)
+    other = build_container(container.settings)  # the retry reaches another worker's pipeline
+    try:
+        second = _in_thread(
+            results, "retry", lambda: run_planned(other.identity, payer, plan, idempotency_key="k")
+        )
+        first.join(60)
+        second.join(60)
+    finally:
+        other.close()
     assert results["first"][0] == "ok"
     assert results["retry"][0] == "ok", results["retry"]
     assert results["retry"][1].id == results["first"][1].id
@@ -151,7 +158,7 @@ def test_a_merchant_payment_and_a_refund_to_the_same_customer_do_not_deadlock(co
     hold = _Holder(container)
     before = _deadlocks(container)
     results: dict[str, Any] = {}
-    paying = _in_thread(results, "pay", lambda: run_payment(ctx, payer, plan, claim=hold))
+    paying = _in_thread(results, "pay", lambda: run_planned(ctx, payer, plan, claim=hold))
     while hold.calls == 0 and paying.is_alive():
         paying.join(0.01)
     refunding = _in_thread(

@@ -2,9 +2,9 @@
 
 `POST /v1/merchants/{id}/charges` `{payment_code, amount, order_id}`:
   1. the code is redeemed (spent) first: whatever happens next, it cannot be presented again;
-  2. within the customer's no-PIN allowance (default ¥1,000 a payment, ¥2,000 a day) the payment runs at
-     once through the merchant payment path (`run_payment`, no step-up), counting against the allowance
-     in the same unit of work;
+  2. within the customer's no-PIN allowance (default ¥1,000 a payment, ¥2,000 a day) the payment runs
+     at once through the payment pipeline (`merchant_flow.run_planned`, no step-up), counting against
+     the allowance in the same batch;
   3. above it, the funds are held (a ledger hold with a timeout), the payment is `pending` and the
      customer is asked to confirm (event `payment.confirmation_required`, and `GET /v1/payments/pending`
      in the app). `POST /v1/payments/{id}/confirm` with step-up posts the hold and the fee as a linked
@@ -41,6 +41,7 @@ from qianbao.payments.engine.writes import (
 )
 from qianbao.payments.errors import CurrencyMismatch
 from qianbao.payments.inputs import check_amount, derived_id, require_user_id
+from qianbao.payments.merchant_flow import run_planned
 from qianbao.payments.merchant_payments import (
     PaymentPlan,
     decide_in_unit,
@@ -53,7 +54,6 @@ from qianbao.payments.merchant_payments import (
     record_target,
     replay,
     replay_applied,
-    run_payment,
 )
 from qianbao.payments.merchant_records import (
     PaymentRecord,
@@ -144,7 +144,7 @@ def charge(
                 raise _AllowanceTaken
 
         try:
-            return run_payment(
+            return run_planned(
                 ctx,
                 payer,
                 plan,

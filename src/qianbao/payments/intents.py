@@ -33,9 +33,9 @@ from qianbao.ids import new_id
 from qianbao.payments.code_tables import payment_intents
 from qianbao.payments.dynamic_qr import clean_order_id
 from qianbao.payments.inputs import check_amount, require_user_id
+from qianbao.payments.merchant_flow import run_planned
 from qianbao.payments.merchant_payments import (
     PaymentPlan,
-    execute_payment,
     payment_by_ledger_id,
     prepare,
     replay,
@@ -295,7 +295,8 @@ def confirm_intent(
             raise IntentStateConflict("the intent changed meanwhile")
 
     try:
-        record = execute_payment(ctx, principal, plan, proof, claim=succeed)
+        step_up_id = None if proof is None else proof.challenge_id  # spent in the payment's batch
+        record = run_planned(ctx, principal, plan, claim=succeed, step_up=step_up_id)
     except QianbaoError as error:
         if error.code != "intent_state_conflict":  # the payment was declined: so is the intent
             with ctx.db.write() as conn:

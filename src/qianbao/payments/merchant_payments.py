@@ -1,17 +1,13 @@
-"""Paying a merchant: the money path every way of paying shares (`run_payment`): scanning a QR code
-(`qr_payments`), a payment code at a till (`charges`), an online checkout (`intents`).
+"""Paying a merchant: what every way of paying shares, scanning a QR code (`qr_flow`), a payment code
+at a till (`charges`), an online checkout (`intents`): the plan (merchant, paying wallet, amount, ledger
+id), the engine's request for it, its record and its ledger chain — payer → merchant wallet for the
+amount, linked with merchant wallet → fee account for the merchant discount fee.
 
-The money path, as for P2P (GUIDE §2):
-  1. the payment engine's `decide` over state read without locks (`prepare`): every rule in its one
-     order (payments/engine/decide.py), the step-up reasons included;
-  2. step-up where the decision asks for it (`401 step_up_required`; repeat with `Step-Up: <id>`);
-  3. ONE unit of work: spend the step-up pass, decide again over state read there (the merchant's
-     status included), count the outflow toward the daily limit (atomic), run the
-     method's own claim (a dynamic code is marked paid; an intent moves to `succeeded`), apply the ledger
-     chain — payer → merchant wallet for the amount, linked with merchant wallet → fee account for the
-     merchant discount fee — write the payment record and its outbox event, count the budget spend.
-A decline inside the unit of work rolls all of it back and is then recorded as a `failed` payment with
-its `failure_code` (and a `payment.failed` event), so the Idempotency-Key stays bound to it.
+QR payments, checkouts and payment codes within the no-PIN allowance are decided and written by the
+payment pipeline (`merchant_flow`, engine/pipeline.py). A payment code above the allowance is held and
+confirmed in units of work of its own (`charges`), which decide here too (`decide_in_unit`): the
+state read with its locks, the step-up pass spent, the same `decide`; a decline inside rolls back and
+is recorded as a `failed` payment (`record_failure`), bound to the Idempotency-Key.
 
 With an Idempotency-Key the ledger transfer id is derived from (caller scope, key): even a crash between
 the ledger commit and the stored HTTP answer cannot charge twice.
@@ -36,11 +32,6 @@ from qianbao.payments.engine.declines import approved_or_raise, stored_decline
 from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
 from qianbao.payments.engine.load import load_books
 from qianbao.payments.engine.writes import (
-    AlreadyApplied,
-    Declined,
-    chain_outcome,
-    count_outflow,
-    count_spend,
     decide_locked,
 )
 from qianbao.payments.fees import fee_for
@@ -52,7 +43,7 @@ from qianbao.payments.merchant_records import (
     payment_event,
 )
 from qianbao.payments.merchants import Merchant, merchant_status_of, rate_for
-from qianbao.store.errors import DATABASE_ERRORS, is_retryable, retried
+from qianbao.store.errors import DATABASE_ERRORS, is_retryable
 from qianbao.store.outbox import append_events
 from qianbao.wallets.service import WalletRow, plausible_id
 
@@ -220,54 +211,6 @@ def ledger_chain(record: PaymentRecord) -> list[TransferSpec]:
     return [pay, fee]
 
 
-def run_payment(
-    ctx: IdentityContext,
-    principal: Principal,
-    plan: PaymentPlan,
-    *,
-    claim: Claim | None = None,
-    idempotency_key: str | None = None,
-    step_up: str | None = None,
-    no_pin: bool = False,
-    scope: str | None = None,
-) -> PaymentRecord:
-    """Decide, step-up, then the unit of work (retried on serialisation failures); declines recorded.
-
-    `principal` is the payer; `scope` the caller's idempotency scope when someone else initiates the
-    payment (a merchant charging a payment code); `no_pin` for the password-free small payments a
-    customer allowed (payment codes)."""
-    approved = prepare(ctx, principal, plan, no_pin=no_pin)
-    proof = step_up_for(ctx, principal, plan, approved, step_up)
-    return execute_payment(
-        ctx, principal, plan, proof, claim=claim, idempotency_key=idempotency_key, scope=scope, no_pin=no_pin
-    )
-
-
-def execute_payment(
-    ctx: IdentityContext,
-    principal: Principal,
-    plan: PaymentPlan,
-    proof: stepup.StepUpPass | None,
-    *,
-    claim: Claim | None = None,
-    idempotency_key: str | None = None,
-    scope: str | None = None,
-    no_pin: bool = False,
-) -> PaymentRecord:
-    """The unit of work after `prepare` and step-up: retried on serialisation failures; a decline is
-    recorded as a failed payment and raised; a replay of the same ledger id returns the first outcome."""
-    scope = principal.scope if scope is None else scope
-    record = new_record(ctx, principal, plan)
-    request = replace(payment_request(principal, plan, no_pin=no_pin), stepped_up=True)
-    try:
-        return retried(lambda: _execute(ctx, scope, record, request, proof, claim, idempotency_key))
-    except Declined as declined:
-        record_failure(ctx, scope, record, declined.error, idempotency_key)
-        raise declined.error from None
-    except AlreadyApplied:
-        return replay_applied(ctx, plan.ledger_id)
-
-
 def replay_applied(ctx: IdentityContext, ledger_id: str) -> PaymentRecord:
     """The payment an earlier attempt with the same ledger id committed, answered again."""
     found = payment_by_ledger_id(ctx, ledger_id)
@@ -324,33 +267,6 @@ def decide_in_unit(
         applied=applied if replay_check else None,
         also_lock=fees,
     )
-
-
-def _execute(
-    ctx: IdentityContext,
-    scope: str,
-    record: PaymentRecord,
-    request: PaymentRequest,
-    proof: stepup.StepUpPass | None,
-    claim: Claim | None,
-    key: str | None,
-) -> PaymentRecord:
-    with ctx.uow() as uow:
-        conn = uow.conn
-        now = ctx.now()
-        record = replace(record, created_at=now)
-        approved = decide_in_unit(ctx, conn, request, record, now, proof=proof, replay_check=True)
-        count_outflow(ctx, conn, approved, record.payer_user_id, now)
-        if claim is not None:
-            claim(conn, record)
-        chain_outcome(ctx.ledger.apply_in(conn, ledger_chain(record)), record.currency)
-        budget_events = count_spend(conn, approved, record.payer_wallet_id, now)
-        insert_payment(conn, ctx.keys, record, scope, key)
-        uow.emit(payment_event(record))
-        for event in budget_events:
-            uow.emit(event)
-        uow.commit()
-        return record
 
 
 # -- reading ---------------------------------------------------------------------------------------

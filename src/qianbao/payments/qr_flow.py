@@ -1,56 +1,33 @@
-"""Merchant QR payments as the payment pipeline stages and writes them (engine/pipeline.py, `Flow`).
+"""Merchant QR payments as the payment pipeline stages them (engine/pipeline.py, `Flow`); they are
+written as every merchant payment is (`merchant_flow.MerchantPayments`).
 
 Staging a batch reads the merchants its codes name and the paying wallets in one statement each; a
 dynamic code is read by its reference, one by one. Each code is then checked against the records
-(`qr_payments.plan_for_qr`: altered, used, expired, amount). Writing claims each dynamic code (a
-conditional update: a code two customers paid in one batch fails the batch, whose orders are then
-tried alone, where the second hears `qr_code_used`), then inserts every payment of the batch in one
-statement. The ledger chain is the merchant payment's: payer → merchant wallet, linked with merchant
-wallet → fee account.
+(`qr_payments.plan_for_qr`: altered, used, expired, amount). Two customers paying one dynamic code in
+one batch: its claim fails the batch, whose orders are then tried alone, where the second hears
+`qr_code_used`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
 
 from qianbao.errors import QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.ids import new_id
-from qianbao.ledger.model import TransferSpec
-from qianbao.ledger.system_accounts import FEES, system_account_id
 from qianbao.payments import dynamic_qr, emvco
-from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
+from qianbao.payments.engine.facts import Kind, PaymentRequest
 from qianbao.payments.engine.orders import Done, HttpKey, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
 from qianbao.payments.inputs import derived_id, require_user_id
-from qianbao.payments.merchant_payments import ledger_chain, new_record, replay
-from qianbao.payments.merchant_records import (
-    PaymentRecord,
-    payment_event,
-    payment_row,
-    payments_by_ledger_ids,
-)
-from qianbao.payments.merchant_tables import merchant_payments
-from qianbao.payments.merchants import Merchant, merchants_by_ids, payable
+from qianbao.payments.merchant_flow import MerchantPayments, staged_payment
+from qianbao.payments.merchant_records import PaymentRecord
+from qianbao.payments.merchants import merchants_by_ids, payable
 from qianbao.payments.qr_payments import QrPaymentRequest, parse_merchant_qr, plan_for_qr
-from qianbao.store.outbox import OutboxEvent
 from qianbao.wallets.service import no_such_wallet, wallet_rows
-
-
-@dataclass(frozen=True, slots=True)
-class QrStaged:
-    """What a staged QR payment carries to its writing: its record (id and fee fixed), the merchant
-    (for the answer), the dynamic code to claim."""
-
-    record: PaymentRecord
-    merchant: Merchant
-    code: dynamic_qr.DynamicQr | None
-    step_up_params: dict[str, Any]
 
 
 def _parsed(ask: QrPaymentRequest) -> emvco.ParsedQr | QianbaoError:
@@ -60,8 +37,8 @@ def _parsed(ask: QrPaymentRequest) -> emvco.ParsedQr | QianbaoError:
         return refusal
 
 
-class QrPaymentFlow:
-    what = "payment"
+class QrPaymentFlow(MerchantPayments):
+    """A scanned merchant code: parsed, checked against the records, then paid as any merchant payment."""
 
     def stage(
         self, ctx: IdentityContext, conn: Connection, orders: Sequence[Order], now: int
@@ -91,7 +68,6 @@ class QrPaymentFlow:
             except QianbaoError as refusal:
                 staged.append(refusal)
                 continue
-            record = new_record(ctx, order.principal, plan)
             request = PaymentRequest(
                 kind=Kind.MERCHANT,
                 payer_user_id=source.user_id,
@@ -102,66 +78,8 @@ class QrPaymentFlow:
                 merchant_status=merchant.status,
                 device_trusted=order.principal.device_trusted,
             )
-            target = TargetWallet(merchant.wallet_id, merchant.owner_user_id, merchant.currency)
-            fees = (system_account_id(FEES, plan.currency),) if record.fee > 0 else ()
-            params = {
-                "merchant": merchant.id,
-                "from": source.id,
-                "amount": plan.amount,
-                "currency": plan.currency,
-                **dict(plan.step_up_params),
-            }
-            extra = {"qr": QrStaged(record, merchant, dynamic, params)}
-            staged.append(Staged(order, request, target, also_lock=fees, extra=extra))
+            staged.append(staged_payment(ctx, order, plan, request, code=dynamic))
         return staged
-
-    def existing(self, ctx: IdentityContext, conn: Connection, ledger_ids: Sequence[str]) -> dict[str, Any]:
-        return dict(payments_by_ledger_ids(conn, ctx.keys, list(ledger_ids)))
-
-    def step_up_params(self, staged: Staged) -> dict[str, Any]:
-        return dict(_qr(staged).step_up_params)
-
-    def chain(self, staged: Staged) -> list[TransferSpec]:
-        return ledger_chain(_qr(staged).record)
-
-    def record(self, staged: Staged, now: int, failure: QianbaoError | None) -> PaymentRecord:
-        record = replace(_qr(staged).record, created_at=now)
-        if failure is None:
-            return record
-        return replace(record, status="failed", failure_code=failure.code)
-
-    def declined(
-        self,
-        staged: Staged,  # noqa: ARG002 - the flow's signature
-        error: QianbaoError,
-        record: Any,
-        books: Books,  # noqa: ARG002 - the flow's signature
-    ) -> QianbaoError:
-        error.extra["payment_id"] = record.id
-        return error
-
-    def replay(self, record: Any) -> PaymentRecord:
-        return replay(record)
-
-    def write(
-        self, ctx: IdentityContext, conn: Connection, written: Sequence[tuple[Staged, Any]]
-    ) -> list[OutboxEvent]:
-        for staged, record in written:
-            code = _qr(staged).code
-            if code is not None and record.status == "succeeded":
-                dynamic_qr.claim(conn, code, record.id, record.created_at)  # raises: used meanwhile
-        rows = [payment_row(ctx.keys, r, s.order.principal.scope, s.order.key) for s, r in written]
-        conn.execute(insert(merchant_payments), rows)
-        return [payment_event(record) for _staged, record in written]
-
-
-def _qr(staged: Staged) -> QrStaged:
-    found: QrStaged = staged.extra["qr"]
-    return found
-
-
-def merchant_of(staged: Staged) -> Merchant:
-    return _qr(staged).merchant
 
 
 QR_PAYMENTS = QrPaymentFlow()
