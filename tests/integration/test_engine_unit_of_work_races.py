@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from qianbao.bootstrap import Container, build_container
 from qianbao.errors import QianbaoError
+from qianbao.identity.context import IdentityContext
 from qianbao.payments.funding import sandbox_fund
 from qianbao.payments.merchant_flow import run_planned
 from qianbao.payments.merchant_payments import PaymentPlan
@@ -75,6 +76,27 @@ def _in_thread(results: dict[str, Any], name: str, call: Callable[[], Any]) -> t
     return thread
 
 
+def _first_and_retry_elsewhere(
+    container: Container, pay: Callable[[IdentityContext, _Holder | None], Any]
+) -> dict[str, Any]:
+    """The first attempt holds its batch open (after its locks) while the retry, with the same key,
+    reaches another worker (a second container, its own pipeline): only the database orders the two.
+    The outcomes by name, "first" and "retry"."""
+    hold = _Holder(container)
+    results: dict[str, Any] = {}
+    first = _in_thread(results, "first", lambda: pay(container.identity, hold))
+    while hold.calls == 0 and first.is_alive():  # the first attempt is inside its batch
+        first.join(0.01)
+    other = build_container(container.settings)
+    try:
+        second = _in_thread(results, "retry", lambda: pay(other.identity, None))
+        first.join(60)
+        second.join(60)
+    finally:
+        other.close()
+    return results
+
+
 def test_a_p2p_retry_overlapping_its_first_attempt_replays_it(container: Container) -> None:
     ctx = container.identity
     payer, wallet = register(ctx, "王丽")
@@ -82,23 +104,10 @@ def test_a_p2p_retry_overlapping_its_first_attempt_replays_it(container: Contain
     sandbox_fund(ctx, payer, wallet_id=wallet, amount=10_000, currency_code="CNY")
     send_transfer(ctx, payer, TransferRequest(wallet, 5_000, "CNY", to_wallet_id=payee_wallet))
     request = TransferRequest(wallet, 5_000, "CNY", to_wallet_id=payee_wallet)  # the whole balance left
-    hold = _Holder(container)
-    results: dict[str, Any] = {}
-    first = _in_thread(
-        results, "first", lambda: send_transfer(ctx, payer, request, idempotency_key="k1", on_applied=hold)
+    results = _first_and_retry_elsewhere(
+        container,
+        lambda c, hold: send_transfer(c, payer, request, idempotency_key="k1", on_applied=hold),
     )
-    while hold.calls == 0 and first.is_alive():  # the first attempt is inside its unit of work
-        first.join(0.01)
-    # The retry reaches another worker (its own pipeline): only the database orders the two.
-    other = build_container(container.settings)
-    try:
-        second = _in_thread(
-            results, "retry", lambda: send_transfer(other.identity, payer, request, idempotency_key="k1")
-        )
-        first.join(60)
-        second.join(60)
-    finally:
-        other.close()
     assert results["first"][0] == "ok"
     assert results["retry"][0] == "ok", results["retry"]
     assert results["retry"][1].id == results["first"][1].id
@@ -113,22 +122,9 @@ def test_a_merchant_payment_retry_overlapping_its_first_attempt_replays_it(conta
         source = wallet_row(conn, wallet)
     assert source is not None
     plan = PaymentPlan("qr_static", shop, source, 10_000, "CNY", ledger_id="pay:same-key-overlap")
-    hold = _Holder(container)
-    results: dict[str, Any] = {}
-    first = _in_thread(
-        results, "first", lambda: run_planned(ctx, payer, plan, claim=hold, idempotency_key="k")
+    results = _first_and_retry_elsewhere(
+        container, lambda c, hold: run_planned(c, payer, plan, claim=hold, idempotency_key="k")
     )
-    while hold.calls == 0 and first.is_alive():  # the first attempt is inside its unit of work
-        first.join(0.01)
-    other = build_container(container.settings)  # the retry reaches another worker's pipeline
-    try:
-        second = _in_thread(
-            results, "retry", lambda: run_planned(other.identity, payer, plan, idempotency_key="k")
-        )
-        first.join(60)
-        second.join(60)
-    finally:
-        other.close()
     assert results["first"][0] == "ok"
     assert results["retry"][0] == "ok", results["retry"]
     assert results["retry"][1].id == results["first"][1].id
