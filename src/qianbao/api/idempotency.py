@@ -184,7 +184,7 @@ def pipeline_response(outcome: Done | Answered, render: Render) -> JSONResponse:
                 outcome.payload, status_code=outcome.status, media_type="application/problem+json"
             )
         return JSONResponse(outcome.payload, status_code=outcome.status)
-    status, payload = outcome.answer if outcome.answer is not None else render(outcome.record, None)
+    status, payload = outcome.answer if outcome.answer is not None else render(outcome.record, None, None)
     return JSONResponse(payload, status_code=status)
 
 

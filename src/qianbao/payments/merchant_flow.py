@@ -94,6 +94,9 @@ class MerchantPayments:
     def existing(self, ctx: IdentityContext, conn: Connection, ledger_ids: Sequence[str]) -> dict[str, Any]:
         return dict(payments_by_ledger_ids(conn, ctx.keys, list(ledger_ids)))
 
+    def seen(self, staged: Staged) -> Merchant:
+        return merchant_staged(staged).merchant
+
     def step_up_params(self, staged: Staged) -> dict[str, Any]:
         return dict(merchant_staged(staged).step_up_params)
 

@@ -117,24 +117,12 @@ def prepare(
     kind: Kind = Kind.MERCHANT,
     no_pin: bool = False,
 ) -> Approve:
-    """The decision before step-up, over state read without locks (the unit of work decides again)."""
-    with ctx.db.read() as conn:
-        return prepare_in(ctx, conn, principal, plan, kind=kind, no_pin=no_pin)
-
-
-def prepare_in(
-    ctx: IdentityContext,
-    conn: Connection,
-    principal: Principal,
-    plan: PaymentPlan,
-    *,
-    kind: Kind = Kind.MERCHANT,
-    no_pin: bool = False,
-) -> Approve:
-    """`prepare` in a read transaction the caller holds (sharing it with its own look-ups)."""
+    """The decision before step-up, over state read without locks (the payment is decided again where
+    it is written)."""
     request = payment_request(principal, plan, kind=kind, no_pin=no_pin)
     now = ctx.now()
-    books = load_books(ctx, conn, [request], [merchant_target(plan)], now=now, lock=False)
+    with ctx.db.read() as conn:
+        books = load_books(ctx, conn, [request], [merchant_target(plan)], now=now, lock=False)
     return approved_or_raise(decide(request, books, ctx.step_up_policy, now))
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
-from qianbao.identity.context import IdentityContext
 from qianbao.payments.tables import transfers
 from qianbao.security.fields import context
 from qianbao.security.keyring import KeyRing
@@ -65,11 +64,6 @@ def records_by_ledger_ids(
     return {r.ledger_transfer_id: record_from_row(r, keys) for r in rows}
 
 
-def record_by_ledger_id(ctx: IdentityContext, ledger_id: str) -> TransferRecord | None:
-    with ctx.db.read() as conn:
-        return records_by_ledger_ids(conn, ctx.keys, [ledger_id]).get(ledger_id)
-
-
 def record_row(keys: KeyRing, record: TransferRecord, scope: str, key: str | None) -> dict[str, Any]:
     """The record as a row of `transfers` (the memo encrypted; the key bound, if there is one)."""
     return {
@@ -88,12 +82,6 @@ def record_row(keys: KeyRing, record: TransferRecord, scope: str, key: str | Non
         "idempotency_scope": scope if key is not None else None,
         "idempotency_key": key,
     }
-
-
-def insert_record(
-    conn: Connection, keys: KeyRing, record: TransferRecord, scope: str, key: str | None
-) -> None:
-    conn.execute(insert(transfers).values(record_row(keys, record, scope, key)))
 
 
 def transfer_event(record: TransferRecord) -> OutboxEvent:

@@ -170,6 +170,9 @@ class TransferFlow:
     def existing(self, ctx: IdentityContext, conn: Connection, ledger_ids: Sequence[str]) -> dict[str, Any]:
         return dict(records_by_ledger_ids(conn, ctx.keys, list(ledger_ids)))
 
+    def seen(self, staged: Staged) -> None:  # noqa: ARG002 - the flow's signature
+        return None
+
     def step_up_params(self, staged: Staged) -> dict[str, Any]:
         request = staged.request
         return {

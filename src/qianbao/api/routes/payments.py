@@ -21,7 +21,7 @@ from qianbao.payments import merchant_payments, qr_flow, qr_payments, refunds
 from qianbao.payments.engine.orders import Done
 from qianbao.payments.engine.service import submit_order_async
 from qianbao.payments.merchant_records import PaymentRecord, RefundRecord
-from qianbao.payments.merchants import merchant_by_id
+from qianbao.payments.merchants import Merchant, merchant_by_id
 
 router = APIRouter(tags=["payments"])
 
@@ -112,7 +112,11 @@ async def pay_by_qr(
         memo=body.memo,
     )
 
-    def render(record: Any, conn: Connection | None = None) -> tuple[int, dict[str, Any]]:
+    def render(
+        record: Any, conn: Connection | None = None, merchant: Merchant | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        if merchant is not None:  # read by the batch already
+            return 201, payment_json(record, merchant, viewer_user_id=principal.user_id)
         return 201, _shown(ctx, record, principal, conn)
 
     # The answer holds the customer's note (personal data): stored encrypted for replays.

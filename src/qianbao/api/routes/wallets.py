@@ -389,7 +389,7 @@ async def create_transfer(
         memo=body.memo,
     )
 
-    def render(record: Any, _conn: object = None) -> tuple[int, dict[str, Any]]:
+    def render(record: Any, _conn: object = None, _seen: object = None) -> tuple[int, dict[str, Any]]:
         return 201, transfer_json(record)
 
     # The answer holds the memo (personal data): stored encrypted, opened again for a replay.

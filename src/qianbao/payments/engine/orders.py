@@ -21,8 +21,9 @@ from qianbao.payments.engine.facts import Books, PaymentRequest, TargetWallet
 from qianbao.store.idempotency import KeyClaim
 from qianbao.store.outbox import OutboxEvent
 
-# A record's HTTP answer (status, body); given the batch's connection when asked inside it.
-Render = Callable[[Any, Connection | None], tuple[int, dict[str, Any]]]
+# A record's HTTP answer (status, body); inside the batch it is given the batch's connection and what
+# the batch read for the record already (`Flow.seen`: a merchant payment's merchant), else None.
+Render = Callable[[Any, Connection | None, Any], tuple[int, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,10 @@ class Flow(Protocol):
         ...
 
     def step_up_params(self, staged: Staged) -> dict[str, Any]: ...
+
+    def seen(self, staged: Staged) -> Any:
+        """What the batch read that the record's answer shows (None: nothing)."""
+        ...
 
     def chain(self, staged: Staged) -> list[TransferSpec]: ...
 

@@ -223,7 +223,9 @@ def _replays(ctx: IdentityContext, conn: Connection, batch: Batch, staged: list[
     return [item for item in staged if id(item) not in done]
 
 
-def _answer_record(conn: Connection, batch: Batch, i: int, record: Any, *, replayed: bool) -> None:
+def _answer_record(
+    conn: Connection, batch: Batch, i: int, record: Any, *, replayed: bool, seen: Any = None
+) -> None:
     """A record as the order's answer: a payment, or (a recorded decline) its error."""
     order = batch.orders[i]
     try:
@@ -235,7 +237,7 @@ def _answer_record(conn: Connection, batch: Batch, i: int, record: Any, *, repla
         return
     answer = None
     if order.http is not None:
-        answer = order.http.render(shown, conn)
+        answer = order.http.render(shown, conn, seen)
         batch.bind(i, *answer, sealed=order.http.sealed)
     batch.results[i] = Done(shown, answer)
 
@@ -430,7 +432,9 @@ def _records(
     for item, record in written[: len(approved)]:
         if item.order.hook is not None:
             item.order.hook(conn, record)  # raising fails the batch: the order is then tried alone
-        _answer_record(conn, batch, batch.index(item), record, replayed=False)
+        _answer_record(
+            conn, batch, batch.index(item), record, replayed=False, seen=item.order.flow.seen(item)
+        )
     for item, error, record in refused:
         i = batch.index(item)
         answered = item.order.flow.declined(item, error, record, books_of[item.request.currency])
