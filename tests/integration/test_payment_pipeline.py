@@ -251,7 +251,7 @@ def _http(user: str, key: str, fingerprint: str) -> HttpKey:
     return HttpKey(
         KeyClaim(user, key, fingerprint),
         False,
-        lambda record, _conn=None: (201, {"id": record.id}),
+        lambda record, _conn=None, _seen=None: (201, {"id": record.id}),
         lambda error: (409 if error.code.startswith("idempotency") else 422, {"code": error.code}),
     )
 
