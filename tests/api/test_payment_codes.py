@@ -19,6 +19,7 @@ from qianbao.payments.merchant_tables import merchant_payments
 from tests.api.test_merchant_payments import balance, fund, ledger_balances, open_merchant
 from tests.api.test_webhook_endpoints import dispatch
 from tests.support.api import SignedUp, reset_limits, sign_up, with_step_up
+from tests.support.operators import create_operator
 
 
 def _key() -> dict[str, str]:
@@ -187,6 +188,29 @@ def test_a_held_payment_can_be_called_off(
     assert wallet["available"] == _cny(200_000)
     late = client.post(f"/v1/payments/{held['id']}/confirm", headers=alice.auth)
     assert late.status_code == 409 and late.json()["code"] == "payment_not_pending"
+
+
+def test_a_confirmation_that_cannot_succeed_asks_no_proof_and_releases_the_hold(
+    client: TestClient, alice: SignedUp, bob: SignedUp, shop: dict[str, Any]
+) -> None:
+    fund(client, alice, 200_000)
+    held = _held(client, alice, bob, shop, 150_000)
+    support = create_operator(client, roles=("support",))
+    suspended = client.post(
+        f"/v1/operator/merchants/{shop['id']}/suspend", json={"reason": "complaint 7"}, headers=support.auth
+    )
+    assert suspended.status_code == 200, suspended.text
+    r = client.post(f"/v1/payments/{held['id']}/confirm", headers=alice.auth)  # no Step-Up header
+    assert r.status_code == 423 and r.json()["code"] == "merchant_inactive", r.text
+    assert r.json()["payment_id"] == held["id"]
+    shown = client.get(f"/v1/payments/{held['id']}", headers=alice.auth).json()
+    assert shown["status"] == "failed" and shown["failure_code"] == "merchant_inactive"
+    wallet = client.get(f"/v1/wallets/{alice.wallet_id}", headers=alice.auth).json()
+    assert wallet["available"] == _cny(200_000) and wallet["balance"] == _cny(200_000)
+    again = client.post(f"/v1/payments/{held['id']}/confirm", headers=alice.auth)
+    assert again.status_code == 409 and again.json()["code"] == "payment_not_pending"
+    assert client.get("/v1/payments/pending", headers=alice.auth).json()["data"] == []
+    ledger_balances(client)
 
 
 def test_an_unconfirmed_hold_expires(

@@ -11,71 +11,41 @@
      chain; `POST /v1/payments/{id}/cancel` (customer or merchant) voids it. Unconfirmed after
      `QIANBAO_PAYMENT_CODE_CONFIRM_S` (60 s) the ledger lets the hold expire and the payment fails with
      `payment_confirmation_expired` (`finalize_expired`, run by the sweeper and on every read).
-Limits, the wallet's lock and budget, and the balance are checked before anything is held.
+Limits, the wallet's lock and budget, and the balance are checked before anything is held. Holding
+and confirming are orders in the payment pipeline like any payment (`code_flow`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 
-from qianbao.errors import Conflict, Locked, NotFound, QianbaoError
-from qianbao.identity import stepup
+from qianbao.errors import Locked, NotFound
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.model import Operation, Principal, PrincipalKind
+from qianbao.identity.model import Principal, PrincipalKind
 from qianbao.ids import new_id
-from qianbao.ledger.model import ResultCode, TransferSpec
 from qianbao.payments import payment_codes
-from qianbao.payments.dynamic_qr import clean_order_id
-from qianbao.payments.engine.decide import decide
-from qianbao.payments.engine.facts import Kind, PaymentRequest
-from qianbao.payments.engine.load import load_books
-from qianbao.payments.engine.writes import (
-    AlreadyApplied,
-    Declined,
-    approved_or_decline,
-    chain_outcome,
-    count_outflow,
-    count_spend,
+from qianbao.payments.code_flow import (
+    CONFIRM,
+    HOLD,
+    Confirmation,
+    PaymentConfirmationExpired,
+    PaymentNotPending,
+    post_id,
+    release_in,
 )
+from qianbao.payments.dynamic_qr import clean_order_id
+from qianbao.payments.engine.orders import Done, Order
+from qianbao.payments.engine.service import submit_order
 from qianbao.payments.errors import CurrencyMismatch
 from qianbao.payments.inputs import check_amount, derived_id, require_user_id
-from qianbao.payments.merchant_flow import run_planned
-from qianbao.payments.merchant_payments import (
-    PaymentPlan,
-    decide_in_unit,
-    ledger_chain,
-    new_record,
-    payment_by_ledger_id,
-    payment_request,
-    prepare,
-    record_failure,
-    record_target,
-    replay,
-    replay_applied,
-)
-from qianbao.payments.merchant_records import (
-    PaymentRecord,
-    insert_payment,
-    payment_by,
-    payment_event,
-    payment_from_row,
-)
+from qianbao.payments.merchant_flow import PlannedPayment, run_planned
+from qianbao.payments.merchant_payments import PaymentPlan, payment_by_ledger_id, replay
+from qianbao.payments.merchant_records import PaymentRecord, payment_by, payment_event, payment_from_row
 from qianbao.payments.merchant_tables import merchant_payments
-from qianbao.payments.merchants import merchant_status_of, own_merchant
-from qianbao.store.errors import retried
+from qianbao.payments.merchants import own_merchant
 from qianbao.wallets.service import plausible_id, wallet_row
-
-HOLD_CODE = "merchant.payment_hold"
-
-
-class PaymentConfirmationExpired(QianbaoError):
-    code = "payment_confirmation_expired"
-
-
-class PaymentNotPending(Conflict):
-    code = "payment_not_pending"
 
 
 class _AllowanceTaken(Exception):  # noqa: N818 - control flow: a concurrent payment used the allowance
@@ -161,43 +131,13 @@ def charge(
 def _hold(
     ctx: IdentityContext, payer: Principal, plan: PaymentPlan, scope: str, key: str | None
 ) -> PaymentRecord:
-    """Hold the funds for the customer's confirmation: decided like any payment (limits included, counted
-    when confirmed), then the ledger hold, in one unit of work."""
-    prepare(ctx, payer, plan, kind=Kind.CODE_HOLD)
-    confirm_s = ctx.settings.payment_code_confirm_s
-    record = new_record(ctx, payer, plan)
-    request = replace(payment_request(payer, plan, kind=Kind.CODE_HOLD), stepped_up=True)
-
-    def unit() -> PaymentRecord:
-        with ctx.uow() as uow:
-            conn = uow.conn
-            now = ctx.now()
-            pending = replace(
-                record, status="pending", created_at=now, expires_at=now + confirm_s * 1_000_000
-            )
-            decide_in_unit(ctx, conn, request, pending, now, replay_check=True)
-            hold = TransferSpec.pending(
-                pending.ledger_transfer_id,
-                pending.payer_wallet_id,
-                pending.merchant_wallet_id,
-                pending.amount,
-                pending.currency,
-                code=HOLD_CODE,
-                timeout_seconds=confirm_s,
-            )
-            chain_outcome(ctx.ledger.apply_in(conn, [hold]), pending.currency)
-            insert_payment(conn, ctx.keys, pending, scope, key)
-            uow.emit(payment_event(pending, "payment.confirmation_required"))
-            uow.commit()
-            return pending
-
-    try:
-        return retried(unit)
-    except Declined as declined:
-        record_failure(ctx, scope, record, declined.error, key)
-        raise declined.error from None
-    except AlreadyApplied:
-        return replay_applied(ctx, record.ledger_transfer_id)
+    """Hold the funds for the customer's confirmation, through the pipeline (`code_flow.HOLD`): decided
+    like any payment (limits included, counted when confirmed), then the ledger hold."""
+    ask = PlannedPayment(plan, False, scope, hold_s=ctx.settings.payment_code_confirm_s)
+    outcome = submit_order(ctx, Order(HOLD, payer, ask, plan.ledger_id, key))
+    assert isinstance(outcome, Done)  # noqa: S101 - without an HTTP key nothing is answered from it
+    record: PaymentRecord = outcome.record
+    return record
 
 
 # -- the customer's side ---------------------------------------------------------------------------
@@ -241,77 +181,18 @@ def list_pending(ctx: IdentityContext, principal: Principal) -> list[PaymentReco
     return [r for r in found if r.status == "pending"]
 
 
-def _confirmation(record: PaymentRecord, principal: Principal) -> PaymentRequest:
-    return PaymentRequest(
-        kind=Kind.CODE_CONFIRM,
-        payer_user_id=record.payer_user_id,
-        source_wallet_id=record.payer_wallet_id,
-        target_wallet_id=record.merchant_wallet_id,
-        amount=record.amount,
-        currency=record.currency,
-        device_trusted=principal.device_trusted,
-    )
-
-
 def confirm(
     ctx: IdentityContext, principal: Principal, payment_id: str, *, step_up: str | None
 ) -> PaymentRecord:
-    """The customer confirms a held payment (step-up always: that is the point of the hold). It is
-    decided first, like any payment, so a confirmation that cannot succeed asks for no proof."""
+    """The customer confirms a held payment (step-up always: that is the point of the hold), through
+    the pipeline (`code_flow.CONFIRM`). It is decided first, like any payment, so a confirmation that
+    cannot succeed asks for no proof; that decline ends the payment and releases the hold."""
     record = _pending_for(ctx, principal, payment_id, merchant_too=False)
-    request = _confirmation(record, principal)
-    try:
-        with ctx.db.read() as conn:
-            now = ctx.now()
-            request = replace(request, merchant_status=merchant_status_of(conn, record.merchant_wallet_id))
-            books = load_books(ctx, conn, [request], [record_target(record)], now=now, lock=False)
-            approved = approved_or_decline(decide(request, books, ctx.step_up_policy, now))
-        proof = stepup.require_step_up(
-            ctx,
-            principal,
-            operation=Operation.PAYMENT,
-            params={"payment": record.id, "amount": record.amount, "currency": record.currency},
-            reasons=approved.step_up,
-            step_up_header=step_up,
-        )
-        return _post(ctx, record, replace(request, stepped_up=True), proof)
-    except Declined as declined:
-        _release(ctx, record, "failed", declined.error.code)
-        declined.error.extra["payment_id"] = record.id
-        raise declined.error from None
-
-
-def _post(
-    ctx: IdentityContext, record: PaymentRecord, request: PaymentRequest, proof: stepup.StepUpPass | None
-) -> PaymentRecord:
-    with ctx.uow() as uow:
-        conn = uow.conn
-        now = ctx.now()
-        approved = decide_in_unit(ctx, conn, request, record, now, proof=proof)
-        count_outflow(ctx, conn, approved, record.payer_user_id, now)
-        chain = ledger_chain(record)
-        post = TransferSpec.post(
-            f"{record.ledger_transfer_id}:post", record.ledger_transfer_id, linked=len(chain) > 1
-        )
-        specs = [post, *chain[1:]]
-        results = ctx.ledger.apply_in(conn, specs)
-        if any(r.code is ResultCode.PENDING_EXPIRED for r in results):
-            raise Declined(PaymentConfirmationExpired("the time to confirm this payment has passed"))
-        chain_outcome(results, record.currency)
-        moved = conn.execute(
-            update(merchant_payments)
-            .where(merchant_payments.c.id == record.id, merchant_payments.c.status == "pending")
-            .values(status="succeeded")
-        ).rowcount
-        if moved != 1:
-            raise PaymentNotPending("the payment is no longer pending")
-        events = count_spend(conn, approved, record.payer_wallet_id, now)
-        done = replace(record, status="succeeded")
-        uow.emit(payment_event(done))
-        for event in events:
-            uow.emit(event)
-        uow.commit()
-        return done
+    order = Order(CONFIRM, principal, Confirmation(record.id), post_id(record), step_up=step_up)
+    outcome = submit_order(ctx, order)
+    assert isinstance(outcome, Done)  # noqa: S101 - without an HTTP key nothing is answered from it
+    done: PaymentRecord = outcome.record
+    return done
 
 
 def cancel(ctx: IdentityContext, principal: Principal, payment_id: str) -> PaymentRecord:
@@ -325,19 +206,8 @@ def _release(
 ) -> PaymentRecord:
     """Void the hold (unless it expired already) and end the payment, in one transaction."""
     with ctx.uow() as uow:
-        conn = uow.conn
-        void = TransferSpec.void(f"{record.ledger_transfer_id}:void", record.ledger_transfer_id)
-        (result,) = ctx.ledger.apply_in(conn, [void])
-        if result.code not in (ResultCode.OK, ResultCode.EXISTS, ResultCode.PENDING_EXPIRED):
-            if result.code is not ResultCode.PENDING_ALREADY_VOIDED:
-                raise Conflict(f"the hold could not be released ({result.code})")
-        moved = conn.execute(
-            update(merchant_payments)
-            .where(merchant_payments.c.id == record.id, merchant_payments.c.status == "pending")
-            .values(status=status, failure_code=failure_code)
-        ).rowcount
-        ended = replace(record, status=status, failure_code=failure_code)
-        if moved == 1:
+        ended = release_in(ctx, uow.conn, record, status, failure_code)
+        if ended is not None:
             uow.emit(payment_event(ended))
             uow.commit()
             return ended

@@ -44,7 +44,7 @@ from qianbao.ledger.model import Transfer, TransferKind
 from qianbao.ledger.queries import MAX_PAGE, HistoryEntry, HistoryFilter, LedgerReader
 from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_purpose
 from qianbao.money import currency
-from qianbao.payments.charges import HOLD_CODE
+from qianbao.payments.code_flow import HOLD_CODE
 from qianbao.payments.funding import FUNDING_CODE
 from qianbao.payments.inputs import MAX_PAYMENT, require_user_id
 from qianbao.payments.merchant_payments import PAYMENT_CODE

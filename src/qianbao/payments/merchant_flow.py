@@ -25,6 +25,7 @@ from qianbao.identity.model import Principal
 from qianbao.ledger.model import TransferSpec
 from qianbao.ledger.system_accounts import FEES, system_account_id
 from qianbao.payments import dynamic_qr
+from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
 from qianbao.payments.engine.orders import Done, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
@@ -100,10 +101,16 @@ class MerchantPayments:
     def step_up_params(self, staged: Staged) -> dict[str, Any]:
         return dict(merchant_staged(staged).step_up_params)
 
-    def chain(self, staged: Staged) -> list[TransferSpec]:
+    def chain(self, staged: Staged, decision: Approve) -> list[TransferSpec]:  # noqa: ARG002
         return ledger_chain(merchant_staged(staged).record)
 
-    def record(self, staged: Staged, now: int, failure: QianbaoError | None) -> PaymentRecord:
+    def record(
+        self,
+        staged: Staged,
+        decision: Approve,  # noqa: ARG002 - the flow's signature
+        now: int,
+        failure: QianbaoError | None,
+    ) -> PaymentRecord:
         record = replace(merchant_staged(staged).record, created_at=now)
         if failure is None:
             return record
@@ -118,6 +125,15 @@ class MerchantPayments:
     ) -> QianbaoError:
         error.extra["payment_id"] = record.id
         return error
+
+    def refused(
+        self,
+        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
+        conn: Connection,  # noqa: ARG002
+        staged: Staged,  # noqa: ARG002
+        error: QianbaoError,
+    ) -> tuple[QianbaoError, list[OutboxEvent]]:
+        return error, []  # nothing is recorded for a payment the decision declined
 
     def replay(self, record: Any) -> PaymentRecord:
         return replay(record)
@@ -142,11 +158,14 @@ class PlannedPayment:
     plan: PaymentPlan
     no_pin: bool
     scope: str
+    hold_s: int = 0  # a payment code's hold: how long the customer has to confirm it
 
 
 class PlanFlow(MerchantPayments):
     """A checkout or a payment code's charge: the caller planned it (merchant, paying wallet, amount);
     the batch reads the merchant again (one statement), so a merchant suspended since takes nothing."""
+
+    kind = Kind.MERCHANT
 
     def stage(
         self,
@@ -161,7 +180,8 @@ class PlanFlow(MerchantPayments):
         for order, ask in zip(orders, asks, strict=True):
             merchant = current.get(ask.plan.merchant.id, ask.plan.merchant)
             request = replace(
-                payment_request(order.principal, ask.plan, no_pin=ask.no_pin), merchant_status=merchant.status
+                payment_request(order.principal, ask.plan, kind=self.kind, no_pin=ask.no_pin),
+                merchant_status=merchant.status,
             )
             staged.append(staged_payment(ctx, order, ask.plan, request, scope=ask.scope))
         return staged

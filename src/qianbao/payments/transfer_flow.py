@@ -22,6 +22,7 @@ from qianbao.identity.users import PHONE
 from qianbao.ids import new_id
 from qianbao.ledger.model import TransferSpec
 from qianbao.ledger.rules import room_under_ceiling
+from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.declines import stored_decline
 from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
 from qianbao.payments.engine.orders import Order, Replay, Staged
@@ -182,7 +183,7 @@ class TransferFlow:
             "currency": request.currency,
         }
 
-    def chain(self, staged: Staged) -> list[TransferSpec]:
+    def chain(self, staged: Staged, decision: Approve) -> list[TransferSpec]:  # noqa: ARG002
         request, target = staged.request, staged.target
         assert target is not None  # noqa: S101 - only approved transfers are written to the ledger
         own = target.user_id == request.payer_user_id
@@ -196,7 +197,13 @@ class TransferFlow:
         )
         return [spec]
 
-    def record(self, staged: Staged, now: int, failure: QianbaoError | None) -> TransferRecord:
+    def record(
+        self,
+        staged: Staged,
+        decision: Approve,  # noqa: ARG002 - the flow's signature
+        now: int,
+        failure: QianbaoError | None,
+    ) -> TransferRecord:
         request, target, ask = staged.request, staged.target, staged.order.payload
         assert target is not None  # noqa: S101 - a recipient that is not found is refused, not recorded
         return TransferRecord(
@@ -229,6 +236,15 @@ class TransferFlow:
             if room is not None and account is not None:
                 error.extra["remaining"] = money_json(room, account.currency)
         return error
+
+    def refused(
+        self,
+        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
+        conn: Connection,  # noqa: ARG002
+        staged: Staged,  # noqa: ARG002
+        error: QianbaoError,
+    ) -> tuple[QianbaoError, list[OutboxEvent]]:
+        return error, []  # nothing is recorded for a payment the decision declined
 
     def replay(self, record: Any) -> TransferRecord:
         return replay_transfer(record)

@@ -46,6 +46,7 @@ from qianbao.payments.engine.facts import (
     holds_funds,
     is_spending,
 )
+from qianbao.payments.fees import fee_refund
 from qianbao.wallets import spend_rules
 
 
@@ -59,6 +60,12 @@ class Approve:
     own: bool
     spent: int
     step_up: tuple[str, ...] = ()
+    amount: int = -1  # what moves: the request's amount, or a closing wallet's balance (-1: the request's)
+    fee_back: int = 0  # a refund: the merchant's fee share it gives back (fee account → merchant wallet)
+
+    @property
+    def moved(self) -> int:
+        return self.request.amount if self.amount < 0 else self.amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +78,50 @@ class Decline:
 Decision = Approve | Decline
 
 
+_OWN_KINDS = frozenset({Kind.P2P, Kind.CLOSE, Kind.FUNDING})
+_NO_STEP_UP = frozenset({Kind.CODE_HOLD, Kind.REFUND, Kind.FUNDING, Kind.CLOSE})
+
+
 def is_own(request: PaymentRequest, books: Books) -> bool:
-    """A move between one's own wallets (a P2P payment whose recipient is the payer)."""
+    """Money between one's own wallets: a P2P payment whose recipient is the payer, a wallet's closing,
+    a sandbox funding (a refusal then may tell its owner everything about their own wallets)."""
     target = None if request.target_wallet_id is None else books.targets.get(request.target_wallet_id)
-    return request.kind is Kind.P2P and target is not None and target.user_id == request.payer_user_id
+    return request.kind in _OWN_KINDS and target is not None and target.user_id == request.payer_user_id
+
+
+def _refund(request: PaymentRequest, books: Books, fee_back: int) -> Iterator[Finding | None]:
+    """A refund: within what is left of the payment, from a merchant wallet that may pay it (the fee
+    share comes back to it first), to a wallet that takes it."""
+    assert request.payment_id is not None and request.target_wallet_id is not None  # noqa: S101
+    paid = books.paid[request.payment_id]
+    yield rules.refundable(paid.status, paid.amount, paid.refunded, request.amount)
+    paying = books.accounts[request.source_wallet_id]
+    yield rules.payer_account(paying)
+    yield rules.payer_balance(paying, request.amount - fee_back)
+    receiving = books.accounts[request.target_wallet_id]
+    yield rules.recipient_account(receiving, merchant=False)
+    yield rules.recipient_room(receiving, request.amount)
+
+
+def _funding(request: PaymentRequest, books: Books) -> Iterator[Finding | None]:
+    """Sandbox funding: the owner's balance cap over all their wallets, then the wallet's own."""
+    assert request.target_wallet_id is not None  # noqa: S101 - named by its owner, found
+    holder = books.holders.get(request.payer_user_id)
+    if holder is not None:
+        yield limit_rules.balance_cap(holder, request.amount)
+    receiving = books.accounts[request.target_wallet_id]
+    yield rules.recipient_account(receiving, merchant=False)
+    yield rules.recipient_room(receiving, request.amount)
+
+
+def _closing(request: PaymentRequest, books: Books, now: int) -> Iterator[Finding | None]:
+    """A sub-wallet's closing: no money leaves a locked wallet, none may be on hold, and both wallets
+    must be open (its balance moves to the main wallet)."""
+    assert request.target_wallet_id is not None  # noqa: S101 - the main wallet, found
+    yield spend_rules.wallet_lock(books.sources[request.source_wallet_id].settings, now)
+    closing = books.accounts[request.source_wallet_id]
+    yield rules.no_holds(closing)
+    yield rules.closable(closing, books.accounts[request.target_wallet_id])
 
 
 def _findings(request: PaymentRequest, books: Books, now: int, own: bool) -> Iterator[Finding | None]:
@@ -113,7 +160,7 @@ def _step_up(request: PaymentRequest, books: Books, policy: StepUpPolicy, own: b
         return ()
     if request.kind is Kind.CODE_CONFIRM:  # confirming is the point of the hold: always
         return ("payment_code_confirmation",)
-    if own or request.no_pin or request.kind is Kind.CODE_HOLD:
+    if own or request.no_pin or request.kind in _NO_STEP_UP:
         return ()
     payee_is_new = False
     if request.kind is Kind.P2P and request.target_wallet_id is not None:
@@ -126,7 +173,21 @@ def _step_up(request: PaymentRequest, books: Books, policy: StepUpPolicy, own: b
 def decide(request: PaymentRequest, books: Books, policy: StepUpPolicy, now: int) -> Decision:
     """Approve (with the step-up reasons, if any) or decline one request."""
     own = is_own(request, books)
-    for finding in _findings(request, books, now, own):
+    amount, fee_back = request.amount, 0
+    if request.kind is Kind.REFUND:
+        assert request.payment_id is not None  # noqa: S101 - a refund names its payment
+        paid = books.paid[request.payment_id]
+        if request.fee_pro_rata and rules.refundable(paid.status, paid.amount, paid.refunded, amount) is None:
+            fee_back = fee_refund(paid.fee, paid.amount, paid.refunded, amount)
+        findings = _refund(request, books, fee_back)
+    elif request.kind is Kind.FUNDING:
+        findings = _funding(request, books)
+    elif request.kind is Kind.CLOSE:
+        amount = books.accounts[request.source_wallet_id].balance
+        findings = _closing(request, books, now)
+    else:
+        findings = _findings(request, books, now, own)
+    for finding in findings:
         if finding is not None:
             return Decline(request, own, finding)
     return Approve(
@@ -134,6 +195,8 @@ def decide(request: PaymentRequest, books: Books, policy: StepUpPolicy, now: int
         own,
         spent=request.amount if is_spending(request, own) else 0,
         step_up=_step_up(request, books, policy, own),
+        amount=amount,
+        fee_back=fee_back,
     )
 
 
@@ -153,5 +216,7 @@ def decide_batch(
         decision = decide(request, books, policy, now)
         decisions.append(decision)
         if isinstance(decision, Approve) and (admit(decision) if admit is not None else not decision.step_up):
-            books = books_after(books, request, own=decision.own)
+            books = books_after(
+                books, request, own=decision.own, amount=decision.moved, fee_back=decision.fee_back
+            )
     return decisions

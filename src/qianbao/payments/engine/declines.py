@@ -24,7 +24,7 @@ from qianbao.payments.errors import (
     recipient_cap_error,
     recipient_not_found,
 )
-from qianbao.wallets.errors import budget_exceeded, wallet_locked
+from qianbao.wallets.errors import WalletCloseRefused, budget_exceeded, wallet_locked
 
 _NOT_FOUND_DETAIL = {
     "phone": "no wallet is registered for this phone number",
@@ -73,6 +73,13 @@ def error_for(finding: Finding, currency: str, *, reveal: bool = True, **extra: 
     if code == "refund_exceeds_payment":
         remaining = money_json(int(data["remaining"]), currency)
         return RefundExceedsPayment("the refund is larger than what is left to refund", remaining=remaining)
+    if code == "wallet_close_refused":  # money on hold (the only refusal a rule finds)
+        return WalletCloseRefused(
+            "money is on hold in this wallet: close it when the holds are settled",
+            reason="pending_holds",
+            next_step="retry_later",
+            **extra,
+        )
     return decline_error(code, currency_code=currency, **extra)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from qianbao.identity.limit_rules import HolderCap, PayerLimits
-from qianbao.ledger.model import Account
+from qianbao.ledger.model import Account, AccountStatus
 from qianbao.wallets.model import WalletSettings
 
 
@@ -25,6 +25,12 @@ class Kind(StrEnum):
     )
     CODE_HOLD = "code_hold"  # a payment code above the allowance: funds held until the customer confirms
     CODE_CONFIRM = "code_confirm"  # the customer confirms a held payment: the hold is posted
+    REFUND = "refund"  # a merchant gives (part of) a payment back: merchant wallet → the wallet that paid
+    FUNDING = "funding"  # sandbox: one's own wallet credited from the sandbox funding account
+    CLOSE = "close"  # a sub-wallet closed: its whole balance to the main wallet (amount: the balance)
+
+
+SPENDING = frozenset({Kind.P2P, Kind.MERCHANT, Kind.CODE_CONFIRM})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,19 @@ class PaymentRequest:
     device_trusted: bool = True
     no_pin: bool = False  # a payment code within the customer's no-PIN allowance: no step-up
     stepped_up: bool = False  # the proof is in hand (the unit of work decides again, without asking)
+    payment_id: str | None = None  # a refund: the payment it gives back
+    fee_pro_rata: bool = False  # a refund: the merchant's fee comes back in proportion
+
+
+@dataclass(frozen=True, slots=True)
+class PaidPayment:
+    """A merchant payment a refund gives back: what was paid, its fee, and what is refunded already."""
+
+    status: str
+    amount: int
+    refunded: int
+    fee: int
+    fee_refunded: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +100,7 @@ class Books:
     accounts: Mapping[str, Account] = field(default_factory=dict)
     holders: Mapping[str, HolderCap] = field(default_factory=dict)  # recipients' caps, by user id
     known_payees: frozenset[tuple[str, str]] = frozenset()  # (payer, payee) with an earlier payment
+    paid: Mapping[str, PaidPayment] = field(default_factory=dict)  # payments refunds give back, by id
 
     def merged(self, other: Books) -> Books:
         return Books(
@@ -90,14 +110,15 @@ class Books:
             {**self.accounts, **other.accounts},
             {**self.holders, **other.holders},
             self.known_payees | other.known_payees,
+            {**self.paid, **other.paid},
         )
 
 
 def is_spending(request: PaymentRequest, own: bool) -> bool:
     """Whether the payment is spending: money leaving to someone else, counted toward the payer's daily
     outflow and the paying wallet's monthly budget when it is paid (a hold at its confirmation). A move
-    between one's own wallets never is."""
-    return not own and request.kind is not Kind.CODE_HOLD
+    between one's own wallets never is, nor a refund, a sandbox funding or a wallet's closing."""
+    return not own and request.kind in SPENDING
 
 
 def holds_funds(request: PaymentRequest) -> bool:
@@ -116,10 +137,13 @@ def _moved(account: Account, *, debit: int = 0, credit: int = 0, pending: bool =
     return moved
 
 
-def books_after(books: Books, request: PaymentRequest, *, own: bool) -> Books:
-    """The state once an approved request is written: the running totals a batch carries."""
+def books_after(
+    books: Books, request: PaymentRequest, *, own: bool, amount: int | None = None, fee_back: int = 0
+) -> Books:
+    """The state once an approved request is written: the running totals a batch carries. `amount` is
+    what moved when the decision set it (a closing's balance), `fee_back` a refund's fee given back."""
     assert request.target_wallet_id is not None  # noqa: S101 - only approved requests move books
-    amount = request.amount
+    amount = request.amount if amount is None else amount
     payers = dict(books.payers)
     sources = dict(books.sources)
     if is_spending(request, own):
@@ -138,31 +162,41 @@ def books_after(books: Books, request: PaymentRequest, *, own: bool) -> Books:
         credit.credits_posted += amount
         accounts[debit.id], accounts[credit.id] = debit, credit
     else:
-        accounts[request.source_wallet_id] = _moved(
-            accounts[request.source_wallet_id], debit=amount, pending=pending
-        )
+        debit = _moved(accounts[request.source_wallet_id], debit=amount, credit=fee_back, pending=pending)
+        if request.kind is Kind.CLOSE:  # emptied and closed: nothing more leaves or arrives
+            debit.status = AccountStatus.CLOSED
+        accounts[debit.id] = debit
         accounts[request.target_wallet_id] = _moved(
             accounts[request.target_wallet_id], credit=amount, pending=pending
         )
     # What each user's wallets hold together (the cap's measure: posted credits and incoming holds,
     # less posted debits): the payer's falls when money leaves (not while it is only held), the
-    # recipient's rises when it arrives (already, while it is held for them).
+    # recipient's rises when it arrives (already, while it is held for them). Sandbox funding comes
+    # from no one's wallet.
     holders = dict(books.holders)
     target = books.targets[request.target_wallet_id]
     payer_id = request.payer_user_id
-    if payer_id in holders and not pending:
-        holders[payer_id] = holders[payer_id].after(-amount)
+    if payer_id in holders and not pending and request.kind is not Kind.FUNDING:
+        holders[payer_id] = holders[payer_id].after(fee_back - amount)
     if target.user_id in holders and not holds_funds(request):
         holders[target.user_id] = holders[target.user_id].after(amount)
     known = books.known_payees
     if request.kind is Kind.P2P and not own:
         known = known | {(request.payer_user_id, target.user_id)}
-    return Books(payers, sources, books.targets, accounts, holders, known)
+    paid = books.paid
+    if request.kind is Kind.REFUND and request.payment_id is not None:
+        before = paid[request.payment_id]
+        after = replace(
+            before, refunded=before.refunded + amount, fee_refunded=before.fee_refunded + fee_back
+        )
+        paid = {**paid, request.payment_id: after}
+    return Books(payers, sources, books.targets, accounts, holders, known, paid)
 
 
 __all__ = [
     "Books",
     "Kind",
+    "PaidPayment",
     "Payer",
     "PaymentRequest",
     "SourceWallet",

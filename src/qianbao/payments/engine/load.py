@@ -10,7 +10,7 @@ The daily limit and blocking budgets are held under concurrency by their conditi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Connection, select
 
@@ -18,7 +18,15 @@ from qianbao.identity.context import IdentityContext
 from qianbao.identity.limit_rules import HolderCap
 from qianbao.identity.limits import holder_caps, payers_limits
 from qianbao.ledger.queries import LedgerReader
-from qianbao.payments.engine.facts import Books, Kind, Payer, PaymentRequest, SourceWallet, TargetWallet
+from qianbao.payments.engine.facts import (
+    Books,
+    Kind,
+    PaidPayment,
+    Payer,
+    PaymentRequest,
+    SourceWallet,
+    TargetWallet,
+)
 from qianbao.payments.tables import transfers
 from qianbao.wallets import spending
 
@@ -48,17 +56,22 @@ def load_books(
     now: int,
     lock: bool,
     also_lock: Sequence[str] = (),
+    paid: Mapping[str, PaidPayment] | None = None,
 ) -> Books:
     """The books for `requests`, whose recipients (already resolved) are `targets`, in one statement per
     table however many requests there are. `also_lock` names the other accounts the ledger chains touch
     (the fee account): locking them all in one id-ordered step, as the ledger does, is what keeps two
     units of work (or batches) from waiting on each other. The order: the recipients' user rows (their
-    balance caps), then the accounts, then what is read without locks."""
+    balance caps), then the accounts, then what is read without locks. `paid`: the payments refunds
+    give back, as their flow staged them (their refunded totals are held by a conditional update)."""
     by_id = {t.wallet_id: t for t in targets}
     capped: set[str] = set()
     pairs: set[tuple[str, str]] = set()
     for request in requests:
         target = None if request.target_wallet_id is None else by_id.get(request.target_wallet_id)
+        if request.kind is Kind.FUNDING and target is not None:  # the owner's own cap
+            capped.add(target.user_id)
+            continue
         if request.kind is not Kind.P2P or target is None or target.user_id == request.payer_user_id:
             continue
         capped.add(target.user_id)
@@ -83,4 +96,5 @@ def load_books(
         wallet_id: SourceWallet(wallet_id, state.user_id, state.currency, state.settings, state.month_spent)
         for wallet_id, state in spending.source_states(conn, source_ids, now).items()
     }
-    return Books(payers, sources, by_id, accounts, holders, _known_payees(conn, pairs))
+    known = _known_payees(conn, pairs)
+    return Books(payers, sources, by_id, accounts, holders, known, dict(paid or {}))

@@ -17,7 +17,8 @@ from qianbao.errors import QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.ledger.model import TransferSpec
-from qianbao.payments.engine.facts import Books, PaymentRequest, TargetWallet
+from qianbao.payments.engine.decide import Approve
+from qianbao.payments.engine.facts import Books, PaidPayment, PaymentRequest, TargetWallet
 from qianbao.store.idempotency import KeyClaim
 from qianbao.store.outbox import OutboxEvent
 
@@ -64,6 +65,12 @@ class Staged:
     also_lock: tuple[str, ...] = ()
     refusal: QianbaoError | None = None  # the recipient's own refusal (a receive code), if not found
     extra: Mapping[str, Any] = field(default_factory=dict)
+    paid: PaidPayment | None = None  # a refund: the payment it gives back, as staged
+
+
+class Stale(Exception):  # noqa: N818 - control flow: the batch is rolled back and tried again
+    """A write found the state changed since the batch read it (a conditional update that matched
+    nothing): the batch is rolled back and retried, or its orders run one by one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +130,19 @@ class Flow(Protocol):
         """What the batch read that the record's answer shows (None: nothing)."""
         ...
 
-    def chain(self, staged: Staged) -> list[TransferSpec]: ...
+    def chain(self, staged: Staged, decision: Approve) -> list[TransferSpec]: ...
 
-    def record(self, staged: Staged, now: int, failure: QianbaoError | None) -> Any: ...
+    def record(self, staged: Staged, decision: Approve, now: int, failure: QianbaoError | None) -> Any: ...
 
     def declined(self, staged: Staged, error: QianbaoError, record: Any, books: Books) -> QianbaoError:
         """The decline's error as answered: with the failed record's id (and what else it may tell)."""
+        ...
+
+    def refused(
+        self, ctx: IdentityContext, conn: Connection, staged: Staged, error: QianbaoError
+    ) -> tuple[QianbaoError, list[OutboxEvent]]:
+        """A decline of the decision (before the ledger): the error answered, and what the flow writes
+        for it in the batch (most write nothing: the check before step-up records nothing)."""
         ...
 
     def replay(self, record: Any) -> Any:

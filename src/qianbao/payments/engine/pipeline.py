@@ -54,6 +54,7 @@ from qianbao.payments.engine.orders import (
     Outcome,
     Replay,
     Staged,
+    Stale,
 )
 from qianbao.payments.engine.rules import ledger_finding
 from qianbao.store.errors import DATABASE_ERRORS, is_retryable
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 4  # a batch's tries before its orders run one by one
 
 
-class _Retry(Exception):  # noqa: N818 - control flow: roll the batch back and run it again
+class _Retry(Stale):
     """The batch's view was stale (another transaction counted meanwhile), or the ledger refused what
     the decision approved: roll back and try again (or one by one)."""
 
@@ -100,7 +101,7 @@ def process(ctx: IdentityContext, orders: Sequence[Order]) -> list[Result]:
     for _attempt in range(ATTEMPTS):
         try:
             return _run(ctx, orders)
-        except _Retry as exc:
+        except Stale as exc:
             failure = exc
         except DATABASE_ERRORS as exc:
             failure = exc
@@ -119,7 +120,7 @@ def _alone(ctx: IdentityContext, order: Order) -> Result:
     for _attempt in range(ATTEMPTS):
         try:
             return _run(ctx, [order], alone=True)[0]
-        except _Retry as exc:
+        except Stale as exc:
             failure = exc
         except DATABASE_ERRORS as exc:
             if not is_retryable(exc):
@@ -147,6 +148,7 @@ def _run(ctx: IdentityContext, orders: Sequence[Order], *, alone: bool = False) 
         # (in practice, a request in a currency its wallet does not hold) is decided per currency.
         books_of: dict[str, Books] = {}
         approved: list[tuple[Staged, Approve]] = []
+        refused: list[tuple[Staged, QianbaoError]] = []  # declined by the decision
         proofs: list[tuple[Staged, stepup.StepUpPass]] = []
         for code in sorted({s.request.currency for s in staged}):
             part = [s for s in staged if s.request.currency == code]
@@ -158,15 +160,20 @@ def _run(ctx: IdentityContext, orders: Sequence[Order], *, alone: bool = False) 
                 now=now,
                 lock=True,
                 also_lock=sorted({a for s in part for a in s.also_lock}),
+                paid={
+                    s.request.payment_id: s.paid for s in part if s.paid is not None and s.request.payment_id
+                },
             )
             part = _replays(ctx, conn, batch, part)
-            approved += _decide(ctx, conn, batch, part, books, now, later=proofs if alone else None)
+            approved += _decide(ctx, conn, batch, part, books, now, refused, later=proofs if alone else None)
         approved, declined = _apply_ledger(ctx, conn, batch, approved, alone=alone)
         _spend_later(ctx, conn, proofs, approved)
         counted = _count(conn, approved, books_of, now)
         # Each payment's own event before what it caused (a budget threshold, a goal), as subscribers
         # read them in the outbox's order.
-        for event in _records(ctx, conn, batch, approved, declined, books_of, now) + counted:
+        events = _records(ctx, conn, batch, approved, declined, books_of, now)
+        events += _refused(ctx, conn, batch, refused)
+        for event in events + counted:
             uow.emit(event)
         store(ctx, conn, batch)
         uow.commit()
@@ -249,6 +256,7 @@ def _decide(
     staged: Sequence[Staged],
     books: Books,
     now: int,
+    refused: list[tuple[Staged, QianbaoError]],
     *,
     later: list[tuple[Staged, stepup.StepUpPass]] | None = None,
 ) -> list[tuple[Staged, Approve]]:
@@ -256,9 +264,10 @@ def _decide(
     proof spends its order's Step-Up proof then (a proof that does not hold refuses that order alone);
     without one it is answered `step_up_required` after the batch. A Step-Up header on a payment that
     needs no proof is ignored, as it always was. The books move only for what is admitted. Declines
-    are in memory: nothing is rolled back for them. With `later` (an order alone), its proof is
-    spent only once the ledger has taken the payment (`_spend_later`): a ledger refusal, recorded as
-    a failed payment, leaves the proof unspent, as a declined unit of work always did."""
+    are in memory (added to `refused`): nothing is rolled back for them. With `later` (an order
+    alone), its proof is spent only once the ledger has taken the payment (`_spend_later`): a ledger
+    refusal, recorded as a failed payment, leaves the proof unspent, as a declined unit of work always
+    did."""
     order_of = {id(item.request): item for item in staged}
     approved: list[tuple[Staged, Approve]] = []
     settled: set[int] = set()  # admitted, or refused by its proof
@@ -294,14 +303,29 @@ def _decide(
         i = batch.index(item)
         if isinstance(decision, Decline):
             if item.refusal is not None and decision.finding.code == "recipient_not_found":
-                batch.refuse(i, item.refusal)  # the payer's own checks passed: the code is what refuses
-            else:  # answered as the check before step-up always was: bound to the key, not recorded
-                batch.refuse(i, error_for(decision.finding, decision.request.currency, reveal=decision.own))
+                refused.append((item, item.refusal))  # the payer's own checks passed: the code refuses
+            else:
+                currency = decision.request.currency
+                refused.append((item, error_for(decision.finding, currency, reveal=decision.own)))
         elif id(item) not in settled:
             batch.results[i] = NeedsStepUp(decision.step_up, item.order.flow.step_up_params(item))
             if item.order.http is not None:
                 batch.unbound.append(item.order.http.claim.id)
     return approved
+
+
+def _refused(
+    ctx: IdentityContext, conn: Connection, batch: Batch, refused: Sequence[tuple[Staged, QianbaoError]]
+) -> list[OutboxEvent]:
+    """The decision's declines, answered as the check before step-up always was: bound to the key, and
+    recorded only where the flow keeps something for them (a held payment's confirmation declined
+    releases the hold and fails the payment)."""
+    events: list[OutboxEvent] = []
+    for item, error in refused:
+        answered, caused = item.order.flow.refused(ctx, conn, item, error)
+        batch.refuse(batch.index(item), answered)
+        events += caused
+    return events
 
 
 def _spend_later(
@@ -325,19 +349,20 @@ def _apply_ledger(
     approved: list[tuple[Staged, Approve]],
     *,
     alone: bool,
-) -> tuple[list[tuple[Staged, Approve]], list[tuple[Staged, QianbaoError]]]:
+) -> tuple[list[tuple[Staged, Approve]], list[tuple[Staged, Approve, QianbaoError]]]:
     """Every approved chain in one ledger call, each chain its own linked group. What the ledger
     refused (a batch of one only: in a larger batch that means retrying alone) is declined: recorded as
     a failed payment, as a decline inside the unit of work always was."""
-    declined: list[tuple[Staged, QianbaoError]] = []
+    declined: list[tuple[Staged, Approve, QianbaoError]] = []
     specs: list[TransferSpec] = []
     ends: list[int] = []
     spans: list[tuple[int, int]] = []
-    for item, _decision in approved:
-        chain = item.order.flow.chain(item)
+    for item, decision in approved:
+        chain = item.order.flow.chain(item, decision)
         spans.append((len(specs), len(chain)))
         specs.extend(chain)
-        ends.append(len(specs) - 1)
+        if chain:  # a wallet closed empty moves nothing
+            ends.append(len(specs) - 1)
     if not specs:
         return approved, declined
     results = ctx.ledger.apply_in(conn, specs, frozenset(ends))
@@ -369,7 +394,7 @@ def _apply_ledger(
             )
             continue
         currency = item.request.currency
-        declined.append((item, error_for(ledger_finding(failing), currency, reveal=decision.own)))
+        declined.append((item, decision, error_for(ledger_finding(failing), currency, reveal=decision.own)))
     return kept, declined
 
 
@@ -409,18 +434,18 @@ def _records(
     conn: Connection,
     batch: Batch,
     approved: Sequence[tuple[Staged, Approve]],
-    declined: Sequence[tuple[Staged, QianbaoError]],
+    declined: Sequence[tuple[Staged, Approve, QianbaoError]],
     books_of: Mapping[str, Books],
     now: int,
 ) -> list[OutboxEvent]:
     """The records of the paid and the declined orders, per flow; the hooks; the answers."""
     written: list[tuple[Staged, Any]] = []
-    for item, _decision in approved:
-        record = item.order.flow.record(item, now, None)
+    for item, decision in approved:
+        record = item.order.flow.record(item, decision, now, None)
         written.append((item, record))
     refused: list[tuple[Staged, QianbaoError, Any]] = []
-    for item, error in declined:
-        record = item.order.flow.record(item, now, error)
+    for item, decision, error in declined:
+        record = item.order.flow.record(item, decision, now, error)
         written.append((item, record))
         refused.append((item, error, record))
     events: list[OutboxEvent] = []

@@ -7,7 +7,7 @@ Balance and account status are the ledger's predicates (`ledger.rules`), limits 
 from __future__ import annotations
 
 from qianbao.findings import Finding
-from qianbao.ledger.model import Account, ResultCode
+from qianbao.ledger.model import Account, AccountStatus, ResultCode
 from qianbao.ledger.rules import exceeds_credits, payer_refusal, receiver_refusal, room_under_ceiling
 
 
@@ -61,6 +61,21 @@ def recipient_room(account: Account, amount: int) -> Finding | None:
     if room is None or amount <= room:
         return None
     return Finding("balance_cap_exceeded", {"room": room})
+
+
+def no_holds(account: Account) -> Finding | None:
+    """A wallet is closed only with no money on hold, going out or coming in."""
+    pending = account.debits_pending or account.credits_pending
+    return Finding("wallet_close_refused", {"reason": "pending_holds"}) if pending else None
+
+
+def closable(closing: Account, main: Account) -> Finding | None:
+    """The closing wallet's account is open, and the main wallet its balance goes to is neither frozen
+    nor closed."""
+    shut = (AccountStatus.FROZEN, AccountStatus.CLOSED)
+    return (
+        Finding("wallet_frozen") if closing.status is not AccountStatus.OPEN or main.status in shut else None
+    )
 
 
 def no_pin_allowance(per_payment: int, daily: int, used_today: int, amount: int) -> bool:
