@@ -157,11 +157,17 @@ def test_a_merchant_payment_and_a_refund_to_the_same_customer_do_not_deadlock(co
     paying = _in_thread(results, "pay", lambda: run_planned(ctx, payer, plan, claim=hold))
     while hold.calls == 0 and paying.is_alive():
         paying.join(0.01)
-    refunding = _in_thread(
-        results, "refund", lambda: refund_payment(ctx, owner2, RefundRequest(paid.id, amount=5_000))
-    )
-    paying.join(60)
-    refunding.join(60)
+    other = build_container(container.settings)  # another worker: its own pipeline
+    try:
+        refunding = _in_thread(
+            results,
+            "refund",
+            lambda: refund_payment(other.identity, owner2, RefundRequest(paid.id, amount=5_000)),
+        )
+        paying.join(60)
+        refunding.join(60)
+    finally:
+        other.close()
     assert results["pay"][0] == "ok" and results["refund"][0] == "ok", results
     assert _deadlocks(container) == before
     assert hold.calls == 1  # the payment ran once: it was never a deadlock's victim and retried

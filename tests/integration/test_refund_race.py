@@ -24,8 +24,7 @@ from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, RequestInfo
 from qianbao.ledger.system_accounts import FEES, system_account_id
 from qianbao.ledger.verify import verify_ledger
-from qianbao.payments import merchants
-from qianbao.payments import refunds as refunds_module
+from qianbao.payments import merchants, refund_flow
 from qianbao.payments.funding import sandbox_fund
 from qianbao.payments.merchant_records import PaymentRecord, RefundRecord
 from qianbao.payments.merchant_tables import merchant_payments, refunds
@@ -215,15 +214,15 @@ def test_a_retry_that_overlapped_the_first_request_gets_the_refund(
     ctx = scene.container.identity
     request = RefundRequest(scene.payment.id, amount, "CNY")
     first = refund_payment(ctx, scene.owner, request, idempotency_key="retry-2")
-    real = refunds_module.refund_by
+    real = refund_flow.refunds_by_ledger_ids
     missed: list[bool] = []
 
-    def first_look_up_misses(*args: Any, **kwargs: Any) -> RefundRecord | None:
-        if not missed:
+    def first_look_up_misses(*args: Any, **kwargs: Any) -> dict[str, RefundRecord]:
+        if not missed:  # the batch's staging: misses; once the locks are held: finds it
             missed.append(True)
-            return None
+            return {}
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(refunds_module, "refund_by", first_look_up_misses)
+    monkeypatch.setattr(refund_flow, "refunds_by_ledger_ids", first_look_up_misses)
     again = refund_payment(ctx, scene.owner, request, idempotency_key="retry-2")
     assert again.id == first.id

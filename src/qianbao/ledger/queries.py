@@ -217,7 +217,7 @@ class LedgerReader:
             rows = conn.exec_driver_sql(sql, tuple(params)).fetchall()
             transfers = [transfer_from_row(row) for row in rows[:limit]]
             resolved = [t.pending_id for t in transfers if t.pending_id is not None]
-            holds = self._transfers_in(conn, resolved) if f.holds_once else {}
+            holds = self.transfers_in(conn, resolved) if f.holds_once else {}
         sign = 1 if account.normal_balance is NormalBalance.CREDIT else -1
         entries = []
         for t in transfers:
@@ -229,7 +229,9 @@ class LedgerReader:
         next_cursor = str(entries[-1].transfer.seq) if len(rows) > limit else None
         return HistoryPage(entries, next_cursor)
 
-    def _transfers_in(self, conn: Connection, ids: list[str]) -> dict[str, Transfer]:
+    def transfers_in(self, conn: Connection, ids: list[str]) -> dict[str, Transfer]:
+        """Transfers by id, inside a transaction the caller holds (one statement)."""
+        ids = [i for i in ids if storable_text(i)]
         if not ids:
             return {}
         sql = f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE {self._repo.in_list('id')}"

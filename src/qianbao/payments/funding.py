@@ -1,30 +1,35 @@
 """Sandbox funding: credit one's own wallet from the sandbox funding account, and make sure the system
 accounts exist on a fresh database.
 
-Sandbox only (404 otherwise). It is a separate use case from P2P transfers: no step-up, no outflow limit,
-no transfer record; the ledger still enforces the wallet's balance cap. With an Idempotency-Key the ledger
+Sandbox only (404 otherwise). It is a money movement of its own kind in the payment pipeline (decided by
+`decide`, kind FUNDING): no step-up, no outflow limit, no transfer record; the owner's balance cap over
+all their wallets and the wallet's own ceiling apply. With an Idempotency-Key the ledger
 transfer id is derived from (caller scope, key), so a replay cannot fund twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from qianbao.errors import Conflict, IdempotencyKeyReused, NotFound
+from sqlalchemy import Connection
+
+from qianbao.errors import Conflict, IdempotencyKeyReused, NotFound, QianbaoError
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.limit_rules import balance_cap
-from qianbao.identity.limits import holder_cap
 from qianbao.identity.model import Principal
 from qianbao.ids import new_id
 from qianbao.ledger.model import ResultCode, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_account_id, system_account_specs
-from qianbao.payments.engine.declines import error_for
-from qianbao.payments.engine.rules import ledger_finding
+from qianbao.payments.engine.decide import Approve
+from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
+from qianbao.payments.engine.orders import Done, Order, Replay, Staged
+from qianbao.payments.engine.service import submit_order
 from qianbao.payments.errors import CurrencyMismatch
 from qianbao.payments.inputs import check_amount, derived_id, require_user_id
-from qianbao.wallets import spending
-from qianbao.wallets.service import own_wallet_row
+from qianbao.store.outbox import OutboxEvent
+from qianbao.wallets.service import no_such_wallet, wallet_rows
 
 FUNDING_CODE = "sandbox.funding"
 
@@ -57,38 +62,137 @@ def sandbox_fund(
     currency_code: str,
     idempotency_key: str | None = None,
 ) -> Funding:
-    """Sandbox only: credit one's own wallet from the sandbox funding account (the balance cap applies)."""
+    """Sandbox only: credit one's own wallet from the sandbox funding account (the balance cap applies),
+    through the payment pipeline."""
     if not ctx.settings.is_sandbox:
         raise NotFound("sandbox funding exists only in sandbox mode")
-    user_id = require_user_id(principal)
+    require_user_id(principal)
     check_amount(amount, currency_code)
-    with ctx.db.read() as conn:
-        wallet = own_wallet_row(conn, user_id, wallet_id)
-    if wallet.currency != currency_code:
-        raise CurrencyMismatch(f"the wallet holds {wallet.currency}, not {currency_code}")
-    funding = ensure_sandbox_funding_account(ctx, currency_code)
+    ensure_sandbox_funding_account(ctx, currency_code)
     if idempotency_key is not None:
         transfer_id = derived_id("sandbox", principal.scope, idempotency_key)
     else:
         transfer_id = f"sandbox:{new_id('fnd')}"
-    spec = TransferSpec.posted(transfer_id, funding, wallet.id, amount, currency_code, code=FUNDING_CODE)
-    with ctx.uow() as uow:
-        # The cap over all the user's wallets (their own: they may see the room left), then the ledger.
-        holder = holder_cap(uow.conn, ctx.settings, user_id, currency_code, ctx.now(), lock=True)
-        over_cap = None if holder is None else balance_cap(holder, amount)
-        if over_cap is not None:
-            raise error_for(over_cap, currency_code)
-        (result,) = ctx.ledger.apply_in(uow.conn, [spec])
-        if result.code is ResultCode.OK:  # a savings goal may just have been reached
-            for event in spending.after_credit(uow.conn, wallet.id, ctx.now()):
-                uow.emit(event)
-        uow.commit()
-    if result.code is ResultCode.EXISTS_WITH_DIFFERENT_FIELDS:
-        raise IdempotencyKeyReused("this Idempotency-Key was used for a different funding")
-    if not result.succeeded:
-        account = None
-        if result.code is ResultCode.EXCEEDS_CEILING:  # the wallet's own ceiling: how much it may take
-            account = LedgerReader(ctx.db).lookup_accounts([wallet.id])[wallet.id]
-        raise error_for(ledger_finding(result.code, account), currency_code)
-    created = result.transfer.created_at if result.transfer is not None else ctx.now()
-    return Funding(transfer_id, wallet.id, amount, currency_code, created)
+    ask = FundingAsk(wallet_id, amount, currency_code)
+    outcome = submit_order(ctx, Order(FUNDINGS, principal, ask, transfer_id, idempotency_key))
+    assert isinstance(outcome, Done)  # noqa: S101 - without an HTTP key nothing is answered from it
+    funded: Funding = outcome.record
+    return funded
+
+
+@dataclass(frozen=True, slots=True)
+class FundingAsk:
+    wallet_id: str
+    amount: int
+    currency: str
+
+
+class FundingFlow:
+    """Sandbox funding in the pipeline: decided by `decide` (kind FUNDING: the owner's balance cap, the
+    wallet's own ceiling), one ledger transfer from the funding account; no record of its own (the
+    ledger transfer is the record, and an earlier attempt's outcome)."""
+
+    what = "funding"
+
+    def stage(
+        self,
+        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
+        conn: Connection,
+        orders: Sequence[Order],
+        now: int,  # noqa: ARG002
+    ) -> list[Staged | Replay | QianbaoError]:
+        asks: list[FundingAsk] = [o.payload for o in orders]
+        rows = wallet_rows(conn, [a.wallet_id for a in asks])
+        staged: list[Staged | Replay | QianbaoError] = []
+        for order, ask in zip(orders, asks, strict=True):
+            wallet = rows.get(ask.wallet_id)
+            if wallet is None or wallet.user_id != order.principal.user_id:
+                staged.append(no_such_wallet())
+                continue
+            if wallet.currency != ask.currency:
+                staged.append(CurrencyMismatch(f"the wallet holds {wallet.currency}, not {ask.currency}"))
+                continue
+            request = PaymentRequest(
+                kind=Kind.FUNDING,
+                payer_user_id=wallet.user_id,
+                source_wallet_id=system_account_id(SANDBOX_FUNDING, ask.currency),
+                target_wallet_id=wallet.id,
+                amount=ask.amount,
+                currency=ask.currency,
+            )
+            staged.append(Staged(order, request, TargetWallet(wallet.id, wallet.user_id, wallet.currency)))
+        return staged
+
+    def existing(self, ctx: IdentityContext, conn: Connection, ledger_ids: Sequence[str]) -> dict[str, Any]:
+        found = LedgerReader(ctx.db).transfers_in(conn, list(ledger_ids))
+        return {
+            t.id: Funding(t.id, t.credit_account_id, t.amount, t.currency, t.created_at)
+            for t in found.values()
+        }
+
+    def seen(self, staged: Staged) -> None:  # noqa: ARG002 - the flow's signature
+        return None
+
+    def step_up_params(self, staged: Staged) -> dict[str, Any]:  # noqa: ARG002 - never asked
+        return {}
+
+    def chain(self, staged: Staged, decision: Approve) -> list[TransferSpec]:  # noqa: ARG002
+        request = staged.request
+        assert request.target_wallet_id is not None  # noqa: S101 - staged with its wallet
+        return [
+            TransferSpec.posted(
+                staged.order.ledger_id,
+                request.source_wallet_id,
+                request.target_wallet_id,
+                request.amount,
+                request.currency,
+                code=FUNDING_CODE,
+            )
+        ]
+
+    def record(
+        self,
+        staged: Staged,
+        decision: Approve,  # noqa: ARG002 - the flow's signature
+        now: int,
+        failure: QianbaoError | None,  # noqa: ARG002 - a refused funding leaves no record
+    ) -> Funding:
+        ask: FundingAsk = staged.order.payload
+        return Funding(staged.order.ledger_id, ask.wallet_id, ask.amount, ask.currency, now)
+
+    def declined(
+        self,
+        staged: Staged,  # noqa: ARG002 - the flow's signature
+        error: QianbaoError,
+        record: Any,  # noqa: ARG002
+        books: Books,  # noqa: ARG002
+    ) -> QianbaoError:
+        return error
+
+    def refused(
+        self,
+        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
+        conn: Connection,  # noqa: ARG002
+        staged: Staged,  # noqa: ARG002
+        error: QianbaoError,
+    ) -> tuple[QianbaoError, list[OutboxEvent]]:
+        return error, []
+
+    def replay(self, record: Any, order: Order) -> Funding:
+        """The funding an earlier attempt with this key made: the same one, or the key was reused."""
+        ask: FundingAsk = order.payload
+        if (record.wallet_id, record.amount, record.currency) != (ask.wallet_id, ask.amount, ask.currency):
+            raise IdempotencyKeyReused("this Idempotency-Key was used for a different funding")
+        funded: Funding = record
+        return funded
+
+    def write(
+        self,
+        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
+        conn: Connection,  # noqa: ARG002
+        written: Sequence[tuple[Staged, Any]],  # noqa: ARG002
+    ) -> list[OutboxEvent]:
+        return []  # the ledger transfer is the whole record (a savings goal reached: the pipeline's)
+
+
+FUNDINGS = FundingFlow()

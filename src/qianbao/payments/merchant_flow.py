@@ -135,7 +135,7 @@ class MerchantPayments:
     ) -> tuple[QianbaoError, list[OutboxEvent]]:
         return error, []  # nothing is recorded for a payment the decision declined
 
-    def replay(self, record: Any) -> PaymentRecord:
+    def replay(self, record: Any, order: Order) -> PaymentRecord:  # noqa: ARG002
         return replay(record)
 
     def write(

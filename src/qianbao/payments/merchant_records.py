@@ -6,6 +6,7 @@ phone numbers), stored encrypted like transfer memos. Events carry ids and amoun
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +138,26 @@ def payments_by_ledger_ids(
     return {str(r.ledger_transfer_id): payment_from_row(r, keys) for r in rows}
 
 
+def payments_by_ids(conn: Connection, keys: KeyRing, ids: Iterable[str]) -> dict[str, PaymentRecord]:
+    """Payment records by id, one statement for all of them."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(select(merchant_payments).where(merchant_payments.c.id.in_(wanted)))
+    return {str(r.id): payment_from_row(r, keys) for r in rows}
+
+
+def refunds_by_ledger_ids(
+    conn: Connection, keys: KeyRing, ledger_ids: Iterable[str]
+) -> dict[str, RefundRecord]:
+    """Refund records by their ledger transfer id (an earlier attempt's outcome), one statement."""
+    wanted = sorted(set(ledger_ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(select(refunds).where(refunds.c.ledger_transfer_id.in_(wanted)))
+    return {str(r.ledger_transfer_id): refund_from_row(r, keys) for r in rows}
+
+
 def refund_by(
     conn: Connection, keys: KeyRing, *, id: str | None = None, ledger_id: str | None = None
 ) -> RefundRecord | None:
@@ -176,24 +197,23 @@ def insert_payment(conn: Connection, keys: KeyRing, p: PaymentRecord, scope: str
     conn.execute(insert(merchant_payments).values(payment_row(keys, p, scope, key)))
 
 
-def insert_refund(conn: Connection, keys: KeyRing, r: RefundRecord, scope: str, key: str | None) -> None:
-    conn.execute(
-        insert(refunds).values(
-            id=r.id,
-            payment_id=r.payment_id,
-            ledger_transfer_id=r.ledger_transfer_id,
-            amount=r.amount,
-            fee_refunded=r.fee_refunded,
-            currency=r.currency,
-            to_wallet_id=r.to_wallet_id,
-            status=r.status,
-            failure_code=r.failure_code,
-            reason_cipher=None if r.reason is None else keys.encrypt(r.reason, context=REFUND_REASON_CONTEXT),
-            created_at=r.created_at,
-            idempotency_scope=scope if key is not None else None,
-            idempotency_key=key,
-        )
-    )
+def refund_row(keys: KeyRing, r: RefundRecord, scope: str, key: str | None) -> dict[str, Any]:
+    """The record as a row of `refunds` (the reason encrypted; the key bound, if there is one)."""
+    return {
+        "id": r.id,
+        "payment_id": r.payment_id,
+        "ledger_transfer_id": r.ledger_transfer_id,
+        "amount": r.amount,
+        "fee_refunded": r.fee_refunded,
+        "currency": r.currency,
+        "to_wallet_id": r.to_wallet_id,
+        "status": r.status,
+        "failure_code": r.failure_code,
+        "reason_cipher": None if r.reason is None else keys.encrypt(r.reason, context=REFUND_REASON_CONTEXT),
+        "created_at": r.created_at,
+        "idempotency_scope": scope if key is not None else None,
+        "idempotency_key": key,
+    }
 
 
 def _money(amount: int, currency: str) -> dict[str, Any]:

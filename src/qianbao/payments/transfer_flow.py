@@ -246,7 +246,7 @@ class TransferFlow:
     ) -> tuple[QianbaoError, list[OutboxEvent]]:
         return error, []  # nothing is recorded for a payment the decision declined
 
-    def replay(self, record: Any) -> TransferRecord:
+    def replay(self, record: Any, order: Order) -> TransferRecord:  # noqa: ARG002
         return replay_transfer(record)
 
     def write(

@@ -1,9 +1,11 @@
 """Closing a sub-wallet (`POST /v1/wallets/{id}/close`): its whole balance goes back to the main wallet.
 
-ONE unit of work: lock both ledger accounts (id order, like every ledger batch), check the wallet may be
-closed, move the balance with a ledger transfer, close the now empty ledger account and mark the wallet
-closed. Either all of it happens or none. The transfer id is derived from the wallet (`wallet.close:<id>`),
-so closing twice cannot move money twice, and a repeated close answers what the first one did.
+An order in the payment pipeline, so in ONE transaction with its batch: both ledger accounts locked (id
+order, like every ledger batch), `decide` (kind CLOSE) asks whether the wallet may be closed and takes
+its balance under the lock, the balance moves with a ledger transfer, the now empty ledger account is
+closed and the wallet marked closed. Either all of it happens or none. The transfer id is derived from
+the wallet (`wallet.close:<id>`), so closing twice cannot move money twice, and a repeated close answers
+what the first one did.
 
 Refused: the main wallet and a wallet with holds pending (`wallet_close_refused`, 409), a locked wallet
 (`wallet_locked`, 423), a frozen wallet or a frozen main wallet (`wallet_frozen`, 423). A closed wallet
@@ -12,23 +14,34 @@ still answers GET and shows its history; the ledger refuses any further movement
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Connection, update
 
 from qianbao import invalid
-from qianbao.errors import Locked
+from qianbao.errors import QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, RequestInfo
-from qianbao.ledger.model import AccountStatus, ResultCode, TransferSpec
+from qianbao.ledger.model import AccountStatus, TransferSpec
 from qianbao.ledger.queries import LedgerReader
-from qianbao.payments.engine.declines import error_for
+from qianbao.payments.engine.decide import Approve
+from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
+from qianbao.payments.engine.orders import Order, Replay, Staged
+from qianbao.payments.engine.service import submit_order
 from qianbao.security import audit
-from qianbao.store.errors import retried
 from qianbao.store.outbox import OutboxEvent
-from qianbao.wallets import spend_rules, spending
 from qianbao.wallets.errors import WalletCloseRefused, money
-from qianbao.wallets.service import WalletRow, WalletView, get_wallet, main_wallet_id, own_wallet_row
+from qianbao.wallets.service import (
+    WalletView,
+    get_wallet,
+    main_wallet_id,
+    main_wallet_ids,
+    no_such_wallet,
+    own_wallet_row,
+    wallet_rows,
+)
 from qianbao.wallets.tables import wallets
 
 MOVE_CODE = "wallet.move"  # the same ledger code as a move between own wallets (payments.transfers)
@@ -58,64 +71,198 @@ def close_wallet(
     if row.kind == "main" or main_id is None:
         raise WalletCloseRefused("the main wallet cannot be closed", reason="main_wallet")
     if row.closed_at is None:
-        retried(lambda: _close(ctx, principal, row, main_id, info))
+        order = Order(CLOSINGS, principal, CloseAsk(row.id, info), close_transfer_id(row.id))
+        try:
+            submit_order(ctx, order)
+        except QianbaoError:
+            with ctx.db.read() as conn:
+                closed_at = own_wallet_row(conn, user_id, wallet_id).closed_at
+            if closed_at is None:
+                raise
+            # a concurrent close won: its answer is ours
     return _result(ctx, user_id, row.id, main_id)
 
 
-def _close(
-    ctx: IdentityContext, principal: Principal, row: WalletRow, main_id: str, info: RequestInfo
-) -> None:
-    user_id = row.user_id
-    transfer_id = close_transfer_id(row.id)
-    with ctx.uow() as uow:
-        conn = uow.conn
-        now = ctx.now()
-        accounts = ctx.ledger.lock_accounts_in(conn, [row.id, main_id])
-        account, main = accounts[row.id], accounts[main_id]
-        if account.status is AccountStatus.CLOSED:
-            return  # a concurrent close won; its answer is ours
-        state = spending.source_state(conn, row.id, now)
-        locked = None if state is None else spend_rules.wallet_lock(state.settings, now)
-        if locked is not None:  # no money leaves a locked wallet, closing included
-            raise error_for(locked, row.currency)
-        if account.debits_pending or account.credits_pending:
-            raise WalletCloseRefused(
-                "money is on hold in this wallet: close it when the holds are settled",
-                reason="pending_holds",
-                next_step="retry_later",
+@dataclass(frozen=True, slots=True)
+class CloseAsk:
+    wallet_id: str
+    info: RequestInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """A wallet closed (or found closed): the balance that moved to the main wallet."""
+
+    wallet_id: str
+    user_id: str
+    main_wallet_id: str
+    currency: str
+    moved: int
+
+
+class CloseFlow:
+    """A sub-wallet's closing in the payment pipeline: decided by `decide` (kind CLOSE: not locked, no
+    holds, both wallets open; the amount is the balance read under the lock), the balance moved to the
+    main wallet, then the emptied ledger account closed, the wallet marked closed and audited."""
+
+    what = "wallet closing"
+
+    def stage(
+        self,
+        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
+        conn: Connection,
+        orders: Sequence[Order],
+        now: int,  # noqa: ARG002
+    ) -> list[Staged | Replay | QianbaoError]:
+        asks: list[CloseAsk] = [o.payload for o in orders]
+        rows = wallet_rows(conn, [a.wallet_id for a in asks])
+        mains: dict[tuple[str, str], str] = {}
+        for code in sorted({r.currency for r in rows.values()}):
+            users = [r.user_id for r in rows.values() if r.currency == code]
+            mains |= {(user, code): wallet for user, wallet in main_wallet_ids(conn, users, code).items()}
+        staged: list[Staged | Replay | QianbaoError] = []
+        for order, ask in zip(orders, asks, strict=True):
+            row = rows.get(ask.wallet_id)
+            if row is None or row.user_id != order.principal.user_id:
+                staged.append(no_such_wallet())
+                continue
+            main = mains.get((row.user_id, row.currency))
+            if row.kind == "main" or main is None:
+                staged.append(WalletCloseRefused("the main wallet cannot be closed", reason="main_wallet"))
+                continue
+            if row.closed_at is not None:
+                staged.append(Replay(Closing(row.id, row.user_id, main, row.currency, 0)))
+                continue
+            request = PaymentRequest(
+                kind=Kind.CLOSE,
+                payer_user_id=row.user_id,
+                source_wallet_id=row.id,
+                target_wallet_id=main,
+                amount=0,  # the balance, read under the lock: `decide` moves all of it
+                currency=row.currency,
             )
-        if account.status is not AccountStatus.OPEN or main.status in (
-            AccountStatus.FROZEN,
-            AccountStatus.CLOSED,
-        ):
-            raise Locked("wallet_frozen", "a wallet of this operation is frozen", next_step="contact_support")
-        events: list[OutboxEvent] = []
-        moved = account.balance
-        if moved > 0:
-            spec = TransferSpec.posted(transfer_id, row.id, main_id, moved, row.currency, code=MOVE_CODE)
-            (result,) = ctx.ledger.apply_in(conn, [spec])
-            if result.code is not ResultCode.OK:
-                raise WalletCloseRefused(
-                    f"the balance could not be moved to the main wallet ({result.code})", reason=result.code
-                )
-            events += spending.after_credit(conn, main_id, now)
-        ctx.ledger.set_account_status_in(conn, row.id, AccountStatus.CLOSED)  # refuses unless empty
-        conn.execute(update(wallets).where(wallets.c.id == row.id).values(closed_at=now))
-        actor = audit.Actor(
-            "user", user_id, ip=info.ip, device_id=principal.device_id, session_id=principal.session_id
+            staged.append(Staged(order, request, TargetWallet(main, row.user_id, row.currency)))
+        return staged
+
+    def existing(
+        self,
+        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
+        conn: Connection,
+        ledger_ids: Sequence[str],
+    ) -> dict[str, Any]:
+        """A wallet closed meanwhile (the ledger holds its closing transfer): answered as closed."""
+        ids = {ledger_id.removeprefix("wallet.close:"): ledger_id for ledger_id in ledger_ids}
+        rows = wallet_rows(conn, list(ids))
+        found: dict[str, Any] = {}
+        for wallet_id, row in rows.items():
+            if row.closed_at is not None:
+                main = main_wallet_id(conn, row.user_id, row.currency) or ""
+                found[ids[wallet_id]] = Closing(row.id, row.user_id, main, row.currency, 0)
+        return found
+
+    def seen(self, staged: Staged) -> None:  # noqa: ARG002 - the flow's signature
+        return None
+
+    def step_up_params(self, staged: Staged) -> dict[str, Any]:  # noqa: ARG002 - never asked
+        return {}
+
+    def chain(self, staged: Staged, decision: Approve) -> list[TransferSpec]:
+        request = staged.request
+        if decision.moved == 0:  # an empty wallet: nothing moves, it is only closed
+            return []
+        assert request.target_wallet_id is not None  # noqa: S101 - staged with the main wallet
+        return [
+            TransferSpec.posted(
+                staged.order.ledger_id,
+                request.source_wallet_id,
+                request.target_wallet_id,
+                decision.moved,
+                request.currency,
+                code=MOVE_CODE,
+            )
+        ]
+
+    def record(
+        self,
+        staged: Staged,
+        decision: Approve,
+        now: int,  # noqa: ARG002 - the flow's signature
+        failure: QianbaoError | None,  # noqa: ARG002 - a refused closing leaves no record
+    ) -> Closing:
+        request = staged.request
+        assert request.target_wallet_id is not None  # noqa: S101 - staged with the main wallet
+        return Closing(
+            request.source_wallet_id,
+            request.payer_user_id,
+            request.target_wallet_id,
+            request.currency,
+            decision.moved,
         )
-        details = {"wallet_id": row.id, "moved": moved, "to_wallet_id": main_id}
-        audit.record(conn, now, "wallet.closed", actor, subject_user_id=user_id, details=details)
-        payload = {
-            "user_id": user_id,
-            "wallet_id": row.id,
-            "to_wallet_id": main_id,
-            "moved": money(moved, row.currency),
-        }
-        uow.emit(OutboxEvent("wallet.closed", "wallet", row.id, payload))
-        for event in events:
-            uow.emit(event)
-        uow.commit()
+
+    def declined(
+        self,
+        staged: Staged,  # noqa: ARG002 - the flow's signature
+        error: QianbaoError,
+        record: Any,  # noqa: ARG002
+        books: Books,  # noqa: ARG002
+    ) -> QianbaoError:
+        """The ledger refused the move the decision approved (the main wallet's own ceiling)."""
+        return WalletCloseRefused(
+            f"the balance could not be moved to the main wallet ({error.code})", reason=error.code
+        )
+
+    def refused(
+        self,
+        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
+        conn: Connection,  # noqa: ARG002
+        staged: Staged,  # noqa: ARG002
+        error: QianbaoError,
+    ) -> tuple[QianbaoError, list[OutboxEvent]]:
+        return error, []
+
+    def replay(self, record: Any, order: Order) -> Closing:  # noqa: ARG002 - the flow's signature
+        closing: Closing = record
+        return closing
+
+    def write(
+        self, ctx: IdentityContext, conn: Connection, written: Sequence[tuple[Staged, Any]]
+    ) -> list[OutboxEvent]:
+        events: list[OutboxEvent] = []
+        now = ctx.now()
+        closed = list(written)
+        for _staged, closing in closed:
+            ctx.ledger.set_account_status_in(
+                conn, closing.wallet_id, AccountStatus.CLOSED
+            )  # refuses unless empty
+        if closed:
+            ids = [closing.wallet_id for _staged, closing in closed]
+            conn.execute(update(wallets).where(wallets.c.id.in_(ids)).values(closed_at=now))
+        for staged, closing in closed:
+            principal, info = staged.order.principal, staged.order.payload.info
+            actor = audit.Actor(
+                "user",
+                closing.user_id,
+                ip=info.ip,
+                device_id=principal.device_id,
+                session_id=principal.session_id,
+            )
+            details = {
+                "wallet_id": closing.wallet_id,
+                "moved": closing.moved,
+                "to_wallet_id": closing.main_wallet_id,
+            }
+            audit.record(conn, now, "wallet.closed", actor, subject_user_id=closing.user_id, details=details)
+            payload = {
+                "user_id": closing.user_id,
+                "wallet_id": closing.wallet_id,
+                "to_wallet_id": closing.main_wallet_id,
+                "moved": money(closing.moved, closing.currency),
+            }
+            events.append(OutboxEvent("wallet.closed", "wallet", closing.wallet_id, payload))
+        return events
+
+
+CLOSINGS = CloseFlow()
 
 
 def _result(ctx: IdentityContext, user_id: str, wallet_id: str, main_id: str) -> ClosedWallet:

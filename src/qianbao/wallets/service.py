@@ -150,6 +150,19 @@ def main_wallet_id(conn: Connection, user_id: str, currency_code: str) -> str | 
     return None if found is None else str(found)
 
 
+def main_wallet_ids(conn: Connection, user_ids: Iterable[str], currency_code: str) -> dict[str, str]:
+    """Each user's main wallet in a currency (by user id), one statement for all of them."""
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        select(wallets.c.user_id, wallets.c.id).where(
+            wallets.c.user_id.in_(wanted), wallets.c.kind == "main", wallets.c.currency == currency_code
+        )
+    )
+    return {str(user_id): str(wallet_id) for user_id, wallet_id in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class _Extras:
     """What the wallets capability adds to a ledger account: settings and this month's spending."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, StrictStr
 from sqlalchemy import Connection
 
 from qianbao.api.deps import Body, CurrentUser, Identity, user_or_key
-from qianbao.api.idempotency import pipeline_key, pipeline_response, run_idempotent
+from qianbao.api.idempotency import pipeline_key, pipeline_response
 from qianbao.api.routes.merchants import PaymentOut, Reader, payment_json
 from qianbao.api.routes.wallets import MoneyIn, MoneyOut, Strict
 from qianbao.clock import rfc3339
@@ -145,7 +145,7 @@ def get_payment(payment_id: str, principal: Reader, ctx: Identity) -> dict[str, 
     response_model=RefundOut,
     response_model_exclude_unset=True,
 )
-def create_refund(
+async def create_refund(
     payment_id: str,
     body: RefundBody,
     request: Request,
@@ -165,13 +165,15 @@ def create_refund(
         reason=body.reason,
     )
 
-    def work() -> tuple[int, dict[str, Any]]:
-        refund = refunds.refund_payment(ctx, principal, request_data, idempotency_key=idempotency_key)
-        return 201, refund_json(refund, merchant_view=True, payer_view=False)
+    def render(record: Any, conn: Connection | None = None, seen: Any = None) -> tuple[int, dict[str, Any]]:  # noqa: ARG001
+        return 201, refund_json(record, merchant_view=True, payer_view=False)
 
-    return run_idempotent(
-        ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work, sealed=True
+    # The answer holds the refund's reason (personal data): stored encrypted for replays.
+    http = pipeline_key(
+        ctx, request, scope=principal.scope, key=idempotency_key, body=raw, render=render, sealed=True
     )
+    order = refunds.refund_order(principal, request_data, idempotency_key=idempotency_key, http=http)
+    return pipeline_response(await submit_order_async(ctx, order), render)
 
 
 @router.get("/v1/payments/{payment_id}/refunds", response_model=RefundList, response_model_exclude_unset=True)

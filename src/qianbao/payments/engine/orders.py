@@ -145,7 +145,7 @@ class Flow(Protocol):
         for it in the batch (most write nothing: the check before step-up records nothing)."""
         ...
 
-    def replay(self, record: Any) -> Any:
+    def replay(self, record: Any, order: Order) -> Any:
         """A record found again: itself, or (a recorded decline) the error raised again."""
         ...
 

@@ -236,7 +236,7 @@ def _answer_record(
     """A record as the order's answer: a payment, or (a recorded decline) its error."""
     order = batch.orders[i]
     try:
-        shown = order.flow.replay(record) if replayed else record
+        shown = order.flow.replay(record, order) if replayed else record
     except QianbaoError as error:
         batch.results[i] = error
         if order.http is not None:
