@@ -1,9 +1,9 @@
 """A blocking monthly budget under real races on PostgreSQL: concurrent payments can never take a wallet's
 month past its budget, and the ledger moves exactly what the budget let through.
 
-1. Two transactions spend from the same wallet at once through `record_spend`: the second waits for the
-   first's row, then re-checks against the committed total and is refused (the check inside the
-   unit of work alone would have let both through).
+1. Two transactions add spending to the same wallet at once through `budgets.add_spendings` (a batch's
+   upsert): the second waits for the first's row, then sees the committed total past the budget and is
+   refused, so its batch rolls back (the decision over what it read alone would have let both through).
 2. 16 threads pay ¥100 each from a sub-wallet with a blocking ¥1,000 budget to 16 recipients through the
    payments service: exactly 10 succeed and 6 are refused with `budget_exceeded`, however they interleave.
 """
@@ -16,20 +16,21 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 
 from qianbao.bootstrap import Container
+from qianbao.findings import Finding
 from qianbao.identity.model import Principal, PrincipalKind, RequestInfo
 from qianbao.ledger.verify import verify_ledger
 from qianbao.payments.engine.declines import error_for
 from qianbao.payments.funding import sandbox_fund
 from qianbao.payments.transfers import TransferRequest, send_transfer
 from qianbao.store.outbox import outbox
-from qianbao.wallets.budgets import month_of
+from qianbao.wallets.budgets import Spend, add_spendings, month_of
 from qianbao.wallets.service import create_sub_wallet
 from qianbao.wallets.settings import BudgetChange, WalletChanges
 from qianbao.wallets.spend_rules import monthly_budget
-from qianbao.wallets.spending import record_spend, source_state
+from qianbao.wallets.spending import source_states
 from qianbao.wallets.tables import wallet_budget_months
 from tests.support.population import race, register
 
@@ -66,23 +67,30 @@ def spent(container: Container, wallet_id: str) -> int:
 
 
 def test_the_second_of_two_concurrent_spends_rechecks_the_committed_total(container: Container) -> None:
-    _payer, wallet_id = budgeted_wallet(container)
+    payer, wallet_id = budgeted_wallet(container)
+    assert payer.user_id is not None
     now = container.clock.now_us()
     engine = container.db.engine
     outcome: list[object] = []
 
+    def spend(conn: Connection) -> tuple[list[Any], dict[str, Finding]]:
+        state = source_states(conn, [wallet_id], now)[wallet_id]
+        budget = None if state.settings is None else state.settings.budget
+        return add_spendings(conn, [Spend(state.user_id, wallet_id, 60_000, "CNY", budget)], now)
+
     def second() -> None:
         with engine.connect() as conn, conn.begin():
-            state = source_state(conn, wallet_id, now)  # sees nothing committed: the rule passes
-            assert state is not None and monthly_budget(state.settings, state.month_spent, 60_000) is None
-            counted = record_spend(conn, wallet_id, 60_000, "CNY", now)
-            if isinstance(counted, list):
+            state = source_states(conn, [wallet_id], now)[wallet_id]  # sees nothing committed: it passes
+            assert monthly_budget(state.settings, state.month_spent, 60_000) is None
+            _events, refused = spend(conn)
+            if not refused:
                 outcome.append("spent")
-            else:  # the refusal as the payer hears it
-                outcome.append(error_for(counted, "CNY").extra["spent"])
+            else:  # the refusal as the payer hears it; the batch rolls back
+                outcome.append(error_for(refused[wallet_id], "CNY").extra["spent"])
+                conn.rollback()
 
     with engine.connect() as first, first.begin():
-        record_spend(first, wallet_id, 60_000, "CNY", now)
+        spend(first)
         other = threading.Thread(target=second)
         other.start()
         # Commit only once the second transaction is queued on the row (no sleeps, no timing).

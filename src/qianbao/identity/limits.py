@@ -1,13 +1,12 @@
 """KYC tier limits in the money path: single-payment and daily-outflow limits, checked atomically.
 
-The rules themselves are pure, in `identity.limit_rules`; this module loads their facts
-(`payer_limits`, `holder_cap`) and keeps the write that holds the daily limit under concurrency.
-`reserve_outflow` runs inside the payment's own transaction, before the ledger transfer: it adds the
-amount to the user's row for the local day with a conditional UPDATE (`… WHERE outflow + :amount <=
-:limit`). On PostgreSQL concurrent payments queue on that row and each re-checks the condition against
-the committed total; on SQLite the write lock serialises them. Either way no interleaving can take the
-day's total past the limit, and if the transfer then fails the whole transaction (and the addition)
-rolls back. Balance caps are the ledger's job: each wallet's ceiling.
+The rules themselves are pure, in `identity.limit_rules`; this module loads their facts for a batch of
+the payment pipeline (`payers_limits`, `holder_caps`: one statement for any number of users) and writes
+the batch's outflow (`add_outflows`): one upsert adding to each payer's row for the local day, whose
+returned totals are checked against the limits decided on. On PostgreSQL a concurrent batch queues on
+those rows and then sees the committed totals; on SQLite the write lock serialises them. A total past
+the limit means another transaction counted meanwhile: the batch rolls back and is tried again, so no
+interleaving takes the day's total past the limit. Each wallet's ledger ceiling holds the cap per wallet.
 
 Days are China Standard Time (UTC+8, no daylight saving), like the e-CNY wallet's.
 """
@@ -17,12 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, and_, bindparam, func, select
+from sqlalchemy import Connection, and_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import ReturningInsert
 
 from qianbao.config import Settings
 from qianbao.findings import Finding
@@ -50,9 +47,9 @@ class LimitStatus:
     cooling_off: bool
 
 
-# One statement for a user's tier, cooling-off and operator override; every payment reads it several
-# times (pre-checks, then the unit of work), so it is built once. The locked variant serialises credits
-# to the same user (holder_cap); FOR UPDATE OF users, as the override side of the join may be empty.
+# One statement for a user's tier, cooling-off and operator override, built once (every batch reads
+# it). `holder_caps(lock=True)` locks the users' rows with it, serialising credits to the same user;
+# FOR UPDATE OF users, as the override side of the join may be empty.
 _USER_LIMITS = select(
     users.c.kyc_tier,
     users.c.cooling_off_until,
@@ -64,7 +61,6 @@ _USER_LIMITS = select(
     limit_overrides.c.expires_at,
 ).select_from(users.outerjoin(limit_overrides, limit_overrides.c.user_id == users.c.id))
 _LIMITS = _USER_LIMITS.where(users.c.id == bindparam("user_id"))
-_LIMITS_LOCKED = _LIMITS.with_for_update(of=users)
 _USED_TODAY = select(limit_usage.c.outflow).where(
     limit_usage.c.user_id == bindparam("user_id"),
     limit_usage.c.day == bindparam("day"),
@@ -95,13 +91,6 @@ def limits_for(
     return _limits_of(conn.execute(_LIMITS, {"user_id": user_id}).one(), settings, now_us)
 
 
-def used_today(conn: Connection, user_id: str, currency: str, now_us: int) -> int:
-    used = conn.execute(
-        _USED_TODAY, {"user_id": user_id, "day": local_day(now_us), "currency": currency}
-    ).scalar()
-    return int(used or 0)
-
-
 def _payer(
     conn: Connection, settings: Settings, user_id: str, currency: str, now_us: int
 ) -> tuple[str, PayerLimits, bool]:
@@ -120,84 +109,6 @@ def limit_status(
     return LimitStatus(payer.tier, payer.limits, payer.used_today, payer.remaining_today, cooling)
 
 
-def payer_limits(
-    conn: Connection, settings: Settings, user_id: str, currency: str, now_us: int
-) -> tuple[str, PayerLimits]:
-    """The payer's account status (`limit_rules.payer_may_pay`) and the facts of `single_limit` and
-    `daily_limit` (the limits in force, today's use), in one statement."""
-    status, payer, _cooling = _payer(conn, settings, user_id, currency, now_us)
-    return status, payer
-
-
-@cache
-def _reserve_statement(dialect: str, *, limited: bool) -> ReturningInsert[Any]:
-    """One upsert: a new day's row starts at the amount; an existing one grows only while it stays within
-    the limit. A concurrent payment of the same user waits for the row, then re-checks the condition against
-    the committed total (ON CONFLICT DO UPDATE … WHERE), so no interleaving takes the day past the limit.
-    Built once per dialect: building a statement costs about as much as running it."""
-    amount = bindparam("amount", type_=BigInteger)
-    insert = postgresql.insert(limit_usage) if dialect == "postgresql" else sqlite.insert(limit_usage)
-    insert = insert.values(
-        user_id=bindparam("user_id"), day=bindparam("day"), currency=bindparam("currency"), outflow=amount,
-        payments=1,
-    )  # fmt: skip
-    within = limit_usage.c.outflow + amount <= bindparam("daily", type_=BigInteger) if limited else None
-    return insert.on_conflict_do_update(
-        index_elements=[limit_usage.c.user_id, limit_usage.c.day, limit_usage.c.currency],
-        set_={"outflow": limit_usage.c.outflow + amount, "payments": limit_usage.c.payments + 1},
-        where=within,
-    ).returning(limit_usage.c.outflow)
-
-
-def reserve_outflow(
-    conn: Connection, settings: Settings, user_id: str, amount: int, currency: str, now_us: int
-) -> Finding | None:
-    """Count `amount` against today's outflow in the caller's transaction (the payment engine decided
-    it fits). A concurrent payment may have used the room since: then nothing is counted and the
-    daily-limit finding, on today's committed total, is returned (the caller rolls back)."""
-    tier, limits, _cooling = limits_for(conn, settings, user_id, now_us)
-    daily = limits.daily_outflow
-    if daily is None or amount <= daily:
-        upsert = _reserve_statement(conn.dialect.name, limited=daily is not None)
-        values = {"user_id": user_id, "day": local_day(now_us), "currency": currency, "amount": amount}
-        if conn.execute(upsert, values if daily is None else {**values, "daily": daily}).first() is not None:
-            return None
-    used = used_today(conn, user_id, currency, now_us)
-    return daily_limit(PayerLimits(tier, limits, used), amount) or Finding(
-        "limit_exceeded_daily", {"tier": tier, "limit": daily, "remaining": max(0, (daily or 0) - used)}
-    )
-
-
-# What a user's wallets hold together, counting money on its way in (the balance cap's measure).
-_HELD = select(
-    func.coalesce(
-        func.sum(accounts.c.credits_posted + accounts.c.credits_pending - accounts.c.debits_posted), 0
-    )
-).where(
-    accounts.c.id.in_(select(wallets.c.id).where(wallets.c.user_id == bindparam("user_id"))),
-    accounts.c.currency == bindparam("currency"),
-)
-
-
-def holder_cap(
-    conn: Connection, settings: Settings, user_id: str, currency: str, now_us: int, *, lock: bool
-) -> HolderCap | None:
-    """The facts of `identity.limit_rules.balance_cap` for a user (None: no such user).
-
-    Each wallet's ledger ceiling is the cap too, but only a check over the sum can hold the total. With
-    `lock` (inside the crediting transaction) the user's row is locked first, so concurrent credits to
-    the same user queue (PostgreSQL; SQLite's write lock already serialises them) and each sees what
-    the ones before it added. Without it, it is the read-only pre-check before any step-up."""
-    row = conn.execute(_LIMITS_LOCKED if lock else _LIMITS, {"user_id": user_id}).first()
-    if row is None:
-        return None
-    tier, limits, _cooling = _limits_of(row, settings, now_us)
-    if limits.balance_cap is None:
-        return HolderCap(tier, None, 0)
-    held = conn.execute(_HELD, {"user_id": user_id, "currency": currency}).scalar_one()
-    return HolderCap(tier, limits.balance_cap, int(held))
-
-
 # -- many users at once (the payment pipeline's batches) ------------------------------------------------
 
 _MANY = _USER_LIMITS.add_columns(users.c.id).order_by(users.c.id)
@@ -206,7 +117,8 @@ _MANY = _USER_LIMITS.add_columns(users.c.id).order_by(users.c.id)
 def payers_limits(
     conn: Connection, settings: Settings, user_ids: Iterable[str], currency: str, now_us: int
 ) -> dict[str, tuple[str, PayerLimits]]:
-    """`payer_limits` for many users in one statement."""
+    """Each payer's account status (`limit_rules.payer_may_pay`) and the facts of `single_limit` and
+    `daily_limit` (the limits in force, today's use), for many users in one statement."""
     wanted = sorted(set(user_ids))
     if not wanted:
         return {}
@@ -233,7 +145,8 @@ def payers_limits(
 def holder_caps(
     conn: Connection, settings: Settings, user_ids: Iterable[str], currency: str, now_us: int, *, lock: bool
 ) -> dict[str, HolderCap]:
-    """`holder_cap` for many users: with `lock`, their rows are locked in id order in one statement (two
+    """The facts of `limit_rules.balance_cap` (what all of a user's wallets hold, incoming holds
+    counted) for many users: with `lock`, their rows are locked in id order in one statement (two
     batches crediting overlapping users queue in one order), then what each holds in one more."""
     wanted = sorted(set(user_ids))
     if not wanted:

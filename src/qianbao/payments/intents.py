@@ -37,9 +37,7 @@ from qianbao.payments.merchant_flow import run_planned
 from qianbao.payments.merchant_payments import (
     PaymentPlan,
     payment_by_ledger_id,
-    prepare,
     replay,
-    step_up_for,
 )
 from qianbao.payments.merchant_records import PaymentRecord
 from qianbao.payments.merchants import Merchant, merchant_by_id, own_merchant, payable_merchant
@@ -281,28 +279,42 @@ def confirm_intent(
         done = payment_by_ledger_id(ctx, plan.ledger_id)
         if done is not None:  # a declined one is raised again, after the intent caught up
             return _finish(ctx, intent, done), replay(done)
-    approved = prepare(ctx, principal, plan)
-    proof = step_up_for(ctx, principal, plan, approved, step_up)
-    if not resuming:
-        with ctx.db.write() as conn:
-            processing = _move(conn, intent, "processing", ctx.now(), payer_user_id=user_id)
-        if processing is None:
-            raise IntentStateConflict("this payment intent is being paid already", intent_status="processing")
-        intent = processing
 
     def succeed(conn: Connection, record: PaymentRecord) -> None:
-        if _move(conn, intent, "succeeded", record.created_at, payment_id=record.id) is None:
+        """In the payment's batch: the intent moves through `processing` to `succeeded` (both events)
+        with the payment, or not at all."""
+        processing = (
+            intent
+            if resuming
+            else _move(conn, intent, "processing", record.created_at, payer_user_id=user_id)
+        )
+        if (
+            processing is None
+            or _move(conn, processing, "succeeded", record.created_at, payment_id=record.id) is None
+        ):
             raise IntentStateConflict("the intent changed meanwhile")
 
     try:
-        step_up_id = None if proof is None else proof.challenge_id  # spent in the payment's batch
-        record = run_planned(ctx, principal, plan, claim=succeed, step_up=step_up_id)
+        # Decided, step-up asked where needed (`401`, the intent untouched) and paid in one batch.
+        record = run_planned(ctx, principal, plan, claim=succeed, step_up=step_up)
     except QianbaoError as error:
-        if error.code != "intent_state_conflict":  # the payment was declined: so is the intent
-            with ctx.db.write() as conn:
-                _move(conn, intent, "failed", ctx.now(), failure_code=error.code)
+        if "payment_id" in error.extra:  # the payment ran and was declined (recorded): so is the intent
+            _fail(ctx, intent, user_id, error.code, resuming=resuming)
+        elif (current := _load(ctx, intent.id)).status != intent.status:  # a double tap paid it first
+            raise IntentStateConflict(
+                f"this payment intent is {current.status}", intent_status=current.status
+            ) from None
         raise
     return _finish(ctx, intent, record), record
+
+
+def _fail(ctx: IdentityContext, intent: Intent, user_id: str, code: str, *, resuming: bool) -> None:
+    """A payment declined while it ran fails its intent (through `processing`, as every transition)."""
+    now = ctx.now()
+    with ctx.db.write() as conn:
+        processing = intent if resuming else _move(conn, intent, "processing", now, payer_user_id=user_id)
+        if processing is not None:
+            _move(conn, processing, "failed", now, failure_code=code)
 
 
 def _finish(ctx: IdentityContext, intent: Intent, record: PaymentRecord) -> Intent:

@@ -3,11 +3,9 @@ at a till (`charges`), an online checkout (`intents`): the plan (merchant, payin
 id), the engine's request for it, its record and its ledger chain — payer → merchant wallet for the
 amount, linked with merchant wallet → fee account for the merchant discount fee.
 
-QR payments, checkouts and payment codes within the no-PIN allowance are decided and written by the
-payment pipeline (`merchant_flow`, engine/pipeline.py). A payment code above the allowance is held and
-confirmed in units of work of its own (`charges`), which decide here too (`decide_in_unit`): the
-state read with its locks, the step-up pass spent, the same `decide`; a decline inside rolls back and
-is recorded as a `failed` payment (`record_failure`), bound to the Idempotency-Key.
+Every merchant payment is decided and written by the payment pipeline (engine/pipeline.py): scanned QR
+codes (`qr_flow`), checkouts and payment codes within the no-PIN allowance (`merchant_flow`), a payment
+code's hold above the allowance and its confirmation (`code_flow`), refunds (`refund_flow`).
 
 With an Idempotency-Key the ledger transfer id is derived from (caller scope, key): even a crash between
 the ledger commit and the stored HTTP answer cannot charge twice.
@@ -16,35 +14,25 @@ the ledger commit and the stored HTTP answer cannot charge twice.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from qianbao.errors import Conflict, NotFound, QianbaoError
-from qianbao.identity import stepup
+from qianbao.errors import NotFound
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.model import Operation, Principal
+from qianbao.identity.model import Principal
 from qianbao.ids import new_id
 from qianbao.ledger.model import TransferSpec
 from qianbao.ledger.system_accounts import FEES, system_account_id
-from qianbao.payments.engine.decide import Approve, decide
-from qianbao.payments.engine.declines import approved_or_raise, stored_decline
+from qianbao.payments.engine.declines import stored_decline
 from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
-from qianbao.payments.engine.load import load_books
-from qianbao.payments.engine.writes import (
-    decide_locked,
-)
 from qianbao.payments.fees import fee_for
 from qianbao.payments.inputs import require_user_id
 from qianbao.payments.merchant_records import (
     PaymentRecord,
-    insert_payment,
     payment_by,
-    payment_event,
 )
-from qianbao.payments.merchants import Merchant, merchant_status_of, rate_for
-from qianbao.store.errors import DATABASE_ERRORS, is_retryable
-from qianbao.store.outbox import append_events
+from qianbao.payments.merchants import Merchant, rate_for
 from qianbao.wallets.service import WalletRow, plausible_id
 
 PAYMENT_CODE = "merchant.payment"
@@ -100,55 +88,8 @@ def payment_request(
     )
 
 
-def merchant_target(plan: PaymentPlan) -> TargetWallet:
-    merchant = plan.merchant
-    return TargetWallet(merchant.wallet_id, merchant.owner_user_id, merchant.currency)
-
-
 def record_target(record: PaymentRecord) -> TargetWallet:
     return TargetWallet(record.merchant_wallet_id, record.merchant_user_id, record.currency)
-
-
-def prepare(
-    ctx: IdentityContext,
-    principal: Principal,
-    plan: PaymentPlan,
-    *,
-    kind: Kind = Kind.MERCHANT,
-    no_pin: bool = False,
-) -> Approve:
-    """The decision before step-up, over state read without locks (the payment is decided again where
-    it is written)."""
-    request = payment_request(principal, plan, kind=kind, no_pin=no_pin)
-    now = ctx.now()
-    with ctx.db.read() as conn:
-        books = load_books(ctx, conn, [request], [merchant_target(plan)], now=now, lock=False)
-    return approved_or_raise(decide(request, books, ctx.step_up_policy, now))
-
-
-def step_up_for(
-    ctx: IdentityContext,
-    principal: Principal,
-    plan: PaymentPlan,
-    approved: Approve,
-    step_up: str | None,
-) -> stepup.StepUpPass | None:
-    """Fresh proof where the decision asks for it (`401 step_up_required`), bound to this payment."""
-    params = {
-        "merchant": plan.merchant.id,
-        "from": plan.source.id,
-        "amount": plan.amount,
-        "currency": plan.currency,
-        **dict(plan.step_up_params),
-    }
-    return stepup.require_step_up(
-        ctx,
-        principal,
-        operation=Operation.PAYMENT,
-        params=params,
-        reasons=approved.step_up,
-        step_up_header=step_up,
-    )
 
 
 def new_record(ctx: IdentityContext, principal: Principal, plan: PaymentPlan) -> PaymentRecord:
@@ -197,64 +138,6 @@ def ledger_chain(record: PaymentRecord) -> list[TransferSpec]:
         code=FEE_CODE,
     )
     return [pay, fee]
-
-
-def replay_applied(ctx: IdentityContext, ledger_id: str) -> PaymentRecord:
-    """The payment an earlier attempt with the same ledger id committed, answered again."""
-    found = payment_by_ledger_id(ctx, ledger_id)
-    if found is None:
-        raise Conflict("this payment was already applied")
-    return replay(found)
-
-
-def record_failure(
-    ctx: IdentityContext, scope: str, record: PaymentRecord, error: QianbaoError, key: str | None
-) -> None:
-    """Bind a decline to the payment's ledger id (and so to the Idempotency-Key), after the rollback."""
-    failed = replace(record, status="failed", failure_code=error.code, created_at=ctx.now())
-    try:
-        with ctx.db.write() as conn:
-            insert_payment(conn, ctx.keys, failed, scope, key)
-            append_events(conn, [payment_event(failed)], ctx.now())
-    except DATABASE_ERRORS as exc:
-        if not is_retryable(exc):  # a concurrent attempt with the same key recorded its outcome first
-            raise
-    error.extra["payment_id"] = failed.id
-
-
-def decide_in_unit(
-    ctx: IdentityContext,
-    conn: Connection,
-    request: PaymentRequest,
-    record: PaymentRecord,
-    now: int,
-    *,
-    proof: stepup.StepUpPass | None = None,
-    replay_check: bool = False,
-) -> Approve:
-    """The decision again inside the unit of work, over state read there with its locks (the merchant's
-    status too: a merchant suspended since the first decision takes nothing). Every account the ledger
-    chain touches is locked at once, in id order, the fee account included. With `replay_check`, a
-    retry that overlapped its first attempt (same ledger id) finds that payment once the locks are held
-    and replays it, before anything (a dynamic code, an intent, the balance) could answer otherwise."""
-    status = merchant_status_of(conn, record.merchant_wallet_id)
-    request = replace(request, merchant_status=status or request.merchant_status)
-    target = record_target(record)
-    fees = [system_account_id(FEES, record.currency)] if record.fee > 0 else []
-
-    def applied(c: Connection) -> bool:
-        return payment_by(c, ctx.keys, ledger_id=record.ledger_transfer_id) is not None
-
-    return decide_locked(
-        ctx,
-        conn,
-        request,
-        [target],
-        now,
-        proof=proof,
-        applied=applied if replay_check else None,
-        also_lock=fees,
-    )
 
 
 # -- reading ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, insert, select
+from sqlalchemy import Connection, Row, Table, select
 
 from qianbao import invalid
 from qianbao.payments.merchant_tables import merchant_payments, refunds
@@ -158,13 +158,6 @@ def refunds_by_ledger_ids(
     return {str(r.ledger_transfer_id): refund_from_row(r, keys) for r in rows}
 
 
-def refund_by(
-    conn: Connection, keys: KeyRing, *, id: str | None = None, ledger_id: str | None = None
-) -> RefundRecord | None:
-    row = _one(conn, refunds, id, ledger_id)
-    return None if row is None else refund_from_row(row, keys)
-
-
 def payment_row(keys: KeyRing, p: PaymentRecord, scope: str, key: str | None) -> dict[str, Any]:
     """The record as a row of `merchant_payments` (the note encrypted; the key bound, if there is one)."""
     return {
@@ -191,10 +184,6 @@ def payment_row(keys: KeyRing, p: PaymentRecord, scope: str, key: str | None) ->
         "idempotency_scope": scope if key is not None else None,
         "idempotency_key": key,
     }
-
-
-def insert_payment(conn: Connection, keys: KeyRing, p: PaymentRecord, scope: str, key: str | None) -> None:
-    conn.execute(insert(merchant_payments).values(payment_row(keys, p, scope, key)))
 
 
 def refund_row(keys: KeyRing, r: RefundRecord, scope: str, key: str | None) -> dict[str, Any]:

@@ -128,12 +128,6 @@ def payable(merchant: Merchant | None) -> Merchant:
     return merchant
 
 
-def merchant_status_of(conn: Connection, wallet_id: str) -> str | None:
-    """The status of the merchant whose wallet this is (None: no merchant's)."""
-    status = conn.execute(select(merchants.c.status).where(merchants.c.wallet_id == wallet_id)).scalar()
-    return None if status is None else str(status)
-
-
 def merchant_names_by_wallet(conn: Connection, wallet_ids: set[str]) -> dict[str, Merchant]:
     """Merchants by their wallet id (history shows a merchant as the counterparty by name)."""
     ids = [w for w in wallet_ids if plausible_id(w)]

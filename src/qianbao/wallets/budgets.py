@@ -75,47 +75,6 @@ def spent_in(conn: Connection, wallet_ids: Iterable[str], month: str) -> dict[st
     return {str(r.wallet_id): int(r.spent) for r in rows}
 
 
-def add_spending(
-    conn: Connection,
-    *,
-    user_id: str,
-    wallet_id: str,
-    amount: int,
-    currency: str,
-    budget: Budget | None,
-    now_us: int,
-) -> list[OutboxEvent] | Finding:
-    """Add `amount` to the month's spending in the caller's transaction, returning the threshold events
-    to emit; or, if a blocking budget would be passed, add nothing and return its finding. One
-    statement: `INSERT … ON CONFLICT DO UPDATE … WHERE spent + amount <= budget`. On PostgreSQL a
-    concurrent payment waits for this row and then re-evaluates the condition against the committed
-    total, so two payments can never both pass the budget."""
-    month = month_of(now_us)
-    block = budget is not None and budget.on_limit == "block"
-    if block and budget is not None and amount > budget.amount:
-        return _refusal(conn, wallet_id, month, budget, amount)
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    table = wallet_budget_months
-    statement = dialect.insert(table).values(wallet_id=wallet_id, month=month, spent=amount, notified=0)
-    upsert = statement.on_conflict_do_update(
-        index_elements=[table.c.wallet_id, table.c.month],
-        set_={"spent": table.c.spent + statement.excluded.spent},
-        where=(table.c.spent + amount <= budget.amount) if block and budget is not None else None,
-    ).returning(table.c.spent, table.c.notified)
-    row = conn.execute(upsert).first()
-    if row is None:  # the blocking condition failed: nothing was added
-        assert budget is not None  # noqa: S101 - only a blocking budget has a condition
-        return _refusal(conn, wallet_id, month, budget, amount)
-    spent, notified = int(row.spent), int(row.notified)
-    if budget is None:
-        return []
-    thresholds = crossed(notified, spent, budget.amount)
-    if not thresholds:
-        return []
-    conn.execute(update(table).where(_key(wallet_id, month)).values(notified=thresholds[-1]))
-    return [threshold_event(user_id, wallet_id, t, budget.amount, spent, currency, month) for t in thresholds]
-
-
 @dataclass(frozen=True, slots=True)
 class Spend:
     """Approved spending from one wallet (the batch's sum), with the budget it was decided under."""
@@ -130,7 +89,7 @@ class Spend:
 def add_spendings(
     conn: Connection, spends: Sequence[Spend], now_us: int
 ) -> tuple[list[OutboxEvent], dict[str, Finding]]:
-    """`add_spending` for many wallets (one per wallet) in one statement: an upsert adding to each
+    """Add a batch's spending (one entry per wallet) in one statement: an upsert adding to each
     wallet's month (in id order), returning the new totals. A blocking budget's total past its amount
     means another transaction spent meanwhile (the caller's view was stale): its `budget_exceeded`
     finding is returned by wallet id and the caller must roll back. Otherwise the threshold events."""
@@ -173,13 +132,6 @@ def add_spendings(
                 for t in thresholds
             ]
     return events, refused
-
-
-def _refusal(conn: Connection, wallet_id: str, month: str, budget: Budget, amount: int) -> Finding:
-    spent = spent_in(conn, [wallet_id], month).get(wallet_id, 0)
-    # The upsert's condition is the rule's; re-asking the rule builds its finding from the month now.
-    finding = monthly_budget(WalletSettings(wallet_id, budget=budget), spent, amount)
-    return finding or Finding("budget_exceeded", {"budget": budget.amount, "spent": spent})
 
 
 def remove_spending(conn: Connection, wallet_id: str, amount: int, month: str) -> None:

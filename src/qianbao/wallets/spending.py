@@ -1,20 +1,16 @@
 """What payment code asks the wallets capability about money leaving or entering a wallet.
 
 Locks and budgets are enforced here, for every way money leaves a wallet (P2P, merchant payments, moves
-between one's own wallets, closing). The calls, in the payment's order:
+between one's own wallets, closing), for the payment pipeline's batches (many wallets at once):
 
-  source_state(conn, wallet_id, now_us)                       read-only: the wallet's settings and the
-      month's spending, for the pure rules `wallets.spend_rules.wallet_lock` (`wallet_locked`, 423) and
-      `monthly_budget` (`budget_exceeded`, 422), which the payment engine's `decide` asks before step-up
-      and again inside the unit of work.
-  record_spend(conn, wallet_id, amount, currency, now_us)     inside the unit of work, after the ledger
-      said OK, for spending only (not for moves between one's own wallets). Adds the amount to the
-      month's spending atomically and returns the budget threshold events to emit, or (a blocking budget
-      that lost a race) the `budget_exceeded` finding: the caller must then roll back.
-  record_unspend(conn, wallet_id, amount, now_us)             a refund of spending, in the refund's unit
-      of work: the month's spending goes down.
-  after_credit(conn, wallet_id, now_us)                       after any credit (payments received, own
-      moves, top-ups), in the same unit of work: the goal event to emit, if the goal was just reached.
+  source_states(conn, wallet_ids, now_us)     the paying wallets' settings and the month's spending, for
+      the pure rules `wallets.spend_rules.wallet_lock` (`wallet_locked`, 423) and `monthly_budget`
+      (`budget_exceeded`, 422), which the payment engine's `decide` asks. The month's spending is then
+      added by `wallets.budgets.add_spendings`, one upsert for the batch.
+  record_unspend(conn, wallet_id, amount, now_us)    a refund of spending, in the refund's batch: the
+      month's spending goes down.
+  after_credits(conn, wallet_ids, now_us)     after credits (payments received, own moves, refunds,
+      top-ups), in the same transaction: the goal events to emit, for goals just reached.
 
 "Spending" is money leaving the wallet to someone else; a move between one's own wallets is not spending
 but is still refused by a lock (`own_move=True` checks only the lock). Wallets this module does not know
@@ -28,7 +24,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from qianbao.findings import Finding
 from qianbao.store.outbox import OutboxEvent
 from qianbao.wallets import budgets, goals
 from qianbao.wallets.model import WalletSettings
@@ -37,11 +32,8 @@ from qianbao.wallets.tables import wallet_settings, wallets
 
 __all__ = [
     "SpendState",
-    "after_credit",
     "after_credits",
-    "record_spend",
     "record_unspend",
-    "source_state",
     "source_states",
 ]
 
@@ -61,53 +53,6 @@ class _Wallet:
     settings: WalletSettings | None
 
 
-def _wallet(conn: Connection, wallet_id: str) -> _Wallet | None:
-    """The wallet's owner, currency and settings, in one query (this is on every payment's path)."""
-    row = conn.execute(
-        select(wallets.c.user_id, wallets.c.currency, wallet_settings)
-        .select_from(wallets.outerjoin(wallet_settings, wallet_settings.c.wallet_id == wallets.c.id))
-        .where(wallets.c.id == wallet_id)
-    ).first()
-    if row is None:
-        return None
-    settings = None if row.wallet_id is None else settings_from_row(row._mapping)
-    return _Wallet(str(row.user_id), str(row.currency), settings)
-
-
-def source_state(conn: Connection, wallet_id: str, now_us: int) -> SpendState | None:
-    """What the spending rules (`wallets.spend_rules`) need of a paying wallet: its settings and this
-    month's spending (None for wallets this module does not know)."""
-    wallet = _wallet(conn, wallet_id)
-    if wallet is None:
-        return None
-    budget = None if wallet.settings is None else wallet.settings.budget
-    spent = 0
-    if budget is not None and budget.on_limit == "block":  # only a blocking budget needs the month
-        spent = budgets.spent_in(conn, [wallet_id], budgets.month_of(now_us)).get(wallet_id, 0)
-    return SpendState(wallet.user_id, wallet.currency, wallet.settings, spent)
-
-
-def record_spend(
-    conn: Connection, wallet_id: str, amount: int, currency: str, now_us: int
-) -> list[OutboxEvent] | Finding:
-    """Count spending against the wallet's month (atomic); the `wallet.budget_threshold_reached` events
-    to emit, or the `budget_exceeded` finding when a blocking budget lost a race (nothing was counted:
-    roll the payment back)."""
-    wallet = _wallet(conn, wallet_id)
-    if wallet is None:
-        return []
-    budget = None if wallet.settings is None else wallet.settings.budget
-    return budgets.add_spending(
-        conn,
-        user_id=wallet.user_id,
-        wallet_id=wallet_id,
-        amount=amount,
-        currency=currency,
-        budget=budget,
-        now_us=now_us,
-    )
-
-
 def record_unspend(
     conn: Connection, wallet_id: str, amount: int, now_us: int, *, spent_at_us: int | None = None
 ) -> None:
@@ -115,14 +60,6 @@ def record_unspend(
     payment's time, if given; else the current month)."""
     month = budgets.month_of(now_us if spent_at_us is None else spent_at_us)
     budgets.remove_spending(conn, wallet_id, amount, month)
-
-
-def after_credit(conn: Connection, wallet_id: str, now_us: int) -> list[OutboxEvent]:
-    """After money came into the wallet: the `wallet.goal_reached` event if its goal was just reached."""
-    wallet = _wallet(conn, wallet_id)
-    if wallet is None:
-        return []
-    return goals.check_goal(conn, wallet.user_id, wallet.currency, wallet.settings, now_us)
 
 
 # -- many wallets at once (the payment pipeline's batches) ----------------------------------------------
@@ -148,7 +85,9 @@ def _wallets(conn: Connection, wallet_ids: Iterable[str]) -> dict[str, _Wallet]:
 
 
 def source_states(conn: Connection, wallet_ids: Iterable[str], now_us: int) -> dict[str, SpendState]:
-    """`source_state` for many wallets: two statements whatever their number."""
+    """What the spending rules (`wallets.spend_rules`) need of paying wallets: their settings and this
+    month's spending (only a blocking budget needs it), two statements whatever their number. Wallets
+    this module does not know are left out."""
     found = _wallets(conn, wallet_ids)
     blocking = [
         wallet_id

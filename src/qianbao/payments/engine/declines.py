@@ -13,7 +13,6 @@ from typing import Any
 from qianbao.errors import LimitExceeded, Locked, QianbaoError
 from qianbao.findings import Finding
 from qianbao.money import Money, format_money
-from qianbao.payments.engine.decide import Approve, Decision, Decline
 from qianbao.payments.errors import (
     CurrencyMismatch,
     PaymentNotRefundable,
@@ -129,14 +128,6 @@ def cap_error(finding: Finding, currency: str, *, reveal: bool, **extra: Any) ->
         next_step="verify_identity" if tier > 1 else "contact_support",
         **extra,
     )
-
-
-def approved_or_raise(decision: Decision) -> Approve:
-    """Before step-up: a decline is answered now (nothing was written, nothing is recorded)."""
-    if isinstance(decision, Decline):
-        request = decision.request
-        raise error_for(decision.finding, request.currency, reveal=decision.own)
-    return decision
 
 
 def stored_decline(code: str | None, currency: str, *, reveal: bool, **extra: Any) -> QianbaoError:

@@ -1,11 +1,10 @@
 """The state `decide` needs, read in the caller's transaction.
 
-One statement per table for any number of requests (a batch of the payment pipeline, or one request).
-Before step-up it is read without locks; with locks the recipients' user rows are locked first
-(`holder_caps(lock=True)`), so concurrent credits to one user queue and each sees the others, then the
-ledger accounts (in id order, as the ledger itself locks them).
-The daily limit and blocking budgets are held under concurrency by their conditional writes
-(`identity.limits.reserve_outflow`, `wallets.spending.record_spend`), the balances by the ledger.
+One statement per table for any number of requests (a batch of the payment pipeline). The recipients'
+user rows are locked first (`holder_caps(lock=True)`), so concurrent credits to one user queue and each
+sees the others, then the ledger accounts (in id order, as the ledger itself locks them). The daily
+limit and blocking budgets are held under concurrency by the batch's upserts, whose returned totals are
+checked (`identity.limits.add_outflows`, `wallets.budgets.add_spendings`), the balances by the ledger.
 """
 
 from __future__ import annotations
