@@ -23,8 +23,8 @@ from qianbao.ledger.model import ResultCode, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_account_id, system_account_specs
 from qianbao.payments.engine.decide import Approve
-from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
-from qianbao.payments.engine.orders import Done, Order, Replay, Staged
+from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
+from qianbao.payments.engine.orders import Done, FlowDefaults, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
 from qianbao.payments.errors import CurrencyMismatch
 from qianbao.payments.inputs import check_amount, derived_id, require_user_id
@@ -87,7 +87,7 @@ class FundingAsk:
     currency: str
 
 
-class FundingFlow:
+class FundingFlow(FlowDefaults):
     """Sandbox funding in the pipeline: decided by `decide` (kind FUNDING: the owner's balance cap, the
     wallet's own ceiling), one ledger transfer from the funding account; no record of its own (the
     ledger transfer is the record, and an earlier attempt's outcome)."""
@@ -130,12 +130,6 @@ class FundingFlow:
             for t in found.values()
         }
 
-    def seen(self, staged: Staged) -> None:  # noqa: ARG002 - the flow's signature
-        return None
-
-    def step_up_params(self, staged: Staged) -> dict[str, Any]:  # noqa: ARG002 - never asked
-        return {}
-
     def chain(self, staged: Staged, decision: Approve) -> list[TransferSpec]:  # noqa: ARG002
         request = staged.request
         assert request.target_wallet_id is not None  # noqa: S101 - staged with its wallet
@@ -159,24 +153,6 @@ class FundingFlow:
     ) -> Funding:
         ask: FundingAsk = staged.order.payload
         return Funding(staged.order.ledger_id, ask.wallet_id, ask.amount, ask.currency, now)
-
-    def declined(
-        self,
-        staged: Staged,  # noqa: ARG002 - the flow's signature
-        error: QianbaoError,
-        record: Any,  # noqa: ARG002
-        books: Books,  # noqa: ARG002
-    ) -> QianbaoError:
-        return error
-
-    def refused(
-        self,
-        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
-        conn: Connection,  # noqa: ARG002
-        staged: Staged,  # noqa: ARG002
-        error: QianbaoError,
-    ) -> tuple[QianbaoError, list[OutboxEvent]]:
-        return error, []
 
     def replay(self, record: Any, order: Order) -> Funding:
         """The funding an earlier attempt with this key made: the same one, or the key was reused."""

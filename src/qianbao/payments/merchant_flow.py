@@ -27,7 +27,7 @@ from qianbao.ledger.system_accounts import FEES, system_account_id
 from qianbao.payments import dynamic_qr
 from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
-from qianbao.payments.engine.orders import Done, Order, Replay, Staged
+from qianbao.payments.engine.orders import Done, FlowDefaults, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
 from qianbao.payments.merchant_payments import (
     Claim,
@@ -87,7 +87,7 @@ def merchant_staged(staged: Staged) -> MerchantStaged:
     return found
 
 
-class MerchantPayments:
+class MerchantPayments(FlowDefaults):
     """What writing a merchant payment is, whichever way it was staged."""
 
     what = "payment"
@@ -125,15 +125,6 @@ class MerchantPayments:
     ) -> QianbaoError:
         error.extra["payment_id"] = record.id
         return error
-
-    def refused(
-        self,
-        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
-        conn: Connection,  # noqa: ARG002
-        staged: Staged,  # noqa: ARG002
-        error: QianbaoError,
-    ) -> tuple[QianbaoError, list[OutboxEvent]]:
-        return error, []  # nothing is recorded for a payment the decision declined
 
     def replay(self, record: Any, order: Order) -> PaymentRecord:  # noqa: ARG002
         return replay(record)

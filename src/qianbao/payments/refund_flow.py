@@ -31,7 +31,7 @@ from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.system_accounts import FEES, system_account_id
 from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.facts import Books, Kind, PaidPayment, PaymentRequest, TargetWallet
-from qianbao.payments.engine.orders import Order, Replay, Staged, Stale
+from qianbao.payments.engine.orders import FlowDefaults, Order, Replay, Staged, Stale
 from qianbao.payments.errors import PaymentDeclined, PaymentNotRefundable, RefundExceedsPayment, money_json
 from qianbao.payments.merchant_records import (
     PaymentRecord,
@@ -105,7 +105,7 @@ def replay_refund(refund: RefundRecord, payment_id: str) -> RefundRecord:
     return refund
 
 
-class RefundFlow:
+class RefundFlow(FlowDefaults):
     """How refunds are staged and written in the pipeline."""
 
     what = "refund"
@@ -200,12 +200,6 @@ class RefundFlow:
     def existing(self, ctx: IdentityContext, conn: Connection, ledger_ids: Sequence[str]) -> dict[str, Any]:
         return dict(refunds_by_ledger_ids(conn, ctx.keys, ledger_ids))
 
-    def seen(self, staged: Staged) -> None:  # noqa: ARG002 - the flow's signature
-        return None
-
-    def step_up_params(self, staged: Staged) -> dict[str, Any]:  # noqa: ARG002 - never asked
-        return {}
-
     def chain(self, staged: Staged, decision: Approve) -> list[TransferSpec]:
         refund, payment = _staged(staged).refund, _staged(staged).payment
         back = TransferSpec.posted(
@@ -246,15 +240,6 @@ class RefundFlow:
     ) -> QianbaoError:
         error.extra["refund_id"] = record.id
         return error
-
-    def refused(
-        self,
-        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
-        conn: Connection,  # noqa: ARG002
-        staged: Staged,  # noqa: ARG002
-        error: QianbaoError,
-    ) -> tuple[QianbaoError, list[OutboxEvent]]:
-        return error, []  # a refund the decision declines is answered, not recorded
 
     def replay(self, record: Any, order: Order) -> RefundRecord:
         return replay_refund(record, order.payload.payment_id)

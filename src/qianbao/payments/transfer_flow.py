@@ -25,7 +25,7 @@ from qianbao.ledger.rules import room_under_ceiling
 from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.declines import stored_decline
 from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
-from qianbao.payments.engine.orders import Order, Replay, Staged
+from qianbao.payments.engine.orders import FlowDefaults, Order, Replay, Staged
 from qianbao.payments.errors import RecipientNotFound, money_json
 from qianbao.payments.receive_qr import qr_recipient
 from qianbao.payments.records import TransferRecord, record_row, records_by_ledger_ids, transfer_event
@@ -88,7 +88,7 @@ def _by_phone(
     return {named: rows[wallet_id] for named, wallet_id in ids.items() if wallet_id in rows}
 
 
-class TransferFlow:
+class TransferFlow(FlowDefaults):
     what = "transfer"
 
     def stage(
@@ -236,15 +236,6 @@ class TransferFlow:
             if room is not None and account is not None:
                 error.extra["remaining"] = money_json(room, account.currency)
         return error
-
-    def refused(
-        self,
-        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
-        conn: Connection,  # noqa: ARG002
-        staged: Staged,  # noqa: ARG002
-        error: QianbaoError,
-    ) -> tuple[QianbaoError, list[OutboxEvent]]:
-        return error, []  # nothing is recorded for a payment the decision declined
 
     def replay(self, record: Any, order: Order) -> TransferRecord:  # noqa: ARG002
         return replay_transfer(record)

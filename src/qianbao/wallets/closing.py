@@ -28,7 +28,7 @@ from qianbao.ledger.model import AccountStatus, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
-from qianbao.payments.engine.orders import Order, Replay, Staged
+from qianbao.payments.engine.orders import FlowDefaults, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
 from qianbao.security import audit
 from qianbao.store.outbox import OutboxEvent
@@ -100,7 +100,7 @@ class Closing:
     moved: int
 
 
-class CloseFlow:
+class CloseFlow(FlowDefaults):
     """A sub-wallet's closing in the payment pipeline: decided by `decide` (kind CLOSE: not locked, no
     holds, both wallets open; the amount is the balance read under the lock), the balance moved to the
     main wallet, then the emptied ledger account closed, the wallet marked closed and audited."""
@@ -160,12 +160,6 @@ class CloseFlow:
                 found[ids[wallet_id]] = Closing(row.id, row.user_id, main, row.currency, 0)
         return found
 
-    def seen(self, staged: Staged) -> None:  # noqa: ARG002 - the flow's signature
-        return None
-
-    def step_up_params(self, staged: Staged) -> dict[str, Any]:  # noqa: ARG002 - never asked
-        return {}
-
     def chain(self, staged: Staged, decision: Approve) -> list[TransferSpec]:
         request = staged.request
         if decision.moved == 0:  # an empty wallet: nothing moves, it is only closed
@@ -210,19 +204,6 @@ class CloseFlow:
         return WalletCloseRefused(
             f"the balance could not be moved to the main wallet ({error.code})", reason=error.code
         )
-
-    def refused(
-        self,
-        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
-        conn: Connection,  # noqa: ARG002
-        staged: Staged,  # noqa: ARG002
-        error: QianbaoError,
-    ) -> tuple[QianbaoError, list[OutboxEvent]]:
-        return error, []
-
-    def replay(self, record: Any, order: Order) -> Closing:  # noqa: ARG002 - the flow's signature
-        closing: Closing = record
-        return closing
 
     def write(
         self, ctx: IdentityContext, conn: Connection, written: Sequence[tuple[Staged, Any]]

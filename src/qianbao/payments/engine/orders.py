@@ -152,3 +152,38 @@ class Flow(Protocol):
     def write(
         self, ctx: IdentityContext, conn: Connection, written: Sequence[tuple[Staged, Any]]
     ) -> list[OutboxEvent]: ...
+
+
+class FlowDefaults:
+    """What most flows do alike (a `Flow` overrides what it does differently): nothing shown from the
+    batch, no step-up binding, a decline answered as it is, nothing recorded for the decision's
+    declines, a record found again answered as it is."""
+
+    what = "payment"
+
+    def seen(self, staged: Staged) -> Any:  # noqa: ARG002 - the flow's signature
+        return None
+
+    def step_up_params(self, staged: Staged) -> dict[str, Any]:  # noqa: ARG002 - the flow's signature
+        return {}
+
+    def declined(
+        self,
+        staged: Staged,  # noqa: ARG002 - the flow's signature
+        error: QianbaoError,
+        record: Any,  # noqa: ARG002
+        books: Books,  # noqa: ARG002
+    ) -> QianbaoError:
+        return error
+
+    def refused(
+        self,
+        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
+        conn: Connection,  # noqa: ARG002
+        staged: Staged,  # noqa: ARG002
+        error: QianbaoError,
+    ) -> tuple[QianbaoError, list[OutboxEvent]]:
+        return error, []  # the check before step-up records nothing
+
+    def replay(self, record: Any, order: Order) -> Any:  # noqa: ARG002 - the flow's signature
+        return record
