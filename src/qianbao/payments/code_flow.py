@@ -6,9 +6,9 @@ confirmed) and writes a ledger hold with a timeout and a `pending` payment (even
 `payment.confirmation_required`). Confirming is decided again over the locked books (a confirmation
 always asks for step-up: that is the point of the hold), posts the hold linked with the fee, counts
 the payment toward the payer's day and month, and moves the payment to `succeeded` with a conditional
-update (a payment canceled meanwhile refuses the batch, whose orders are then tried alone). A
-confirmation the decision declines releases the hold and fails the payment in the same batch; one the
-ledger refuses because the hold expired fails it `payment_confirmation_expired`.
+update. A confirmation the decision declines releases the hold and fails the payment in the same
+batch. One the ledger refuses fails it too: the hold expired (`payment_confirmation_expired`), or it
+was voided by a cancel meanwhile (`payment_not_pending`; the cancel's own state stands).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from qianbao.ledger.system_accounts import FEES, system_account_id
 from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.facts import Books, Kind, PaymentRequest
 from qianbao.payments.engine.orders import Replay, Staged
+from qianbao.payments.errors import PaymentConfirmationExpired, PaymentNotPending
 from qianbao.payments.merchant_flow import MerchantPayments, MerchantStaged, PlanFlow, merchant_staged
 from qianbao.payments.merchant_payments import ledger_chain, record_target
 from qianbao.payments.merchant_records import (
@@ -40,14 +41,6 @@ from qianbao.store.outbox import OutboxEvent
 
 HOLD_CODE = "merchant.payment_hold"
 CONFIRMATION_REQUIRED = "payment.confirmation_required"
-
-
-class PaymentConfirmationExpired(QianbaoError):
-    code = "payment_confirmation_expired"
-
-
-class PaymentNotPending(Conflict):
-    code = "payment_not_pending"
 
 
 # -- holding ---------------------------------------------------------------------------------------
@@ -125,12 +118,8 @@ def release_in(
 
 
 def _answered(error: QianbaoError, record: PaymentRecord) -> QianbaoError:
-    """What a ledger refusal of the post means for the customer: the hold expired, or the payment was
-    ended meanwhile."""
-    if error.code == ResultCode.PENDING_EXPIRED.value:
-        error = PaymentConfirmationExpired("the time to confirm this payment has passed")
-    elif error.code in (ResultCode.PENDING_ALREADY_VOIDED.value, ResultCode.PENDING_ALREADY_POSTED.value):
-        error = PaymentNotPending("the payment is no longer pending")
+    """A refusal of the post (the hold expired: `payment_confirmation_expired`; voided or posted
+    meanwhile: `payment_not_pending`, `engine.rules.ledger_finding`), with the payment's id."""
     error.extra["payment_id"] = record.id
     return error
 
@@ -207,7 +196,7 @@ class ConfirmFlow(MerchantPayments):
         record = merchant_staged(staged).record
         if failure is None:
             return replace(record, status="succeeded")
-        return replace(record, status="failed", failure_code=_answered(failure, record).code)
+        return replace(record, status="failed", failure_code=failure.code)
 
     def declined(self, staged: Staged, error: QianbaoError, record: Any, books: Books) -> QianbaoError:  # noqa: ARG002
         return _answered(error, record)

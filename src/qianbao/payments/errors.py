@@ -60,6 +60,14 @@ def money_json(amount: int, currency_code: str) -> dict[str, object]:
     return {"amount": amount, "currency": currency_code}
 
 
+class PaymentConfirmationExpired(QianbaoError):
+    code = "payment_confirmation_expired"
+
+
+class PaymentNotPending(Conflict):
+    code = "payment_not_pending"
+
+
 def decline_error(code: str, *, currency_code: str, room: int | None = None, **extra: Any) -> QianbaoError:
     if code == "insufficient_funds":
         return PaymentDeclined(code, "the wallet's available balance is too low", **extra)
@@ -73,6 +81,10 @@ def decline_error(code: str, *, currency_code: str, room: int | None = None, **e
         return CurrencyMismatch("the wallets hold different currencies", **extra)
     if code in ("limit_exceeded_single", "limit_exceeded_daily"):
         return LimitExceeded(code, "the payment is over a KYC limit", **extra)
+    if code == "payment_confirmation_expired":  # the ledger let the hold expire before it was posted
+        return PaymentConfirmationExpired("the time to confirm this payment has passed", **extra)
+    if code == "payment_not_pending":  # the hold was voided (canceled) or posted meanwhile
+        return PaymentNotPending("the payment is no longer pending", **extra)
     if lookup(code) is not None:  # a stored decline replayed (wallet_locked, budget_exceeded, …)
         return PaymentDeclined(code, f"the payment was declined ({code})", **extra)
     return Conflict(f"the ledger refused the transfer ({code})", **extra)

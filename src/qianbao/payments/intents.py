@@ -7,13 +7,14 @@
 
 A merchant's server creates an intent (API key with `payments:write`): amount, order id, description,
 return URL, expiry. The customer, signed in to their wallet, sees it (`GET`, any signed-in user who has
-its id: the id is the checkout link's secret, 128 random bits) and confirms it from one of their wallets
-with the usual checks and step-up. Checks and step-up happen first, while the intent still
-`requires_confirmation` (a refusal such as `insufficient_funds` leaves it there: the customer can top up
-and try again); then the intent moves to `processing` (conditional UPDATE: one confirmation wins) and the
-payment runs; its unit of work moves the intent to `succeeded`. A decline inside it makes the intent
-`failed` with the code. The ledger transfer id is derived from the intent id, so an intent can never be
-paid twice, and a confirmation interrupted in `processing` is resumed by confirming again.
+its id: the id is the checkout link's secret, 128 random bits) and confirms it from one of their wallets.
+The confirmation is an order of the payment pipeline: decided with the usual checks, step-up asked where
+needed, and paid in one batch transaction whose hook moves the intent through `processing` to
+`succeeded` (conditional UPDATEs: one confirmation wins; a double tap is `intent_state_conflict`). A
+refusal by the decision (`insufficient_funds`, a limit, `step_up_required`) leaves the intent
+`requires_confirmation`, so the customer can top up and try again; a payment the ledger then refuses
+makes it `failed` with the code. The ledger transfer id is derived from the intent id, so an intent can
+never be paid twice; an intent left in `processing` by an earlier version is resumed by confirming again.
 Every transition writes a `payment_intent.<state>` event.
 """
 
@@ -280,9 +281,12 @@ def confirm_intent(
         if done is not None:  # a declined one is raised again, after the intent caught up
             return _finish(ctx, intent, done), replay(done)
 
+    moved_with: list[str] = []  # the payments this confirmation's hook moved the intent with
+
     def succeed(conn: Connection, record: PaymentRecord) -> None:
         """In the payment's batch: the intent moves through `processing` to `succeeded` (both events)
         with the payment, or not at all."""
+        moved_with.append(record.id)
         processing = (
             intent
             if resuming
@@ -305,6 +309,9 @@ def confirm_intent(
                 f"this payment intent is {current.status}", intent_status=current.status
             ) from None
         raise
+    if record.id not in moved_with and not resuming:  # a double tap: the other confirmation paid it
+        current = _load(ctx, intent.id)
+        raise IntentStateConflict(f"this payment intent is {current.status}", intent_status=current.status)
     return _finish(ctx, intent, record), record
 
 

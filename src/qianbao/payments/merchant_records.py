@@ -138,12 +138,18 @@ def payments_by_ledger_ids(
     return {str(r.ledger_transfer_id): payment_from_row(r, keys) for r in rows}
 
 
-def payments_by_ids(conn: Connection, keys: KeyRing, ids: Iterable[str]) -> dict[str, PaymentRecord]:
-    """Payment records by id, one statement for all of them."""
+def payments_by_ids(
+    conn: Connection, keys: KeyRing, ids: Iterable[str], *, lock: bool = False
+) -> dict[str, PaymentRecord]:
+    """Payment records by id, one statement for all of them. With `lock` (PostgreSQL; SQLite has one
+    writer) the rows are locked in id order for the rest of the caller's transaction."""
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    rows = conn.execute(select(merchant_payments).where(merchant_payments.c.id.in_(wanted)))
+    query = select(merchant_payments).where(merchant_payments.c.id.in_(wanted))
+    if lock and conn.dialect.name == "postgresql":
+        query = query.order_by(merchant_payments.c.id).with_for_update()
+    rows = conn.execute(query)
     return {str(r.id): payment_from_row(r, keys) for r in rows}
 
 

@@ -47,6 +47,8 @@ from qianbao.wallets import spending
 from qianbao.wallets.service import main_wallet_ids, plausible_id
 
 REFUND_CODE = "merchant.refund"
+# What the payment itself refuses (checked before anything could move): answered, not recorded.
+_ANSWERED_ONLY = frozenset({"payment_not_refundable", "refund_exceeds_payment"})
 FEE_REFUND_CODE = "merchant.fee_refund"
 
 
@@ -118,7 +120,10 @@ class RefundFlow(FlowDefaults):
         now: int,
     ) -> list[Staged | Replay | QianbaoError]:
         asks: list[RefundAsk] = [o.payload for o in orders]
-        payments = payments_by_ids(conn, ctx.keys, [a.payment_id for a in asks if plausible_id(a.payment_id)])
+        # Locked (id order) before the accounts, so two processes refunding one payment queue here and
+        # the second decides on what the first left, rather than on a stale total.
+        wanted = [a.payment_id for a in asks if plausible_id(a.payment_id)]
+        payments = payments_by_ids(conn, ctx.keys, wanted, lock=True)
         earlier = refunds_by_ledger_ids(conn, ctx.keys, [o.ledger_id for o in orders if o.key is not None])
         # Where each refund goes: the wallet that paid, unless it has been closed since.
         paying = LedgerReader(ctx.db).lookup_accounts_in(conn, [p.payer_wallet_id for p in payments.values()])
@@ -240,6 +245,22 @@ class RefundFlow(FlowDefaults):
     ) -> QianbaoError:
         error.extra["refund_id"] = record.id
         return error
+
+    def refused(
+        self, ctx: IdentityContext, conn: Connection, staged: Staged, error: QianbaoError
+    ) -> tuple[QianbaoError, list[OutboxEvent]]:
+        """A refund the decision declines on what the payment allows (its status, what is left) is
+        answered only, as it always was; one declined on the wallets (the merchant wallet's balance or
+        status, the receiving wallet's) is recorded as a failed refund, with `refund.failed`."""
+        if error.code in _ANSWERED_ONLY:
+            return error, []
+        refund = replace(
+            _staged(staged).refund, status="failed", failure_code=error.code, created_at=ctx.now()
+        )
+        order = staged.order
+        conn.execute(insert(refunds), [refund_row(ctx.keys, refund, order.principal.scope, order.key)])
+        error.extra["refund_id"] = refund.id
+        return error, [refund_event(refund, _staged(staged).payment)]
 
     def replay(self, record: Any, order: Order) -> RefundRecord:
         return replay_refund(record, order.payload.payment_id)

@@ -98,6 +98,7 @@ class Closing:
     main_wallet_id: str
     currency: str
     moved: int
+    failed: bool = False  # the ledger refused the move: nothing is closed
 
 
 class CloseFlow(FlowDefaults):
@@ -181,7 +182,7 @@ class CloseFlow(FlowDefaults):
         staged: Staged,
         decision: Approve,
         now: int,  # noqa: ARG002 - the flow's signature
-        failure: QianbaoError | None,  # noqa: ARG002 - a refused closing leaves no record
+        failure: QianbaoError | None,
     ) -> Closing:
         request = staged.request
         assert request.target_wallet_id is not None  # noqa: S101 - staged with the main wallet
@@ -191,6 +192,7 @@ class CloseFlow(FlowDefaults):
             request.target_wallet_id,
             request.currency,
             decision.moved,
+            failed=failure is not None,
         )
 
     def declined(
@@ -210,7 +212,7 @@ class CloseFlow(FlowDefaults):
     ) -> list[OutboxEvent]:
         events: list[OutboxEvent] = []
         now = ctx.now()
-        closed = list(written)
+        closed = [(staged, closing) for staged, closing in written if not closing.failed]
         for _staged, closing in closed:
             ctx.ledger.set_account_status_in(
                 conn, closing.wallet_id, AccountStatus.CLOSED

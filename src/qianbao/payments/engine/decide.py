@@ -115,13 +115,15 @@ def _funding(request: PaymentRequest, books: Books) -> Iterator[Finding | None]:
 
 
 def _closing(request: PaymentRequest, books: Books, now: int) -> Iterator[Finding | None]:
-    """A sub-wallet's closing: no money leaves a locked wallet, none may be on hold, and both wallets
-    must be open (its balance moves to the main wallet)."""
+    """A sub-wallet's closing: no money leaves a locked wallet, none may be on hold, both wallets must
+    be open, and the main wallet must have room under its own ceiling for the balance."""
     assert request.target_wallet_id is not None  # noqa: S101 - the main wallet, found
     yield spend_rules.wallet_lock(books.sources[request.source_wallet_id].settings, now)
     closing = books.accounts[request.source_wallet_id]
     yield rules.no_holds(closing)
-    yield rules.closable(closing, books.accounts[request.target_wallet_id])
+    main = books.accounts[request.target_wallet_id]
+    yield rules.closable(closing, main)
+    yield rules.main_takes(main, closing.balance)
 
 
 def _findings(request: PaymentRequest, books: Books, now: int, own: bool) -> Iterator[Finding | None]:

@@ -72,7 +72,13 @@ def error_for(finding: Finding, currency: str, *, reveal: bool = True, **extra: 
     if code == "refund_exceeds_payment":
         remaining = money_json(int(data["remaining"]), currency)
         return RefundExceedsPayment("the refund is larger than what is left to refund", remaining=remaining)
-    if code == "wallet_close_refused":  # money on hold (the only refusal a rule finds)
+    if code == "wallet_close_refused" and data.get("reason") == "exceeds_ceiling":
+        return WalletCloseRefused(
+            "the main wallet cannot take this wallet's balance under its balance cap",
+            reason="exceeds_ceiling",
+            **extra,
+        )
+    if code == "wallet_close_refused":  # money on hold
         return WalletCloseRefused(
             "money is on hold in this wallet: close it when the holds are settled",
             reason="pending_holds",

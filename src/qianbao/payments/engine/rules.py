@@ -78,6 +78,14 @@ def closable(closing: Account, main: Account) -> Finding | None:
     )
 
 
+def main_takes(main: Account, balance: int) -> Finding | None:
+    """The main wallet takes a closing wallet's balance under its own ceiling."""
+    room = room_under_ceiling(main)
+    if room is None or balance <= room:
+        return None
+    return Finding("wallet_close_refused", {"reason": "exceeds_ceiling", "room": room})
+
+
 def no_pin_allowance(per_payment: int, daily: int, used_today: int, amount: int) -> bool:
     """Whether a payment-code charge may go through without the customer's PIN: within the allowance
     they set for one payment and for the day (exactly the remaining day's allowance included)."""
@@ -100,6 +108,9 @@ LEDGER_DECLINES = {
     ResultCode.ACCOUNT_FROZEN: "wallet_frozen",
     ResultCode.ACCOUNT_CLOSED: "wallet_frozen",
     ResultCode.CURRENCY_MISMATCH: "currency_mismatch",
+    ResultCode.PENDING_EXPIRED: "payment_confirmation_expired",  # a held payment's post
+    ResultCode.PENDING_ALREADY_VOIDED: "payment_not_pending",
+    ResultCode.PENDING_ALREADY_POSTED: "payment_not_pending",
 }
 
 
