@@ -55,7 +55,7 @@ class PaymentPlan:
     step_up_params: tuple[tuple[str, str], ...] = ()
 
 
-# A method's own step inside the unit of work (claim a code, move an intent): raises to refuse.
+# A method's own step in the payment's batch (use the no-PIN allowance, move an intent): raises to refuse.
 Claim = Callable[[Connection, PaymentRecord], None]
 
 

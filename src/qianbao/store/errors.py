@@ -7,8 +7,6 @@ the driver's exception) or as the driver's own exception. Callers classify both 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from typing import TypeVar
 
 import psycopg
 from sqlalchemy.exc import DBAPIError
@@ -35,21 +33,3 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(error, sqlite3.IntegrityError):
         return "unique constraint failed" in str(error).lower()
     return False
-
-
-RETRIES = 5
-T = TypeVar("T")
-
-
-def retried(unit: Callable[[], T], *, attempts: int = RETRIES) -> T:
-    """Run a unit of work, again while it fails for a reason running again resolves (a serialisation
-    failure, a deadlock, a unique key a concurrent transaction took first), at most `attempts` times.
-    Every unit of work that moves money is run through this one loop."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return unit()
-        except DATABASE_ERRORS as exc:
-            if attempt >= attempts or not is_retryable(exc):
-                raise

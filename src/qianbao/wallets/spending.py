@@ -102,7 +102,8 @@ def source_states(conn: Connection, wallet_ids: Iterable[str], now_us: int) -> d
 
 
 def after_credits(conn: Connection, wallet_ids: Iterable[str], now_us: int) -> list[OutboxEvent]:
-    """`after_credit` for many wallets: one statement, and one more per goal that may just be reached."""
+    """After money came into wallets: the `wallet.goal_reached` events of goals just reached (one
+    statement, and one more per goal that may just be reached)."""
     events: list[OutboxEvent] = []
     for wallet in _wallets(conn, wallet_ids).values():
         if wallet.settings is not None and wallet.settings.goal is not None:

@@ -49,7 +49,7 @@ class PaymentRequest:
     merchant_status: str | None = None  # a merchant payment: the merchant's status
     device_trusted: bool = True
     no_pin: bool = False  # a payment code within the customer's no-PIN allowance: no step-up
-    stepped_up: bool = False  # the proof is in hand (the unit of work decides again, without asking)
+    stepped_up: bool = False  # the proof is in hand already: no step-up is asked for
     payment_id: str | None = None  # a refund: the payment it gives back
     fee_pro_rata: bool = False  # a refund: the merchant's fee comes back in proportion
 
@@ -101,17 +101,6 @@ class Books:
     holders: Mapping[str, HolderCap] = field(default_factory=dict)  # recipients' caps, by user id
     known_payees: frozenset[tuple[str, str]] = frozenset()  # (payer, payee) with an earlier payment
     paid: Mapping[str, PaidPayment] = field(default_factory=dict)  # payments refunds give back, by id
-
-    def merged(self, other: Books) -> Books:
-        return Books(
-            {**self.payers, **other.payers},
-            {**self.sources, **other.sources},
-            {**self.targets, **other.targets},
-            {**self.accounts, **other.accounts},
-            {**self.holders, **other.holders},
-            self.known_payees | other.known_payees,
-            {**self.paid, **other.paid},
-        )
 
 
 def is_spending(request: PaymentRequest, own: bool) -> bool:

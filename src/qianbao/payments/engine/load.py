@@ -16,7 +16,6 @@ from sqlalchemy import Connection, select
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.limit_rules import HolderCap
 from qianbao.identity.limits import holder_caps, payers_limits
-from qianbao.ledger.queries import LedgerReader
 from qianbao.payments.engine.facts import (
     Books,
     Kind,
@@ -53,7 +52,6 @@ def load_books(
     targets: Sequence[TargetWallet],
     *,
     now: int,
-    lock: bool,
     also_lock: Sequence[str] = (),
     paid: Mapping[str, PaidPayment] | None = None,
 ) -> Books:
@@ -79,13 +77,11 @@ def load_books(
             pairs.add((request.payer_user_id, target.user_id))
     holders: dict[str, HolderCap] = {}
     for code in sorted({r.currency for r in requests}):  # one currency, but a batch could mix them
-        holders |= holder_caps(conn, ctx.settings, capped, code, now, lock=lock)
+        holders |= holder_caps(conn, ctx.settings, capped, code, now, lock=True)
     source_ids = {r.source_wallet_id for r in requests}
-    account_ids = sorted({*source_ids, *by_id, *(also_lock if lock else ())})
-    if lock:  # locked in id order, as the ledger locks them: the balances decided on are the ones written
-        accounts = ctx.ledger.lock_accounts_in(conn, account_ids)
-    else:
-        accounts = LedgerReader(ctx.db).lookup_accounts_in(conn, account_ids)
+    account_ids = sorted({*source_ids, *by_id, *also_lock})
+    # Locked in id order, as the ledger locks them: the balances decided on are the ones written.
+    accounts = ctx.ledger.lock_accounts_in(conn, account_ids)
     # Read after the locks: a batch paying from the same wallet committed before they were granted.
     payers: dict[str, Payer] = {}
     for code in sorted({r.currency for r in requests}):

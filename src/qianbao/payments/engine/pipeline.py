@@ -158,7 +158,6 @@ def _run(ctx: IdentityContext, orders: Sequence[Order], *, alone: bool = False) 
                 [s.request for s in part],
                 [s.target for s in part if s.target is not None],
                 now=now,
-                lock=True,
                 also_lock=sorted({a for s in part for a in s.also_lock}),
                 paid={
                     s.request.payment_id: s.paid for s in part if s.paid is not None and s.request.payment_id
