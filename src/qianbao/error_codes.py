@@ -229,8 +229,8 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         409,
         None,
         WALLETS,
-        "The wallet cannot be closed: it is the main wallet, or locked, or money is on hold. Extras: "
-        "`reason`.",
+        "The wallet cannot be closed: it is the main wallet, money is on hold, or the main wallet has no "
+        "room for its balance. Extras: `reason` (`main_wallet`, `pending_holds`, `exceeds_ceiling`).",
     ),
     # -- merchants, QR codes, payment codes and checkout -----------------------------------------------
     ErrorCode("merchant_not_found", 404, "check_input", MERCHANTS, "No such merchant (or not yours)."),
