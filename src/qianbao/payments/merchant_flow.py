@@ -26,7 +26,7 @@ from qianbao.ledger.model import TransferSpec
 from qianbao.ledger.system_accounts import FEES, system_account_id
 from qianbao.payments import dynamic_qr
 from qianbao.payments.engine.decide import Approve
-from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
+from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
 from qianbao.payments.engine.orders import Done, FlowDefaults, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
 from qianbao.payments.merchant_payments import (
@@ -91,6 +91,7 @@ class MerchantPayments(FlowDefaults):
     """What writing a merchant payment is, whichever way it was staged."""
 
     what = "payment"
+    reference = "payment_id"
 
     def existing(self, ctx: IdentityContext, conn: Connection, ledger_ids: Sequence[str]) -> dict[str, Any]:
         return dict(payments_by_ledger_ids(conn, ctx.keys, list(ledger_ids)))
@@ -115,16 +116,6 @@ class MerchantPayments(FlowDefaults):
         if failure is None:
             return record
         return replace(record, status="failed", failure_code=failure.code)
-
-    def declined(
-        self,
-        staged: Staged,  # noqa: ARG002 - the flow's signature
-        error: QianbaoError,
-        record: Any,
-        books: Books,  # noqa: ARG002 - the flow's signature
-    ) -> QianbaoError:
-        error.extra["payment_id"] = record.id
-        return error
 
     def replay(self, record: Any, order: Order) -> PaymentRecord:  # noqa: ARG002
         return replay(record)

@@ -30,7 +30,7 @@ from qianbao.ledger.model import AccountStatus, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.system_accounts import FEES, system_account_id
 from qianbao.payments.engine.decide import Approve
-from qianbao.payments.engine.facts import Books, Kind, PaidPayment, PaymentRequest, TargetWallet
+from qianbao.payments.engine.facts import Kind, PaidPayment, PaymentRequest, TargetWallet
 from qianbao.payments.engine.orders import FlowDefaults, Order, Replay, Staged, Stale
 from qianbao.payments.errors import PaymentDeclined, PaymentNotRefundable, RefundExceedsPayment, money_json
 from qianbao.payments.merchant_records import (
@@ -111,6 +111,7 @@ class RefundFlow(FlowDefaults):
     """How refunds are staged and written in the pipeline."""
 
     what = "refund"
+    reference = "refund_id"
 
     def stage(
         self,
@@ -235,16 +236,6 @@ class RefundFlow(FlowDefaults):
         if failure is None:
             return refund
         return replace(refund, status="failed", failure_code=failure.code, fee_refunded=0)
-
-    def declined(
-        self,
-        staged: Staged,  # noqa: ARG002 - the flow's signature
-        error: QianbaoError,
-        record: Any,
-        books: Books,  # noqa: ARG002 - the flow's signature
-    ) -> QianbaoError:
-        error.extra["refund_id"] = record.id
-        return error
 
     def refused(
         self, ctx: IdentityContext, conn: Connection, staged: Staged, error: QianbaoError

@@ -90,6 +90,7 @@ def _by_phone(
 
 class TransferFlow(FlowDefaults):
     what = "transfer"
+    reference = "transfer_id"
 
     def stage(
         self,
@@ -222,7 +223,7 @@ class TransferFlow(FlowDefaults):
         )
 
     def declined(self, staged: Staged, error: QianbaoError, record: Any, books: Books) -> QianbaoError:
-        error.extra["transfer_id"] = record.id
+        error = super().declined(staged, error, record, books)
         target = staged.target
         own = target is not None and target.user_id == staged.request.payer_user_id
         if (

@@ -156,10 +156,11 @@ class Flow(Protocol):
 
 class FlowDefaults:
     """What most flows do alike (a `Flow` overrides what it does differently): nothing shown from the
-    batch, no step-up binding, a decline answered as it is, nothing recorded for the decision's
-    declines, a record found again answered as it is."""
+    batch, no step-up binding, a decline answered with its record's id (`reference`), nothing recorded
+    for the decision's declines, a record found again answered as it is."""
 
     what = "payment"
+    reference: str | None = None  # the problem field naming a declined record ("payment_id", …)
 
     def seen(self, staged: Staged) -> Any:  # noqa: ARG002 - the flow's signature
         return None
@@ -171,9 +172,11 @@ class FlowDefaults:
         self,
         staged: Staged,  # noqa: ARG002 - the flow's signature
         error: QianbaoError,
-        record: Any,  # noqa: ARG002
+        record: Any,
         books: Books,  # noqa: ARG002
     ) -> QianbaoError:
+        if self.reference is not None:
+            error.extra[self.reference] = record.id
         return error
 
     def refused(
