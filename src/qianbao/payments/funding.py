@@ -24,7 +24,7 @@ from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_account_id, system_account_specs
 from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
-from qianbao.payments.engine.orders import Done, FlowDefaults, Order, Replay, Staged
+from qianbao.payments.engine.orders import Done, FlowDefaults, HttpKey, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
 from qianbao.payments.errors import CurrencyMismatch
 from qianbao.payments.inputs import check_amount, derived_id, require_user_id
@@ -45,12 +45,48 @@ class Funding:
 
 def ensure_sandbox_funding_account(ctx: IdentityContext, currency_code: str) -> str:
     """The sandbox funding account (and the other system accounts) exist on a fresh database too."""
+    with ctx.db.write() as conn:
+        return _ensure_funding_account_in(ctx, conn, currency_code)
+
+
+def _ensure_funding_account_in(ctx: IdentityContext, conn: Connection, currency_code: str) -> str:
+    """In the caller's transaction: created (with the other system accounts) the first time only."""
     funding = system_account_id(SANDBOX_FUNDING, currency_code)
-    if LedgerReader(ctx.db).get_account(funding) is None:
-        for result in ctx.ledger.create_accounts(system_account_specs(currency_code, sandbox=True)):
+    if not LedgerReader(ctx.db).lookup_accounts_in(conn, [funding]):
+        for result in ctx.ledger.create_accounts_in(conn, system_account_specs(currency_code, sandbox=True)):
             if result.code not in (ResultCode.OK, ResultCode.EXISTS):
                 raise Conflict(f"system account {result.id} could not be created: {result.code}")
     return funding
+
+
+def funding_order(
+    ctx: IdentityContext,
+    principal: Principal,
+    *,
+    wallet_id: str,
+    amount: int,
+    currency_code: str,
+    idempotency_key: str | None = None,
+    http: HttpKey | None = None,
+) -> Order:
+    """The pipeline's order for a sandbox funding: the input checked, nothing read. With an
+    Idempotency-Key the ledger transfer id is derived from (caller scope, key), so a replay cannot fund
+    twice. Input refused for an HTTP request with a key is answered in the batch, after the key."""
+    if idempotency_key is not None:
+        transfer_id = derived_id("sandbox", principal.scope, idempotency_key)
+    else:
+        transfer_id = f"sandbox:{new_id('fnd')}"
+    try:
+        if not ctx.settings.is_sandbox:
+            raise NotFound("sandbox funding exists only in sandbox mode")
+        require_user_id(principal)
+        check_amount(amount, currency_code)
+    except QianbaoError as refusal:
+        if http is None:
+            raise
+        return Order(FUNDINGS, principal, None, transfer_id, idempotency_key, None, http, refusal=refusal)
+    ask = FundingAsk(wallet_id, amount, currency_code)
+    return Order(FUNDINGS, principal, ask, transfer_id, idempotency_key, None, http)
 
 
 def sandbox_fund(
@@ -64,17 +100,15 @@ def sandbox_fund(
 ) -> Funding:
     """Sandbox only: credit one's own wallet from the sandbox funding account (the balance cap applies),
     through the payment pipeline."""
-    if not ctx.settings.is_sandbox:
-        raise NotFound("sandbox funding exists only in sandbox mode")
-    require_user_id(principal)
-    check_amount(amount, currency_code)
-    ensure_sandbox_funding_account(ctx, currency_code)
-    if idempotency_key is not None:
-        transfer_id = derived_id("sandbox", principal.scope, idempotency_key)
-    else:
-        transfer_id = f"sandbox:{new_id('fnd')}"
-    ask = FundingAsk(wallet_id, amount, currency_code)
-    outcome = submit_order(ctx, Order(FUNDINGS, principal, ask, transfer_id, idempotency_key))
+    order = funding_order(
+        ctx,
+        principal,
+        wallet_id=wallet_id,
+        amount=amount,
+        currency_code=currency_code,
+        idempotency_key=idempotency_key,
+    )
+    outcome = submit_order(ctx, order)
     assert isinstance(outcome, Done)  # noqa: S101 - without an HTTP key nothing is answered from it
     funded: Funding = outcome.record
     return funded
@@ -96,10 +130,10 @@ class FundingFlow(FlowDefaults):
 
     def stage(
         self,
-        ctx: IdentityContext,  # noqa: ARG002 - the flow's signature
+        ctx: IdentityContext,
         conn: Connection,
         orders: Sequence[Order],
-        now: int,  # noqa: ARG002
+        now: int,  # noqa: ARG002 - the flow's signature
     ) -> list[Staged | Replay | QianbaoError]:
         asks: list[FundingAsk] = [o.payload for o in orders]
         rows = wallet_rows(conn, [a.wallet_id for a in asks])
@@ -121,6 +155,8 @@ class FundingFlow(FlowDefaults):
                 currency=ask.currency,
             )
             staged.append(Staged(order, request, TargetWallet(wallet.id, wallet.user_id, wallet.currency)))
+        for code in sorted({s.request.currency for s in staged if isinstance(s, Staged)}):
+            _ensure_funding_account_in(ctx, conn, code)  # on a fresh database, the first time
         return staged
 
     def existing(self, ctx: IdentityContext, conn: Connection, ledger_ids: Sequence[str]) -> dict[str, Any]:

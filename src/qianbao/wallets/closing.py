@@ -15,7 +15,7 @@ still answers GET and shows its history; the ledger refuses any further movement
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, update
@@ -28,18 +28,17 @@ from qianbao.ledger.model import AccountStatus, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
-from qianbao.payments.engine.orders import FlowDefaults, Order, Replay, Staged
+from qianbao.payments.engine.orders import Done, FlowDefaults, HttpKey, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
 from qianbao.security import audit
 from qianbao.store.outbox import OutboxEvent
 from qianbao.wallets.errors import WalletCloseRefused, money
 from qianbao.wallets.service import (
     WalletView,
-    get_wallet,
+    get_wallet_in,
     main_wallet_id,
     main_wallet_ids,
     no_such_wallet,
-    own_wallet_row,
     wallet_rows,
 )
 from qianbao.wallets.tables import wallets
@@ -59,28 +58,42 @@ def close_transfer_id(wallet_id: str) -> str:
     return f"wallet.close:{wallet_id}"
 
 
+def close_order(
+    principal: Principal, wallet_id: str, info: RequestInfo, *, http: HttpKey | None = None
+) -> Order:
+    """The pipeline's order for a closing: nothing read. Its ledger id is derived from the wallet, so a
+    closing already done (by this request's first attempt, or anyone's) is answered as it was."""
+    order = Order(CLOSINGS, principal, CloseAsk(wallet_id, info), close_transfer_id(wallet_id), http=http)
+    if principal.user_id is None:
+        refusal = invalid.needs_user()
+        if http is None:
+            raise refusal
+        return replace(order, payload=None, refusal=refusal)
+    return order
+
+
 def close_wallet(
     ctx: IdentityContext, principal: Principal, wallet_id: str, info: RequestInfo
 ) -> ClosedWallet:
-    if principal.user_id is None:
-        raise invalid.needs_user()
-    user_id = principal.user_id
+    """Close one of the caller's sub-wallets through the payment pipeline; what it did (or, closed
+    already, what the first closing did)."""
+    outcome = submit_order(ctx, close_order(principal, wallet_id, info))
+    assert isinstance(outcome, Done)  # noqa: S101 - without an HTTP key nothing is answered from it
     with ctx.db.read() as conn:
-        row = own_wallet_row(conn, user_id, wallet_id)
-        main_id = main_wallet_id(conn, user_id, row.currency)
-    if row.kind == "main" or main_id is None:
-        raise WalletCloseRefused("the main wallet cannot be closed", reason="main_wallet")
-    if row.closed_at is None:
-        order = Order(CLOSINGS, principal, CloseAsk(row.id, info), close_transfer_id(row.id))
-        try:
-            submit_order(ctx, order)
-        except QianbaoError:
-            with ctx.db.read() as conn:
-                closed_at = own_wallet_row(conn, user_id, wallet_id).closed_at
-            if closed_at is None:
-                raise
-            # a concurrent close won: its answer is ours
-    return _result(ctx, user_id, row.id, main_id)
+        return closed_wallet(ctx, conn, outcome.record)
+
+
+def closed_wallet(ctx: IdentityContext, conn: Connection, closing: Closing) -> ClosedWallet:
+    """A closing's answer, read in `conn` (the batch's own, or after it): the wallet, and the transfer
+    that emptied it (none for a wallet that was empty)."""
+    moved = LedgerReader(ctx.db).transfers_in(conn, [close_transfer_id(closing.wallet_id)])
+    transfer = moved.get(close_transfer_id(closing.wallet_id))
+    return ClosedWallet(
+        wallet=get_wallet_in(ctx, conn, closing.user_id, closing.wallet_id),
+        main_wallet_id=closing.main_wallet_id,
+        moved=0 if transfer is None else transfer.amount,
+        transaction_id=None if transfer is None else transfer.id,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +120,7 @@ class CloseFlow(FlowDefaults):
     main wallet, then the emptied ledger account closed, the wallet marked closed and audited."""
 
     what = "wallet closing"
+    ids_name_their_subject = True  # wallet.close:<wallet id>
 
     def stage(
         self,
@@ -246,13 +260,3 @@ class CloseFlow(FlowDefaults):
 
 
 CLOSINGS = CloseFlow()
-
-
-def _result(ctx: IdentityContext, user_id: str, wallet_id: str, main_id: str) -> ClosedWallet:
-    moved = LedgerReader(ctx.db).get_transfer(close_transfer_id(wallet_id))
-    return ClosedWallet(
-        wallet=get_wallet(ctx, user_id, wallet_id),
-        main_wallet_id=main_id,
-        moved=0 if moved is None else moved.transfer.amount,
-        transaction_id=None if moved is None else moved.transfer.id,
-    )

@@ -231,9 +231,14 @@ def list_wallets(ctx: IdentityContext, user_id: str) -> list[WalletView]:
 
 def get_wallet(ctx: IdentityContext, user_id: str, wallet_id: str) -> WalletView:
     with ctx.db.read() as conn:
-        row = own_wallet_row(conn, user_id, wallet_id)
-        extras = _extras(conn, [row.id], ctx.now())
-    return _view(row, LedgerReader(ctx.db).get_account(row.id), extras)
+        return get_wallet_in(ctx, conn, user_id, wallet_id)
+
+
+def get_wallet_in(ctx: IdentityContext, conn: Connection, user_id: str, wallet_id: str) -> WalletView:
+    """`get_wallet` in the caller's transaction (a payment batch's answer shows what it just wrote)."""
+    row = own_wallet_row(conn, user_id, wallet_id)
+    extras = _extras(conn, [row.id], ctx.now())
+    return _view(row, LedgerReader(ctx.db).lookup_accounts_in(conn, [row.id]).get(row.id), extras)
 
 
 def clean_wallet_name(name: str) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
+from sqlalchemy import Connection
 
 from qianbao.api import request_errors
 from qianbao.api.deps import Body, CurrentUser, Identity, Info
@@ -18,6 +20,7 @@ from qianbao.invalid import currency_hint
 from qianbao.money import UnknownCurrencyError, currency
 from qianbao.payments import funding, records
 from qianbao.payments import transfers as payments
+from qianbao.payments.engine.orders import Done
 from qianbao.payments.engine.service import submit_order_async
 from qianbao.payments.inputs import MAX_PAYMENT
 from qianbao.wallets import closing, editing
@@ -337,7 +340,7 @@ def update_wallet(
 
 
 @router.post("/v1/wallets/{wallet_id}/close", response_model=ClosedWalletOut)
-def close_wallet(
+async def close_wallet(
     wallet_id: str,
     request: Request,
     raw: Body,
@@ -349,17 +352,30 @@ def close_wallet(
     """Close a sub-wallet: its whole balance moves to the main wallet and it takes no more payments; it
     still shows in the list and history. Closing again answers the same. Refused for the main wallet or
     with holds pending (`409 wallet_close_refused`), for a locked wallet (`423 wallet_locked`)."""
+    lang = language(request)
 
-    def work() -> tuple[int, dict[str, Any]]:
-        closed = closing.close_wallet(ctx, principal, wallet_id, info)
+    def render(
+        record: Any, conn: Connection | None = None, _seen: object = None
+    ) -> tuple[int, dict[str, Any]]:
+        if conn is None:
+            with ctx.db.read() as read:
+                closed = closing.closed_wallet(ctx, read, record)
+        else:  # in the batch: the wallet as the closing left it
+            closed = closing.closed_wallet(ctx, conn, record)
         return 200, {
-            "wallet": wallet_json(closed.wallet, language(request)),
+            "wallet": wallet_json(closed.wallet, lang),
             "main_wallet_id": closed.main_wallet_id,
             "moved": _money(closed.moved, closed.wallet.currency),
             "transaction_id": closed.transaction_id,
         }
 
-    return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
+    http = pipeline_key(
+        ctx, request, scope=principal.scope, key=idempotency_key, body=raw, render=render, sealed=False
+    )
+    outcome = await submit_order_async(ctx, closing.close_order(principal, wallet_id, info, http=http))
+    if isinstance(outcome, Done) and outcome.answer is None:  # no key: the answer reads the wallet
+        return await anyio.to_thread.run_sync(pipeline_response, outcome, render)
+    return pipeline_response(outcome, render)
 
 
 @router.post("/v1/transfers", status_code=201, response_model=TransferOut, response_model_exclude_unset=True)
@@ -427,7 +443,7 @@ def sandbox_only(ctx: Identity) -> None:
 @router.post(
     "/v1/sandbox/fund", status_code=201, response_model=FundingOut, dependencies=[Depends(sandbox_only)]
 )
-def sandbox_fund(
+async def sandbox_fund(
     body: FundRequest,
     request: Request,
     raw: Body,
@@ -437,24 +453,37 @@ def sandbox_fund(
 ) -> JSONResponse:
     """Sandbox only (404 in production): credit your wallet from the sandbox funding account, like a card
     top-up that always succeeds. The wallet's balance cap applies (`balance_cap_exceeded`)."""
+    lang = language(request)
 
-    def work() -> tuple[int, dict[str, Any]]:
-        funded = funding.sandbox_fund(
-            ctx,
-            principal,
-            wallet_id=body.wallet_id,
-            amount=body.amount.amount,
-            currency_code=body.amount.currency,
-            idempotency_key=idempotency_key,
-        )
+    def render(
+        record: Any, conn: Connection | None = None, _seen: object = None
+    ) -> tuple[int, dict[str, Any]]:
         assert principal.user_id is not None  # noqa: S101 - CurrentUser guarantees it
-        wallet = wallets.get_wallet(ctx, principal.user_id, funded.wallet_id)
+        if conn is None:
+            wallet = wallets.get_wallet(ctx, principal.user_id, record.wallet_id)
+        else:  # in the batch: the wallet as the funding left it
+            wallet = wallets.get_wallet_in(ctx, conn, principal.user_id, record.wallet_id)
         return 201, {
-            "transaction_id": funded.transaction_id,
-            "wallet_id": funded.wallet_id,
-            "amount": _money(funded.amount, funded.currency),
-            "created_at": rfc3339(funded.created_at),
-            "wallet": wallet_json(wallet, language(request)),
+            "transaction_id": record.transaction_id,
+            "wallet_id": record.wallet_id,
+            "amount": _money(record.amount, record.currency),
+            "created_at": rfc3339(record.created_at),
+            "wallet": wallet_json(wallet, lang),
         }
 
-    return run_idempotent(ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work)
+    http = pipeline_key(
+        ctx, request, scope=principal.scope, key=idempotency_key, body=raw, render=render, sealed=False
+    )
+    order = funding.funding_order(
+        ctx,
+        principal,
+        wallet_id=body.wallet_id,
+        amount=body.amount.amount,
+        currency_code=body.amount.currency,
+        idempotency_key=idempotency_key,
+        http=http,
+    )
+    outcome = await submit_order_async(ctx, order)
+    if isinstance(outcome, Done) and outcome.answer is None:  # no key: the answer reads the wallet
+        return await anyio.to_thread.run_sync(pipeline_response, outcome, render)
+    return pipeline_response(outcome, render)

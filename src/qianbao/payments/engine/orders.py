@@ -115,6 +115,7 @@ class Flow(Protocol):
     """One kind of payment: how its orders are staged and how its records are written."""
 
     what: str  # "transfer", "payment": the object a reused key is told about
+    ids_name_their_subject: bool  # ledger ids derive from what they act on: replayed without a key
 
     def stage(
         self, ctx: IdentityContext, conn: Connection, orders: Sequence[Order], now: int
@@ -160,6 +161,7 @@ class FlowDefaults:
     for the decision's declines, a record found again answered as it is."""
 
     what = "payment"
+    ids_name_their_subject = False
     reference: str | None = None  # the problem field naming a declined record ("payment_id", …)
 
     def seen(self, staged: Staged) -> Any:  # noqa: ARG002 - the flow's signature

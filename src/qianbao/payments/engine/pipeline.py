@@ -212,11 +212,12 @@ def _stage(ctx: IdentityContext, conn: Connection, batch: Batch, now: int) -> li
 
 def _replays(ctx: IdentityContext, conn: Connection, batch: Batch, staged: list[Staged]) -> list[Staged]:
     """Orders whose ledger id has a record already: an attempt with the same key committed first (an
-    overlapping retry waited for its locks just now). Asked once the locks are held, so the first
+    overlapping retry waited for its locks just now), or, for a flow whose ledger ids name what they
+    act on (a wallet's closing), it was done meanwhile. Asked once the locks are held, so the first
     attempt has committed or rolled back; answered from the record, not decided again."""
     keyed: dict[int, list[Staged]] = {}
     for item in staged:
-        if item.order.key is not None:
+        if item.order.key is not None or item.order.flow.ids_name_their_subject:
             keyed.setdefault(id(item.order.flow), []).append(item)
     done: set[int] = set()
     for items in keyed.values():
