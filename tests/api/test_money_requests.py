@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from qianbao.identity.model import Principal, PrincipalKind
 from qianbao.identity.tables import limit_usage
 from qianbao.ledger.verify import verify_ledger
+from qianbao.payments import request_flow
 from qianbao.payments import requests as money_requests
 from qianbao.payments.request_tables import money_requests as requests_table
 from qianbao.payments.tables import transfers
@@ -348,20 +349,22 @@ def test_accepting_needs_step_up_like_any_payment(client: TestClient, alice: Sig
 def test_a_request_canceled_during_the_payment_pays_nothing(
     client: TestClient, alice: SignedUp, bob: SignedUp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The request is marked paid inside the transfer's unit of work: if it stopped being pending after the
-    checks (canceled, paid by a concurrent accept), the whole transfer rolls back."""
+    """The request is marked paid in the transfer's own batch: if it stopped being pending after the
+    batch read it (canceled, paid by a concurrent accept), the whole transfer rolls back."""
     funded(client, bob, 10_000)
     request = asked(client, alice, bob, 3_000)
     ctx = container(client).identity
-    checked = money_requests._acting
+    read = request_flow._requests
+    with ctx.db.read() as conn:
+        stale = read(conn, ctx, [request["id"]])  # as the accept's batch reads it: pending
+    money_requests.cancel_request(ctx, _principal_of(alice), request["id"])  # then the requester cancels
+    reads: list[int] = []
 
-    def checked_then_canceled(*args: Any) -> Any:
-        found = checked(*args)
-        if args[-1] == "payer":  # the accept's check passed; now the requester cancels
-            money_requests.cancel_request(ctx, _principal_of(alice), request["id"])
-        return found
+    def first_read_stale(conn: Any, ctx: Any, ids: Any) -> Any:
+        reads.append(1)
+        return stale if len(reads) == 1 else read(conn, ctx, ids)
 
-    monkeypatch.setattr(money_requests, "_acting", checked_then_canceled)
+    monkeypatch.setattr(request_flow, "_requests", first_read_stale)
 
     response = accept(client, bob, request["id"], key="late")
 

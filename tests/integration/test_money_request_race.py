@@ -21,8 +21,9 @@ from qianbao.identity.model import RequestInfo
 from qianbao.identity.tables import limit_usage
 from qianbao.ledger.verify import verify_ledger
 from qianbao.payments.funding import sandbox_fund
+from qianbao.payments.request_flow import accept_request
 from qianbao.payments.request_tables import money_requests
-from qianbao.payments.requests import NewMoneyRequest, accept_request, create_request
+from qianbao.payments.requests import NewMoneyRequest, create_request
 from qianbao.payments.tables import transfers
 from qianbao.payments.transfers import TransferRequest, send_transfer
 from qianbao.store.outbox import outbox

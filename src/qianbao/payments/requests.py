@@ -5,11 +5,11 @@ States: `pending → paid | declined | canceled`, and `expired` for a pending re
 accepts or declines, only the requester cancels (the other party: 403). Acting on a request that is no
 longer pending is `409 request_not_pending` (with its `status`).
 
-Accepting pays through the P2P use case (`transfers.send_transfer`) with all its limits, step-up and
-Idempotency-Key handling; the request marks itself paid inside the transfer's own unit of work (a
-conditional UPDATE on `status = 'pending'`), so the ledger transfer and `paid` commit together or not at
-all. Two concurrent accepts both try; the second's UPDATE finds the request paid and its whole transfer
-rolls back: a request is paid at most once. A declined transfer (insufficient funds…) leaves the request
+Accepting is a P2P transfer in the payment pipeline (`request_flow`), with all its limits, step-up and
+Idempotency-Key handling; the request is marked paid in the transfer's own batch (a conditional UPDATE
+on `status = 'pending'`), so the ledger transfer and `paid` commit together or not at all. Two
+concurrent accepts both try; the second's UPDATE finds the request paid and its whole transfer rolls
+back: a request is paid at most once. A declined transfer (insufficient funds…) leaves the request
 pending, so the payer can top up and accept again.
 
 Creating is rate-limited per requester (`money_request_create`) against spam, and a request addressed by
@@ -20,14 +20,14 @@ and decline reason are free text: stored encrypted. Outbox events carry ids and 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, insert, or_, select, update
 
 from qianbao import invalid
 from qianbao.clock import rfc3339
-from qianbao.errors import Conflict, Forbidden, IdempotencyKeyReused, InvalidInput, NotFound
+from qianbao.errors import Conflict, Forbidden, InvalidInput, NotFound
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.identity.phones import normalise_phone
@@ -42,13 +42,11 @@ from qianbao.payments.errors import (
     recipient_not_found,
 )
 from qianbao.payments.inputs import check_amount, clean_memo, require_user_id
-from qianbao.payments.records import TransferRecord
 from qianbao.payments.request_tables import money_requests
-from qianbao.payments.transfers import TransferRequest, send_transfer
 from qianbao.security.fields import context
 from qianbao.security.keyring import KeyRing
-from qianbao.store.outbox import OutboxEvent, append_events
-from qianbao.wallets.service import main_wallet_id, own_wallet_row, wallet_row
+from qianbao.store.outbox import OutboxEvent
+from qianbao.wallets.service import own_wallet_row, wallet_row
 
 MEMO_CONTEXT = context("money_requests", "memo_cipher")
 REASON_CONTEXT = context("money_requests", "decline_reason_cipher")
@@ -58,6 +56,11 @@ ROLES = ("payer", "requester")
 STATUSES = ("pending", "paid", "declined", "canceled", "expired")
 _DAY_US = 86_400_000_000
 _ID = re.compile(r"mrq_[0-9a-z]{26}")
+
+
+def is_request_id(value: object) -> bool:
+    """Whether `value` has the form of a money request id (anything else is not found, unread)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
 class RequestNotPending(Conflict):
@@ -112,7 +115,7 @@ class RequestView:
 # -- rows ------------------------------------------------------------------------------------------
 
 
-def _from_row(row: Row[Any], keys: KeyRing) -> MoneyRequest:
+def request_from_row(row: Row[Any], keys: KeyRing) -> MoneyRequest:
     m = row._mapping
     return MoneyRequest(
         id=m["id"],
@@ -132,7 +135,7 @@ def _from_row(row: Row[Any], keys: KeyRing) -> MoneyRequest:
     )
 
 
-def _views(
+def request_views(
     ctx: IdentityContext, conn: Connection, user_id: str, found: list[MoneyRequest]
 ) -> list[RequestView]:
     people = {r.requester_user_id for r in found} | {r.payer_user_id for r in found}
@@ -152,18 +155,18 @@ def _views(
 
 def _load(conn: Connection, keys: KeyRing, user_id: str, request_id: str) -> MoneyRequest:
     """The request if the caller is one of its parties; otherwise it does not exist for them."""
-    if not isinstance(request_id, str) or not _ID.fullmatch(request_id):
+    if not is_request_id(request_id):
         raise NotFound("no such money request")
     row = conn.execute(select(money_requests).where(money_requests.c.id == request_id)).first()
     if row is None:
         raise NotFound("no such money request")
-    found = _from_row(row, keys)
+    found = request_from_row(row, keys)
     if user_id not in (found.requester_user_id, found.payer_user_id):
         raise NotFound("no such money request")
     return found
 
 
-def _event(kind: str, r: MoneyRequest, **extra: Any) -> OutboxEvent:
+def request_event(kind: str, r: MoneyRequest, **extra: Any) -> OutboxEvent:
     # Ids and the amount only: no names, phone numbers, memo or reason (free text).
     payload = {
         "money_request_id": r.id,
@@ -176,7 +179,7 @@ def _event(kind: str, r: MoneyRequest, **extra: Any) -> OutboxEvent:
     return OutboxEvent(f"money_request.{kind}", "money_request", r.id, payload)
 
 
-def _not_pending(status: str) -> RequestNotPending:
+def not_pending(status: str) -> RequestNotPending:
     # `status` in a problem is the HTTP status (RFC 9457): the request's own is `request_status`.
     return RequestNotPending(f"the money request is {status}, no longer pending", request_status=status)
 
@@ -258,7 +261,7 @@ def create_request(ctx: IdentityContext, principal: Principal, new: NewMoneyRequ
                 expires_at=created.expires_at,
             )
         )
-        uow.emit(_event("created", created, expires_at=rfc3339(created.expires_at)))
+        uow.emit(request_event("created", created, expires_at=rfc3339(created.expires_at)))
         uow.commit()
     return get_request(ctx, principal, created.id)
 
@@ -269,7 +272,7 @@ def create_request(ctx: IdentityContext, principal: Principal, new: NewMoneyRequ
 def get_request(ctx: IdentityContext, principal: Principal, request_id: str) -> RequestView:
     user_id = require_user_id(principal)
     with ctx.db.read() as conn:
-        return _views(ctx, conn, user_id, [_load(conn, ctx.keys, user_id, request_id)])[0]
+        return request_views(ctx, conn, user_id, [_load(conn, ctx.keys, user_id, request_id)])[0]
 
 
 def list_requests(
@@ -305,8 +308,8 @@ def list_requests(
         query = query.where(t.id < cursor)
     with ctx.db.read() as conn:
         rows = conn.execute(query.order_by(t.id.desc()).limit(limit + 1)).fetchall()
-        found = [_from_row(r, ctx.keys) for r in rows[:limit]]
-        views = _views(ctx, conn, user_id, found)
+        found = [request_from_row(r, ctx.keys) for r in rows[:limit]]
+        views = request_views(ctx, conn, user_id, found)
     return views, found[-1].id if len(rows) > limit else None
 
 
@@ -323,68 +326,8 @@ def _acting(ctx: IdentityContext, principal: Principal, request_id: str, party: 
         raise Forbidden(f"only the {party} can do this with a money request")
     status = found.status(ctx.now())
     if status != "pending":
-        raise _not_pending(status)
+        raise not_pending(status)
     return found
-
-
-def accept_request(
-    ctx: IdentityContext,
-    principal: Principal,
-    request_id: str,
-    *,
-    from_wallet_id: str | None = None,
-    idempotency_key: str | None = None,
-    step_up: str | None = None,
-) -> tuple[RequestView, TransferRecord]:
-    """Pay the request from one of the payer's wallets (by default the main wallet of its currency), as
-    a P2P transfer: limits and step-up apply."""
-    found = _acting(ctx, principal, request_id, "payer")
-    if from_wallet_id is None:
-        with ctx.db.read() as conn:
-            from_wallet_id = main_wallet_id(conn, found.payer_user_id, found.currency)
-        if from_wallet_id is None:
-            raise NotFound(f"you have no {found.currency} wallet to pay from")
-    t = money_requests.c
-
-    def mark_paid(conn: Connection, record: TransferRecord) -> None:
-        # Inside the transfer's unit of work: paid with this transfer, or nothing at all.
-        changed = conn.execute(
-            update(money_requests)
-            .where(t.id == found.id, t.status == "pending", t.expires_at > record.created_at)
-            .values(
-                status="paid",
-                transfer_id=record.id,
-                from_wallet_id=record.from_wallet_id,
-                resolved_at=record.created_at,
-            )
-        )
-        if changed.rowcount != 1:
-            current = conn.execute(select(money_requests).where(t.id == found.id)).first()
-            status = "unknown" if current is None else _from_row(current, ctx.keys).status(record.created_at)
-            raise _not_pending(status)
-        paid = replace(found, stored_status="paid", transfer_id=record.id)
-        event = _event("paid", paid, transfer_id=record.id, from_wallet_id=record.from_wallet_id)
-        append_events(conn, [event], record.created_at)
-
-    transfer = send_transfer(
-        ctx,
-        principal,
-        TransferRequest(
-            from_wallet_id=from_wallet_id,
-            amount=found.amount,
-            currency=found.currency,
-            to_wallet_id=found.to_wallet_id,
-            memo=found.memo,
-        ),
-        idempotency_key=idempotency_key,
-        step_up=step_up,
-        on_applied=mark_paid,
-    )
-    view = get_request(ctx, principal, found.id)
-    if view.request.transfer_id != transfer.id:
-        # The key's ledger id named an earlier, unrelated transfer (a key reused after it was forgotten).
-        raise IdempotencyKeyReused("this Idempotency-Key was used for a different transfer")
-    return view, transfer
 
 
 def _resolve(ctx: IdentityContext, found: MoneyRequest, status: str, reason: str | None = None) -> None:
@@ -404,8 +347,10 @@ def _resolve(ctx: IdentityContext, found: MoneyRequest, status: str, reason: str
         )
         if changed.rowcount != 1:
             current = uow.conn.execute(select(money_requests).where(t.id == found.id)).first()
-            raise _not_pending("unknown" if current is None else _from_row(current, ctx.keys).status(now))
-        uow.emit(_event(status, found))
+            raise not_pending(
+                "unknown" if current is None else request_from_row(current, ctx.keys).status(now)
+            )
+        uow.emit(request_event(status, found))
         uow.commit()
 
 

@@ -98,8 +98,12 @@ class TransferFlow(FlowDefaults):
         conn: Connection,
         orders: Sequence[Order],
         now: int,  # noqa: ARG002 - the flow's signature: other flows check expiries
+        *,
+        asks: Sequence[TransferInput] | None = None,
     ) -> list[Staged | Replay | QianbaoError]:
-        asks: list[TransferInput] = [o.payload for o in orders]
+        """`asks`: the transfers, when they are not the orders' own payloads (a money request's)."""
+        if asks is None:
+            asks = [o.payload for o in orders]
         rows = wallet_rows(
             conn, [a.from_wallet_id for a in asks] + [a.to_wallet_id for a in asks if a.to_wallet_id]
         )
@@ -144,7 +148,7 @@ class TransferFlow(FlowDefaults):
                 recipient_by=by,
                 device_trusted=order.principal.device_trusted,
             )
-            staged.append(Staged(order, request, target, refusal=named.refusal))
+            staged.append(Staged(order, request, target, refusal=named.refusal, extra={"memo": ask.memo}))
         return staged
 
     @staticmethod
@@ -205,7 +209,7 @@ class TransferFlow(FlowDefaults):
         now: int,
         failure: QianbaoError | None,
     ) -> TransferRecord:
-        request, target, ask = staged.request, staged.target, staged.order.payload
+        request, target = staged.request, staged.target
         assert target is not None  # noqa: S101 - a recipient that is not found is refused, not recorded
         return TransferRecord(
             id=new_id("trf"),
@@ -216,7 +220,7 @@ class TransferFlow(FlowDefaults):
             to_user_id=target.user_id,
             amount=request.amount,
             currency=request.currency,
-            memo=ask.memo,
+            memo=staged.extra["memo"],
             status="succeeded" if failure is None else "failed",
             failure_code=None if failure is None else failure.code,
             created_at=now,

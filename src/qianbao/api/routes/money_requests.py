@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr, model_validator
+from sqlalchemy import Connection
 
 from qianbao.api import request_errors
 from qianbao.api.deps import Body, CurrentUser, Identity
-from qianbao.api.idempotency import run_idempotent
+from qianbao.api.idempotency import pipeline_key, pipeline_response, run_idempotent
 from qianbao.api.routes.wallets import MoneyIn, MoneyOut, Strict, TransferOut, transfer_json
 from qianbao.clock import rfc3339
+from qianbao.payments import request_flow
 from qianbao.payments import requests as money_requests
+from qianbao.payments.engine.orders import Done
+from qianbao.payments.engine.service import submit_order_async
 
 router = APIRouter(tags=["money-requests"])
 
@@ -153,7 +158,7 @@ def get_money_request(request_id: str, principal: CurrentUser, ctx: Identity) ->
 
 
 @router.post("/v1/money-requests/{request_id}/accept", response_model=AcceptedOut)
-def accept_money_request(
+async def accept_money_request(
     request_id: str,
     request: Request,
     raw: Body,
@@ -168,20 +173,32 @@ def accept_money_request(
     leaves the request pending). A request is paid at most once; not pending: `409 request_not_pending`;
     only the payer may accept (`403`)."""
 
-    def work() -> tuple[int, dict[str, Any]]:
-        view, transfer = money_requests.accept_request(
-            ctx,
-            principal,
-            request_id,
-            from_wallet_id=None if body is None else body.from_wallet_id,
-            idempotency_key=idempotency_key,
-            step_up=step_up,
-        )
-        return 200, {**request_json(view), "transfer": transfer_json(transfer)}
+    def render(
+        record: Any, conn: Connection | None = None, _seen: object = None
+    ) -> tuple[int, dict[str, Any]]:
+        assert principal.user_id is not None  # noqa: S101 - CurrentUser guarantees it
+        if conn is None:
+            view = money_requests.get_request(ctx, principal, record.request.id)
+        else:  # in the batch: the request as this payment left it
+            view = money_requests.request_views(ctx, conn, principal.user_id, [record.request])[0]
+        return 200, {**request_json(view), "transfer": transfer_json(record.transfer)}
 
-    return run_idempotent(
-        ctx, request, scope=principal.scope, key=idempotency_key, body=raw, work=work, sealed=True
+    # The answer holds the request's memo (personal data): stored encrypted for replays.
+    http = pipeline_key(
+        ctx, request, scope=principal.scope, key=idempotency_key, body=raw, render=render, sealed=True
     )
+    order = request_flow.accept_order(
+        principal,
+        request_id,
+        from_wallet_id=None if body is None else body.from_wallet_id,
+        idempotency_key=idempotency_key,
+        step_up=step_up,
+        http=http,
+    )
+    outcome = await submit_order_async(ctx, order)
+    if isinstance(outcome, Done) and outcome.answer is None:  # no key: the answer reads the request
+        return await anyio.to_thread.run_sync(pipeline_response, outcome, render)
+    return pipeline_response(outcome, render)
 
 
 @router.post("/v1/money-requests/{request_id}/decline", response_model=MoneyRequestOut)
