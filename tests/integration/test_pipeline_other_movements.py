@@ -21,9 +21,12 @@ from qianbao.payments.funding import FUNDINGS, FundingAsk, ensure_sandbox_fundin
 from qianbao.payments.merchant_records import payment_by
 from qianbao.payments.merchant_tables import refunds
 from qianbao.payments.refunds import RefundRequest, refund_order
+from qianbao.payments.request_flow import accept_order
+from qianbao.payments.request_tables import money_requests
+from qianbao.payments.requests import NewMoneyRequest, create_request
 from qianbao.payments.transfers import TransferRequest, transfer_order
 from qianbao.store.outbox import outbox
-from qianbao.wallets.closing import CLOSINGS, CloseAsk, close_transfer_id
+from qianbao.wallets.closing import CLOSINGS, CloseAsk, close_order, close_transfer_id
 from qianbao.wallets.service import create_sub_wallet, wallet_row
 from tests.integration.test_refund_race import open_shop, pay_static
 from tests.support.population import register_principal as register
@@ -149,4 +152,41 @@ def test_a_closing_in_a_batch_moves_what_the_payments_before_it_left(container: 
     assert isinstance(again[0], Done)
     assert _balance(container, main) == 15_000
     del friend
+    assert verify_ledger(container.db).ok
+
+
+def test_two_closings_of_one_wallet_in_one_batch_both_answer_the_closing(container: Container) -> None:
+    """A double tap: both requests reach one batch; the second is answered with what the first did."""
+    ctx = container.identity
+    user, main = register(ctx, "王丽")
+    sub = _sub_wallet(container, user, "旅行")
+    sandbox_fund(ctx, user, wallet_id=sub, amount=20_000, currency_code="CNY")
+    results = process(ctx, [close_order(user, sub, RequestInfo()), close_order(user, sub, RequestInfo())])
+    assert all(isinstance(r, Done) for r in results), results
+    assert _balance(container, main) == 20_000
+    with ctx.db.read() as conn:
+        closed = conn.execute(select(outbox.c.type).where(outbox.c.type == "wallet.closed")).all()
+    assert len(closed) == 1
+
+
+def test_two_accepts_of_one_money_request_in_one_batch_pay_it_once(container: Container) -> None:
+    ctx = container.identity
+    requester, requester_wallet = register(ctx, "王丽")
+    payer, payer_wallet = register(ctx, "李四")
+    sandbox_fund(ctx, payer, wallet_id=payer_wallet, amount=4_000, currency_code="CNY")
+    asked = NewMoneyRequest(
+        to_wallet_id=requester_wallet, amount=3_000, currency="CNY", payer_wallet_id=payer_wallet
+    )
+    request = create_request(ctx, requester, asked).request
+    results = process(
+        ctx,
+        [
+            accept_order(payer, request.id, idempotency_key="a"),
+            accept_order(payer, request.id, idempotency_key="b"),
+        ],
+    )
+    assert _codes(results) == ["ok", "request_not_pending"]  # not the balance the first one left
+    with ctx.db.read() as conn:
+        assert conn.execute(select(money_requests.c.status)).scalars().all() == ["paid"]
+    assert (_balance(container, payer_wallet), _balance(container, requester_wallet)) == (1_000, 3_000)
     assert verify_ledger(container.db).ok

@@ -28,7 +28,7 @@ from qianbao.ids import new_id
 from qianbao.ledger.model import TransferSpec
 from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.facts import Books
-from qianbao.payments.engine.orders import Done, FlowDefaults, HttpKey, Order, Replay, Staged
+from qianbao.payments.engine.orders import Done, FlowDefaults, HttpKey, OneByOne, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
 from qianbao.payments.inputs import derived_id, require_user_id
 from qianbao.payments.records import TransferRecord, records_by_ledger_ids
@@ -89,6 +89,8 @@ class AcceptFlow(FlowDefaults):
         self, ctx: IdentityContext, conn: Connection, orders: Sequence[Order], now: int
     ) -> list[Staged | Replay | QianbaoError]:
         asks: list[AcceptAsk] = [o.payload for o in orders]
+        if len({a.request_id for a in asks}) < len(asks):  # the second is answered after the first
+            raise OneByOne("two accepts of one money request in a batch")
         found = _requests(conn, ctx, [a.request_id for a in asks])
         mains: dict[tuple[str, str], str] = {}
         for code in sorted({r.currency for r in found.values()}):
@@ -161,7 +163,10 @@ class AcceptFlow(FlowDefaults):
         return TRANSFERS.declined(staged, error, record.transfer, books)
 
     def replay(self, record: Any, order: Order) -> Accepted:
-        """The transfer an earlier attempt with this key made: it must have paid this request."""
+        """The transfer an earlier attempt with this key made: it must have paid this request (a declined
+        one paid none: its decline is answered again)."""
+        if record.transfer.status == "failed":
+            replay_transfer(record.transfer)  # raises the stored decline
         if record.request is None or record.request.id != order.payload.request_id:
             raise IdempotencyKeyReused("this Idempotency-Key was used for a different transfer")
         return Accepted(replay_transfer(record.transfer), record.request)

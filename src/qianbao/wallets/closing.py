@@ -28,7 +28,7 @@ from qianbao.ledger.model import AccountStatus, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.facts import Books, Kind, PaymentRequest, TargetWallet
-from qianbao.payments.engine.orders import Done, FlowDefaults, HttpKey, Order, Replay, Staged
+from qianbao.payments.engine.orders import Done, FlowDefaults, HttpKey, OneByOne, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
 from qianbao.security import audit
 from qianbao.store.outbox import OutboxEvent
@@ -130,6 +130,8 @@ class CloseFlow(FlowDefaults):
         now: int,  # noqa: ARG002
     ) -> list[Staged | Replay | QianbaoError]:
         asks: list[CloseAsk] = [o.payload for o in orders]
+        if len({a.wallet_id for a in asks}) < len(asks):  # the second is answered after the first
+            raise OneByOne("two closings of one wallet in a batch")
         rows = wallet_rows(conn, [a.wallet_id for a in asks])
         mains: dict[tuple[str, str], str] = {}
         for code in sorted({r.currency for r in rows.values()}):

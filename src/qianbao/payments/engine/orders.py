@@ -68,6 +68,13 @@ class Staged:
     paid: PaidPayment | None = None  # a refund: the payment it gives back, as staged
 
 
+class OneByOne(Exception):  # noqa: N818 - control flow: the batch's orders run one by one
+    """Orders of one batch act on the same thing (two closings of one wallet, two accepts of one money
+    request): deciding them together would answer the second from running books, not from what the
+    first did. Each then runs alone, in order, and the second is answered as it would be after the
+    first (closed already; not pending)."""
+
+
 class Stale(Exception):  # noqa: N818 - control flow: the batch is rolled back and tried again
     """A write found the state changed since the batch read it (a conditional update that matched
     nothing): the batch is rolled back and retried, or its orders run one by one."""

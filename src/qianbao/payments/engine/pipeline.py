@@ -50,6 +50,7 @@ from qianbao.payments.engine.load import load_books
 from qianbao.payments.engine.orders import (
     Done,
     NeedsStepUp,
+    OneByOne,
     Order,
     Outcome,
     Replay,
@@ -101,6 +102,9 @@ def process(ctx: IdentityContext, orders: Sequence[Order]) -> list[Result]:
     for _attempt in range(ATTEMPTS):
         try:
             return _run(ctx, orders)
+        except OneByOne as exc:
+            failure = exc
+            break
         except Stale as exc:
             failure = exc
         except DATABASE_ERRORS as exc:
