@@ -24,7 +24,6 @@ from sqlalchemy import Connection, select
 from qianbao.errors import Locked, NotFound
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, PrincipalKind
-from qianbao.ids import new_id
 from qianbao.payments import payment_codes
 from qianbao.payments.code_flow import (
     CONFIRM,
@@ -39,7 +38,7 @@ from qianbao.payments.dynamic_qr import clean_order_id
 from qianbao.payments.engine.orders import Done, Order
 from qianbao.payments.engine.service import submit_order
 from qianbao.payments.errors import CurrencyMismatch
-from qianbao.payments.inputs import check_amount, derived_id, require_user_id
+from qianbao.payments.inputs import check_amount, ledger_id_for, require_user_id
 from qianbao.payments.merchant_flow import PlannedPayment, run_planned
 from qianbao.payments.merchant_payments import PaymentPlan, payment_by_ledger_id, replay
 from qianbao.payments.merchant_records import PaymentRecord, payment_by, payment_event, payment_from_row
@@ -78,7 +77,7 @@ def charge(
     if request.currency != merchant.currency:
         raise CurrencyMismatch(f"the merchant takes {merchant.currency}")
     scope = principal.scope
-    ledger_id = derived_id("chg", scope, idempotency_key) if idempotency_key else f"chg:{new_id('pay')}"
+    ledger_id = ledger_id_for("chg", scope, idempotency_key, "pay")
     if idempotency_key is not None:
         done = payment_by_ledger_id(ctx, ledger_id)
         if done is not None:

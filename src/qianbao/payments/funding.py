@@ -18,7 +18,6 @@ from sqlalchemy import Connection
 from qianbao.errors import Conflict, IdempotencyKeyReused, NotFound, QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
-from qianbao.ids import new_id
 from qianbao.ledger.model import ResultCode, TransferSpec
 from qianbao.ledger.queries import LedgerReader
 from qianbao.ledger.system_accounts import SANDBOX_FUNDING, system_account_id, system_account_specs
@@ -27,7 +26,7 @@ from qianbao.payments.engine.facts import Kind, PaymentRequest, TargetWallet
 from qianbao.payments.engine.orders import Done, FlowDefaults, HttpKey, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
 from qianbao.payments.errors import CurrencyMismatch
-from qianbao.payments.inputs import check_amount, derived_id, require_user_id
+from qianbao.payments.inputs import check_amount, ledger_id_for, require_user_id
 from qianbao.store.outbox import OutboxEvent
 from qianbao.wallets.service import no_such_wallet, wallet_rows
 
@@ -72,10 +71,7 @@ def funding_order(
     """The pipeline's order for a sandbox funding: the input checked, nothing read. With an
     Idempotency-Key the ledger transfer id is derived from (caller scope, key), so a replay cannot fund
     twice. Input refused for an HTTP request with a key is answered in the batch, after the key."""
-    if idempotency_key is not None:
-        transfer_id = derived_id("sandbox", principal.scope, idempotency_key)
-    else:
-        transfer_id = f"sandbox:{new_id('fnd')}"
+    transfer_id = ledger_id_for("sandbox", principal.scope, idempotency_key, "fnd")
     try:
         if not ctx.settings.is_sandbox:
             raise NotFound("sandbox funding exists only in sandbox mode")

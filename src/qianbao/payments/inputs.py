@@ -12,6 +12,7 @@ import unicodedata
 
 from qianbao import invalid
 from qianbao.identity.model import Principal
+from qianbao.ids import new_id
 from qianbao.money import UnknownCurrencyError, currency
 
 MAX_PAYMENT = 10**15
@@ -43,6 +44,12 @@ def derived_id(prefix: str, scope: str, key: str) -> str:
     """A ledger transfer id bound to (caller scope, Idempotency-Key): the same key can never pay twice."""
     digest = hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
     return f"{prefix}:{digest}"
+
+
+def ledger_id_for(prefix: str, scope: str, key: str | None, fresh: str) -> str:
+    """A money movement's ledger transfer id: derived from (caller scope, Idempotency-Key) when there is
+    a key, else a new id (`fresh`: its id prefix)."""
+    return derived_id(prefix, scope, key) if key else f"{prefix}:{new_id(fresh)}"
 
 
 def require_user_id(principal: Principal) -> str:

@@ -17,12 +17,11 @@ from sqlalchemy import Connection
 from qianbao.errors import QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
-from qianbao.ids import new_id
 from qianbao.payments import dynamic_qr, emvco
 from qianbao.payments.engine.facts import Kind, PaymentRequest
 from qianbao.payments.engine.orders import Done, HttpKey, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
-from qianbao.payments.inputs import derived_id, require_user_id
+from qianbao.payments.inputs import ledger_id_for, require_user_id
 from qianbao.payments.merchant_flow import MerchantPayments, staged_payment
 from qianbao.payments.merchant_records import PaymentRecord
 from qianbao.payments.merchants import merchants_by_ids, payable
@@ -95,9 +94,7 @@ def qr_order(
 ) -> Order:
     """The pipeline's order for paying a scanned code; nothing is read until its batch."""
     require_user_id(principal)
-    ledger_id = (
-        derived_id("pay", principal.scope, idempotency_key) if idempotency_key else f"pay:{new_id('pay')}"
-    )
+    ledger_id = ledger_id_for("pay", principal.scope, idempotency_key, "pay")
     return Order(QR_PAYMENTS, principal, request, ledger_id, idempotency_key, step_up, http)
 
 

@@ -24,10 +24,9 @@ from qianbao import invalid
 from qianbao.errors import NotFound, QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
-from qianbao.ids import new_id
 from qianbao.payments.engine.orders import Done, HttpKey, Order
 from qianbao.payments.engine.service import submit_order
-from qianbao.payments.inputs import MAX_MEMO_LENGTH, derived_id, require_user_id
+from qianbao.payments.inputs import MAX_MEMO_LENGTH, ledger_id_for, require_user_id
 from qianbao.payments.merchant_records import RefundRecord, payment_by, refund_from_row
 from qianbao.payments.merchant_tables import refunds
 from qianbao.payments.refund_flow import FEE_REFUND_CODE, REFUND_CODE, REFUNDS, RefundAsk
@@ -63,9 +62,7 @@ def refund_order(
     """The pipeline's order for a refund: the input checked, nothing read. With an Idempotency-Key the
     ledger transfer id is derived from (caller scope, key). Input refused for an HTTP request with a key
     is answered in the batch, after the key."""
-    ledger_id = (
-        derived_id("rfd", principal.scope, idempotency_key) if idempotency_key else f"rfd:{new_id('rfd')}"
-    )
+    ledger_id = ledger_id_for("rfd", principal.scope, idempotency_key, "rfd")
     try:
         require_user_id(principal)
         reason = _clean_reason(request.reason)

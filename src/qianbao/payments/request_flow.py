@@ -24,13 +24,12 @@ from sqlalchemy import Connection, select, update
 from qianbao.errors import Forbidden, IdempotencyKeyReused, NotFound, QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
-from qianbao.ids import new_id
 from qianbao.ledger.model import TransferSpec
 from qianbao.payments.engine.decide import Approve
 from qianbao.payments.engine.facts import Books
 from qianbao.payments.engine.orders import Done, FlowDefaults, HttpKey, OneByOne, Order, Replay, Staged
 from qianbao.payments.engine.service import submit_order
-from qianbao.payments.inputs import derived_id, require_user_id
+from qianbao.payments.inputs import ledger_id_for, require_user_id
 from qianbao.payments.records import TransferRecord, records_by_ledger_ids
 from qianbao.payments.request_tables import money_requests
 from qianbao.payments.requests import (
@@ -218,11 +217,7 @@ def accept_order(
 ) -> Order:
     """The pipeline's order for paying a request (`request_flow`): nothing read. With an
     Idempotency-Key the transfer's ledger id is derived from (caller scope, key), as for any transfer."""
-    ledger_id = (
-        derived_id(P2P_CODE, principal.scope, idempotency_key)
-        if idempotency_key
-        else f"{P2P_CODE}:{new_id('trf')}"
-    )
+    ledger_id = ledger_id_for(P2P_CODE, principal.scope, idempotency_key, "trf")
     ask = AcceptAsk(request_id, from_wallet_id)
     order = Order(ACCEPTS, principal, ask, ledger_id, idempotency_key, step_up, http)
     try:

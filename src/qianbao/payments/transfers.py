@@ -36,11 +36,10 @@ from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.identity.phones import normalise_phone
 from qianbao.identity.users import find_user_id_by_phone, get_user
-from qianbao.ids import new_id
 from qianbao.payments.engine.orders import Done, HttpKey, Order
 from qianbao.payments.engine.service import submit_order
 from qianbao.payments.errors import recipient_not_found
-from qianbao.payments.inputs import check_amount, clean_memo, derived_id, require_user_id
+from qianbao.payments.inputs import check_amount, clean_memo, ledger_id_for, require_user_id
 from qianbao.payments.records import TransferRecord, record_from_row
 from qianbao.payments.tables import transfers
 from qianbao.payments.transfer_flow import MOVE_CODE, P2P_CODE, TRANSFERS, TransferInput
@@ -130,11 +129,7 @@ def transfer_order(
     read. With an Idempotency-Key the ledger transfer id is derived from (caller scope, key). Input
     refused for an HTTP request with a key is answered in the batch, after the key (a replay of a
     stored answer, or a key reused for another request, is answered as such first)."""
-    ledger_id = (
-        derived_id(P2P_CODE, principal.scope, idempotency_key)
-        if idempotency_key
-        else f"{P2P_CODE}:{new_id('trf')}"
-    )
+    ledger_id = ledger_id_for(P2P_CODE, principal.scope, idempotency_key, "trf")
     try:
         require_user_id(principal)
         check_amount(request.amount, request.currency)
