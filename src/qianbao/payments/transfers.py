@@ -1,17 +1,15 @@
 """P2P transfers (to a wallet id or a phone number): the transfer use case and recipient look-up.
 
-The money path (API.md, GUIDE §2), for `send_transfer`:
-  1. in one read transaction: the replay of an earlier outcome of the same key, the payer's own wallet,
-     the recipient (a wallet id, a phone number's main wallet, a receive code's wallet), then the
-     payment engine's `decide` over state read without locks: every rule in its one order
-     (payments/engine/decide.py). A payment that cannot happen is refused with its code and no
-     challenge; the payer's own checks come first, and a cap refusal of someone else's wallet carries
-     no limit, room or tier, so that declines cannot be used to probe the recipient's balance;
-  2. the step-up reasons of the decision → `401 step_up_required` or a pass;
-  3. ONE unit of work: the state again with its locks, the replay check, the step-up pass spent, the
-     same `decide`, today's outflow counted (atomic conditional upsert), the ledger transfer, the
-     budget spending, the transfer record and its outbox event. A decline rolls everything back and
-     is then recorded as a `failed` transfer (own transaction), so the Idempotency-Key stays bound to it.
+The money path (API.md, GUIDE §2), for `send_transfer` and `POST /v1/transfers`: the input is checked
+and becomes an order of the payment pipeline (`transfer_order`; `transfer_flow` stages it); in its
+batch's one transaction the Idempotency-Key is claimed, the payer's wallet and the recipient (a wallet
+id, a phone number's main wallet, a receive code's wallet) are read, the state is locked and `decide`
+asks every rule in its one order (payments/engine/decide.py). A payment that cannot happen is refused
+with its code and no challenge; the payer's own checks come first, and a cap refusal of someone else's
+wallet carries no limit, room or tier, so that declines cannot be used to probe the recipient's
+balance. One that needs fresh proof spends the Step-Up challenge in the batch, or is answered `401
+step_up_required`. Then the ledger transfer, today's outflow, the month's budget, the transfer record,
+its outbox event and the stored answer, and COMMIT (engine/pipeline.py).
 Moving money between one's own wallets needs no step-up and does not count toward outflow limits.
 
 With an Idempotency-Key the ledger transfer id is derived from (caller scope, key): even a crash between
@@ -47,7 +45,7 @@ from qianbao.security.masking import mask_name_for_payee, mask_phone
 from qianbao.wallets.service import main_wallet_id, plausible_id
 
 __all__ = ["MOVE_CODE", "P2P_CODE"]
-# A caller's own step inside the transfer's unit of work (e.g. a money request marking itself paid).
+# A caller's own step in the transfer's batch, after its record is written: raising refuses the transfer.
 AppliedHook = Callable[[Connection, TransferRecord], None]
 
 

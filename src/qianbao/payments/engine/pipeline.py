@@ -270,8 +270,7 @@ def _decide(
     needs no proof is ignored, as it always was. The books move only for what is admitted. Declines
     are in memory (added to `refused`): nothing is rolled back for them. With `later` (an order
     alone), its proof is spent only once the ledger has taken the payment (`_spend_later`): a ledger
-    refusal, recorded as a failed payment, leaves the proof unspent, as a declined unit of work always
-    did."""
+    refusal, recorded as a failed payment, leaves the proof unspent."""
     order_of = {id(item.request): item for item in staged}
     approved: list[tuple[Staged, Approve]] = []
     settled: set[int] = set()  # admitted, or refused by its proof
@@ -356,7 +355,7 @@ def _apply_ledger(
 ) -> tuple[list[tuple[Staged, Approve]], list[tuple[Staged, Approve, QianbaoError]]]:
     """Every approved chain in one ledger call, each chain its own linked group. What the ledger
     refused (a batch of one only: in a larger batch that means retrying alone) is declined: recorded as
-    a failed payment, as a decline inside the unit of work always was."""
+    a failed payment (or transfer, or refund) with its reference."""
     declined: list[tuple[Staged, Approve, QianbaoError]] = []
     specs: list[TransferSpec] = []
     ends: list[int] = []
