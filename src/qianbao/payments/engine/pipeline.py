@@ -12,8 +12,8 @@
        4. decide each order in turn over the   engine.decide.decide + facts.books_after
           running books; spend step-up passes     (declines decided in memory: no rollback)
        5. the ledger: every approved chain      LedgerEngine.apply_in
-       6. today's outflow, the months' budgets  identity.limits.add_outflows, wallets.budgets
-          (totals checked: stale → retry)         .add_spendings, wallets.spending.after_credits
+       6. today's outflow, the months' budgets  engine.counting.count_batch (identity.limits,
+          (totals checked: stale → retry)         wallets.budgets, wallets.spending)
        7. records (paid and declined), hooks,   Flow.write, store.outbox
           outbox events
        8. answers bound to their keys; keys     store.idempotency.store_answers / release_keys
@@ -39,10 +39,10 @@ from sqlalchemy import Connection
 from qianbao.errors import IdempotencyKeyInUse, IdempotencyKeyReused, QianbaoError, ServiceUnavailable
 from qianbao.identity import stepup
 from qianbao.identity.context import IdentityContext
-from qianbao.identity.limits import add_outflows
 from qianbao.identity.model import Operation
 from qianbao.ledger.model import ResultCode, TransferSpec
 from qianbao.payments.engine.batch import Batch, Result, claim, follow, store
+from qianbao.payments.engine.counting import count_batch
 from qianbao.payments.engine.decide import Approve, Decline, decide_batch
 from qianbao.payments.engine.declines import error_for
 from qianbao.payments.engine.facts import Books
@@ -61,7 +61,6 @@ from qianbao.payments.engine.rules import ledger_finding
 from qianbao.store.errors import DATABASE_ERRORS, is_retryable
 from qianbao.store.group_commit import GroupCommitter
 from qianbao.store.outbox import OutboxEvent
-from qianbao.wallets import budgets, spending
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +170,7 @@ def _run(ctx: IdentityContext, orders: Sequence[Order], *, alone: bool = False) 
             approved += _decide(ctx, conn, batch, part, books, now, refused, later=proofs if alone else None)
         approved, declined = _apply_ledger(ctx, conn, batch, approved, alone=alone)
         _spend_later(ctx, conn, proofs, approved)
-        counted = _count(conn, approved, books_of, now)
+        counted = count_batch(conn, approved, books_of, now)
         # Each payment's own event before what it caused (a budget threshold, a goal), as subscribers
         # read them in the outbox's order.
         events = _records(ctx, conn, batch, approved, declined, books_of, now)
@@ -399,37 +398,6 @@ def _apply_ledger(
         currency = item.request.currency
         declined.append((item, decision, error_for(ledger_finding(failing), currency, reveal=decision.own)))
     return kept, declined
-
-
-def _count(
-    conn: Connection, approved: Sequence[tuple[Staged, Approve]], books_of: Mapping[str, Books], now: int
-) -> list[OutboxEvent]:
-    """Today's outflow and the months' spending, one upsert each for the whole batch; then the goals."""
-    events: list[OutboxEvent] = []
-    for currency in sorted({item.request.currency for item, _ in approved}):
-        mine = [(item, d) for item, d in approved if item.request.currency == currency]
-        books = books_of[currency]
-        spent = [(item.request.payer_user_id, d.spent) for item, d in mine if d.spent]
-        limits = {p: books.payers[p].limits for p, _ in spent}
-        if add_outflows(conn, limits, spent, currency, now):
-            raise _Retry("today's outflow changed since the batch read it")
-        by_wallet: dict[str, int] = {}
-        for item, decision in mine:
-            if decision.spent:
-                wallet_id = item.request.source_wallet_id
-                by_wallet[wallet_id] = by_wallet.get(wallet_id, 0) + decision.spent
-        spends = []
-        for wallet_id, amount in by_wallet.items():
-            source = books.sources[wallet_id]
-            budget = None if source.settings is None else source.settings.budget
-            spends.append(budgets.Spend(source.user_id, wallet_id, amount, currency, budget))
-        budget_events, refused = budgets.add_spendings(conn, spends, now)
-        if refused:
-            raise _Retry("a month's spending changed since the batch read it")
-        events += budget_events
-    credited = {item.target.wallet_id for item, _ in approved if item.target is not None}
-    events += spending.after_credits(conn, credited, now)
-    return events
 
 
 def _records(
