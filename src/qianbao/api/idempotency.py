@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, update
@@ -40,7 +41,8 @@ from qianbao.clock import Clock
 from qianbao.errors import IdempotencyKeyInUse, IdempotencyKeyReused, QianbaoError
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal, PrincipalKind
-from qianbao.payments.engine.orders import Answered, Done, HttpKey, Render
+from qianbao.payments.engine.orders import Answered, Done, HttpKey, Order, Render
+from qianbao.payments.engine.service import submit_order_async
 from qianbao.security.keyring import KeyRing
 from qianbao.store.database import Database
 from qianbao.store.idempotency import (
@@ -186,6 +188,16 @@ def pipeline_response(outcome: Done | Answered, render: Render) -> JSONResponse:
         return JSONResponse(outcome.payload, status_code=outcome.status)
     status, payload = outcome.answer if outcome.answer is not None else render(outcome.record, None, None)
     return JSONResponse(payload, status_code=status)
+
+
+async def answer_order(ctx: IdentityContext, order: Order, render: Render) -> JSONResponse:
+    """Submit an order to the payment pipeline and answer it. With a key the answer was rendered in the
+    batch; without one, a `render` that reads the database (the wallet, the merchant, the request) runs
+    on a thread, after the batch, never on the event loop."""
+    outcome = await submit_order_async(ctx, order)
+    if isinstance(outcome, Done) and outcome.answer is None:
+        return await anyio.to_thread.run_sync(pipeline_response, outcome, render)
+    return pipeline_response(outcome, render)
 
 
 def _check_key(key: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr, model_validator
@@ -12,13 +11,11 @@ from sqlalchemy import Connection
 
 from qianbao.api import request_errors
 from qianbao.api.deps import Body, CurrentUser, Identity
-from qianbao.api.idempotency import pipeline_key, pipeline_response, run_idempotent
+from qianbao.api.idempotency import answer_order, pipeline_key, run_idempotent
 from qianbao.api.routes.wallets import MoneyIn, MoneyOut, Strict, TransferOut, transfer_json
 from qianbao.clock import rfc3339
 from qianbao.payments import request_flow
 from qianbao.payments import requests as money_requests
-from qianbao.payments.engine.orders import Done
-from qianbao.payments.engine.service import submit_order_async
 
 router = APIRouter(tags=["money-requests"])
 
@@ -195,10 +192,7 @@ async def accept_money_request(
         step_up=step_up,
         http=http,
     )
-    outcome = await submit_order_async(ctx, order)
-    if isinstance(outcome, Done) and outcome.answer is None:  # no key: the answer reads the request
-        return await anyio.to_thread.run_sync(pipeline_response, outcome, render)
-    return pipeline_response(outcome, render)
+    return await answer_order(ctx, order, render)
 
 
 @router.post("/v1/money-requests/{request_id}/decline", response_model=MoneyRequestOut)

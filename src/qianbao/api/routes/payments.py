@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictStr
 from sqlalchemy import Connection
 
 from qianbao.api.deps import Body, CurrentUser, Identity, user_or_key
-from qianbao.api.idempotency import pipeline_key, pipeline_response
+from qianbao.api.idempotency import answer_order, pipeline_key, pipeline_response
 from qianbao.api.routes.merchants import PaymentOut, Reader, payment_json
 from qianbao.api.routes.wallets import MoneyIn, MoneyOut, Strict
 from qianbao.clock import rfc3339
 from qianbao.identity.context import IdentityContext
 from qianbao.identity.model import Principal
 from qianbao.payments import merchant_payments, qr_flow, qr_payments, refunds
-from qianbao.payments.engine.orders import Done
 from qianbao.payments.engine.service import submit_order_async
 from qianbao.payments.merchant_records import PaymentRecord, RefundRecord
 from qianbao.payments.merchants import Merchant, merchant_by_id
@@ -127,10 +125,7 @@ async def pay_by_qr(
         principal, request_data, idempotency_key=idempotency_key, step_up=step_up, http=http
     )
     # Async: the request waits for its batch without holding a thread (docs/payments.md, "The pipeline").
-    outcome = await submit_order_async(ctx, order)
-    if isinstance(outcome, Done) and outcome.answer is None:  # no key: the answer reads the merchant
-        return await anyio.to_thread.run_sync(pipeline_response, outcome, render)
-    return pipeline_response(outcome, render)
+    return await answer_order(ctx, order, render)
 
 
 @router.get("/v1/payments/{payment_id}", response_model=PaymentOut, response_model_exclude_unset=True)

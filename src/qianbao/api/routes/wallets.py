@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
@@ -12,7 +11,7 @@ from sqlalchemy import Connection
 
 from qianbao.api import request_errors
 from qianbao.api.deps import Body, CurrentUser, Identity, Info
-from qianbao.api.idempotency import pipeline_key, pipeline_response, run_idempotent
+from qianbao.api.idempotency import answer_order, pipeline_key, pipeline_response, run_idempotent
 from qianbao.api.problems import language
 from qianbao.clock import rfc3339
 from qianbao.errors import NotFound
@@ -20,7 +19,6 @@ from qianbao.invalid import currency_hint
 from qianbao.money import UnknownCurrencyError, currency
 from qianbao.payments import funding, records
 from qianbao.payments import transfers as payments
-from qianbao.payments.engine.orders import Done
 from qianbao.payments.engine.service import submit_order_async
 from qianbao.payments.inputs import MAX_PAYMENT
 from qianbao.wallets import closing, editing
@@ -372,10 +370,7 @@ async def close_wallet(
     http = pipeline_key(
         ctx, request, scope=principal.scope, key=idempotency_key, body=raw, render=render, sealed=False
     )
-    outcome = await submit_order_async(ctx, closing.close_order(principal, wallet_id, info, http=http))
-    if isinstance(outcome, Done) and outcome.answer is None:  # no key: the answer reads the wallet
-        return await anyio.to_thread.run_sync(pipeline_response, outcome, render)
-    return pipeline_response(outcome, render)
+    return await answer_order(ctx, closing.close_order(principal, wallet_id, info, http=http), render)
 
 
 @router.post("/v1/transfers", status_code=201, response_model=TransferOut, response_model_exclude_unset=True)
@@ -483,7 +478,4 @@ async def sandbox_fund(
         idempotency_key=idempotency_key,
         http=http,
     )
-    outcome = await submit_order_async(ctx, order)
-    if isinstance(outcome, Done) and outcome.answer is None:  # no key: the answer reads the wallet
-        return await anyio.to_thread.run_sync(pipeline_response, outcome, render)
-    return pipeline_response(outcome, render)
+    return await answer_order(ctx, order, render)
